@@ -1,0 +1,56 @@
+"""pacs-edge's Rust data plane, as Python sees it.
+
+The compiled module ``core_rs._core`` does every per-byte loop (PDU framing, command
+sets, spooling, BLAKE3, key-attribute parsing); this facade re-exports it with the
+exception hierarchy of ``core_rs._errors``. Import from here, never from ``_core``.
+"""
+
+from core_rs._core import (
+    BUILD_PROFILE,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    Command,
+    ControlPdu,
+    DatasetReceived,
+    Receiver,
+    SpoolFile,
+    StoredObject,
+    __version__,
+    encode_message,
+    encode_response,
+    file_meta,
+    hash_file,
+    key_attributes,
+)
+from core_rs._errors import (
+    CommandError,
+    CoreError,
+    DatasetError,
+    OutOfSpaceError,
+    ProtocolError,
+    StorageError,
+)
+
+__all__ = [
+    "BUILD_PROFILE",
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "Command",
+    "CommandError",
+    "ControlPdu",
+    "CoreError",
+    "DatasetError",
+    "DatasetReceived",
+    "OutOfSpaceError",
+    "ProtocolError",
+    "Receiver",
+    "SpoolFile",
+    "StorageError",
+    "StoredObject",
+    "__version__",
+    "encode_message",
+    "encode_response",
+    "file_meta",
+    "hash_file",
+    "key_attributes",
+]

@@ -1,0 +1,210 @@
+//! One incoming object on its way to disk: Part-10 meta, then dataset bytes streamed
+//! into a spool file while BLAKE3 and the key-attribute parser run over them; on
+//! `finish`, fdatasync and a rename into the content-addressed object store.
+//!
+//! A writer that is dropped unfinished deletes its spool file: nothing half-written
+//! survives an abort.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::dataset::{HeadParser, Syntax};
+use crate::error::{CoreError, Result};
+
+/// Writes coalesce below this size; a whole 256 KiB PDV passes straight through.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct SpoolWriter {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    hasher: blake3::Hasher,
+    head: HeadParser,
+    meta_len: u64,
+    dataset_len: u64,
+    error: Option<CoreError>,
+}
+
+#[derive(Debug)]
+pub struct StoredObject {
+    pub path: PathBuf,
+    /// BLAKE3 of the dataset bytes as sent (not the meta, which names the sender).
+    pub hash: String,
+    pub meta_len: u64,
+    pub dataset_len: u64,
+    /// An identical object was already stored: no second copy was made.
+    pub existed: bool,
+    pub attributes: Vec<(u32, Vec<u8>)>,
+    pub parse_problem: Option<String>,
+}
+
+impl SpoolWriter {
+    /// Never fails: a spool that cannot be created remembers why, keeps consuming the
+    /// object's bytes so the association stays in step, and fails at `finish`.
+    #[must_use]
+    pub fn create(path: PathBuf, meta: &[u8], syntax: Syntax) -> Self {
+        let mut writer = Self {
+            path,
+            file: None,
+            hasher: blake3::Hasher::new(),
+            head: HeadParser::new(syntax),
+            meta_len: meta.len() as u64,
+            dataset_len: 0,
+            error: None,
+        };
+        let opened = OpenOptions::new().write(true).create_new(true).open(&writer.path);
+        match opened {
+            Ok(file) => {
+                let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
+                if let Err(e) = file.write_all(meta) {
+                    writer.error = Some(e.into());
+                }
+                writer.file = Some(file);
+            }
+            Err(e) => writer.error = Some(e.into()),
+        }
+        writer
+    }
+
+    pub fn write(&mut self, data: &[u8]) {
+        self.dataset_len += data.len() as u64;
+        if self.error.is_some() {
+            return;
+        }
+        self.hasher.update(data);
+        if !self.head.is_done() {
+            self.head.push(data);
+        }
+        if let Some(file) = self.file.as_mut() {
+            if let Err(e) = file.write_all(data) {
+                self.error = Some(e.into());
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn dataset_len(&self) -> u64 {
+        self.dataset_len
+    }
+
+    /// Make the object durable (when `durable`) and move it to
+    /// `objects_dir/<hash[..2]>/<hash>`; the `<hash[..2]>` folders must exist.
+    pub fn finish(mut self, objects_dir: &Path, durable: bool) -> Result<StoredObject> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let Some(file) = self.file.take() else {
+            return Err(CoreError::Io(std::io::Error::other("spool file was not opened")));
+        };
+        let file = file.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        if durable {
+            file.sync_data()?;
+        }
+        drop(file);
+        let hash = self.hasher.finalize().to_hex().to_string();
+        let folder = objects_dir.join(&hash[..2]);
+        let dest = folder.join(&hash);
+        let existed = dest.exists();
+        if existed {
+            fs::remove_file(&self.path)?;
+        } else {
+            fs::rename(&self.path, &dest)?;
+            if durable {
+                // The rename itself must reach the disk before the index points at it.
+                File::open(&folder)?.sync_all()?;
+            }
+        }
+        let head = std::mem::replace(&mut self.head, HeadParser::new(Syntax::ExplicitLittle));
+        let parse_problem = head.problem().map(str::to_owned);
+        Ok(StoredObject {
+            path: dest,
+            hash,
+            meta_len: self.meta_len,
+            dataset_len: self.dataset_len,
+            existed,
+            attributes: head.into_attributes(),
+            parse_problem,
+        })
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        // Unfinished (aborted, failed, or already moved): make sure no spool remains.
+        // A missing file is the normal case after `finish`.
+        drop(self.file.take());
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// BLAKE3 of a file's bytes from `offset` on: re-checks a stored object's dataset.
+pub fn hash_file(path: &Path, offset: u64) -> Result<String> {
+    let mut file = File::open(path)?;
+    let mut skipped = std::io::copy(&mut (&mut file).take(offset), &mut std::io::sink())?;
+    if skipped < offset {
+        skipped = offset - skipped;
+        return Err(CoreError::Dataset(format!("file is {skipped} bytes shorter than its meta header")));
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("core_rs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn stores_once_and_dedups() {
+        let dir = tempdir("dedup");
+        let data = vec![5u8; 100_000];
+        let mut stored = Vec::new();
+        for i in 0..2 {
+            let mut w = SpoolWriter::create(dir.join(format!("s{i}")), b"META", Syntax::ExplicitLittle);
+            for c in data.chunks(999) {
+                w.write(c);
+            }
+            let hash = blake3::hash(&data).to_hex().to_string();
+            fs::create_dir_all(dir.join(&hash[..2])).unwrap();
+            stored.push(w.finish(&dir, true).unwrap());
+        }
+        assert!(!stored[0].existed && stored[1].existed);
+        assert_eq!(stored[0].hash, stored[1].hash);
+        assert_eq!(fs::read(&stored[0].path).unwrap().len(), 100_004);
+        assert_eq!(hash_file(&stored[0].path, 4).unwrap(), stored[0].hash);
+        assert!(!dir.join("s0").exists() && !dir.join("s1").exists());
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let dir = tempdir("drop");
+        let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle);
+        w.write(b"partial");
+        drop(w);
+        assert!(!dir.join("s").exists());
+    }
+
+    #[test]
+    fn creation_failure_surfaces_at_finish() {
+        let dir = tempdir("fail");
+        let mut w = SpoolWriter::create(dir.join("missing/s"), b"META", Syntax::ExplicitLittle);
+        w.write(b"data");
+        assert_eq!(w.dataset_len(), 4);
+        assert!(matches!(w.finish(&dir, false), Err(CoreError::Io(_))));
+    }
+}
