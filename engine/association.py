@@ -1,0 +1,397 @@
+"""One DICOM association on the acceptor side: an asyncio protocol object.
+
+It owns only I/O state: the socket, the receive buffer, the PS3.8 state and its
+timers. Bytes go straight from the kernel into a preallocated buffer
+(BufferedProtocol) and from there into core_rs, which frames PDUs and streams
+datasets to spool files. Storing an object is application work in a tracked task;
+its C-STORE-RSP goes out when the object is durable and indexed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import core_rs
+from engine import negotiation as neg
+from engine.fsm import Event, State, next_step
+from engine.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
+from engine.store import (
+    CANNOT_UNDERSTAND,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    UNRECOGNIZED_OPERATION,
+    StoreResult,
+)
+from policies import access
+
+if TYPE_CHECKING:
+    from engine.server import Services
+
+log = logging.getLogger(__name__)
+
+C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0FFF
+_CONTROL_EVENTS = {0x01: Event.Evt6, 0x02: Event.Evt3, 0x03: Event.Evt4,
+                   0x05: Event.Evt12, 0x06: Event.Evt13, 0x07: Event.Evt16}
+# Stop reading from a peer that has this many objects waiting for their commit
+# (a well-behaved SCU without asynchronous operations has at most one).
+_MAX_STORES_IN_FLIGHT = 2
+_ids = itertools.count(1)
+
+
+class Association(asyncio.BufferedProtocol):
+    def __init__(self, services: Services) -> None:
+        self._svc = services
+        config = services.config.dicom
+        self.id = next(_ids)
+        self.state = State.Sta1
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.calling_ae = ""
+        # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
+        self._buffer = bytearray(config.max_pdu + 1024)
+        self._view = memoryview(self._buffer)
+        self._receiver = core_rs.Receiver(
+            services.layout.spool, f"{os.getpid()}-{self.id}", config.max_pdu
+        )
+        self._contexts: dict[int, AcceptedContext] = {}
+        self._peer_max_pdu = 0
+        self._artim: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
+        self._reading_paused = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._awaiting_dataset: dict[int, core_rs.Command] = {}
+        self.stored = 0
+        self.stored_bytes = 0
+        self._started = time.monotonic()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # ---- asyncio protocol: I/O only -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Without it DCMTK peers stall ~40 ms per object (Nagle + delayed ACK).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._svc.hub.add(self)
+        self._handle(Event.Evt5)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.state in (State.Sta13, State.Sta1):
+            return  # AA-6: whatever still arrives is ignored
+        self._last_activity = asyncio.get_running_loop().time()
+        try:
+            events = self._receiver.feed(self._view[:nbytes])
+        except core_rs.ProtocolError as exc:
+            self._handle(Event.Evt19, reason=exc.reason, why=str(exc))
+            return
+        except core_rs.CommandError as exc:
+            self._handle(Event.Evt19, reason=0, why=str(exc))
+            return
+        for event in events:
+            if self.state in (State.Sta13, State.Sta1):
+                break
+            if isinstance(event, core_rs.ControlPdu):
+                self._on_control(event)
+            else:
+                self._handle(Event.Evt10, indication=event)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state is not State.Sta1:
+            self._handle(Event.Evt17, why=str(exc) if exc else "peer closed the connection")
+        self._cancel_timers()
+        self._svc.hub.remove(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # ---- the PS3.8 state machine ----------------------------------------------------
+
+    def _handle(self, event: Event, **info: Any) -> None:
+        action, next_state = next_step(self.state, event)
+        log.debug("[%s] %s %s: %s -> %s", self, event.name, action.name, self.state.name,
+                  next_state.name)
+        self.state = next_state
+        getattr(self, f"_{action.name.lower()}")(**info)
+
+    def _on_control(self, pdu: core_rs.ControlPdu) -> None:
+        event = _CONTROL_EVENTS[pdu.pdu_type]
+        if event is Event.Evt6 and self.state is State.Sta2:
+            try:
+                request = neg.parse_request(pdu.data)
+            except MalformedRequest as exc:
+                self._handle(Event.Evt19, reason=6, why=str(exc))
+                return
+            self._handle(event, request=request)
+        elif event is Event.Evt16:
+            self._handle(event, why="peer sent A-ABORT")
+        else:
+            self._handle(event, reason=2, why=f"unexpected {event.value}")
+
+    def _ae5(self) -> None:
+        self._start_artim()
+
+    def _ae6(self, request: AssociationRequest | None = None, **_: Any) -> None:
+        self._stop_artim()
+        assert request is not None
+        self.calling_ae = request.calling_ae
+        rejection = self._decide(request)
+        if rejection is not None:
+            self._handle(Event.Evt8, rejection=rejection)
+            return
+        accepted, results = neg.negotiate(request.contexts)
+        self._handle(Event.Evt7, request=request, accepted=accepted, results=results)
+
+    def _decide(self, request: AssociationRequest) -> access.Rejection | None:
+        svc = self._svc
+        if request.protocol_version & 0x0001 == 0:
+            return access.protocol_version_not_supported(request.protocol_version)
+        if request.application_context != neg.APPLICATION_CONTEXT:
+            return access.application_context_not_supported(request.application_context)
+        static = access.check_peer(request.calling_ae, request.called_ae,
+                                   svc.config.node.ae_title, svc.config.dicom)
+        return static or svc.hub.admit()
+
+    def _ae7(self, request: AssociationRequest, accepted: list[AcceptedContext],
+             results: list[Any]) -> None:
+        assert self.transport is not None
+        self._peer_max_pdu = request.peer_max_pdu
+        self._contexts = {cx.context_id: cx for cx in accepted}
+        self._receiver.establish(
+            request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
+        )
+        self.transport.write(
+            neg.encode_accept(request, results, self._svc.config.dicom.max_pdu)
+        )
+        self._svc.hub.established(self)
+        log.info("[%s] association accepted: %d of %d presentation contexts, peer %s %s",
+                 self, len(accepted), len(request.contexts),
+                 request.implementation_version_name or request.implementation_class_uid,
+                 f"(max PDU {request.peer_max_pdu})" if request.peer_max_pdu else "")
+        self._arm_idle_timer()
+
+    def _ae8(self, rejection: access.Rejection) -> None:
+        assert self.transport is not None
+        self.transport.write(neg.encode_reject(rejection))
+        log.warning("[%s] association rejected (%s, result %d source %d reason %d): %s",
+                    self, "transient" if rejection.result == 2 else "permanent",
+                    rejection.result, rejection.source, rejection.reason,
+                    rejection.message)
+        self._start_artim()
+
+    def _dt1(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    _ar7 = _dt1
+
+    def _dt2(self, indication: core_rs.Command | core_rs.DatasetReceived) -> None:
+        if isinstance(indication, core_rs.Command):
+            self._on_command(indication)
+        else:
+            self._on_dataset(indication)
+
+    def _ar2(self, **_: Any) -> None:
+        self._maybe_finish_release()
+
+    def _ar4(self) -> None:
+        assert self.transport is not None
+        self.transport.write(neg.encode_release_response())
+        elapsed = time.monotonic() - self._started
+        log.info("[%s] released: %d object(s), %.1f MB in %.1f s", self, self.stored,
+                 self.stored_bytes / 1e6, elapsed)
+        self._start_artim()
+
+    def _ar5(self, **_: Any) -> None:
+        self._stop_artim()
+
+    def _aa1(self, reason: int | None = None, why: str = "") -> None:
+        self._send_abort(reason, why)
+
+    def _aa2(self, **_: Any) -> None:
+        self._stop_artim()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _aa3(self, why: str = "") -> None:
+        log.warning("[%s] aborted by the peer after %d stored object(s)", self, self.stored)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _aa4(self, why: str = "") -> None:
+        log.warning("[%s] connection lost without release: %s", self, why)
+
+    def _aa5(self, **_: Any) -> None:
+        self._stop_artim()
+
+    def _aa6(self, **_: Any) -> None:
+        pass  # PS3.8: ignore the PDU
+
+    def _aa7(self, **_: Any) -> None:
+        assert self.transport is not None
+        self.transport.write(neg.encode_abort(2))
+
+    def _aa8(self, reason: int = 0, why: str = "") -> None:
+        self._send_abort(reason, why)
+
+    def _send_abort(self, reason: int | None, why: str) -> None:
+        assert self.transport is not None
+        self.transport.write(neg.encode_abort(reason))
+        log.error("[%s] A-ABORT sent%s: %s", self,
+                  "" if reason is None else f" (reason {reason})", why)
+        self._start_artim()
+
+    # ---- DIMSE ------------------------------------------------------------------------
+
+    def _on_command(self, command: core_rs.Command) -> None:
+        field = command.command_field
+        if command.has_dataset:
+            self._awaiting_dataset[command.context_id] = command
+            return
+        if field == C_ECHO_RQ:
+            self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
+        elif field == C_STORE_RQ:
+            self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
+        elif field != C_CANCEL_RQ:
+            self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
+
+    def _on_dataset(self, received: core_rs.DatasetReceived) -> None:
+        command = self._awaiting_dataset.pop(received.context_id)
+        spool = received.spool
+        if spool is None:
+            self._respond(command, command.command_field | 0x8000, UNRECOGNIZED_OPERATION)
+            return
+        context = self._contexts[received.context_id]
+        if command.affected_sop_class_uid != context.abstract_syntax:
+            spool.discard()
+            self._respond(command, 0x8001, SOP_CLASS_NOT_SUPPORTED,
+                          comment="SOP class differs from the presentation context")
+            return
+        task = asyncio.get_running_loop().create_task(self._store(command, context, spool))
+        self._tasks.add(task)
+        self._svc.hub.track(task)
+        task.add_done_callback(self._store_done)
+        if len(self._tasks) >= _MAX_STORES_IN_FLIGHT and self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    async def _store(self, command: core_rs.Command, context: AcceptedContext,
+                     spool: core_rs.SpoolFile) -> None:
+        started = time.perf_counter()
+        result: StoreResult = await self._svc.store.store(
+            spool, command.affected_sop_class_uid, command.affected_sop_instance_uid,
+            context.transfer_syntax, self.calling_ae,
+        )
+        self._svc.hub.record_store(result, self.calling_ae)
+        if result.status == SUCCESS:
+            self.stored += 1
+            self.stored_bytes += result.size
+        log.debug("[%s] %s -> %#06x in %.1f ms", self, command.affected_sop_instance_uid,
+                  result.status, (time.perf_counter() - started) * 1e3)
+        self._respond(command, 0x8001, result.status, comment=result.comment)
+
+    def _store_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("[%s] store task failed", self, exc_info=task.exception())
+        if self._reading_paused and len(self._tasks) < _MAX_STORES_IN_FLIGHT:
+            self._reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        self._maybe_finish_release()
+        if self._svc.hub.draining:
+            self.drain()
+
+    def _respond(self, command: core_rs.Command, field: int, status: int,
+                 sop_class: str | None = None, comment: str = "") -> None:
+        if self.state not in (State.Sta6, State.Sta8):
+            log.warning("[%s] status %#06x for message %d not sent: association %s",
+                        self, status, command.message_id, self.state.value.lower())
+            return
+        rsp = core_rs.encode_response(
+            field, command.message_id, status,
+            affected_sop_class_uid=sop_class or command.affected_sop_class_uid,
+            affected_sop_instance_uid=command.affected_sop_instance_uid,
+            error_comment=comment,
+        )
+        data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
+        self._handle(Event.Evt9, data=data)
+
+    def _maybe_finish_release(self) -> None:
+        if self.state is State.Sta8 and not self._tasks:
+            self._handle(Event.Evt14)
+
+    # ---- shutdown, timers -------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Shutting down: end the association once no object is half-way in."""
+        if self.state is State.Sta6 and not self._tasks and self._receiver.at_boundary:
+            self._handle(Event.Evt15, reason=None, why="node is shutting down")
+        elif self.state in (State.Sta2, State.Sta3):
+            self._handle(Event.Evt15, reason=None, why="node is shutting down")
+
+    def abort(self, why: str) -> None:
+        if self.state in (State.Sta2, State.Sta3, State.Sta6, State.Sta8):
+            self._handle(Event.Evt15, reason=None, why=why)
+        elif self.transport is not None:
+            self.transport.close()
+
+    def _start_artim(self) -> None:
+        self._stop_artim()
+        timeout = self._svc.config.dicom.artim_timeout
+        self._artim = asyncio.get_running_loop().call_later(timeout, self._artim_expired)
+
+    def _stop_artim(self) -> None:
+        if self._artim is not None:
+            self._artim.cancel()
+            self._artim = None
+
+    def _artim_expired(self) -> None:
+        self._artim = None
+        if self.state in (State.Sta2, State.Sta13):
+            self._handle(Event.Evt18)
+
+    def _arm_idle_timer(self) -> None:
+        # One timer that re-arms itself, instead of a new timer per read.
+        loop = asyncio.get_running_loop()
+        timeout = self._svc.config.dicom.idle_timeout
+        self._idle = loop.call_later(timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        if self.state not in (State.Sta6, State.Sta8):
+            return
+        timeout = self._svc.config.dicom.idle_timeout
+        silent = asyncio.get_running_loop().time() - self._last_activity
+        if silent >= timeout and not self._tasks:
+            self._handle(Event.Evt15, reason=None, why=f"no data for {silent:.0f} s")
+        else:
+            self._idle = asyncio.get_running_loop().call_later(
+                max(timeout - silent, 1.0), self._idle_check
+            )
+
+    def _cancel_timers(self) -> None:
+        self._stop_artim()
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def __str__(self) -> str:
+        who = self.calling_ae or "?"
+        return f"#{self.id} {who}@{self.peer}"
+

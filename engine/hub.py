@@ -1,0 +1,84 @@
+"""The set of live associations: admission (limit, draining), counters, shutdown.
+
+Associations register here so the server can refuse the (N+1)th at once instead
+of queueing it, drain them in order on SIGTERM, and wait for every object in
+flight before the index closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from engine.store import StoreResult
+from policies import access
+
+if TYPE_CHECKING:
+    from engine.association import Association
+
+log = logging.getLogger(__name__)
+
+
+class AssociationHub:
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._all: set[Association] = set()
+        self._established: set[Association] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.accepted_total = 0
+        self.rejected_total = 0
+        self.statuses: Counter[int] = Counter()
+
+    def add(self, association: Association) -> None:
+        self._all.add(association)
+
+    def remove(self, association: Association) -> None:
+        self._all.discard(association)
+        self._established.discard(association)
+
+    def admit(self) -> access.Rejection | None:
+        """The dynamic part of accepting an association (PS3.8 9.3.4 reasons)."""
+        if self.draining:
+            self.rejected_total += 1
+            return access.temporary_congestion("node is shutting down")
+        if len(self._established) >= self._limit:
+            self.rejected_total += 1
+            return access.local_limit_exceeded(
+                f"{self._limit} associations already active (dicom.max_associations)"
+            )
+        return None
+
+    def established(self, association: Association) -> None:
+        self._established.add(association)
+        self.accepted_total += 1
+
+    @property
+    def active(self) -> int:
+        return len(self._established)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def record_store(self, result: StoreResult, calling_ae: str) -> None:
+        self.statuses[result.status] += 1
+
+    async def shutdown(self, grace: float) -> None:
+        """Finish objects in flight, end every association, wait up to `grace` s."""
+        self.draining = True
+        for association in list(self._all):
+            association.drain()
+        waiting = [a.closed for a in self._all]
+        if waiting:
+            log.info("shutdown: waiting up to %.0f s for %d association(s)", grace, len(waiting))
+            _, pending = await asyncio.wait(waiting, timeout=grace)
+            for association in list(self._all):
+                if not association.closed.done():
+                    association.abort("shutdown grace period over")
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))

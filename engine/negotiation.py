@@ -1,0 +1,231 @@
+"""Association negotiation for the storage SCP (PS3.8 9.3.2-9.3.4, PS3.7 D.3.3).
+
+pynetdicom decodes and encodes the A-ASSOCIATE PDUs and their items; the choice of
+transfer syntax is ours: of the syntaxes a context proposes, the FIRST ONE THE
+SENDER LISTED that we support is accepted, so a compressed object is stored as the
+modality compressed it (pynetdicom would pick in the acceptor's order instead).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import cache
+
+from pydicom.uid import UID_dictionary
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP
+from pynetdicom.pdu_primitives import (
+    A_ABORT,
+    A_ASSOCIATE,
+    A_P_ABORT,
+    A_RELEASE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+
+import core_rs
+from policies.access import Rejection
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+VERIFICATION = "1.2.840.10008.1.1"
+
+# What we store, byte for byte, as the sender encoded it.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.201",  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+_SUPPORTED_TS = frozenset(TRANSFER_SYNTAXES)
+
+# Presentation context results (PS3.8 9.3.3.2, Table 9-18).
+ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
+
+
+@cache
+def storage_sop_classes() -> frozenset[str]:
+    """Every storage SOP class pynetdicom or pydicom knows."""
+    from_pynetdicom = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    from_pydicom = {
+        uid for uid, (name, kind, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in name and "Commitment" not in name
+    }
+    return frozenset(from_pynetdicom | from_pydicom)
+
+
+def supported_abstract_syntaxes() -> frozenset[str]:
+    return storage_sop_classes() | {VERIFICATION}
+
+
+@dataclass(frozen=True)
+class ProposedContext:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    context_id: int
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class AssociationRequest:
+    calling_ae: str
+    called_ae: str
+    protocol_version: int
+    application_context: str
+    contexts: tuple[ProposedContext, ...]
+    peer_max_pdu: int
+    implementation_class_uid: str
+    implementation_version_name: str
+    role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]
+
+
+class MalformedRequest(ValueError):
+    """An A-ASSOCIATE-RQ PDU that cannot be decoded."""
+
+
+def parse_request(pdu_bytes: bytes) -> AssociationRequest:
+    pdu = A_ASSOCIATE_RQ()
+    try:
+        pdu.decode(pdu_bytes)
+        primitive = pdu.to_primitive()
+        contexts = tuple(
+            ProposedContext(
+                cx.context_id, str(cx.abstract_syntax), tuple(str(ts) for ts in cx.transfer_syntax)
+            )
+            for cx in primitive.presentation_context_definition_list
+        )
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as exc:
+        raise MalformedRequest(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+    peer_max, impl_uid, impl_version, roles = 0, "", "", []
+    for item in primitive.user_information:
+        if isinstance(item, MaximumLengthNotification):
+            peer_max = item.maximum_length_received or 0
+        elif isinstance(item, ImplementationClassUIDNotification):
+            impl_uid = str(item.implementation_class_uid or "")
+        elif isinstance(item, ImplementationVersionNameNotification):
+            impl_version = str(item.implementation_version_name or "")
+        elif isinstance(item, SCP_SCU_RoleSelectionNegotiation):
+            roles.append(item)
+    return AssociationRequest(
+        calling_ae=str(primitive.calling_ae_title).strip(),
+        called_ae=str(primitive.called_ae_title).strip(),
+        protocol_version=pdu.protocol_version,
+        application_context=str(primitive.application_context_name),
+        contexts=contexts,
+        peer_max_pdu=peer_max,
+        implementation_class_uid=impl_uid,
+        implementation_version_name=impl_version,
+        role_items=tuple(roles),
+    )
+
+
+def choose_transfer_syntax(proposed: tuple[str, ...]) -> str | None:
+    return next((ts for ts in proposed if ts in _SUPPORTED_TS), None)
+
+
+def negotiate(
+    contexts: tuple[ProposedContext, ...],
+) -> tuple[list[AcceptedContext], list[PresentationContext]]:
+    """Decide every proposed context; returns the accepted ones and all results."""
+    supported = supported_abstract_syntaxes()
+    accepted: list[AcceptedContext] = []
+    results: list[PresentationContext] = []
+    for proposed in contexts:
+        result = PresentationContext()
+        result.context_id = proposed.context_id
+        result.abstract_syntax = proposed.abstract_syntax
+        chosen = choose_transfer_syntax(proposed.transfer_syntaxes)
+        if proposed.abstract_syntax not in supported:
+            result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
+        elif chosen is None:
+            result.result = TRANSFER_SYNTAXES_NOT_SUPPORTED
+        else:
+            result.result = ACCEPTANCE
+            accepted.append(AcceptedContext(proposed.context_id, proposed.abstract_syntax, chosen))
+        # PS3.8 9.3.3.2: a rejected context still carries one transfer syntax item.
+        result.transfer_syntax = [chosen or (proposed.transfer_syntaxes or (TRANSFER_SYNTAXES[0],))[0]]
+        results.append(result)
+    return accepted, results
+
+
+def encode_accept(
+    request: AssociationRequest, results: list[PresentationContext], our_max_pdu: int
+) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = APPLICATION_CONTEXT
+    primitive.calling_ae_title = request.calling_ae
+    primitive.called_ae_title = request.called_ae
+    primitive.result = 0x00
+    primitive.result_source = 0x01
+    primitive.presentation_context_definition_results_list = results
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = our_max_pdu
+    impl_uid = ImplementationClassUIDNotification()
+    impl_uid.implementation_class_uid = core_rs.IMPLEMENTATION_CLASS_UID
+    impl_version = ImplementationVersionNameNotification()
+    impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
+    items: list[object] = [max_length, impl_uid, impl_version]
+    for proposed in request.role_items:
+        # We are the storage SCP: the requestor may be SCU; we never act as SCU here.
+        reply = SCP_SCU_RoleSelectionNegotiation()
+        reply.sop_class_uid = proposed.sop_class_uid
+        reply.scu_role = bool(proposed.scu_role)
+        reply.scp_role = False
+        items.append(reply)
+    primitive.user_information = items
+    pdu = A_ASSOCIATE_AC()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def encode_reject(rejection: Rejection) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.result = rejection.result
+    primitive.result_source = rejection.source
+    primitive.diagnostic = rejection.reason
+    pdu = A_ASSOCIATE_RJ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def encode_abort(reason: int | None) -> bytes:
+    """A-ABORT PDU: from the service provider (source 2) with a PS3.8 Table 9-26
+    reason, or from the service user (source 0) when `reason` is None."""
+    primitive: A_P_ABORT | A_ABORT
+    if reason is None:
+        primitive = A_ABORT()
+        primitive.abort_source = 0x00
+    else:
+        primitive = A_P_ABORT()
+        primitive.provider_reason = reason
+    pdu = A_ABORT_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def encode_release_response() -> bytes:
+    primitive = A_RELEASE()
+    primitive.result = "affirmative"
+    pdu = A_RELEASE_RP()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())

@@ -1,0 +1,121 @@
+"""The pacs-edge server process: opens storage, serves DICOM and ops HTTP, shuts
+down in order.
+
+Start-up:  data tree -> spool cleaned -> index opened and checked -> group commit
+           thread -> DICOM listener -> ops HTTP -> ready.
+Shutdown (SIGTERM/SIGINT): not ready -> DICOM listener closed -> associations
+           drained (objects in flight finish, bounded by dicom.shutdown_grace) ->
+           store tasks awaited -> group commit flushed -> index closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import core_rs
+from engine.association import Association
+from engine.hub import AssociationHub
+from engine.ops_http import OpsHttp
+from engine.store import StoreService
+from monitoring import status
+from policies.config import Config
+from storage import recovery
+from storage.committer import GroupCommitter
+from storage.index import Index
+from storage.layout import DataLayout
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start; the message says what to change."""
+
+
+@dataclass
+class Services:
+    """What every association shares."""
+
+    config: Config
+    layout: DataLayout
+    index: Index
+    committer: GroupCommitter
+    store: StoreService
+    hub: AssociationHub
+    ready: bool = False
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    layout = DataLayout(config.node.data_dir)
+    layout.prepare()
+    layout.clean_spool()
+    index = Index(layout.index, config.storage.index_map_size, config.durable)
+    await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
+    committer = GroupCommitter(index, layout, config.storage.on_duplicate)
+    committer.start()
+    # fdatasync and rename of finished objects: threads, so the loop never blocks on
+    # the disk, and several at once so the filesystem can merge journal commits.
+    io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="object-sync")
+    hub = AssociationHub(config.dicom.max_associations)
+    svc = Services(config, layout, index, committer,
+                   StoreService(config, layout, committer, io_pool), hub)
+
+    try:
+        dicom = await loop.create_server(
+            lambda: Association(svc), config.dicom.host, config.dicom.port,
+            reuse_address=True, backlog=256,
+        )
+    except OSError as exc:
+        committer.close()
+        index.close()
+        raise StartupError(
+            f"cannot listen for DICOM on {config.dicom.host}:{config.dicom.port}: {exc.strerror}"
+            " - is another DICOM server using it? Set [dicom] port or --port."
+        ) from exc
+    http = OpsHttp({
+        "/healthz": lambda: status.healthz(svc),
+        "/readyz": lambda: status.readyz(svc),
+        "/api/v1/status": lambda: (200, status.status(svc)),
+    })
+    try:
+        await http.start(config.http.host, config.http.port)
+    except OSError as exc:
+        dicom.close()
+        committer.close()
+        index.close()
+        raise StartupError(
+            f"cannot listen for ops HTTP on {config.http.host}:{config.http.port}: {exc.strerror}"
+            " - set [http] port or --http-port."
+        ) from exc
+    svc.ready = True
+    log.info(
+        "pacs-edge %s (%s build) ready: DICOM AE %s on %s:%d, ops HTTP on %s:%d, data in %s, "
+        "durability %s", core_rs.__version__, core_rs.BUILD_PROFILE, config.node.ae_title,
+        config.dicom.host, config.dicom.port, config.http.host, config.http.port,
+        layout.root.resolve(), config.storage.durability,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: no new associations; finishing objects in flight")
+        svc.ready = False
+        dicom.close()
+        await hub.shutdown(config.dicom.shutdown_grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(dicom.wait_closed(), timeout=5)
+        http.close()
+        committer.close()
+        io_pool.shutdown(wait=True)
+        index.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped cleanly")

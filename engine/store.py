@@ -1,0 +1,130 @@
+"""The C-STORE service: from a received spool file to a durable, indexed object.
+
+The status it returns is the one the modality sees, so it is Success (0x0000) only
+after the object is fdatasync'ed and renamed into the object store AND its index
+record is committed (storage.committer). Every failure maps to a failure status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.charset import convert_encodings, decode_bytes
+
+import core_rs
+from policies.config import Config
+from storage.committer import GroupCommitter, IndexUnavailable
+from storage.index import Instance, Outcome
+from storage.layout import DataLayout
+
+log = logging.getLogger(__name__)
+
+# DIMSE statuses (PS3.4 B.2.3, PS3.7 C).
+SUCCESS = 0x0000
+DUPLICATE_SOP_INSTANCE = 0x0111
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+UNRECOGNIZED_OPERATION = 0x0211
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    status: int
+    comment: str = ""
+    outcome: Outcome | None = None
+    size: int = 0
+
+
+def _decode_attributes(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Key attribute bytes to text, honouring (0008,0005) Specific Character Set."""
+    values = dict(raw)
+    charset = values.get("SpecificCharacterSet", b"").decode("ascii", "replace")
+    terms = [term.strip() for term in charset.split("\\")] if charset.strip() else ["ISO_IR 6"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encodings = convert_encodings(terms)
+        text = {
+            name: decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E}).strip("\x00 ")
+            for name, value in values.items()
+        }
+    for warning in caught:
+        log.debug("character set: %s", warning.message)
+    return text
+
+
+class StoreService:
+    def __init__(
+        self, config: Config, layout: DataLayout, committer: GroupCommitter, io_pool: Executor
+    ) -> None:
+        self._config = config
+        self._layout = layout
+        self._committer = committer
+        self._io_pool = io_pool
+
+    async def store(
+        self, spool: core_rs.SpoolFile, sop_class_uid: str, sop_instance_uid: str,
+        transfer_syntax_uid: str, calling_ae: str,
+    ) -> StoreResult:
+        loop = asyncio.get_running_loop()
+        try:
+            stored = await loop.run_in_executor(
+                self._io_pool, spool.finish, self._layout.objects, self._config.durable
+            )
+        except core_rs.OutOfSpaceError:
+            log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
+            return StoreResult(OUT_OF_RESOURCES, "edge disk is full")
+        except core_rs.StorageError as exc:
+            log.error("could not store %s from %s: %s", sop_instance_uid, calling_ae, exc)
+            return StoreResult(OUT_OF_RESOURCES, "edge storage error")
+        if stored.parse_problem:
+            log.warning("%s: stored as sent, but %s", sop_instance_uid, stored.parse_problem)
+        attrs = _decode_attributes(stored.attributes)
+        instance = Instance(
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            study_instance_uid=attrs.get("StudyInstanceUID", ""),
+            series_instance_uid=attrs.get("SeriesInstanceUID", ""),
+            patient_id=attrs.get("PatientID", ""),
+            patient_name=attrs.get("PatientName", ""),
+            modality=attrs.get("Modality", ""),
+            study_date=attrs.get("StudyDate", ""),
+            study_description=attrs.get("StudyDescription", ""),
+            accession_number=attrs.get("AccessionNumber", ""),
+            series_number=attrs.get("SeriesNumber", ""),
+            instance_number=attrs.get("InstanceNumber", ""),
+            transfer_syntax_uid=transfer_syntax_uid,
+            calling_ae=calling_ae,
+            hash=stored.hash,
+            meta_length=stored.meta_length,
+            dataset_length=stored.dataset_length,
+            received_at=time.time(),
+        )
+        if attrs.get("SOPInstanceUID", sop_instance_uid) != sop_instance_uid:
+            log.warning(
+                "%s: the dataset says SOP Instance UID %s; indexed under the command's UID",
+                sop_instance_uid, attrs["SOPInstanceUID"],
+            )
+        try:
+            outcome = await self._committer.submit(instance, Path(stored.path), stored.existed)
+        except IndexUnavailable as exc:
+            if not stored.existed:
+                Path(stored.path).unlink(missing_ok=True)
+            return StoreResult(OUT_OF_RESOURCES, str(exc)[:64])
+        size = stored.dataset_length
+        if outcome is Outcome.REJECTED:
+            log.warning("rejected %s from %s: a different object with this SOP Instance UID "
+                        "is stored (on_duplicate = reject)", sop_instance_uid, calling_ae)
+            return StoreResult(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance", outcome, size)
+        if outcome in (Outcome.REPLACED, Outcome.KEPT):
+            log.warning("%s from %s: a different object with this SOP Instance UID was "
+                        "stored before; %s it", sop_instance_uid, calling_ae,
+                        "replaced" if outcome is Outcome.REPLACED else "kept")
+        return StoreResult(SUCCESS, "", outcome, size)

@@ -1,0 +1,57 @@
+"""What /api/v1/status, /healthz, /readyz and `pacs-edge status` report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import TYPE_CHECKING, Any
+
+import core_rs
+
+if TYPE_CHECKING:
+    from engine.server import Services
+
+_STARTED = time.time()
+
+
+def status(svc: Services) -> dict[str, Any]:
+    totals = svc.index.totals()
+    disk = shutil.disk_usage(svc.layout.root)
+    return {
+        "version": core_rs.__version__,
+        "build": core_rs.BUILD_PROFILE,
+        "ae_title": svc.config.node.ae_title,
+        "pid": os.getpid(),
+        "uptime_seconds": round(time.time() - _STARTED, 1),
+        "ready": svc.ready,
+        "instances": totals.instances,
+        "series": totals.series,
+        "studies": totals.studies,
+        "bytes": totals.bytes,
+        "associations": {
+            "active": svc.hub.active,
+            "accepted_total": svc.hub.accepted_total,
+            "rejected_total": svc.hub.rejected_total,
+        },
+        "statuses_returned": {f"{code:#06x}": n for code, n in sorted(svc.hub.statuses.items())},
+        "group_commit": svc.committer.stats.as_dict(),
+        "storage": {
+            "data_dir": str(svc.layout.root.resolve()),
+            "durability": svc.config.storage.durability,
+            "disk_free_bytes": disk.free,
+            "disk_total_bytes": disk.total,
+        },
+    }
+
+
+def healthz(svc: Services) -> tuple[int, dict[str, Any]]:
+    return 200, {"status": "alive"}
+
+
+def readyz(svc: Services) -> tuple[int, dict[str, Any]]:
+    if svc.hub.draining:
+        return 503, {"status": "draining", "reason": "node is shutting down"}
+    if not svc.ready:
+        return 503, {"status": "starting", "reason": "index not open yet"}
+    return 200, {"status": "ready"}

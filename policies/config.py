@@ -1,0 +1,153 @@
+"""The engine's configuration: one TOML file of typed, validated sections.
+
+Embedded defaults (``default.toml`` beside this module) are overlaid by the user's
+file and then by command-line flags; the result is validated once, at start-up. A
+bad value fails fast with a `ConfigError` that names the file, the field and why.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no controls
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and why."""
+
+
+def _ae_title(value: str) -> str:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError("an AE title is 1-16 printable characters, not blank, no backslash")
+    return value.strip()
+
+
+def _byte_size(value: object) -> object:
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError("a size is a number with an optional unit, like 512MiB or 32GiB")
+        return int(match[1]) * _UNITS[(match[2] or "").lower()]
+    return value
+
+
+AETitle = Annotated[str, AfterValidator(_ae_title)]
+ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeConfig(_Section):
+    ae_title: AETitle
+    data_dir: Path
+
+
+class DicomConfig(_Section):
+    host: str
+    port: Port
+    # The floor keeps per-PDU overhead sane; the ceiling bounds memory per association.
+    max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)]
+    max_associations: Annotated[int, Field(ge=1, le=10_000)]
+    check_called_ae: bool
+    allowed_calling_aes: list[AETitle]
+    artim_timeout: Seconds
+    idle_timeout: Seconds
+    shutdown_grace: Seconds
+
+
+class HttpConfig(_Section):
+    host: str
+    port: Port
+
+
+class StorageConfig(_Section):
+    durability: Literal["fsync", "os"]
+    on_duplicate: Literal["replace", "keep", "reject"]
+    index_map_size: ByteSize
+    verify_on_start: Literal["none", "size", "hash"]
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Config(_Section):
+    node: NodeConfig
+    dicom: DicomConfig
+    http: HttpConfig
+    storage: StorageConfig
+    logging: LoggingConfig
+
+    @property
+    def durable(self) -> bool:
+        return self.storage.durability == "fsync"
+
+
+def _defaults() -> dict[str, Any]:
+    text = resources.files("policies").joinpath("default.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _overlay(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        given = item.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check the spelling against policies/default.toml"
+        lines.append(f"  {field}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file at `path`, then `overrides` ({"section": {"key": v}})."""
+    data = _defaults()
+    source = "the embedded defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with path.open("rb") as handle:
+                data = _overlay(data, tomllib.load(handle))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    if overrides:
+        data = _overlay(data, overrides)
+        source += " and the command line"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc

@@ -1,0 +1,127 @@
+"""Group commit: one thread owns LMDB's single write transaction for the process.
+
+Associations `await submit(...)`; the thread takes everything submitted since its
+last commit and writes it in one durable transaction, so N parallel associations
+pay for one sync instead of N. While a commit syncs, the next batch gathers. The
+queue is bounded by the association limit: each association waits for its commit
+before it answers, and so before the peer sends the next object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+
+from storage.index import Index, Instance, OnDuplicate, Outcome
+from storage.layout import DataLayout
+
+log = logging.getLogger(__name__)
+
+
+class IndexUnavailable(Exception):
+    """The index could not take the record (map full, disk error): answer 0xA700."""
+
+
+@dataclass
+class CommitStats:
+    batches: int = 0
+    instances: int = 0
+    largest_batch: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"batches": self.batches, "instances": self.instances,
+                "largest_batch": self.largest_batch, "failures": self.failures}
+
+
+@dataclass
+class _Pending:
+    instance: Instance
+    path: Path
+    deduplicated: bool
+    future: asyncio.Future[Outcome]
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+
+
+class GroupCommitter:
+    def __init__(self, index: Index, layout: DataLayout, on_duplicate: OnDuplicate) -> None:
+        self._index = index
+        self._layout = layout
+        self._on_duplicate = on_duplicate
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self.stats = CommitStats()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    async def submit(self, instance: Instance, path: Path, deduplicated: bool) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Pending(instance, path, deduplicated, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        # An identical object found on disk may have been deleted since, by a
+        # "replace" of the instance that owned it: then it is not indexed.
+        ready = [p for p in batch if not p.deduplicated or p.path.exists()]
+        for lost in (p for p in batch if p not in ready):
+            _resolve(lost, IndexUnavailable("object file vanished before indexing; send again"))
+        try:
+            outcomes, unreferenced = self._index.apply(
+                [p.instance for p in ready], self._on_duplicate
+            )
+        except (lmdb.Error, OSError) as exc:
+            self.stats.failures += 1
+            log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
+            for pending in ready:
+                _resolve(pending, IndexUnavailable(f"index write failed: {exc}"))
+            return
+        self.stats.batches += 1
+        self.stats.instances += len(ready)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
+        for pending, outcome in zip(ready, outcomes, strict=True):
+            _resolve(pending, outcome)
+        for blake3_hex in unreferenced:
+            self._layout.object_path(blake3_hex).unlink(missing_ok=True)
+
+
+def _resolve(pending: _Pending, result: Outcome | Exception) -> None:
+    def settle() -> None:
+        if pending.future.done():  # the waiting association was cancelled
+            return
+        if isinstance(result, Exception):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)
+
+    pending.loop.call_soon_threadsafe(settle)
