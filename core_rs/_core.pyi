@@ -1,13 +1,34 @@
 """Type stub of the compiled module core_rs._core (kept honest by mypy.stubtest)."""
 
-from collections.abc import Buffer
 from os import PathLike
+from typing import final
+
+from typing_extensions import Buffer
+
+__all__ = [
+    "BUILD_PROFILE",
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "Command",
+    "ControlPdu",
+    "DatasetReceived",
+    "Receiver",
+    "SpoolFile",
+    "StoredObject",
+    "__version__",
+    "encode_message",
+    "encode_response",
+    "file_meta",
+    "hash_file",
+    "key_attributes",
+]
 
 __version__: str
 BUILD_PROFILE: str
 IMPLEMENTATION_CLASS_UID: str
 IMPLEMENTATION_VERSION_NAME: str
 
+@final
 class Command:
     @property
     def context_id(self) -> int: ...
@@ -30,12 +51,14 @@ class Command:
     @property
     def move_originator_ae(self) -> str: ...
 
+@final
 class ControlPdu:
     @property
     def pdu_type(self) -> int: ...
     @property
     def data(self) -> bytes: ...
 
+@final
 class StoredObject:
     @property
     def path(self) -> str: ...
@@ -52,18 +75,21 @@ class StoredObject:
     @property
     def parse_problem(self) -> str | None: ...
 
+@final
 class SpoolFile:
     @property
     def dataset_length(self) -> int: ...
     def finish(self, objects_dir: str | PathLike[str], durable: bool) -> StoredObject: ...
     def discard(self) -> None: ...
 
+@final
 class DatasetReceived:
     @property
     def context_id(self) -> int: ...
     @property
     def spool(self) -> SpoolFile | None: ...
 
+@final
 class Receiver:
     def __new__(
         cls,

@@ -36,8 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0FFF
-_CONTROL_EVENTS = {0x01: Event.Evt6, 0x02: Event.Evt3, 0x03: Event.Evt4,
-                   0x05: Event.Evt12, 0x06: Event.Evt13, 0x07: Event.Evt16}
+_CONTROL_EVENTS = {
+    0x01: Event.Evt6,
+    0x02: Event.Evt3,
+    0x03: Event.Evt4,
+    0x05: Event.Evt12,
+    0x06: Event.Evt13,
+    0x07: Event.Evt16,
+}
 # Stop reading from a peer that has this many objects waiting for their commit
 # (a well-behaved SCU without asynchronous operations has at most one).
 _MAX_STORES_IN_FLIGHT = 2
@@ -124,8 +130,9 @@ class Association(asyncio.BufferedProtocol):
 
     def _handle(self, event: Event, **info: Any) -> None:
         action, next_state = next_step(self.state, event)
-        log.debug("[%s] %s %s: %s -> %s", self, event.name, action.name, self.state.name,
-                  next_state.name)
+        log.debug(
+            "[%s] %s %s: %s -> %s", self, event.name, action.name, self.state.name, next_state.name
+        )
         self.state = next_state
         getattr(self, f"_{action.name.lower()}")(**info)
 
@@ -163,35 +170,44 @@ class Association(asyncio.BufferedProtocol):
             return access.protocol_version_not_supported(request.protocol_version)
         if request.application_context != neg.APPLICATION_CONTEXT:
             return access.application_context_not_supported(request.application_context)
-        static = access.check_peer(request.calling_ae, request.called_ae,
-                                   svc.config.node.ae_title, svc.config.dicom)
+        static = access.check_peer(
+            request.calling_ae, request.called_ae, svc.config.node.ae_title, svc.config.dicom
+        )
         return static or svc.hub.admit()
 
-    def _ae7(self, request: AssociationRequest, accepted: list[AcceptedContext],
-             results: list[Any]) -> None:
+    def _ae7(
+        self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]
+    ) -> None:
         assert self.transport is not None
         self._peer_max_pdu = request.peer_max_pdu
         self._contexts = {cx.context_id: cx for cx in accepted}
         self._receiver.establish(
             request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
         )
-        self.transport.write(
-            neg.encode_accept(request, results, self._svc.config.dicom.max_pdu)
-        )
+        self.transport.write(neg.encode_accept(request, results, self._svc.config.dicom.max_pdu))
         self._svc.hub.established(self)
-        log.info("[%s] association accepted: %d of %d presentation contexts, peer %s %s",
-                 self, len(accepted), len(request.contexts),
-                 request.implementation_version_name or request.implementation_class_uid,
-                 f"(max PDU {request.peer_max_pdu})" if request.peer_max_pdu else "")
+        log.info(
+            "[%s] association accepted: %d of %d presentation contexts, peer %s %s",
+            self,
+            len(accepted),
+            len(request.contexts),
+            request.implementation_version_name or request.implementation_class_uid,
+            f"(max PDU {request.peer_max_pdu})" if request.peer_max_pdu else "",
+        )
         self._arm_idle_timer()
 
     def _ae8(self, rejection: access.Rejection) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_reject(rejection))
-        log.warning("[%s] association rejected (%s, result %d source %d reason %d): %s",
-                    self, "transient" if rejection.result == 2 else "permanent",
-                    rejection.result, rejection.source, rejection.reason,
-                    rejection.message)
+        log.warning(
+            "[%s] association rejected (%s, result %d source %d reason %d): %s",
+            self,
+            "transient" if rejection.result == 2 else "permanent",
+            rejection.result,
+            rejection.source,
+            rejection.reason,
+            rejection.message,
+        )
         self._start_artim()
 
     def _dt1(self, data: bytes) -> None:
@@ -213,8 +229,13 @@ class Association(asyncio.BufferedProtocol):
         assert self.transport is not None
         self.transport.write(neg.encode_release_response())
         elapsed = time.monotonic() - self._started
-        log.info("[%s] released: %d object(s), %.1f MB in %.1f s", self, self.stored,
-                 self.stored_bytes / 1e6, elapsed)
+        log.info(
+            "[%s] released: %d object(s), %.1f MB in %.1f s",
+            self,
+            self.stored,
+            self.stored_bytes / 1e6,
+            elapsed,
+        )
         self._start_artim()
 
     def _ar5(self, **_: Any) -> None:
@@ -252,8 +273,9 @@ class Association(asyncio.BufferedProtocol):
     def _send_abort(self, reason: int | None, why: str) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_abort(reason))
-        log.error("[%s] A-ABORT sent%s: %s", self,
-                  "" if reason is None else f" (reason {reason})", why)
+        log.error(
+            "[%s] A-ABORT sent%s: %s", self, "" if reason is None else f" (reason {reason})", why
+        )
         self._start_artim()
 
     # ---- DIMSE ------------------------------------------------------------------------
@@ -279,8 +301,12 @@ class Association(asyncio.BufferedProtocol):
         context = self._contexts[received.context_id]
         if command.affected_sop_class_uid != context.abstract_syntax:
             spool.discard()
-            self._respond(command, 0x8001, SOP_CLASS_NOT_SUPPORTED,
-                          comment="SOP class differs from the presentation context")
+            self._respond(
+                command,
+                0x8001,
+                SOP_CLASS_NOT_SUPPORTED,
+                comment="SOP class differs from the presentation context",
+            )
             return
         task = asyncio.get_running_loop().create_task(self._store(command, context, spool))
         self._tasks.add(task)
@@ -290,19 +316,28 @@ class Association(asyncio.BufferedProtocol):
             self.transport.pause_reading()
             self._reading_paused = True
 
-    async def _store(self, command: core_rs.Command, context: AcceptedContext,
-                     spool: core_rs.SpoolFile) -> None:
+    async def _store(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
         started = time.perf_counter()
         result: StoreResult = await self._svc.store.store(
-            spool, command.affected_sop_class_uid, command.affected_sop_instance_uid,
-            context.transfer_syntax, self.calling_ae,
+            spool,
+            command.affected_sop_class_uid,
+            command.affected_sop_instance_uid,
+            context.transfer_syntax,
+            self.calling_ae,
         )
         self._svc.hub.record_store(result, self.calling_ae)
         if result.status == SUCCESS:
             self.stored += 1
             self.stored_bytes += result.size
-        log.debug("[%s] %s -> %#06x in %.1f ms", self, command.affected_sop_instance_uid,
-                  result.status, (time.perf_counter() - started) * 1e3)
+        log.debug(
+            "[%s] %s -> %#06x in %.1f ms",
+            self,
+            command.affected_sop_instance_uid,
+            result.status,
+            (time.perf_counter() - started) * 1e3,
+        )
         self._respond(command, 0x8001, result.status, comment=result.comment)
 
     def _store_done(self, task: asyncio.Task[None]) -> None:
@@ -317,14 +352,27 @@ class Association(asyncio.BufferedProtocol):
         if self._svc.hub.draining:
             self.drain()
 
-    def _respond(self, command: core_rs.Command, field: int, status: int,
-                 sop_class: str | None = None, comment: str = "") -> None:
+    def _respond(
+        self,
+        command: core_rs.Command,
+        field: int,
+        status: int,
+        sop_class: str | None = None,
+        comment: str = "",
+    ) -> None:
         if self.state not in (State.Sta6, State.Sta8):
-            log.warning("[%s] status %#06x for message %d not sent: association %s",
-                        self, status, command.message_id, self.state.value.lower())
+            log.warning(
+                "[%s] status %#06x for message %d not sent: association %s",
+                self,
+                status,
+                command.message_id,
+                self.state.value.lower(),
+            )
             return
         rsp = core_rs.encode_response(
-            field, command.message_id, status,
+            field,
+            command.message_id,
+            status,
             affected_sop_class_uid=sop_class or command.affected_sop_class_uid,
             affected_sop_instance_uid=command.affected_sop_instance_uid,
             error_comment=comment,
@@ -340,9 +388,9 @@ class Association(asyncio.BufferedProtocol):
 
     def drain(self) -> None:
         """Shutting down: end the association once no object is half-way in."""
-        if self.state is State.Sta6 and not self._tasks and self._receiver.at_boundary:
-            self._handle(Event.Evt15, reason=None, why="node is shutting down")
-        elif self.state in (State.Sta2, State.Sta3):
+        if (
+            self.state is State.Sta6 and not self._tasks and self._receiver.at_boundary
+        ) or self.state in (State.Sta2, State.Sta3):
             self._handle(Event.Evt15, reason=None, why="node is shutting down")
 
     def abort(self, why: str) -> None:
@@ -394,4 +442,3 @@ class Association(asyncio.BufferedProtocol):
     def __str__(self) -> str:
         who = self.calling_ae or "?"
         return f"#{self.id} {who}@{self.peer}"
-

@@ -17,9 +17,12 @@ from policies.config import ConfigError, load_config
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     flags = {
-        ("node", "data_dir"): args.data_dir, ("node", "ae_title"): args.ae_title,
-        ("dicom", "port"): args.port, ("dicom", "host"): args.host,
-        ("http", "port"): args.http_port, ("storage", "durability"): args.durability,
+        ("node", "data_dir"): args.data_dir,
+        ("node", "ae_title"): args.ae_title,
+        ("dicom", "port"): args.port,
+        ("dicom", "host"): args.host,
+        ("http", "port"): args.http_port,
+        ("storage", "durability"): args.durability,
     }
     out: dict[str, dict[str, Any]] = {}
     for (section, key), value in flags.items():
@@ -57,8 +60,9 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
     status = echo(args.host, args.port, args.calling_ae, args.called_ae)
     if status < 0:
-        print(f"C-ECHO to {args.called_ae}@{args.host}:{args.port}: no association",
-              file=sys.stderr)
+        print(
+            f"C-ECHO to {args.called_ae}@{args.host}:{args.port}: no association", file=sys.stderr
+        )
         return 1
     print(f"C-ECHO to {args.called_ae}@{args.host}:{args.port}: status {status:#06x}")
     return 0 if status == 0 else 1
@@ -68,8 +72,10 @@ def cmd_store(args: argparse.Namespace) -> int:
     from engine.scu import store
 
     summary = store(args.host, args.port, args.paths, args.calling_ae, args.called_ae)
-    print(f"{summary.sent} stored, {len(summary.failed)} failed, "
-          f"{len(summary.skipped)} skipped (not DICOM)")
+    print(
+        f"{summary.sent} stored, {len(summary.failed)} failed, "
+        f"{len(summary.skipped)} skipped (not DICOM)"
+    )
     for path, why in summary.failed[:20]:
         print(f"  failed: {path}: {why}")
     return 1 if summary.failed else 0
@@ -81,22 +87,30 @@ def cmd_status(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(url, timeout=10) as response:
             data = json.load(response)
     except (urllib.error.URLError, OSError) as exc:
-        print(f"pacs-edge status: cannot reach {url}: {exc}; is `pacs-edge serve` running?",
-              file=sys.stderr)
+        print(
+            f"pacs-edge status: cannot reach {url}: {exc}; is `pacs-edge serve` running?",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     gib = data["bytes"] / 2**30
     print(f"pacs-edge {data['version']} AE {data['ae_title']}  ready={data['ready']}")
-    print(f"  {data['instances']} instances, {data['series']} series, "
-          f"{data['studies']} studies, {gib:.2f} GiB")
+    print(
+        f"  {data['instances']} instances, {data['series']} series, "
+        f"{data['studies']} studies, {gib:.2f} GiB"
+    )
     assoc = data["associations"]
-    print(f"  associations: {assoc['active']} active, {assoc['accepted_total']} accepted, "
-          f"{assoc['rejected_total']} rejected")
+    print(
+        f"  associations: {assoc['active']} active, {assoc['accepted_total']} accepted, "
+        f"{assoc['rejected_total']} rejected"
+    )
     disk = data["storage"]
-    print(f"  disk: {disk['disk_free_bytes'] / 2**30:.1f} GiB free of "
-          f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})")
+    print(
+        f"  disk: {disk['disk_free_bytes'] / 2**30:.1f} GiB free of "
+        f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})"
+    )
     return 0
 
 
@@ -104,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pacs-edge", description="DICOM ingest engine for PACS edge servers"
     )
-    parser.add_argument("--version", action="version",
-                        version=f"pacs-edge {core_rs.__version__} ({core_rs.BUILD_PROFILE})")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"pacs-edge {core_rs.__version__} ({core_rs.BUILD_PROFILE})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the engine")
@@ -118,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--durability", choices=["fsync", "os"])
     serve.set_defaults(run=cmd_serve)
 
-    for name, helptext in (("echo", "C-ECHO a DICOM node"),
-                           ("store", "send DICOM files or folders to a node")):
+    for name, helptext in (
+        ("echo", "C-ECHO a DICOM node"),
+        ("store", "send DICOM files or folders to a node"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("host")
         p.add_argument("port", type=int)

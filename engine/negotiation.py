@@ -11,8 +11,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from pydicom.uid import UID_dictionary
+from pydicom._uid_dict import UID_dictionary  # the registry pydicom.uid itself reads
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP
 from pynetdicom.pdu_primitives import (
     A_ABORT,
@@ -62,7 +63,8 @@ def storage_sop_classes() -> frozenset[str]:
     """Every storage SOP class pynetdicom or pydicom knows."""
     from_pynetdicom = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
     from_pydicom = {
-        uid for uid, (name, kind, *_rest) in UID_dictionary.items()
+        uid
+        for uid, (name, kind, *_rest) in UID_dictionary.items()
         if kind == "SOP Class" and "Storage" in name and "Commitment" not in name
     }
     return frozenset(from_pynetdicom | from_pydicom)
@@ -110,7 +112,9 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
         primitive = pdu.to_primitive()
         contexts = tuple(
             ProposedContext(
-                cx.context_id, str(cx.abstract_syntax), tuple(str(ts) for ts in cx.transfer_syntax)
+                _context_id(cx.context_id),
+                str(cx.abstract_syntax),
+                tuple(str(ts) for ts in cx.transfer_syntax),
             )
             for cx in primitive.presentation_context_definition_list
         )
@@ -139,6 +143,12 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
     )
 
 
+def _context_id(value: int | None) -> int:
+    if value is None or not 1 <= value <= 255 or value % 2 == 0:
+        raise ValueError(f"presentation context ID {value} is not an odd number 1-255")
+    return value
+
+
 def choose_transfer_syntax(proposed: tuple[str, ...]) -> str | None:
     return next((ts for ts in proposed if ts in _SUPPORTED_TS), None)
 
@@ -163,7 +173,9 @@ def negotiate(
             result.result = ACCEPTANCE
             accepted.append(AcceptedContext(proposed.context_id, proposed.abstract_syntax, chosen))
         # PS3.8 9.3.3.2: a rejected context still carries one transfer syntax item.
-        result.transfer_syntax = [chosen or (proposed.transfer_syntaxes or (TRANSFER_SYNTAXES[0],))[0]]
+        result.transfer_syntax = [
+            chosen or (proposed.transfer_syntaxes or (TRANSFER_SYNTAXES[0],))[0]
+        ]
         results.append(result)
     return accepted, results
 
@@ -184,7 +196,7 @@ def encode_accept(
     impl_uid.implementation_class_uid = core_rs.IMPLEMENTATION_CLASS_UID
     impl_version = ImplementationVersionNameNotification()
     impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
-    items: list[object] = [max_length, impl_uid, impl_version]
+    items: list[Any] = [max_length, impl_uid, impl_version]
     for proposed in request.role_items:
         # We are the storage SCP: the requestor may be SCU; we never act as SCU here.
         reply = SCP_SCU_RoleSelectionNegotiation()

@@ -16,8 +16,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, Any]]
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    503: "Service Unavailable",
+}
 _MAX_REQUEST = 8192
 
 
@@ -36,13 +41,19 @@ class OpsHttp:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await asyncio.wait_for(self._answer(reader), timeout=10)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             status, body = 400, {"error": "bad or incomplete request"}
         payload = json.dumps(body, indent=1).encode() + b"\n"
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        )
         try:
             writer.write(head.encode() + payload)
             await writer.drain()

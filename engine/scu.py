@@ -61,8 +61,15 @@ def find_files(paths: Iterable[Path], summary: StoreSummary) -> Iterator[DicomFi
                 summary.skipped.append(path)
 
 
-def store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: str,
-          timeout: float = 30, progress: bool = True) -> StoreSummary:
+def store(
+    host: str,
+    port: int,
+    paths: list[Path],
+    calling_ae: str,
+    called_ae: str,
+    timeout: float = 30,
+    progress: bool = True,
+) -> StoreSummary:
     summary = StoreSummary()
     files = list(find_files(paths, summary))
     total = len(files)
@@ -83,12 +90,17 @@ def store(host: str, port: int, paths: list[Path], calling_ae: str, called_ae: s
                 if status in (0x0000, 0xB000, 0xB006, 0xB007):
                     summary.sent += 1
                 else:
-                    summary.failed.append((f.path, f"status {status:#06x}" if status >= 0
-                                           else "no response"))
+                    summary.failed.append(
+                        (f.path, f"status {status:#06x}" if status >= 0 else "no response")
+                    )
                 done += 1
                 if progress:
-                    print(f"\r  {done}/{total} sent, {len(summary.failed)} failed",
-                          end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\r  {done}/{total} sent, {len(summary.failed)} failed",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             assoc.release()
     if progress and total:

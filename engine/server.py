@@ -66,13 +66,17 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     # the disk, and several at once so the filesystem can merge journal commits.
     io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="object-sync")
     hub = AssociationHub(config.dicom.max_associations)
-    svc = Services(config, layout, index, committer,
-                   StoreService(config, layout, committer, io_pool), hub)
+    svc = Services(
+        config, layout, index, committer, StoreService(config, layout, committer, io_pool), hub
+    )
 
     try:
         dicom = await loop.create_server(
-            lambda: Association(svc), config.dicom.host, config.dicom.port,
-            reuse_address=True, backlog=256,
+            lambda: Association(svc),
+            config.dicom.host,
+            config.dicom.port,
+            reuse_address=True,
+            backlog=256,
         )
     except OSError as exc:
         committer.close()
@@ -81,11 +85,13 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             f"cannot listen for DICOM on {config.dicom.host}:{config.dicom.port}: {exc.strerror}"
             " - is another DICOM server using it? Set [dicom] port or --port."
         ) from exc
-    http = OpsHttp({
-        "/healthz": lambda: status.healthz(svc),
-        "/readyz": lambda: status.readyz(svc),
-        "/api/v1/status": lambda: (200, status.status(svc)),
-    })
+    http = OpsHttp(
+        {
+            "/healthz": lambda: status.healthz(svc),
+            "/readyz": lambda: status.readyz(svc),
+            "/api/v1/status": lambda: (200, status.status(svc)),
+        }
+    )
     try:
         await http.start(config.http.host, config.http.port)
     except OSError as exc:
@@ -99,9 +105,16 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     svc.ready = True
     log.info(
         "pacs-edge %s (%s build) ready: DICOM AE %s on %s:%d, ops HTTP on %s:%d, data in %s, "
-        "durability %s", core_rs.__version__, core_rs.BUILD_PROFILE, config.node.ae_title,
-        config.dicom.host, config.dicom.port, config.http.host, config.http.port,
-        layout.root.resolve(), config.storage.durability,
+        "durability %s",
+        core_rs.__version__,
+        core_rs.BUILD_PROFILE,
+        config.node.ae_title,
+        config.dicom.host,
+        config.dicom.port,
+        config.http.host,
+        config.http.port,
+        layout.root.resolve(),
+        config.storage.durability,
     )
     try:
         await stop.wait()

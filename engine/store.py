@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -70,8 +71,12 @@ class StoreService:
         self._io_pool = io_pool
 
     async def store(
-        self, spool: core_rs.SpoolFile, sop_class_uid: str, sop_instance_uid: str,
-        transfer_syntax_uid: str, calling_ae: str,
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         try:
@@ -110,21 +115,32 @@ class StoreService:
         if attrs.get("SOPInstanceUID", sop_instance_uid) != sop_instance_uid:
             log.warning(
                 "%s: the dataset says SOP Instance UID %s; indexed under the command's UID",
-                sop_instance_uid, attrs["SOPInstanceUID"],
+                sop_instance_uid,
+                attrs["SOPInstanceUID"],
             )
         try:
             outcome = await self._committer.submit(instance, Path(stored.path), stored.existed)
         except IndexUnavailable as exc:
-            if not stored.existed:
-                Path(stored.path).unlink(missing_ok=True)
+            if not stored.existed:  # written by us, never indexed: take it back
+                await loop.run_in_executor(
+                    self._io_pool, partial(Path(stored.path).unlink, missing_ok=True)
+                )
             return StoreResult(OUT_OF_RESOURCES, str(exc)[:64])
         size = stored.dataset_length
         if outcome is Outcome.REJECTED:
-            log.warning("rejected %s from %s: a different object with this SOP Instance UID "
-                        "is stored (on_duplicate = reject)", sop_instance_uid, calling_ae)
+            log.warning(
+                "rejected %s from %s: a different object with this SOP Instance UID "
+                "is stored (on_duplicate = reject)",
+                sop_instance_uid,
+                calling_ae,
+            )
             return StoreResult(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance", outcome, size)
         if outcome in (Outcome.REPLACED, Outcome.KEPT):
-            log.warning("%s from %s: a different object with this SOP Instance UID was "
-                        "stored before; %s it", sop_instance_uid, calling_ae,
-                        "replaced" if outcome is Outcome.REPLACED else "kept")
+            log.warning(
+                "%s from %s: a different object with this SOP Instance UID was "
+                "stored before; %s it",
+                sop_instance_uid,
+                calling_ae,
+                "replaced" if outcome is Outcome.REPLACED else "kept",
+            )
         return StoreResult(SUCCESS, "", outcome, size)

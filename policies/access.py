@@ -55,7 +55,9 @@ def local_limit_exceeded(message: str) -> Rejection:
     return Rejection(TRANSIENT, PROVIDER_PRESENTATION, 2, message)
 
 
-def check_peer(calling_ae: str, called_ae: str, our_ae: str, dicom: DicomConfig) -> Rejection | None:
+def check_peer(
+    calling_ae: str, called_ae: str, our_ae: str, dicom: DicomConfig
+) -> Rejection | None:
     """The static part of the decision: AE titles against the configuration."""
     if dicom.check_called_ae and called_ae.strip() != our_ae:
         return called_ae_not_recognized(called_ae.strip(), our_ae)

@@ -36,8 +36,12 @@ class CommitStats:
     failures: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"batches": self.batches, "instances": self.instances,
-                "largest_batch": self.largest_batch, "failures": self.failures}
+        return {
+            "batches": self.batches,
+            "instances": self.instances,
+            "largest_batch": self.largest_batch,
+            "failures": self.failures,
+        }
 
 
 @dataclass

@@ -82,7 +82,11 @@ class Index:
     def __init__(self, path: Path, map_size: int, durable: bool) -> None:
         # sync/metasync off only with durability = "os": then the OS decides when.
         self._env = lmdb.open(
-            str(path), map_size=map_size, max_dbs=8, sync=durable, metasync=durable,
+            str(path),
+            map_size=map_size,
+            max_dbs=8,
+            sync=durable,
+            metasync=durable,
             readahead=False,
         )
         self._instances = self._env.open_db(b"instances")
@@ -97,12 +101,12 @@ class Index:
     def get(self, sop_instance_uid: str) -> Instance | None:
         with self._env.begin(db=self._instances) as txn:
             raw = txn.get(_key(sop_instance_uid))
-        return None if raw is None else Instance.decode(raw)
+        return None if raw is None else Instance.decode(bytes(raw))
 
     def instances(self) -> Iterator[Instance]:
         with self._env.begin(db=self._instances) as txn:
             for _, raw in txn.cursor():
-                yield Instance.decode(raw)
+                yield Instance.decode(bytes(raw))
 
     def totals(self) -> Totals:
         with self._env.begin() as txn:
@@ -140,7 +144,7 @@ class Index:
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
         if raw is not None:
-            old = Instance.decode(raw)
+            old = Instance.decode(bytes(raw))
             if old.hash == new.hash:
                 return Outcome.IDENTICAL, []
             if on_duplicate == "keep":
@@ -185,14 +189,25 @@ class Index:
             )
             return
         self._update_group(
-            txn, self._studies, instance.study_instance_uid, sign, instance.dataset_length,
-            patient_id=instance.patient_id, patient_name=instance.patient_name,
-            study_date=instance.study_date, accession_number=instance.accession_number,
+            txn,
+            self._studies,
+            instance.study_instance_uid,
+            sign,
+            instance.dataset_length,
+            patient_id=instance.patient_id,
+            patient_name=instance.patient_name,
+            study_date=instance.study_date,
+            accession_number=instance.accession_number,
             study_description=instance.study_description,
         )
         self._update_group(
-            txn, self._series, instance.series_instance_uid, sign, instance.dataset_length,
-            study_instance_uid=instance.study_instance_uid, modality=instance.modality,
+            txn,
+            self._series,
+            instance.series_instance_uid,
+            sign,
+            instance.dataset_length,
+            study_instance_uid=instance.study_instance_uid,
+            modality=instance.modality,
             series_number=instance.series_number,
         )
 
@@ -201,7 +216,7 @@ class Index:
     ) -> None:
         key = _key(uid)
         raw = txn.get(key, db=db)
-        record: dict[str, Any] = json.loads(raw) if raw else {"instances": 0, "bytes": 0}
+        record: dict[str, Any] = json.loads(bytes(raw)) if raw else {"instances": 0, "bytes": 0}
         record["instances"] += sign
         record["bytes"] += sign * size
         if record["instances"] <= 0:

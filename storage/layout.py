@@ -1,9 +1,9 @@
 """Where things live under the data directory, and start-up recovery of that tree.
 
-    data_dir/
-      spool/               objects being received (deleted at start-up: never acked)
-      objects/ab/<blake3>  content-addressed Part-10 files, named by the dataset hash
-      index.lmdb/          the LMDB environment (see storage.index)
+data_dir/
+  spool/               objects being received (deleted at start-up: never acked)
+  objects/ab/<blake3>  content-addressed Part-10 files, named by the dataset hash
+  index.lmdb/          the LMDB environment (see storage.index)
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ class RecoveryReport:
     damaged: list[str] = field(default_factory=list)
 
 
-def verify(index: Index, layout: DataLayout, mode: Literal["none", "size", "hash"]) -> RecoveryReport:
+def verify(
+    index: Index, layout: DataLayout, mode: Literal["none", "size", "hash"]
+) -> RecoveryReport:
     report = RecoveryReport()
     if mode == "none":
         return report
@@ -52,10 +54,16 @@ def verify(index: Index, layout: DataLayout, mode: Literal["none", "size", "hash
         log.error(
             "recovery: %d of %d indexed objects missing, %d damaged (first: %s); "
             "they were acknowledged once - restore them from backup or the central archive",
-            len(report.missing), report.checked, len(report.damaged),
+            len(report.missing),
+            report.checked,
+            len(report.damaged),
             ", ".join((report.missing + report.damaged)[:5]),
         )
     else:
-        log.info("recovery: %d indexed objects checked (%s) in %.1f s, all present",
-                 report.checked, mode, took)
+        log.info(
+            "recovery: %d indexed objects checked (%s) in %.1f s, all present",
+            report.checked,
+            mode,
+            took,
+        )
     return report

@@ -4,7 +4,7 @@ use crate::error::{CoreError, Result};
 
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const C_ECHO_RQ: u16 = 0x0030;
-/// CommandDataSetType value meaning "no dataset follows" (PS3.7 E.1-1).
+/// `CommandDataSetType` value meaning "no dataset follows" (PS3.7 E.1-1).
 pub const NO_DATASET: u16 = 0x0101;
 /// Command sets are a few hundred bytes; anything this large is hostile.
 pub const MAX_COMMAND_LEN: usize = 64 * 1024;
@@ -33,28 +33,42 @@ impl Command {
 fn us(tag: u32, value: &[u8]) -> Result<u16> {
     match value {
         [a, b] => Ok(u16::from_le_bytes([*a, *b])),
-        _ => Err(CoreError::Command(format!("({:04X},{:04X}) must be 2 bytes", tag >> 16, tag & 0xffff))),
+        _ => Err(CoreError::Command(format!(
+            "({:04X},{:04X}) must be 2 bytes",
+            tag >> 16,
+            tag & 0xffff
+        ))),
     }
 }
 
 fn text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).trim_start().to_owned()
+    String::from_utf8_lossy(value)
+        .trim_end_matches(['\0', ' '])
+        .trim_start()
+        .to_owned()
 }
 
 /// Decode a command set; every element must lie in group 0000 and within the buffer.
 pub fn decode(bytes: &[u8]) -> Result<Command> {
-    let mut cmd = Command { data_set_type: NO_DATASET, ..Command::default() };
+    let mut cmd = Command {
+        data_set_type: NO_DATASET,
+        ..Command::default()
+    };
     let mut seen_field = false;
     let mut at = 0usize;
     while at < bytes.len() {
         let Some(header) = bytes.get(at..at + 8) else {
-            return Err(CoreError::Command(format!("truncated element header at offset {at}")));
+            return Err(CoreError::Command(format!(
+                "truncated element header at offset {at}"
+            )));
         };
         let group = u16::from_le_bytes([header[0], header[1]]);
         let element = u16::from_le_bytes([header[2], header[3]]);
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         if group != 0x0000 {
-            return Err(CoreError::Command(format!("element ({group:04X},{element:04X}) outside group 0000")));
+            return Err(CoreError::Command(format!(
+                "element ({group:04X},{element:04X}) outside group 0000"
+            )));
         }
         let start = at + 8;
         let Some(value) = start.checked_add(len).and_then(|end| bytes.get(start..end)) else {
@@ -117,7 +131,12 @@ pub fn encode_response(rsp: &Response<'_>) -> Vec<u8> {
         push(&mut body, 0x0002, rsp.affected_sop_class_uid.as_bytes(), 0);
     }
     push(&mut body, 0x0100, &rsp.command_field.to_le_bytes(), 0);
-    push(&mut body, 0x0120, &rsp.message_id_being_responded_to.to_le_bytes(), 0);
+    push(
+        &mut body,
+        0x0120,
+        &rsp.message_id_being_responded_to.to_le_bytes(),
+        0,
+    );
     push(&mut body, 0x0800, &NO_DATASET.to_le_bytes(), 0);
     push(&mut body, 0x0900, &rsp.status.to_le_bytes(), 0);
     if !rsp.error_comment.is_empty() {
@@ -126,7 +145,12 @@ pub fn encode_response(rsp: &Response<'_>) -> Vec<u8> {
         push(&mut body, 0x0902, comment, b' ');
     }
     if !rsp.affected_sop_instance_uid.is_empty() {
-        push(&mut body, 0x1000, rsp.affected_sop_instance_uid.as_bytes(), 0);
+        push(
+            &mut body,
+            0x1000,
+            rsp.affected_sop_instance_uid.as_bytes(),
+            0,
+        );
     }
     let mut out = Vec::with_capacity(body.len() + 12);
     push(&mut out, 0x0000, &(body.len() as u32).to_le_bytes(), 0);

@@ -196,7 +196,12 @@ impl HeadParser {
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        let b = [self.carry[at], self.carry[at + 1], self.carry[at + 2], self.carry[at + 3]];
+        let b = [
+            self.carry[at],
+            self.carry[at + 1],
+            self.carry[at + 2],
+            self.carry[at + 3],
+        ];
         if self.big_endian {
             u32::from_be_bytes(b)
         } else {
@@ -212,20 +217,47 @@ impl HeadParser {
         let tag = (u32::from(self.u16_at(0)) << 16) | u32::from(self.u16_at(2));
         // Item and delimitation tags have no VR in any syntax (PS3.5 7.5).
         if tag >> 16 == 0xFFFE || self.implicit_here() {
-            return Some(Header { tag, vr: *b"  ", len: self.u32_at(4), size: 8 });
+            return Some(Header {
+                tag,
+                vr: *b"  ",
+                len: self.u32_at(4),
+                size: 8,
+            });
         }
         let vr = [self.carry[4], self.carry[5]];
         let long = matches!(
             &vr,
-            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"UV"
         );
         if !long {
-            return Some(Header { tag, vr, len: u32::from(self.u16_at(6)), size: 8 });
+            return Some(Header {
+                tag,
+                vr,
+                len: u32::from(self.u16_at(6)),
+                size: 8,
+            });
         }
         if self.carry.len() < 12 {
             return None;
         }
-        Some(Header { tag, vr, len: self.u32_at(8), size: 12 })
+        Some(Header {
+            tag,
+            vr,
+            len: self.u32_at(8),
+            size: 12,
+        })
     }
 
     fn on_element(&mut self, h: &Header) {
@@ -267,7 +299,9 @@ impl HeadParser {
                 if h.len == UNDEFINED {
                     // Only SQ, UN and encapsulated data may be undefined; an undefined
                     // UN holds implicit VR LE (PS3.5 6.2.2 note).
-                    self.enter(Frame::Sequence { implicit: implicit || &h.vr == b"UN" });
+                    self.enter(Frame::Sequence {
+                        implicit: implicit || &h.vr == b"UN",
+                    });
                 } else {
                     self.skip = u64::from(h.len);
                 }
@@ -294,7 +328,10 @@ pub fn key_attributes(data: &[u8], syntax: Syntax) -> Vec<(u32, Vec<u8>)> {
 
 #[must_use]
 pub fn keyword(tag: u32) -> &'static str {
-    KEY_ATTRIBUTES.iter().find(|(t, _)| *t == tag).map_or("", |(_, k)| k)
+    KEY_ATTRIBUTES
+        .iter()
+        .find(|(t, _)| *t == tag)
+        .map_or("", |(_, k)| k)
 }
 
 #[cfg(test)]
@@ -302,12 +339,12 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn explicit(tag: u32, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    fn explicit(tag: u32, vr: [u8; 2], value: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&((tag >> 16) as u16).to_le_bytes());
         out.extend_from_slice(&(tag as u16).to_le_bytes());
-        out.extend_from_slice(vr);
-        if matches!(vr, b"SQ" | b"OB" | b"UN") {
+        out.extend_from_slice(&vr);
+        if matches!(&vr, b"SQ" | b"OB" | b"UN") {
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         } else {
@@ -327,25 +364,30 @@ mod tests {
     }
 
     fn sample_explicit() -> Vec<u8> {
-        let mut ds = explicit(0x0008_0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
-        ds.extend(explicit(0x0008_0018, b"UI", b"1.2.3.4\0"));
+        let mut ds = explicit(0x0008_0016, *b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+        ds.extend(explicit(0x0008_0018, *b"UI", b"1.2.3.4\0"));
         // An undefined-length sequence holding a PatientID that must NOT be picked up.
         let mut sq = Vec::new();
-        sq.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        sq.extend_from_slice(&[
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ]);
         sq.extend(implicit(ITEM, UNDEFINED, &[]));
-        sq.extend(explicit(0x0010_0020, b"LO", b"WRONG "));
+        sq.extend(explicit(0x0010_0020, *b"LO", b"WRONG "));
         sq.extend(implicit(ITEM_END, 0, &[]));
         sq.extend(implicit(SEQUENCE_END, 0, &[]));
         ds.extend(sq);
-        ds.extend(explicit(0x0009_0010, b"OB", &[0u8; 5000]));
-        ds.extend(explicit(0x0010_0020, b"LO", b"PID-1 "));
-        ds.extend(explicit(0x0020_000D, b"UI", b"1.2.3\0"));
-        ds.extend(explicit(0x7FE0_0010, b"OB", &[1u8; 64]));
+        ds.extend(explicit(0x0009_0010, *b"OB", &[0u8; 5000]));
+        ds.extend(explicit(0x0010_0020, *b"LO", b"PID-1 "));
+        ds.extend(explicit(0x0020_000D, *b"UI", b"1.2.3\0"));
+        ds.extend(explicit(0x7FE0_0010, *b"OB", &[1u8; 64]));
         ds
     }
 
     fn get(attrs: &[(u32, Vec<u8>)], tag: u32) -> Option<&[u8]> {
-        attrs.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_slice())
+        attrs
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, v)| v.as_slice())
     }
 
     #[test]
@@ -358,7 +400,11 @@ mod tests {
             assert!(p.is_done(), "split {split}");
             assert!(p.problem().is_none());
             let attrs = p.into_attributes();
-            assert_eq!(get(&attrs, 0x0010_0020), Some(&b"PID-1 "[..]), "split {split}");
+            assert_eq!(
+                get(&attrs, 0x0010_0020),
+                Some(&b"PID-1 "[..]),
+                "split {split}"
+            );
             assert_eq!(get(&attrs, 0x0008_0018), Some(&b"1.2.3.4\0"[..]));
             assert_eq!(get(&attrs, 0x0020_000D), Some(&b"1.2.3\0"[..]));
         }
@@ -378,7 +424,8 @@ mod tests {
     #[test]
     fn deflated() {
         let plain = sample_explicit();
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&plain).unwrap();
         let deflated = enc.finish().unwrap();
         let mut p = HeadParser::new(Syntax::DeflatedExplicitLittle);

@@ -5,13 +5,13 @@
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.250390454986342387839870427946582063611";
 pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("PACSEDGE_", env!("CARGO_PKG_VERSION"));
 
-fn element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8], pad: u8) {
+fn element(out: &mut Vec<u8>, element: u16, vr: [u8; 2], value: &[u8], pad: u8) {
     let len = value.len() + value.len() % 2;
     out.extend_from_slice(&0x0002u16.to_le_bytes());
     out.extend_from_slice(&element.to_le_bytes());
-    out.extend_from_slice(vr);
+    out.extend_from_slice(&vr);
     // Meta values are UIDs (<= 64) and short strings: the 16-bit form always fits.
-    if vr == b"OB" {
+    if &vr == b"OB" {
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&(len as u32).to_le_bytes());
     } else {
@@ -25,22 +25,51 @@ fn element(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8], pad: u8)
 
 /// Preamble, "DICM" and group 0002 for one object.
 #[must_use]
-pub fn file_meta(sop_class_uid: &str, sop_instance_uid: &str, transfer_syntax_uid: &str, source_ae: &str) -> Vec<u8> {
+pub fn file_meta(
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    transfer_syntax_uid: &str,
+    source_ae: &str,
+) -> Vec<u8> {
     let mut group = Vec::with_capacity(256);
-    element(&mut group, 0x0001, b"OB", &[0, 1], 0);
-    element(&mut group, 0x0002, b"UI", sop_class_uid.as_bytes(), 0);
-    element(&mut group, 0x0003, b"UI", sop_instance_uid.as_bytes(), 0);
-    element(&mut group, 0x0010, b"UI", transfer_syntax_uid.as_bytes(), 0);
-    element(&mut group, 0x0012, b"UI", IMPLEMENTATION_CLASS_UID.as_bytes(), 0);
-    element(&mut group, 0x0013, b"SH", IMPLEMENTATION_VERSION_NAME.as_bytes(), b' ');
+    element(&mut group, 0x0001, *b"OB", &[0, 1], 0);
+    element(&mut group, 0x0002, *b"UI", sop_class_uid.as_bytes(), 0);
+    element(&mut group, 0x0003, *b"UI", sop_instance_uid.as_bytes(), 0);
+    element(
+        &mut group,
+        0x0010,
+        *b"UI",
+        transfer_syntax_uid.as_bytes(),
+        0,
+    );
+    element(
+        &mut group,
+        0x0012,
+        *b"UI",
+        IMPLEMENTATION_CLASS_UID.as_bytes(),
+        0,
+    );
+    element(
+        &mut group,
+        0x0013,
+        *b"SH",
+        IMPLEMENTATION_VERSION_NAME.as_bytes(),
+        b' ',
+    );
     let source_ae = source_ae.trim();
     if !source_ae.is_empty() {
-        element(&mut group, 0x0016, b"AE", source_ae.as_bytes(), b' ');
+        element(&mut group, 0x0016, *b"AE", source_ae.as_bytes(), b' ');
     }
     let mut out = Vec::with_capacity(132 + 12 + group.len());
     out.extend_from_slice(&[0u8; 128]);
     out.extend_from_slice(b"DICM");
-    element(&mut out, 0x0000, b"UL", &(group.len() as u32).to_le_bytes(), 0);
+    element(
+        &mut out,
+        0x0000,
+        *b"UL",
+        &(group.len() as u32).to_le_bytes(),
+        0,
+    );
     out.extend_from_slice(&group);
     out
 }
@@ -51,7 +80,12 @@ mod tests {
 
     #[test]
     fn group_length_and_padding() {
-        let meta = file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3", "1.2.840.10008.1.2.1", "CT1");
+        let meta = file_meta(
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.3",
+            "1.2.840.10008.1.2.1",
+            "CT1",
+        );
         assert_eq!(&meta[128..132], b"DICM");
         let gl = u32::from_le_bytes(meta[140..144].try_into().unwrap()) as usize;
         assert_eq!(gl, meta.len() - 144);

@@ -53,9 +53,20 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Copy)]
 enum State {
     PduHeader,
-    Control { pdu_type: u8, need: usize },
-    PdvHeader { pdu_left: u32 },
-    PdvBody { pdu_left: u32, pdv_left: u32, context_id: u8, command: bool, last: bool },
+    Control {
+        pdu_type: u8,
+        need: usize,
+    },
+    PdvHeader {
+        pdu_left: u32,
+    },
+    PdvBody {
+        pdu_left: u32,
+        pdv_left: u32,
+        context_id: u8,
+        command: bool,
+        last: bool,
+    },
     Failed,
 }
 
@@ -129,7 +140,10 @@ impl Decoder {
                         let pdu = std::mem::take(&mut self.control);
                         sink(Event::Control { pdu_type, pdu })?;
                     } else {
-                        self.state = State::Control { pdu_type, need: need - n };
+                        self.state = State::Control {
+                            pdu_type,
+                            need: need - n,
+                        };
                     }
                 }
                 State::PdvHeader { pdu_left } => {
@@ -139,7 +153,13 @@ impl Decoder {
                         self.start_pdv(pdu_left, sink)?;
                     }
                 }
-                State::PdvBody { pdu_left, pdv_left, context_id, command, last } => {
+                State::PdvBody {
+                    pdu_left,
+                    pdv_left,
+                    context_id,
+                    command,
+                    last,
+                } => {
                     let n = (pdv_left as usize).min(input.len() - at);
                     let end = n == pdv_left as usize;
                     // n <= pdv_left <= pdu_left, both u32.
@@ -147,11 +167,23 @@ impl Decoder {
                     self.state = if end {
                         next_after_pdv(pdu_left)?
                     } else {
-                        State::PdvBody { pdu_left, pdv_left, context_id, command, last }
+                        State::PdvBody {
+                            pdu_left,
+                            pdv_left,
+                            context_id,
+                            command,
+                            last,
+                        }
                     };
                     let data = &input[at..at + n];
                     at += n;
-                    sink(Event::Pdv { context_id, command, last, data, end })?;
+                    sink(Event::Pdv {
+                        context_id,
+                        command,
+                        last,
+                        data,
+                        end,
+                    })?;
                 }
             }
         }
@@ -170,7 +202,12 @@ impl Decoder {
         F: FnMut(Event<'a>) -> Result<()>,
     {
         let pdu_type = self.header[0];
-        let length = u32::from_be_bytes([self.header[2], self.header[3], self.header[4], self.header[5]]);
+        let length = u32::from_be_bytes([
+            self.header[2],
+            self.header[3],
+            self.header[4],
+            self.header[5],
+        ]);
         match pdu_type {
             P_DATA_TF => {
                 if length > self.limits.max_pdata {
@@ -194,8 +231,12 @@ impl Decoder {
                 })?;
                 Ok(())
             }
-            A_ASSOCIATE_RQ | A_ASSOCIATE_AC | A_ASSOCIATE_RJ | A_RELEASE_RQ | A_RELEASE_RP | A_ABORT => {
-                let fixed = matches!(pdu_type, A_ASSOCIATE_RJ | A_RELEASE_RQ | A_RELEASE_RP | A_ABORT);
+            A_ASSOCIATE_RQ | A_ASSOCIATE_AC | A_ASSOCIATE_RJ | A_RELEASE_RQ | A_RELEASE_RP
+            | A_ABORT => {
+                let fixed = matches!(
+                    pdu_type,
+                    A_ASSOCIATE_RJ | A_RELEASE_RQ | A_RELEASE_RP | A_ABORT
+                );
                 if fixed && length != 4 {
                     return Err(CoreError::protocol(
                         abort_reason::INVALID_PDU_PARAMETER,
@@ -218,7 +259,10 @@ impl Decoder {
                     self.state = State::PduHeader;
                     return sink(Event::Control { pdu_type, pdu });
                 }
-                self.state = State::Control { pdu_type, need: length as usize };
+                self.state = State::Control {
+                    pdu_type,
+                    need: length as usize,
+                };
                 Ok(())
             }
             other => Err(CoreError::protocol(
@@ -247,9 +291,21 @@ impl Decoder {
         let pdv_left = item_len - 2;
         if pdv_left == 0 {
             self.state = next_after_pdv(pdu_left)?;
-            return sink(Event::Pdv { context_id, command, last, data: &[], end: true });
+            return sink(Event::Pdv {
+                context_id,
+                command,
+                last,
+                data: &[],
+                end: true,
+            });
         }
-        self.state = State::PdvBody { pdu_left, pdv_left, context_id, command, last };
+        self.state = State::PdvBody {
+            pdu_left,
+            pdv_left,
+            context_id,
+            command,
+            last,
+        };
         Ok(())
     }
 }
@@ -283,7 +339,13 @@ pub fn encode_message(context_id: u8, command: bool, data: &[u8], max_pdu: u32) 
         push_pdv(&mut out, context_id, command, true, &[]);
     }
     while let Some(chunk) = chunks.next() {
-        push_pdv(&mut out, context_id, command, chunks.peek().is_none(), chunk);
+        push_pdv(
+            &mut out,
+            context_id,
+            command,
+            chunks.peek().is_none(),
+            chunk,
+        );
     }
     out
 }
@@ -303,7 +365,12 @@ fn push_pdv(out: &mut Vec<u8>, context_id: u8, command: bool, last: bool, payloa
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub enum Unit {
     Control(Vec<u8>),
-    Pdv { context_id: u8, command: bool, last: bool, data: Vec<u8> },
+    Pdv {
+        context_id: u8,
+        command: bool,
+        last: bool,
+        data: Vec<u8>,
+    },
 }
 
 /// Decode a whole buffer into owned units, joining PDV pieces.
@@ -313,11 +380,22 @@ pub fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Unit>> {
     Decoder::new(limits).feed(input, |event| {
         match event {
             Event::Control { pdu, .. } => units.push(Unit::Control(pdu)),
-            Event::Pdv { context_id, command, last, data, end } => {
+            Event::Pdv {
+                context_id,
+                command,
+                last,
+                data,
+                end,
+            } => {
                 pending.extend_from_slice(data);
                 if end {
                     let data = std::mem::take(&mut pending);
-                    units.push(Unit::Pdv { context_id, command, last, data });
+                    units.push(Unit::Pdv {
+                        context_id,
+                        command,
+                        last,
+                        data,
+                    });
                 }
             }
         }
@@ -333,7 +411,12 @@ pub fn encode_all(units: &[Unit]) -> Vec<u8> {
     for unit in units {
         match unit {
             Unit::Control(pdu) => out.extend_from_slice(pdu),
-            Unit::Pdv { context_id, command, last, data } => push_pdv(&mut out, *context_id, *command, *last, data),
+            Unit::Pdv {
+                context_id,
+                command,
+                last,
+                data,
+            } => push_pdv(&mut out, *context_id, *command, *last, data),
         }
     }
     out
@@ -368,11 +451,22 @@ mod tests {
                     .feed(part, |e| {
                         match e {
                             Event::Control { pdu, .. } => units.push(Unit::Control(pdu)),
-                            Event::Pdv { context_id, command, last, data, end } => {
+                            Event::Pdv {
+                                context_id,
+                                command,
+                                last,
+                                data,
+                                end,
+                            } => {
                                 pending.extend_from_slice(data);
                                 if end {
                                     let data = std::mem::take(&mut pending);
-                                    units.push(Unit::Pdv { context_id, command, last, data });
+                                    units.push(Unit::Pdv {
+                                        context_id,
+                                        command,
+                                        last,
+                                        data,
+                                    });
                                 }
                             }
                         }
@@ -387,16 +481,26 @@ mod tests {
 
     #[test]
     fn fragments_respect_max_pdu_and_mark_last() {
-        let units = decode_all(&encode_message(3, false, &[1u8; 1000], 300), Limits::default()).unwrap();
+        let units = decode_all(
+            &encode_message(3, false, &[1u8; 1000], 300),
+            Limits::default(),
+        )
+        .unwrap();
         assert_eq!(units.len(), 4);
-        let lasts: Vec<bool> = units.iter().map(|u| matches!(u, Unit::Pdv { last: true, .. })).collect();
+        let lasts: Vec<bool> = units
+            .iter()
+            .map(|u| matches!(u, Unit::Pdv { last: true, .. }))
+            .collect();
         assert_eq!(lasts, [false, false, false, true]);
     }
 
     #[test]
     fn round_trip_is_stable() {
         let units = decode_all(&sample_stream(), Limits::default()).unwrap();
-        assert_eq!(decode_all(&encode_all(&units), Limits::default()).unwrap(), units);
+        assert_eq!(
+            decode_all(&encode_all(&units), Limits::default()).unwrap(),
+            units
+        );
     }
 
     fn reason_of(input: &[u8], limits: Limits) -> u8 {
@@ -408,13 +512,19 @@ mod tests {
 
     #[test]
     fn rejects_unknown_pdu_type() {
-        assert_eq!(reason_of(&[0x09, 0, 0, 0, 0, 0], Limits::default()), abort_reason::UNRECOGNIZED_PDU);
+        assert_eq!(
+            reason_of(&[0x09, 0, 0, 0, 0, 0], Limits::default()),
+            abort_reason::UNRECOGNIZED_PDU
+        );
     }
 
     #[test]
     fn rejects_pdata_over_the_negotiated_maximum() {
         let pdu = encode_message(1, false, &[0u8; 200], 0);
-        let limits = Limits { max_pdata: 100, ..Limits::default() };
+        let limits = Limits {
+            max_pdata: 100,
+            ..Limits::default()
+        };
         assert_eq!(reason_of(&pdu, limits), abort_reason::INVALID_PDU_PARAMETER);
     }
 
@@ -422,25 +532,40 @@ mod tests {
     fn rejects_pdv_longer_than_its_pdu() {
         let mut pdu = encode_message(1, false, &[0u8; 20], 0);
         pdu[9] = 200; // PDV item length low byte
-        assert_eq!(reason_of(&pdu, Limits::default()), abort_reason::INVALID_PDU_PARAMETER);
+        assert_eq!(
+            reason_of(&pdu, Limits::default()),
+            abort_reason::INVALID_PDU_PARAMETER
+        );
     }
 
     #[test]
     fn rejects_short_pdv_and_trailing_bytes() {
         // item length 1 (< 2)
         let pdu = [P_DATA_TF, 0, 0, 0, 0, 6, 0, 0, 0, 1, 1, 2];
-        assert_eq!(reason_of(&pdu, Limits::default()), abort_reason::INVALID_PDU_PARAMETER);
+        assert_eq!(
+            reason_of(&pdu, Limits::default()),
+            abort_reason::INVALID_PDU_PARAMETER
+        );
         // PDU of 9 bytes: one empty PDV (6) and 3 stray bytes
         let pdu = [P_DATA_TF, 0, 0, 0, 0, 9, 0, 0, 0, 2, 1, 2, 0, 0, 0];
-        assert_eq!(reason_of(&pdu, Limits::default()), abort_reason::INVALID_PDU_PARAMETER);
+        assert_eq!(
+            reason_of(&pdu, Limits::default()),
+            abort_reason::INVALID_PDU_PARAMETER
+        );
     }
 
     #[test]
     fn rejects_bad_fixed_length_and_oversized_control() {
         let abort = [A_ABORT, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0];
-        assert_eq!(reason_of(&abort, Limits::default()), abort_reason::INVALID_PDU_PARAMETER);
+        assert_eq!(
+            reason_of(&abort, Limits::default()),
+            abort_reason::INVALID_PDU_PARAMETER
+        );
         let rq = [A_ASSOCIATE_RQ, 0, 0xff, 0xff, 0xff, 0xff];
-        assert_eq!(reason_of(&rq, Limits::default()), abort_reason::INVALID_PDU_PARAMETER);
+        assert_eq!(
+            reason_of(&rq, Limits::default()),
+            abort_reason::INVALID_PDU_PARAMETER
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! (zero-copy), work over `DETACH_THRESHOLD` bytes runs with the GIL released through
 //! `run_detached`, and every `CoreError` maps to one class of `core_rs._errors`.
 
+// pyo3 extracts arguments (PyBuffer, Vec, PathBuf) by value; they cannot be borrowed.
+#![allow(clippy::needless_pass_by_value)]
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -72,7 +75,8 @@ fn with_bytes<T>(buffer: &PyBuffer<u8>, f: impl FnOnce(&[u8]) -> T) -> PyResult<
     // resized or freed) until `buffer` drops after this call. The caller promises not
     // to mutate it meanwhile: the engine hands in its own receive buffer from the one
     // event-loop thread, which is inside this call.
-    let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) };
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) };
     Ok(f(bytes))
 }
 
@@ -126,14 +130,21 @@ impl PySpoolFile {
     }
 
     /// fdatasync (if durable) and move into the object store; releases the GIL.
-    fn finish(&self, py: Python<'_>, objects_dir: PathBuf, durable: bool) -> PyResult<PyStoredObject> {
+    fn finish(
+        &self,
+        py: Python<'_>,
+        objects_dir: PathBuf,
+        durable: bool,
+    ) -> PyResult<PyStoredObject> {
         let writer = self
             .writer
             .lock()
             .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))?;
-        let stored = py.detach(move || writer.finish(&objects_dir, durable)).map_err(to_pyerr)?;
+        let stored = py
+            .detach(move || writer.finish(&objects_dir, durable))
+            .map_err(to_pyerr)?;
         Ok(PyStoredObject::from(stored))
     }
 
@@ -171,7 +182,10 @@ impl From<StoredObject> for PyStoredObject {
 }
 
 fn named(attributes: Vec<(u32, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
-    attributes.into_iter().map(|(tag, v)| (dataset::keyword(tag).to_owned(), v)).collect()
+    attributes
+        .into_iter()
+        .map(|(tag, v)| (dataset::keyword(tag).to_owned(), v))
+        .collect()
 }
 
 #[pyclass(module = "core_rs._core", name = "Receiver")]
@@ -184,8 +198,13 @@ impl PyReceiver {
     #[new]
     #[pyo3(signature = (spool_dir, spool_prefix, max_pdu, max_control = 1 << 20))]
     fn new(spool_dir: PathBuf, spool_prefix: String, max_pdu: u32, max_control: u32) -> Self {
-        let limits = Limits { max_pdata: max_pdu, max_control };
-        Self { inner: Receiver::new(limits, spool_dir, spool_prefix) }
+        let limits = Limits {
+            max_pdata: max_pdu,
+            max_control,
+        };
+        Self {
+            inner: Receiver::new(limits, spool_dir, spool_prefix),
+        }
     }
 
     fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String)>) {
@@ -199,17 +218,31 @@ impl PyReceiver {
 
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = &mut self.inner;
-        let events = with_bytes(&data, |bytes| run_detached(py, bytes.len(), || inner.feed(bytes)))?.map_err(to_pyerr)?;
-        events.into_iter().map(|event| event_to_py(py, event)).collect()
+        let events = with_bytes(&data, |bytes| {
+            run_detached(py, bytes.len(), || inner.feed(bytes))
+        })?
+        .map_err(to_pyerr)?;
+        events
+            .into_iter()
+            .map(|event| event_to_py(py, event))
+            .collect()
     }
 }
 
 fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
     Ok(match event {
-        RxEvent::Control { pdu_type, pdu } => {
-            Py::new(py, PyControlPdu { pdu_type, data: PyBytes::new(py, &pdu).unbind() })?.into_any()
-        }
-        RxEvent::Command { context_id, command: c } => Py::new(
+        RxEvent::Control { pdu_type, pdu } => Py::new(
+            py,
+            PyControlPdu {
+                pdu_type,
+                data: PyBytes::new(py, &pdu).unbind(),
+            },
+        )?
+        .into_any(),
+        RxEvent::Command {
+            context_id,
+            command: c,
+        } => Py::new(
             py,
             PyCommand {
                 context_id,
@@ -229,7 +262,13 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
             let spool = spool
                 .map(|w| {
                     let dataset_length = w.dataset_len();
-                    Py::new(py, PySpoolFile { writer: Mutex::new(Some(w)), dataset_length })
+                    Py::new(
+                        py,
+                        PySpoolFile {
+                            writer: Mutex::new(Some(*w)),
+                            dataset_length,
+                        },
+                    )
                 })
                 .transpose()?;
             Py::new(py, PyDatasetReceived { context_id, spool })?.into_any()
@@ -260,34 +299,76 @@ fn encode_response<'py>(
 }
 
 #[pyfunction]
-fn encode_message<'py>(py: Python<'py>, context_id: u8, command: bool, data: PyBuffer<u8>, max_pdu: u32) -> PyResult<Bound<'py, PyBytes>> {
-    let out = with_bytes(&data, |bytes| crate::pdu::encode_message(context_id, command, bytes, max_pdu))?;
+fn encode_message(
+    py: Python<'_>,
+    context_id: u8,
+    command: bool,
+    data: PyBuffer<u8>,
+    max_pdu: u32,
+) -> PyResult<Bound<'_, PyBytes>> {
+    let out = with_bytes(&data, |bytes| {
+        crate::pdu::encode_message(context_id, command, bytes, max_pdu)
+    })?;
     Ok(PyBytes::new(py, &out))
 }
 
 #[pyfunction]
 fn hash_file(py: Python<'_>, path: PathBuf, offset: u64) -> PyResult<String> {
-    py.detach(move || spool::hash_file(&path, offset)).map_err(to_pyerr)
+    py.detach(move || spool::hash_file(&path, offset))
+        .map_err(to_pyerr)
 }
 
 #[pyfunction]
-fn key_attributes(py: Python<'_>, data: PyBuffer<u8>, transfer_syntax_uid: &str) -> PyResult<Vec<(String, Vec<u8>)>> {
+fn key_attributes(
+    py: Python<'_>,
+    data: PyBuffer<u8>,
+    transfer_syntax_uid: &str,
+) -> PyResult<Vec<(String, Vec<u8>)>> {
     let syntax = Syntax::from_uid(transfer_syntax_uid);
-    let found = with_bytes(&data, |bytes| run_detached(py, bytes.len(), || dataset::key_attributes(bytes, syntax)))?;
+    let found = with_bytes(&data, |bytes| {
+        run_detached(py, bytes.len(), || dataset::key_attributes(bytes, syntax))
+    })?;
     Ok(named(found))
 }
 
 #[pyfunction]
-fn file_meta<'py>(py: Python<'py>, sop_class_uid: &str, sop_instance_uid: &str, transfer_syntax_uid: &str, source_ae: &str) -> Bound<'py, PyBytes> {
-    PyBytes::new(py, &crate::part10::file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae))
+fn file_meta<'py>(
+    py: Python<'py>,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    transfer_syntax_uid: &str,
+    source_ae: &str,
+) -> Bound<'py, PyBytes> {
+    PyBytes::new(
+        py,
+        &crate::part10::file_meta(
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            source_ae,
+        ),
+    )
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("BUILD_PROFILE", if cfg!(debug_assertions) { "debug" } else { "release" })?;
-    m.add("IMPLEMENTATION_CLASS_UID", crate::part10::IMPLEMENTATION_CLASS_UID)?;
-    m.add("IMPLEMENTATION_VERSION_NAME", crate::part10::IMPLEMENTATION_VERSION_NAME)?;
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
+    m.add(
+        "IMPLEMENTATION_CLASS_UID",
+        crate::part10::IMPLEMENTATION_CLASS_UID,
+    )?;
+    m.add(
+        "IMPLEMENTATION_VERSION_NAME",
+        crate::part10::IMPLEMENTATION_VERSION_NAME,
+    )?;
     m.add_class::<PyReceiver>()?;
     m.add_class::<PyCommand>()?;
     m.add_class::<PyControlPdu>()?;

@@ -19,13 +19,16 @@ pub enum RxEvent {
     Command { context_id: u8, command: Command },
     /// The dataset that followed the last command is complete. `spool` is the object
     /// for a C-STORE, None for a dataset we only consumed.
-    Dataset { context_id: u8, spool: Option<SpoolWriter> },
+    Dataset {
+        context_id: u8,
+        spool: Option<Box<SpoolWriter>>,
+    },
 }
 
 #[derive(Debug)]
 struct Incoming {
     context_id: u8,
-    spool: Option<SpoolWriter>,
+    spool: Option<Box<SpoolWriter>>,
 }
 
 #[derive(Debug)]
@@ -74,7 +77,7 @@ impl Receiver {
     /// (context ID, accepted transfer syntax UID).
     pub fn establish(&mut self, calling_ae: &str, contexts: &[(u8, String)]) {
         let asm = &mut self.assembler;
-        asm.calling_ae = calling_ae.trim().to_owned();
+        calling_ae.trim().clone_into(&mut asm.calling_ae);
         for (id, ts) in contexts {
             asm.contexts[usize::from(*id)] = Some((ts.clone(), Syntax::from_uid(ts)));
         }
@@ -83,7 +86,9 @@ impl Receiver {
 
     #[must_use]
     pub fn at_boundary(&self) -> bool {
-        self.decoder.at_boundary() && self.assembler.dataset.is_none() && self.assembler.command.is_empty()
+        self.decoder.at_boundary()
+            && self.assembler.dataset.is_none()
+            && self.assembler.command.is_empty()
     }
 
     pub fn feed(&mut self, input: &[u8]) -> Result<Vec<RxEvent>> {
@@ -94,18 +99,31 @@ impl Receiver {
                 events.push(RxEvent::Control { pdu_type, pdu });
                 Ok(())
             }
-            Event::Pdv { context_id, command, last, data, end } => {
-                asm.on_pdv(context_id, command, last && end, data, &mut events)
-            }
+            Event::Pdv {
+                context_id,
+                command,
+                last,
+                data,
+                end,
+            } => asm.on_pdv(context_id, command, last && end, data, &mut events),
         })?;
         Ok(events)
     }
 }
 
 impl Assembler {
-    fn on_pdv(&mut self, context_id: u8, is_command: bool, complete: bool, data: &[u8], events: &mut Vec<RxEvent>) -> Result<()> {
+    fn on_pdv(
+        &mut self,
+        context_id: u8,
+        is_command: bool,
+        complete: bool,
+        data: &[u8],
+        events: &mut Vec<RxEvent>,
+    ) -> Result<()> {
         if !self.established {
-            return Err(unexpected("P-DATA-TF before the association was accepted".into()));
+            return Err(unexpected(
+                "P-DATA-TF before the association was accepted".into(),
+            ));
         }
         let Some((ts_uid, syntax)) = self.contexts[usize::from(context_id)].clone() else {
             return Err(CoreError::protocol(
@@ -117,10 +135,14 @@ impl Assembler {
             return self.on_dataset(context_id, complete, data, events);
         }
         if self.dataset.is_some() {
-            return Err(unexpected("command PDV while a dataset is still arriving".into()));
+            return Err(unexpected(
+                "command PDV while a dataset is still arriving".into(),
+            ));
         }
         if self.command_context.is_some_and(|c| c != context_id) {
-            return Err(unexpected("command fragments on two presentation contexts".into()));
+            return Err(unexpected(
+                "command fragments on two presentation contexts".into(),
+            ));
         }
         if self.command.len() + data.len() > MAX_COMMAND_LEN {
             return Err(CoreError::protocol(
@@ -137,16 +159,28 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            let spool = (command.command_field == C_STORE_RQ).then(|| self.open_spool(&command, &ts_uid, syntax));
+            let spool = (command.command_field == C_STORE_RQ)
+                .then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
             self.dataset = Some(Incoming { context_id, spool });
         }
-        events.push(RxEvent::Command { context_id, command });
+        events.push(RxEvent::Command {
+            context_id,
+            command,
+        });
         Ok(())
     }
 
-    fn on_dataset(&mut self, context_id: u8, complete: bool, data: &[u8], events: &mut Vec<RxEvent>) -> Result<()> {
+    fn on_dataset(
+        &mut self,
+        context_id: u8,
+        complete: bool,
+        data: &[u8],
+        events: &mut Vec<RxEvent>,
+    ) -> Result<()> {
         let Some(incoming) = self.dataset.as_mut() else {
-            return Err(unexpected("dataset PDV without a command announcing it".into()));
+            return Err(unexpected(
+                "dataset PDV without a command announcing it".into(),
+            ));
         };
         if incoming.context_id != context_id {
             return Err(unexpected(format!(
@@ -159,7 +193,10 @@ impl Assembler {
         }
         if complete {
             if let Some(incoming) = self.dataset.take() {
-                events.push(RxEvent::Dataset { context_id, spool: incoming.spool });
+                events.push(RxEvent::Dataset {
+                    context_id,
+                    spool: incoming.spool,
+                });
             }
         }
         Ok(())
@@ -167,7 +204,9 @@ impl Assembler {
 
     fn open_spool(&mut self, command: &Command, ts_uid: &str, syntax: Syntax) -> SpoolWriter {
         self.sequence += 1;
-        let path = self.spool_dir.join(format!("{}-{}.part", self.spool_prefix, self.sequence));
+        let path = self
+            .spool_dir
+            .join(format!("{}-{}.part", self.spool_prefix, self.sequence));
         let meta = part10::file_meta(
             &command.affected_sop_class_uid,
             &command.affected_sop_instance_uid,
@@ -215,7 +254,12 @@ mod tests {
             events.extend(rx.feed(chunk).unwrap());
         }
         assert_eq!(events.len(), 2);
-        let RxEvent::Dataset { spool: Some(spool), .. } = events.pop().unwrap() else { panic!() };
+        let RxEvent::Dataset {
+            spool: Some(spool), ..
+        } = events.pop().unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(spool.dataset_len(), 5000);
         assert!(rx.at_boundary());
     }
@@ -225,9 +269,15 @@ mod tests {
         let dir = std::env::temp_dir();
         let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
         let wire = encode_message(1, true, &store_rq(), 0);
-        assert!(matches!(rx.feed(&wire), Err(CoreError::Protocol { reason: 2, .. })));
+        assert!(matches!(
+            rx.feed(&wire),
+            Err(CoreError::Protocol { reason: 2, .. })
+        ));
         let mut rx = Receiver::new(Limits::default(), dir, "t".into());
         rx.establish("X", &[(3, "1.2.840.10008.1.2".into())]);
-        assert!(matches!(rx.feed(&wire), Err(CoreError::Protocol { reason: 6, .. })));
+        assert!(matches!(
+            rx.feed(&wire),
+            Err(CoreError::Protocol { reason: 6, .. })
+        ));
     }
 }

@@ -53,7 +53,10 @@ impl SpoolWriter {
             dataset_len: 0,
             error: None,
         };
-        let opened = OpenOptions::new().write(true).create_new(true).open(&writer.path);
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&writer.path);
         match opened {
             Ok(file) => {
                 let mut file = BufWriter::with_capacity(WRITE_BUFFER, file);
@@ -95,9 +98,13 @@ impl SpoolWriter {
             return Err(e);
         }
         let Some(file) = self.file.take() else {
-            return Err(CoreError::Io(std::io::Error::other("spool file was not opened")));
+            return Err(CoreError::Io(std::io::Error::other(
+                "spool file was not opened",
+            )));
         };
-        let file = file.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        let file = file
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         if durable {
             file.sync_data()?;
         }
@@ -144,7 +151,9 @@ pub fn hash_file(path: &Path, offset: u64) -> Result<String> {
     let mut skipped = std::io::copy(&mut (&mut file).take(offset), &mut std::io::sink())?;
     if skipped < offset {
         skipped = offset - skipped;
-        return Err(CoreError::Dataset(format!("file is {skipped} bytes shorter than its meta header")));
+        return Err(CoreError::Dataset(format!(
+            "file is {skipped} bytes shorter than its meta header"
+        )));
     }
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -175,7 +184,8 @@ mod tests {
         let data = vec![5u8; 100_000];
         let mut stored = Vec::new();
         for i in 0..2 {
-            let mut w = SpoolWriter::create(dir.join(format!("s{i}")), b"META", Syntax::ExplicitLittle);
+            let mut w =
+                SpoolWriter::create(dir.join(format!("s{i}")), b"META", Syntax::ExplicitLittle);
             for c in data.chunks(999) {
                 w.write(c);
             }

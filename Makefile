@@ -1,0 +1,62 @@
+# pacs-edge: every command CI and a developer need. `make test` is what .ci/run calls.
+#   make run     - set up .venv, build, start the engine on its embedded defaults
+#   make test    - install test peers and tools, build, lint, cargo test, pytest
+#   make bench   - ingest benchmark against DCMTK storescp, Orthanc, pynetdicom
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUST_SOURCES := $(shell find core_rs/src -name '*.rs') core_rs/Cargo.toml Cargo.toml
+
+.PHONY: run test lint format build-dev system-deps bench bench-full clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip 'maturin>=1.7,<2'
+
+# Builds the Rust extension (release: the engine is only ever measured that way)
+# and installs the project with its test and bench extras into .venv.
+$(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test,bench
+	@mkdir -p $(STAMPS) && touch $@
+
+build-dev: $(STAMPS)/build
+
+# Real peers for the tests and benchmarks: DCMTK and Orthanc from Debian.
+system-deps:
+	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null; then \
+		echo "installing DCMTK and Orthanc from Debian..."; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk orthanc >/dev/null; \
+	fi
+
+run: build-dev
+	$(VENV)/bin/pacs-edge serve
+
+format: build-dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	cargo fmt --all
+
+lint: build-dev
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest core_rs._core
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -q -- -D warnings
+	cargo clippy --all-targets --features python -q -- -D warnings
+
+test: system-deps lint
+	cargo test -q
+	$(VENV)/bin/pytest
+
+bench: system-deps build-dev
+	$(PY) -m bench.ingest --quick
+
+bench-full: system-deps build-dev
+	$(PY) -m bench.ingest
+
+clean:
+	rm -rf $(STAMPS) target var
