@@ -16,6 +16,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Route = Callable[[], tuple[int, Any]]
+PrefixRoute = Callable[[str], tuple[int, Any]]
 _REASONS = {
     200: "OK",
     404: "Not Found",
@@ -27,8 +28,11 @@ _MAX_REQUEST = 8192
 
 
 class OpsHttp:
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(
+        self, routes: dict[str, Route], prefix_routes: dict[str, PrefixRoute] | None = None
+    ) -> None:
         self._routes = routes
+        self._prefix_routes = prefix_routes or {}
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -68,9 +72,13 @@ class OpsHttp:
             return 400, {"error": "request too large"}
         method, _, rest = request.decode("latin-1").partition(" ")
         path = rest.split(" ", 1)[0].split("?", 1)[0]
-        route = self._routes.get(path)
-        if route is None:
-            return 404, {"error": f"no such path {path}", "paths": sorted(self._routes)}
         if method not in ("GET", "HEAD"):
             return 405, {"error": f"{method} not allowed on {path}"}
-        return route()
+        route = self._routes.get(path)
+        if route is not None:
+            return route()
+        for prefix, handler in self._prefix_routes.items():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return handler(path[len(prefix) :])
+        known = sorted([*self._routes, *(f"{p}<id>" for p in self._prefix_routes)])
+        return 404, {"error": f"no such path {path}", "paths": known}

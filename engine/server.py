@@ -90,7 +90,8 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             "/healthz": lambda: status.healthz(svc),
             "/readyz": lambda: status.readyz(svc),
             "/api/v1/status": lambda: (200, status.status(svc)),
-        }
+        },
+        {"/api/v1/instances/": lambda uid: status.instance(svc, uid)},
     )
     try:
         await http.start(config.http.host, config.http.port)

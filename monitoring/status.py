@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import core_rs
@@ -43,6 +44,13 @@ def status(svc: Services) -> dict[str, Any]:
             "disk_total_bytes": disk.total,
         },
     }
+
+
+def instance(svc: Services, sop_instance_uid: str) -> tuple[int, dict[str, Any]]:
+    record = svc.index.get(sop_instance_uid)
+    if record is None:
+        return 404, {"error": f"no instance {sop_instance_uid} on this node"}
+    return 200, asdict(record)
 
 
 def healthz(svc: Services) -> tuple[int, dict[str, Any]]:

@@ -1,0 +1,57 @@
+"""Shared fixtures: real engine processes and real DICOM peers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.process import EngineProcess
+
+DCMTK_TOOLS = ("storescu", "echoscu", "dcmdump")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_peers_installed() -> None:
+    missing = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.exit(f"DCMTK tools missing ({', '.join(missing)}): run `make test`, which "
+                    "installs them from Debian", returncode=3)
+
+
+@pytest.fixture
+def engine_factory(tmp_path: Path) -> Iterator[Callable[..., EngineProcess]]:
+    made: list[EngineProcess] = []
+
+    def make(settings: dict[str, dict[str, Any]] | None = None, name: str = "node",
+             start: bool = True) -> EngineProcess:
+        workdir = tmp_path / f"{name}{len(made)}"
+        workdir.mkdir()
+        engine = EngineProcess(workdir, settings)
+        made.append(engine)
+        return engine.start() if start else engine
+
+    yield make
+    for engine in made:
+        engine.close()
+        # Shown by pytest only when the test failed.
+        print(f"----- {engine.workdir.name} log -----\n{engine.log()[-20000:]}")
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., EngineProcess]) -> EngineProcess:
+    return engine_factory()
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    return run

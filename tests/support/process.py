@@ -1,0 +1,124 @@
+"""Run a real `pacs-edge serve` process for a test: free ports, a TOML config,
+a bounded wait for /readyz, and its log kept for the failure report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+AE_TITLE = "PACS_EDGE"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_toml(path: Path, settings: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    for section, values in settings.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+class EngineProcess:
+    def __init__(self, workdir: Path, settings: dict[str, dict[str, Any]] | None = None) -> None:
+        self.workdir = workdir
+        self.data_dir = workdir / "data"
+        self.port = free_port()
+        self.http_port = free_port()
+        self.config_path = workdir / "pacs-edge.toml"
+        self.log_path = workdir / "engine.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.settings: dict[str, dict[str, Any]] = {
+            "node": {"data_dir": str(self.data_dir), "ae_title": AE_TITLE},
+            "dicom": {"host": "127.0.0.1", "port": self.port, "artim_timeout": 5.0},
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "logging": {"level": "DEBUG"},
+        }
+        for section, values in (settings or {}).items():
+            self.settings.setdefault(section, {}).update(values)
+
+    def start(self, timeout: float = 30) -> EngineProcess:
+        write_toml(self.config_path, self.settings)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return self
+            except OSError:
+                pass  # not listening yet: poll again until the deadline
+            time.sleep(0.05)
+        raise RuntimeError(f"engine not ready within {timeout} s:\n{self.log()}")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as rsp:
+                return rsp.status, json.load(rsp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/api/v1/status")
+        assert code == 200, body
+        return dict(body)
+
+    def instance(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        code, body = self.get(f"/api/v1/instances/{sop_instance_uid}")
+        return dict(body) if code == 200 else None
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait: returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def object_path(self, blake3_hex: str) -> Path:
+        return self.data_dir / "objects" / blake3_hex[:2] / blake3_hex
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
