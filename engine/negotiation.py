@@ -8,7 +8,6 @@ modality compressed it (pynetdicom would pick in the acceptor's order instead).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -118,8 +117,11 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
             )
             for cx in primitive.presentation_context_definition_list
         )
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error) as exc:
-        raise MalformedRequest(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+    # The bytes are the peer's, the decoder a third party's: it fails with whatever
+    # it meets (AssertionError, struct.error, IndexError ...). Any failure means the
+    # same thing here - a malformed request, answered with A-ABORT.
+    except Exception as exc:
+        raise MalformedRequest(f"undecodable A-ASSOCIATE-RQ: {exc!r}") from exc
     peer_max, impl_uid, impl_version, roles = 0, "", "", []
     for item in primitive.user_information:
         if isinstance(item, MaximumLengthNotification):

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
@@ -29,8 +28,6 @@ def associate_rq(
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title = calling
     primitive.called_ae_title = called
-    primitive.calling_presentation_address = ("127.0.0.1", 0)
-    primitive.called_presentation_address = ("127.0.0.1", 0)
     items = []
     for context_id, abstract, syntaxes in contexts:
         cx = PresentationContext()
@@ -52,15 +49,24 @@ def pdata(context_id: int, data: bytes, command: bool, last: bool = True) -> byt
     return struct.pack(">BBIIBB", 4, 0, len(data) + 6, len(data) + 2, context_id, flags) + data
 
 
+_COMMAND_TAGS = {
+    "AffectedSOPClassUID": 0x0002, "CommandField": 0x0100, "MessageID": 0x0110,
+    "Priority": 0x0700, "CommandDataSetType": 0x0800, "AffectedSOPInstanceUID": 0x1000,
+}
+
+
 def command_set(**elements: object) -> bytes:
-    ds = Dataset()
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    body = io.BytesIO()
-    ds.is_little_endian, ds.is_implicit_VR = True, True
-    write_dataset(body, ds)
-    raw = body.getvalue()
-    return struct.pack("<HHIL", 0, 0, 4, len(raw)) + raw
+    """A command set (PS3.7 E.1): implicit VR little endian, group length first.
+    Integers are US, strings UI; that covers every request the tests send."""
+    body = b""
+    for keyword, value in sorted(elements.items(), key=lambda kv: _COMMAND_TAGS[kv[0]]):
+        if isinstance(value, int):
+            raw = struct.pack("<H", value)
+        else:
+            raw = str(value).encode()
+            raw += b"\0" * (len(raw) % 2)
+        body += struct.pack("<HHI", 0, _COMMAND_TAGS[keyword], len(raw)) + raw
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
 def c_echo_rq(message_id: int = 1) -> bytes:

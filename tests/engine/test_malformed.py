@@ -1,0 +1,189 @@
+"""Bad input gets the answer PS3.8 prescribes, and nothing else breaks: an
+association that was open before keeps working, and no spool is left behind."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.process import EngineProcess
+from tests.support.wire import (
+    CT_IMAGE,
+    EXPLICIT_LE,
+    Client,
+    c_store_rq,
+    command_set,
+    pdata,
+)
+
+PROVIDER = 2
+NOT_SPECIFIED, UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0, 1, 2, 6
+MAX_PDU = 16384
+
+
+@pytest.fixture
+def node(engine_factory: Callable[..., EngineProcess]) -> EngineProcess:
+    return engine_factory({"dicom": {
+        "max_pdu": MAX_PDU, "max_associations": 4, "artim_timeout": 2.0,
+        "allowed_calling_aes": ["TESTSCU", "BYSTANDER"],
+    }})
+
+
+@pytest.fixture
+def bystander(node: EngineProcess) -> Iterator[Client]:
+    client = Client(node.port)
+    assert client.associate(calling="BYSTANDER").type == 2
+    yield client
+    # The engine still serves the association that was open before the bad input...
+    assert client.echo(message_id=99) == 0x0000
+    client.close()
+    # ...and new ones, and nothing was left half-written.
+    fresh = Client(node.port)
+    assert fresh.associate().type == 2
+    assert fresh.echo() == 0x0000
+    fresh.close()
+    assert not list((node.data_dir / "spool").iterdir())
+
+
+def established(node: EngineProcess) -> Client:
+    client = Client(node.port)
+    assert client.associate().type == 2
+    return client
+
+
+def expect_abort(client: Client, reason: int) -> None:
+    pdu = client.read_pdu()
+    assert pdu.abort_reason == (PROVIDER, reason)
+    client.close()
+
+
+def test_unknown_pdu_type_before_association(node: EngineProcess, bystander: Client) -> None:
+    client = Client(node.port)
+    client.send(b"\x09\x00\x00\x00\x00\x04abcd")
+    expect_abort(client, UNRECOGNIZED_PDU)
+
+
+def test_unknown_pdu_type_during_association(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(b"\x0a\x00\x00\x00\x00\x00")
+    expect_abort(client, UNRECOGNIZED_PDU)
+
+
+def test_pdata_before_association(node: EngineProcess, bystander: Client) -> None:
+    client = Client(node.port)
+    client.send(pdata(1, c_store_rq("1.2.3"), command=True))
+    expect_abort(client, UNEXPECTED_PDU)
+
+
+def test_pdata_over_negotiated_max(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(struct.pack(">BBI", 4, 0, MAX_PDU + 1) + b"\x00" * 64)
+    expect_abort(client, INVALID_PARAMETER)
+
+
+def test_pdv_longer_than_its_pdu(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(struct.pack(">BBIIBB", 4, 0, 20, 500, 1, 3) + b"\x00" * 14)
+    expect_abort(client, INVALID_PARAMETER)
+
+
+def test_pdv_for_unnegotiated_context(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(pdata(7, c_store_rq("1.2.3"), command=True))
+    expect_abort(client, INVALID_PARAMETER)
+
+
+def test_garbage_command_set(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(pdata(1, b"\x08\x00\x10\x00\x02\x00\x00\x00garbage!", command=True))
+    expect_abort(client, NOT_SPECIFIED)
+
+
+def test_command_set_without_command_field(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(pdata(1, command_set(MessageID=1), command=True))
+    expect_abort(client, NOT_SPECIFIED)
+
+
+def test_dataset_without_command(node: EngineProcess, bystander: Client) -> None:
+    client = established(node)
+    client.send(pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00", command=False))
+    expect_abort(client, UNEXPECTED_PDU)
+
+
+def test_undecodable_associate_request(node: EngineProcess, bystander: Client) -> None:
+    client = Client(node.port)
+    body = b"\x00\x01\x00\x00" + b"TESTSCU".ljust(16) + b"PACS_EDGE".ljust(16) + b"\xff" * 40
+    client.send(struct.pack(">BBI", 1, 0, len(body)) + body)
+    pdu = client.read_pdu()
+    assert pdu.type == 7  # A-ABORT
+    client.close()
+
+
+def test_truncated_object_then_disconnect(node: EngineProcess, bystander: Client) -> None:
+    """The peer dies mid-object: nothing is stored, the spool is cleaned."""
+    client = established(node)
+    client.send(pdata(3, c_store_rq("1.2.826.0.1.3680043.2.1.99"), command=True))
+    client.send(pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False,
+                      last=False))
+    client.send(struct.pack(">BBI", 4, 0, 5000) + b"\x00" * 100)  # PDU cut short
+    time.sleep(0.2)
+    assert list((node.data_dir / "spool").iterdir()), "the object should be spooling"
+    client.close()
+    deadline = time.monotonic() + 10
+    while list((node.data_dir / "spool").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.status()["instances"] == 0
+
+
+@pytest.mark.parametrize(
+    ("calling", "called", "expected"),
+    [
+        ("INTRUDER", "PACS_EDGE", (1, 1, 3)),  # calling AE not recognized
+        ("TESTSCU", "SOMEONE_ELSE", (1, 1, 7)),  # called AE not recognized
+    ],
+)
+def test_association_rejected_with_reason(
+    node: EngineProcess, bystander: Client, calling: str, called: str,
+    expected: tuple[int, int, int],
+) -> None:
+    client = Client(node.port)
+    assert client.associate(calling=calling, called=called).reject == expected
+    assert client.closed_by_peer()
+    client.close()
+    assert "association rejected" in node.log()
+
+
+def test_association_limit_rejects_as_transient(node: EngineProcess, bystander: Client) -> None:
+    held = [established(node) for _ in range(3)]  # with the bystander: the limit of 4
+    extra = Client(node.port)
+    assert extra.associate().reject == (2, 3, 2)  # transient, local limit exceeded
+    extra.close()
+    for client in held:
+        client.close()
+    assert node.status()["associations"]["rejected_total"] == 1
+
+
+def test_silent_connection_is_closed_by_artim(node: EngineProcess, bystander: Client) -> None:
+    client = Client(node.port, timeout=10)
+    started = time.monotonic()
+    assert client.closed_by_peer()
+    assert 1.5 < time.monotonic() - started < 9
+    client.close()
+
+
+def test_store_on_context_of_another_sop_class(node: EngineProcess, bystander: Client) -> None:
+    """A C-STORE whose SOP class differs from its presentation context: failure
+    status 0x0122, the association goes on."""
+    client = Client(node.port)
+    assert client.associate(contexts=[(1, "1.2.840.10008.1.1", [EXPLICIT_LE]),
+                                      (3, CT_IMAGE, [EXPLICIT_LE])]).type == 2
+    mr = "1.2.840.10008.5.1.4.1.1.4"
+    client.send(pdata(3, c_store_rq("1.2.3.4", sop_class=mr), command=True))
+    client.send(pdata(3, b"\x08\x00\x18\x00UI\x08\x001.2.3.4\x00", command=False))
+    assert int(client.read_pdu().command().Status) == 0x0122
+    assert client.echo() == 0
+    client.close()
