@@ -20,19 +20,26 @@ DCMTK_TOOLS = ("storescu", "echoscu", "dcmdump")
 def _real_peers_installed() -> None:
     missing = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
     if missing:
-        pytest.exit(f"DCMTK tools missing ({', '.join(missing)}): run `make test`, which "
-                    "installs them from Debian", returncode=3)
+        pytest.exit(
+            f"DCMTK tools missing ({', '.join(missing)}): run `make test`, which "
+            "installs them from Debian",
+            returncode=3,
+        )
 
 
 @pytest.fixture
 def engine_factory(tmp_path: Path) -> Iterator[Callable[..., EngineProcess]]:
     made: list[EngineProcess] = []
 
-    def make(settings: dict[str, dict[str, Any]] | None = None, name: str = "node",
-             start: bool = True) -> EngineProcess:
+    def make(
+        settings: dict[str, dict[str, Any]] | None = None,
+        name: str = "node",
+        start: bool = True,
+        data_dir: Path | None = None,
+    ) -> EngineProcess:
         workdir = tmp_path / f"{name}{len(made)}"
         workdir.mkdir()
-        engine = EngineProcess(workdir, settings)
+        engine = EngineProcess(workdir, settings, data_dir)
         made.append(engine)
         return engine.start() if start else engine
 
@@ -51,7 +58,12 @@ def engine(engine_factory: Callable[..., EngineProcess]) -> EngineProcess:
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     return run

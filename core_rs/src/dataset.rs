@@ -66,9 +66,14 @@ struct Header {
     size: usize,
 }
 
+// Four independent facts of parser state (encoding, endianness, VR checked, done);
+// an enum would only rename them.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug)]
 pub struct HeadParser {
     implicit: bool,
+    /// Whether the first element's VR was checked against the declared syntax.
+    vr_checked: bool,
     big_endian: bool,
     inflater: Option<(Decompress, Vec<u8>)>,
     carry: Vec<u8>,
@@ -85,6 +90,7 @@ impl HeadParser {
     pub fn new(syntax: Syntax) -> Self {
         Self {
             implicit: syntax == Syntax::ImplicitLittle,
+            vr_checked: false,
             big_endian: syntax == Syntax::ExplicitBig,
             inflater: (syntax == Syntax::DeflatedExplicitLittle)
                 .then(|| (Decompress::new(false), vec![0u8; 16 * 1024])),
@@ -210,9 +216,17 @@ impl HeadParser {
     }
 
     /// Parse the element header at the start of `carry`, or None if more bytes are needed.
-    fn parse_header(&self) -> Option<Header> {
+    fn parse_header(&mut self) -> Option<Header> {
         if self.carry.len() < 8 {
             return None;
+        }
+        if !self.vr_checked {
+            // Some writers label an implicit-VR dataset as explicit; like pydicom,
+            // trust the bytes: a VR is two upper-case letters (PS3.5 6.2).
+            self.vr_checked = true;
+            if !self.implicit && !self.carry[4..6].iter().all(u8::is_ascii_uppercase) {
+                self.implicit = true;
+            }
         }
         let tag = (u32::from(self.u16_at(0)) << 16) | u32::from(self.u16_at(2));
         // Item and delimitation tags have no VR in any syntax (PS3.5 7.5).
@@ -433,6 +447,14 @@ mod tests {
             p.push(chunk);
         }
         assert_eq!(get(&p.into_attributes(), 0x0010_0020), Some(&b"PID-1 "[..]));
+    }
+
+    #[test]
+    fn implicit_data_labelled_explicit_is_detected() {
+        let mut ds = implicit(0x0008_0016, 4, b"1.2\0");
+        ds.extend(implicit(0x0010_0020, 2, b"P1"));
+        let attrs = key_attributes(&ds, Syntax::ExplicitLittle);
+        assert_eq!(get(&attrs, 0x0010_0020), Some(&b"P1"[..]));
     }
 
     #[test]

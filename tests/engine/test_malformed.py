@@ -26,10 +26,16 @@ MAX_PDU = 16384
 
 @pytest.fixture
 def node(engine_factory: Callable[..., EngineProcess]) -> EngineProcess:
-    return engine_factory({"dicom": {
-        "max_pdu": MAX_PDU, "max_associations": 4, "artim_timeout": 2.0,
-        "allowed_calling_aes": ["TESTSCU", "BYSTANDER"],
-    }})
+    return engine_factory(
+        {
+            "dicom": {
+                "max_pdu": MAX_PDU,
+                "max_associations": 4,
+                "artim_timeout": 2.0,
+                "allowed_calling_aes": ["TESTSCU", "BYSTANDER"],
+            }
+        }
+    )
 
 
 @pytest.fixture
@@ -127,8 +133,9 @@ def test_truncated_object_then_disconnect(node: EngineProcess, bystander: Client
     """The peer dies mid-object: nothing is stored, the spool is cleaned."""
     client = established(node)
     client.send(pdata(3, c_store_rq("1.2.826.0.1.3680043.2.1.99"), command=True))
-    client.send(pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False,
-                      last=False))
+    client.send(
+        pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False, last=False)
+    )
     client.send(struct.pack(">BBI", 4, 0, 5000) + b"\x00" * 100)  # PDU cut short
     time.sleep(0.2)
     assert list((node.data_dir / "spool").iterdir()), "the object should be spooling"
@@ -147,7 +154,10 @@ def test_truncated_object_then_disconnect(node: EngineProcess, bystander: Client
     ],
 )
 def test_association_rejected_with_reason(
-    node: EngineProcess, bystander: Client, calling: str, called: str,
+    node: EngineProcess,
+    bystander: Client,
+    calling: str,
+    called: str,
     expected: tuple[int, int, int],
 ) -> None:
     client = Client(node.port)
@@ -179,8 +189,12 @@ def test_store_on_context_of_another_sop_class(node: EngineProcess, bystander: C
     """A C-STORE whose SOP class differs from its presentation context: failure
     status 0x0122, the association goes on."""
     client = Client(node.port)
-    assert client.associate(contexts=[(1, "1.2.840.10008.1.1", [EXPLICIT_LE]),
-                                      (3, CT_IMAGE, [EXPLICIT_LE])]).type == 2
+    assert (
+        client.associate(
+            contexts=[(1, "1.2.840.10008.1.1", [EXPLICIT_LE]), (3, CT_IMAGE, [EXPLICIT_LE])]
+        ).type
+        == 2
+    )
     mr = "1.2.840.10008.5.1.4.1.1.4"
     client.send(pdata(3, c_store_rq("1.2.3.4", sop_class=mr), command=True))
     client.send(pdata(3, b"\x08\x00\x18\x00UI\x08\x001.2.3.4\x00", command=False))

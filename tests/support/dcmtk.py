@@ -28,21 +28,42 @@ def propose_flag(transfer_syntax_uid: str) -> str | None:
     return _PROPOSE.get(transfer_syntax_uid)
 
 
-def storescu(port: int, files: list[Path], transfer_syntax_uid: str | None = None,
-             nodelay: bool = True, calling_ae: str = "STORESCU", timeout: float = 300,
-             ) -> subprocess.CompletedProcess[str]:
+def storescu(
+    port: int,
+    files: list[Path],
+    transfer_syntax_uid: str | None = None,
+    nodelay: bool = True,
+    calling_ae: str = "STORESCU",
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("TCP_NODELAY", None)
     if nodelay:
         env["TCP_NODELAY"] = "1"
     flag = propose_flag(transfer_syntax_uid) if transfer_syntax_uid else None
-    cmd = ["storescu", "-R", "-aet", calling_ae, "-aec", "PACS_EDGE", "-to", "30", "-ta", "30",
-           *([flag] if flag else []), "127.0.0.1", str(port), *map(str, files)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                          check=False)
+    cmd = [
+        "storescu",
+        "-R",
+        "-aet",
+        calling_ae,
+        "-aec",
+        "PACS_EDGE",
+        "-to",
+        "30",
+        "-ta",
+        "30",
+        *([flag] if flag else []),
+        "127.0.0.1",
+        str(port),
+        *map(str, files),
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
 
 
 def dcmdump_ok(path: Path) -> bool:
-    result = subprocess.run(["dcmdump", "-q", str(path)], capture_output=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        ["dcmdump", "-q", str(path)], capture_output=True, timeout=60, check=False
+    )
     return result.returncode == 0

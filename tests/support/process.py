@@ -44,9 +44,14 @@ def write_toml(path: Path, settings: dict[str, dict[str, Any]]) -> None:
 
 
 class EngineProcess:
-    def __init__(self, workdir: Path, settings: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        settings: dict[str, dict[str, Any]] | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir or workdir / "data"
         self.port = free_port()
         self.http_port = free_port()
         self.config_path = workdir / "pacs-edge.toml"
@@ -66,7 +71,9 @@ class EngineProcess:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

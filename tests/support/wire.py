@@ -50,8 +50,12 @@ def pdata(context_id: int, data: bytes, command: bool, last: bool = True) -> byt
 
 
 _COMMAND_TAGS = {
-    "AffectedSOPClassUID": 0x0002, "CommandField": 0x0100, "MessageID": 0x0110,
-    "Priority": 0x0700, "CommandDataSetType": 0x0800, "AffectedSOPInstanceUID": 0x1000,
+    "AffectedSOPClassUID": 0x0002,
+    "CommandField": 0x0100,
+    "MessageID": 0x0110,
+    "Priority": 0x0700,
+    "CommandDataSetType": 0x0800,
+    "AffectedSOPInstanceUID": 0x1000,
 }
 
 
@@ -70,14 +74,23 @@ def command_set(**elements: object) -> bytes:
 
 
 def c_echo_rq(message_id: int = 1) -> bytes:
-    return command_set(AffectedSOPClassUID=VERIFICATION, CommandField=0x0030,
-                       MessageID=message_id, CommandDataSetType=0x0101)
+    return command_set(
+        AffectedSOPClassUID=VERIFICATION,
+        CommandField=0x0030,
+        MessageID=message_id,
+        CommandDataSetType=0x0101,
+    )
 
 
 def c_store_rq(sop_instance: str, message_id: int = 1, sop_class: str = CT_IMAGE) -> bytes:
-    return command_set(AffectedSOPClassUID=sop_class, CommandField=0x0001, MessageID=message_id,
-                       Priority=0, CommandDataSetType=0x0001,
-                       AffectedSOPInstanceUID=sop_instance)
+    return command_set(
+        AffectedSOPClassUID=sop_class,
+        CommandField=0x0001,
+        MessageID=message_id,
+        Priority=0,
+        CommandDataSetType=0x0001,
+        AffectedSOPInstanceUID=sop_instance,
+    )
 
 
 @dataclass
@@ -126,8 +139,12 @@ class Client:
         pdu_type, _, length = struct.unpack(">BBI", self._exact(6))
         return Pdu(pdu_type, self._exact(length))
 
-    def associate(self, calling: str = "TESTSCU", called: str = "PACS_EDGE",
-                  contexts: list[tuple[int, str, list[str]]] | None = None) -> Pdu:
+    def associate(
+        self,
+        calling: str = "TESTSCU",
+        called: str = "PACS_EDGE",
+        contexts: list[tuple[int, str, list[str]]] | None = None,
+    ) -> Pdu:
         contexts = contexts or [(1, VERIFICATION, [IMPLICIT_LE]), (3, CT_IMAGE, [EXPLICIT_LE])]
         self.send(associate_rq(calling, called, contexts))
         return self.read_pdu()

@@ -1,0 +1,73 @@
+"""A broken config is refused with the file, the field and the reason."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from policies.config import ConfigError, load_config
+
+
+def test_embedded_defaults() -> None:
+    config = load_config()
+    assert config.node.ae_title == "PACS_EDGE"
+    assert config.dicom.port == 11112
+    assert config.http.port == 9112
+    assert config.dicom.max_pdu == 256 * 1024
+    assert config.storage.durability == "fsync"
+    assert config.durable
+    assert config.storage.on_duplicate == "replace"
+    assert config.dicom.allowed_calling_aes == []
+    assert str(config.node.data_dir) == "var"
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[dicom]\nport = 104\n[storage]\nindex_map_size = "2GiB"\n')
+    config = load_config(path, {"dicom": {"port": 11113}})
+    assert config.dicom.port == 11113
+    assert config.storage.index_map_size == 2 * 2**30
+    assert config.dicom.max_pdu == 256 * 1024  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[dicom]\nport = 70000\n", "dicom.port: Input should be less than or equal to 65535"),
+        ('[node]\nae_title = "MUCH_TOO_LONG_TITLE"\n', "node.ae_title: an AE title is 1-16"),
+        ("[dicom]\nmax_pdus = 1\n", "dicom.max_pdus: unknown key"),
+        ('[storage]\ndurability = "maybe"\n', "storage.durability: Input should be 'fsync' or"),
+        ('[storage]\nindex_map_size = "lots"\n', "storage.index_map_size: a size is a number"),
+        ('[dicom]\nallowed_calling_aes = ["OK", "BAD\\\\AE"]\n', "dicom.allowed_calling_aes.1"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, toml: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[dicom\nport = 1\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_serve_refuses_a_broken_config_readably(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[dicom]\nport = 0\n")
+    result = run_cli("serve", "--config", str(path), timeout=60)
+    assert result.returncode == 2
+    assert "dicom.port: Input should be greater than or equal to 1" in result.stderr
+    assert "Traceback" not in result.stderr
