@@ -2,6 +2,7 @@
 #   make run     - set up .venv, build, start the engine on its embedded defaults
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - ingest benchmark against DCMTK storescp, Orthanc, pynetdicom
+#   make fuzz    - libFuzzer on the PDU decoder and header parser
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SOURCES := $(shell find core_rs/src -name '*.rs') core_rs/Cargo.toml Cargo.toml
 
-.PHONY: run test lint format build-dev system-deps bench bench-full clean
+.PHONY: run test lint format build-dev system-deps bench bench-full fuzz clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -38,6 +39,7 @@ format: build-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 	cargo fmt --all
+	cargo fmt --manifest-path core_rs/fuzz/Cargo.toml
 
 lint: build-dev
 	$(VENV)/bin/ruff format --check .
@@ -45,6 +47,7 @@ lint: build-dev
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest core_rs._core
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path core_rs/fuzz/Cargo.toml -- --check
 	cargo clippy --all-targets -q -- -D warnings
 	cargo clippy --all-targets --features python -q -- -D warnings
 
@@ -57,6 +60,15 @@ bench: system-deps build-dev
 
 bench-full: system-deps build-dev
 	$(PY) -m bench.ingest
+
+# libFuzzer on the PDU decoder and the header parser (cargo-fuzz; RUSTC_BOOTSTRAP lets
+# the stable toolchain take its nightly flags). FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 120
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	cd core_rs/fuzz && for target in pdu_decoder header_parser; do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(STAMPS) target var

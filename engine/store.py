@@ -47,6 +47,9 @@ class StoreResult:
 def _decode_attributes(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     """Key attribute bytes to text, honouring (0008,0005) Specific Character Set."""
     values = dict(raw)
+    if all(value.isascii() for value in values.values()):
+        # The common case, and every character set's ASCII subset: skip pydicom.
+        return {name: value.decode("ascii").strip("\x00 ") for name, value in values.items()}
     charset = values.get("SpecificCharacterSet", b"").decode("ascii", "replace")
     terms = [term.strip() for term in charset.split("\\")] if charset.strip() else ["ISO_IR 6"]
     with warnings.catch_warnings(record=True) as caught:
@@ -80,9 +83,12 @@ class StoreService:
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         try:
-            stored = await loop.run_in_executor(
-                self._io_pool, spool.finish, self._layout.objects, self._config.durable
-            )
+            if self._config.durable:  # fdatasync takes milliseconds: not on the loop
+                stored = await loop.run_in_executor(
+                    self._io_pool, spool.finish, self._layout.objects, True
+                )
+            else:  # a flush and a rename: cheaper than the hop to a thread
+                stored = spool.finish(self._layout.objects, False)
         except core_rs.OutOfSpaceError:
             log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
             return StoreResult(OUT_OF_RESOURCES, "edge disk is full")

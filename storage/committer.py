@@ -113,19 +113,29 @@ class GroupCommitter:
         self.stats.batches += 1
         self.stats.instances += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
-        for pending, outcome in zip(ready, outcomes, strict=True):
-            _resolve(pending, outcome)
+        _resolve_all(list(zip(ready, outcomes, strict=True)))
         for blake3_hex in unreferenced:
             self._layout.object_path(blake3_hex).unlink(missing_ok=True)
 
 
 def _resolve(pending: _Pending, result: Outcome | Exception) -> None:
-    def settle() -> None:
-        if pending.future.done():  # the waiting association was cancelled
-            return
-        if isinstance(result, Exception):
-            pending.future.set_exception(result)
-        else:
-            pending.future.set_result(result)
+    _resolve_all([(pending, result)])
 
-    pending.loop.call_soon_threadsafe(settle)
+
+def _resolve_all(results: list[tuple[_Pending, Outcome | Exception]]) -> None:
+    """Settle a batch's futures with ONE wake-up per event loop, not one per object."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome | Exception]]] = {}
+    for pending, result in results:
+        by_loop.setdefault(pending.loop, []).append((pending, result))
+
+    def settle(batch: list[tuple[_Pending, Outcome | Exception]]) -> None:
+        for pending, result in batch:
+            if pending.future.done():  # the waiting association was cancelled
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    for loop, batch in by_loop.items():
+        loop.call_soon_threadsafe(settle, batch)

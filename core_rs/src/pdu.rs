@@ -575,3 +575,56 @@ mod tests {
         assert!(d.feed(&release_rq(), |_| Ok(())).is_err());
     }
 }
+
+/// The fuzz target's property, run on deterministic pseudo-random mutations of a
+/// valid stream so that `cargo test` exercises it without a nightly toolchain.
+#[cfg(test)]
+mod random_inputs {
+    use super::*;
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn mutated_streams_never_panic_and_round_trip() {
+        let mut base = encode_message(1, true, b"command-set-bytes", 0);
+        base.extend(encode_message(3, false, &[0xAB; 3000], 700));
+        base.extend([A_RELEASE_RQ, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+        let limits = Limits {
+            max_pdata: 4096,
+            max_control: 4096,
+        };
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut decoded_ok = 0;
+        for _ in 0..20_000 {
+            let mut input = base.clone();
+            for _ in 0..=(rng.next() % 4) {
+                let at = (rng.next() as usize) % input.len();
+                match rng.next() % 3 {
+                    0 => input[at] = rng.next() as u8,
+                    1 => input.truncate(at),
+                    _ => input.insert(at, rng.next() as u8),
+                }
+                if input.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(units) = decode_all(&input, limits) {
+                decoded_ok += 1;
+                assert_eq!(decode_all(&encode_all(&units), limits).unwrap(), units);
+            }
+        }
+        assert!(
+            decoded_ok > 100,
+            "mutations should not all be fatal: {decoded_ok}"
+        );
+    }
+}

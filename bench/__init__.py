@@ -1,0 +1,1 @@
+"""pacs-edge benchmarks: opt-in (`make bench`), never part of `make test`."""

@@ -1,0 +1,269 @@
+"""The SCPs measured side by side, each started fresh on 127.0.0.1 with its own
+empty storage, and how to count what each one stored (a run that lost objects is
+not a fast run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+AE_TITLE = "PACS_EDGE"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class Meter:
+    """CPU time of a server with everything it forks, and its peak RSS.
+
+    Each server runs in its own cpuacct cgroup (v1, root only) so that the children
+    of `storescp --fork` count in full. Without it, CPU falls back to /proc, which
+    sees only children already reaped: the report says which. Peak RSS is the main
+    process's VmHWM (a memory cgroup would count the page cache of written files).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.groups: dict[str, Path] = {}
+        group = _CGROUP_ROOT / "cpuacct" / f"pacs-edge-bench-{name}-{os.getpid()}"
+        try:
+            group.mkdir(exist_ok=True)
+            self.groups["cpuacct"] = group
+        except OSError:
+            pass  # no cgroups here: /proc accounting, flagged as inexact
+        self.exact = bool(self.groups)
+        self.pid = 0
+
+    def enter(self) -> None:
+        """Runs in the child before exec: join the cgroups."""
+        for group in self.groups.values():
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def cpu_seconds(self) -> float:
+        if self.exact:
+            return int((self.groups["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def peak_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def close(self) -> None:
+        for group in self.groups.values():
+            for pid in (group / "cgroup.procs").read_text().split():
+                # stray children: move them back to the root group
+                (group.parent / "cgroup.procs").write_text(pid)
+            group.rmdir()
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+class Peer(ABC):
+    name: str
+    called_ae = AE_TITLE
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.meter: Meter | None = None
+
+    @abstractmethod
+    def command(self) -> list[str]: ...
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "TCP_NODELAY": "1"}
+
+    def start(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        self.prepare()
+        self.meter = Meter(type(self).__name__.lower())
+        log = (self.workdir / "server.log").open("wb")
+        with log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.workdir,
+                preexec_fn=self.meter.enter,
+            )
+        self.meter.pid = self.proc.pid
+        wait_for_port(self.port, self.proc)
+
+    def prepare(self) -> None:
+        """Create what the server needs before it starts (peers add config files)."""
+        (self.workdir / "out").mkdir(exist_ok=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @abstractmethod
+    def stored(self) -> int:
+        """How many objects the server holds."""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+        if self.meter is not None:
+            self.meter.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+class PacsEdge(Peer):
+    def __init__(self, workdir: Path, durability: str) -> None:
+        super().__init__(workdir)
+        self.name = f"pacs-edge ({durability})"
+        self.durability = durability
+        self.http_port = free_port()
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--data-dir",
+            str(self.workdir / "d"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--durability",
+            self.durability,
+        ]
+
+    def stored(self) -> int:
+        url = f"http://127.0.0.1:{self.http_port}/api/v1/status"
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            return int(json.load(rsp)["instances"])
+
+
+class DcmtkStorescp(Peer):
+    name = "DCMTK storescp --fork"
+
+    def command(self) -> list[str]:
+        out = self.workdir / "out"
+        out.mkdir(exist_ok=True)
+        return [
+            "storescp",
+            "--fork",
+            "-pm",
+            "+xa",
+            "-pdu",
+            "131072",
+            "-aet",
+            AE_TITLE,
+            "-od",
+            str(out),
+            str(self.port),
+        ]
+
+    def stored(self) -> int:
+        return _count_files(self.workdir / "out")
+
+
+class PynetdicomStorescp(Peer):
+    name = "pynetdicom storescp"
+
+    def command(self) -> list[str]:
+        out = self.workdir / "out"
+        out.mkdir(exist_ok=True)
+        return [
+            sys.executable,
+            "-m",
+            "pynetdicom",
+            "storescp",
+            str(self.port),
+            "-aet",
+            AE_TITLE,
+            "-od",
+            str(out),
+        ]
+
+    def stored(self) -> int:
+        return _count_files(self.workdir / "out")
+
+
+class Orthanc(Peer):
+    name = "Orthanc (fsync)"
+    called_ae = "ORTHANC"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.http_port = free_port()
+
+    def prepare(self) -> None:
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(self.workdir / "storage"),
+            "IndexDirectory": str(self.workdir / "index"),
+            "DicomAet": "ORTHANC",
+            "DicomPort": self.port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "StorageCompression": False,
+            "SyncStorageArea": True,
+            "Plugins": [],
+            "DicomAlwaysAllowStore": True,
+            "UnknownSopClassAccepted": True,
+        }
+        (self.workdir / "orthanc.json").write_text(json.dumps(config))
+
+    def command(self) -> list[str]:
+        return ["Orthanc", str(self.workdir / "orthanc.json")]
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def stored(self) -> int:
+        url = f"http://127.0.0.1:{self.http_port}/statistics"
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            return int(json.load(rsp)["CountInstances"])
