@@ -44,6 +44,8 @@ class Run:
     objects_per_s: float
     cpu_s_per_gb: float
     peak_rss_mb: float
+    user_s_per_gb: float
+    system_s_per_gb: float
     stored: int
     expected: int
 
@@ -57,6 +59,7 @@ def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
     env = {**os.environ, "TCP_NODELAY": "1"}
     assert peer.meter is not None
     cpu_before = peer.meter.cpu_seconds()
+    split_before = peer.meter.cpu_split()
     started = time.perf_counter()
     clients = [
         subprocess.Popen(
@@ -80,6 +83,8 @@ def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
     outputs = [c.communicate(timeout=1800)[0] for c in clients]
     seconds = time.perf_counter() - started
     cpu = peer.meter.cpu_seconds() - cpu_before
+    split_after = peer.meter.cpu_split()
+    user, system = (a - b for a, b in zip(split_after, split_before, strict=True))
     for client, output in zip(clients, outputs, strict=True):
         if client.returncode != 0:
             print(f"  {peer.name}: storescu failed:\n{output.decode(errors='replace')[-1500:]}")
@@ -92,6 +97,8 @@ def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
         objects_per_s=round(len(corpus.files) / seconds, 1),
         cpu_s_per_gb=round(cpu / (size / 1e9), 2),
         peak_rss_mb=round(peer.meter.peak_bytes() / 2**20, 1),
+        user_s_per_gb=round(user / (size / 1e9), 2),
+        system_s_per_gb=round(system / (size / 1e9), 2),
         stored=peer.stored(),
         expected=len(corpus.files),
     )
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
                 print(
                     f"  {run.peer:<26} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
-                    f"{run.cpu_s_per_gb:>6} CPU-s/GB  stored {run.stored}/{run.expected}",
+                    f"{run.cpu_s_per_gb:>6} CPU-s/GB (user {run.user_s_per_gb}, system "
+                    f"{run.system_s_per_gb})  stored {run.stored}/{run.expected}",
                     flush=True,
                 )
     text = table(runs)

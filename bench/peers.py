@@ -53,6 +53,17 @@ class Meter:
         for group in self.groups.values():
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) seconds from cpuacct.stat, or zeros without cgroups."""
+        if not self.exact:
+            return 0.0, 0.0
+        stat = dict(
+            line.split()
+            for line in (self.groups["cpuacct"] / "cpuacct.stat").read_text().splitlines()
+        )
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(stat["user"]) / tick, int(stat["system"]) / tick
+
     def cpu_seconds(self) -> float:
         if self.exact:
             return int((self.groups["cpuacct"] / "cpuacct.usage").read_text()) / 1e9

@@ -299,6 +299,12 @@ class Association(asyncio.BufferedProtocol):
             self._respond(command, command.command_field | 0x8000, UNRECOGNIZED_OPERATION)
             return
         context = self._contexts[received.context_id]
+        if not command.affected_sop_instance_uid:
+            spool.discard()
+            self._respond(
+                command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID"
+            )
+            return
         if command.affected_sop_class_uid != context.abstract_syntax:
             spool.discard()
             self._respond(

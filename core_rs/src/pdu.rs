@@ -373,13 +373,17 @@ pub enum Unit {
     },
 }
 
-/// Decode a whole buffer into owned units, joining PDV pieces.
-pub fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Unit>> {
-    let mut units = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    Decoder::new(limits).feed(input, |event| {
+/// Joins the decoder's PDV pieces into owned units (tests, the fuzz target).
+#[derive(Debug, Default)]
+pub struct Collector {
+    pub units: Vec<Unit>,
+    pending: Vec<u8>,
+}
+
+impl Collector {
+    pub fn push(&mut self, event: Event<'_>) {
         match event {
-            Event::Control { pdu, .. } => units.push(Unit::Control(pdu)),
+            Event::Control { pdu, .. } => self.units.push(Unit::Control(pdu)),
             Event::Pdv {
                 context_id,
                 command,
@@ -387,10 +391,10 @@ pub fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Unit>> {
                 data,
                 end,
             } => {
-                pending.extend_from_slice(data);
+                self.pending.extend_from_slice(data);
                 if end {
-                    let data = std::mem::take(&mut pending);
-                    units.push(Unit::Pdv {
+                    let data = std::mem::take(&mut self.pending);
+                    self.units.push(Unit::Pdv {
                         context_id,
                         command,
                         last,
@@ -399,9 +403,17 @@ pub fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Unit>> {
                 }
             }
         }
+    }
+}
+
+/// Decode a whole buffer into owned units, joining PDV pieces.
+pub fn decode_all(input: &[u8], limits: Limits) -> Result<Vec<Unit>> {
+    let mut collector = Collector::default();
+    Decoder::new(limits).feed(input, |event| {
+        collector.push(event);
         Ok(())
     })?;
-    Ok(units)
+    Ok(collector.units)
 }
 
 /// Re-encode decoded units; decoding the result gives the same units back.
@@ -443,37 +455,17 @@ mod tests {
         let whole = decode_all(&stream, Limits::default()).unwrap();
         assert_eq!(whole.len(), 1 + 4 + 1); // command, 4 fragments of 294 bytes, release
         for split in 0..stream.len() {
-            let mut units = Vec::new();
-            let mut pending = Vec::new();
+            let mut collector = Collector::default();
             let mut decoder = Decoder::new(Limits::default());
             for part in [&stream[..split], &stream[split..]] {
                 decoder
                     .feed(part, |e| {
-                        match e {
-                            Event::Control { pdu, .. } => units.push(Unit::Control(pdu)),
-                            Event::Pdv {
-                                context_id,
-                                command,
-                                last,
-                                data,
-                                end,
-                            } => {
-                                pending.extend_from_slice(data);
-                                if end {
-                                    let data = std::mem::take(&mut pending);
-                                    units.push(Unit::Pdv {
-                                        context_id,
-                                        command,
-                                        last,
-                                        data,
-                                    });
-                                }
-                            }
-                        }
+                        collector.push(e);
                         Ok(())
                     })
                     .unwrap();
             }
+            let units = collector.units;
             assert_eq!(units, whole, "split at {split}");
             assert!(decoder.at_boundary());
         }
