@@ -10,6 +10,7 @@ pub mod part10;
 pub mod pdu;
 pub mod receiver;
 pub mod spool;
+pub mod stream;
 
 #[cfg(feature = "python")]
 mod python;

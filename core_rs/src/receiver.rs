@@ -9,7 +9,7 @@ use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
 use crate::part10;
 use crate::pdu::{Decoder, Event, Limits};
-use crate::spool::SpoolWriter;
+use crate::stream::{PendingSpool, SpoolStream};
 
 #[derive(Debug)]
 pub enum RxEvent {
@@ -21,14 +21,15 @@ pub enum RxEvent {
     /// for a C-STORE, None for a dataset we only consumed.
     Dataset {
         context_id: u8,
-        spool: Option<Box<SpoolWriter>>,
+        spool: Option<PendingSpool>,
     },
 }
 
 #[derive(Debug)]
 struct Incoming {
     context_id: u8,
-    spool: Option<Box<SpoolWriter>>,
+    /// A C-STORE whose bytes go to the spool stream (other datasets are consumed).
+    storing: bool,
 }
 
 #[derive(Debug)]
@@ -42,6 +43,7 @@ struct Assembler {
     command: Vec<u8>,
     command_context: Option<u8>,
     dataset: Option<Incoming>,
+    stream: SpoolStream,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,7 @@ impl Receiver {
                 command: Vec::new(),
                 command_context: None,
                 dataset: None,
+                stream: SpoolStream::default(),
             },
         }
     }
@@ -159,9 +162,14 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            let spool = (command.command_field == C_STORE_RQ)
-                .then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
-            self.dataset = Some(Incoming { context_id, spool });
+            let storing = command.command_field == C_STORE_RQ;
+            if storing {
+                self.open_spool(&command, &ts_uid, syntax)?;
+            }
+            self.dataset = Some(Incoming {
+                context_id,
+                storing,
+            });
         }
         events.push(RxEvent::Command {
             context_id,
@@ -188,21 +196,23 @@ impl Assembler {
                 incoming.context_id
             )));
         }
-        if let Some(spool) = incoming.spool.as_mut() {
-            spool.write(data);
+        let storing = incoming.storing;
+        if storing {
+            self.stream.write(data)?;
         }
         if complete {
-            if let Some(incoming) = self.dataset.take() {
-                events.push(RxEvent::Dataset {
-                    context_id,
-                    spool: incoming.spool,
-                });
-            }
+            self.dataset = None;
+            let spool = if storing {
+                Some(self.stream.close()?)
+            } else {
+                None
+            };
+            events.push(RxEvent::Dataset { context_id, spool });
         }
         Ok(())
     }
 
-    fn open_spool(&mut self, command: &Command, ts_uid: &str, syntax: Syntax) -> SpoolWriter {
+    fn open_spool(&mut self, command: &Command, ts_uid: &str, syntax: Syntax) -> Result<()> {
         self.sequence += 1;
         let path = self
             .spool_dir
@@ -213,7 +223,7 @@ impl Assembler {
             ts_uid,
             &self.calling_ae,
         );
-        SpoolWriter::create(path, &meta, syntax)
+        self.stream.open(path, meta, syntax)
     }
 }
 
