@@ -62,9 +62,13 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     committer = GroupCommitter(index, layout, config.storage.on_duplicate)
     committer.start()
-    # fdatasync and rename of finished objects: threads, so the loop never blocks on
-    # the disk, and several at once so the filesystem can merge journal commits.
-    io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="object-sync")
+    # Finishing an object (wait for its writer, fdatasync, rename, wait for the group
+    # commit) blocks a thread, never the loop. One thread per possible association:
+    # they sleep in syscalls, and the more syncs wait together, the more objects one
+    # journal commit and one LMDB commit carry.
+    io_pool = ThreadPoolExecutor(
+        max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
+    )
     hub = AssociationHub(config.dicom.max_associations)
     svc = Services(
         config, layout, index, committer, StoreService(config, layout, committer, io_pool), hub

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from pydicom.charset import convert_encodings, decode_bytes
@@ -81,13 +80,29 @@ class StoreService:
         transfer_syntax_uid: str,
         calling_ae: str,
     ) -> StoreResult:
+        """Finish, sync and index the object in an I/O thread: ONE hop off the loop."""
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._io_pool,
+            self._store,
+            spool,
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            calling_ae,
+        )
+
+    def _store(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+    ) -> StoreResult:
         try:
-            # Waits for the association's writer thread to finish the bytes, then
-            # (with fsync) syncs: never on the event loop.
-            stored = await loop.run_in_executor(
-                self._io_pool, spool.finish, self._layout.objects, self._config.durable
-            )
+            # Waits for the association's writer thread, then (fsync) syncs and renames.
+            stored = spool.finish(self._layout.objects, self._config.durable)
         except core_rs.OutOfSpaceError:
             log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
             return StoreResult(OUT_OF_RESOURCES, "edge disk is full")
@@ -124,12 +139,10 @@ class StoreService:
                 attrs["SOPInstanceUID"],
             )
         try:
-            outcome = await self._committer.submit(instance, Path(stored.path), stored.existed)
+            outcome = self._committer.commit(instance, Path(stored.path), stored.existed)
         except IndexUnavailable as exc:
             if not stored.existed:  # written by us, never indexed: take it back
-                await loop.run_in_executor(
-                    self._io_pool, partial(Path(stored.path).unlink, missing_ok=True)
-                )
+                Path(stored.path).unlink(missing_ok=True)
             return StoreResult(OUT_OF_RESOURCES, str(exc)[:64])
         size = stored.dataset_length
         if outcome is Outcome.REJECTED:
