@@ -62,10 +62,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     committer = GroupCommitter(index, layout, config.storage.on_duplicate)
     committer.start()
-    # Finishing an object (wait for its writer, fdatasync, rename, wait for the group
-    # commit) blocks a thread, never the loop. One thread per possible association:
-    # they sleep in syscalls, and the more syncs wait together, the more objects one
-    # journal commit and one LMDB commit carry.
+    # Finishing an object (wait for its writer thread, fdatasync, rename) blocks a
+    # thread, never the loop. One thread per possible association: they sleep in
+    # syscalls, and the more syncs wait together, the more one journal commit carries.
     io_pool = ThreadPoolExecutor(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )

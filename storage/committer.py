@@ -1,19 +1,19 @@
 """Group commit: one thread owns LMDB's single write transaction for the process.
 
-Store threads call `commit(...)` and wait; the commit thread takes everything
-submitted since its last commit and writes it in one durable transaction, so N
-parallel associations pay for one sync instead of N. While a commit syncs, the next
-batch gathers. The queue is bounded by the association limit: each association
-waits for its commit before it answers, and so before the peer sends the next object.
+Associations `await submit(...)`; the thread takes everything submitted since its
+last commit and writes it in one durable transaction, so N parallel associations
+pay for one sync instead of N. While a commit syncs, the next batch gathers. The
+queue is bounded by the association limit: each association waits for its commit
+before it answers, and so before the peer sends the next object.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
-from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
@@ -49,7 +49,8 @@ class _Pending:
     instance: Instance
     path: Path
     deduplicated: bool
-    future: Future[Outcome]
+    future: asyncio.Future[Outcome]
+    loop: asyncio.AbstractEventLoop = field(repr=False)
 
 
 class GroupCommitter:
@@ -69,14 +70,11 @@ class GroupCommitter:
         self._queue.put(None)
         self._thread.join()
 
-    def commit(self, instance: Instance, path: Path, deduplicated: bool) -> Outcome:
-        """Index one object; blocks until its group's transaction is durable.
-
-        Raises IndexUnavailable when the index cannot take it.
-        """
-        future: Future[Outcome] = Future()
-        self._queue.put(_Pending(instance, path, deduplicated, future))
-        return future.result()
+    async def submit(self, instance: Instance, path: Path, deduplicated: bool) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Pending(instance, path, deduplicated, future, loop))
+        return await future
 
     def _run(self) -> None:
         stopping = False
@@ -101,9 +99,7 @@ class GroupCommitter:
         # "replace" of the instance that owned it: then it is not indexed.
         ready = [p for p in batch if not p.deduplicated or p.path.exists()]
         for lost in (p for p in batch if p not in ready):
-            lost.future.set_exception(
-                IndexUnavailable("object file vanished before indexing; send again")
-            )
+            _resolve(lost, IndexUnavailable("object file vanished before indexing; send again"))
         try:
             outcomes, unreferenced = self._index.apply(
                 [p.instance for p in ready], self._on_duplicate
@@ -112,12 +108,34 @@ class GroupCommitter:
             self.stats.failures += 1
             log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
             for pending in ready:
-                pending.future.set_exception(IndexUnavailable(f"index write failed: {exc}"))
+                _resolve(pending, IndexUnavailable(f"index write failed: {exc}"))
             return
         self.stats.batches += 1
         self.stats.instances += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
-        for pending, outcome in zip(ready, outcomes, strict=True):
-            pending.future.set_result(outcome)
+        _resolve_all(list(zip(ready, outcomes, strict=True)))
         for blake3_hex in unreferenced:
             self._layout.object_path(blake3_hex).unlink(missing_ok=True)
+
+
+def _resolve(pending: _Pending, result: Outcome | Exception) -> None:
+    _resolve_all([(pending, result)])
+
+
+def _resolve_all(results: list[tuple[_Pending, Outcome | Exception]]) -> None:
+    """Settle a batch's futures with ONE wake-up per event loop, not one per object."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome | Exception]]] = {}
+    for pending, result in results:
+        by_loop.setdefault(pending.loop, []).append((pending, result))
+
+    def settle(batch: list[tuple[_Pending, Outcome | Exception]]) -> None:
+        for pending, result in batch:
+            if pending.future.done():  # the waiting association was cancelled
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+
+    for loop, batch in by_loop.items():
+        loop.call_soon_threadsafe(settle, batch)
