@@ -62,7 +62,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     committer = GroupCommitter(index, layout, config.storage.on_duplicate)
     committer.start()
-    # Finishing an object (wait for its writer thread, fdatasync, rename) blocks a
+    # Finishing an object with fsync (fdatasync, rename, folder fsync) blocks a
     # thread, never the loop. One thread per possible association: they sleep in
     # syscalls, and the more syncs wait together, the more one journal commit carries.
     io_pool = ThreadPoolExecutor(

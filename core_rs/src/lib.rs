@@ -10,7 +10,6 @@ pub mod part10;
 pub mod pdu;
 pub mod receiver;
 pub mod spool;
-pub mod stream;
 
 #[cfg(feature = "python")]
 mod python;

@@ -20,8 +20,7 @@ use crate::dataset::{self, Syntax};
 use crate::error::CoreError;
 use crate::pdu::Limits;
 use crate::receiver::{Receiver, RxEvent};
-use crate::spool::{self, StoredObject};
-use crate::stream::PendingSpool;
+use crate::spool::{self, SpoolWriter, StoredObject};
 
 pyo3::import_exception!(core_rs._errors, ProtocolError);
 pyo3::import_exception!(core_rs._errors, CommandError);
@@ -119,7 +118,7 @@ pub struct PyDatasetReceived {
 
 #[pyclass(module = "core_rs._core", name = "SpoolFile", frozen)]
 pub struct PySpoolFile {
-    pending: Mutex<Option<PendingSpool>>,
+    writer: Mutex<Option<SpoolWriter>>,
     dataset_length: u64,
 }
 
@@ -137,22 +136,21 @@ impl PySpoolFile {
         objects_dir: PathBuf,
         durable: bool,
     ) -> PyResult<PyStoredObject> {
-        let pending = self
-            .pending
+        let writer = self
+            .writer
             .lock()
             .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))?;
-        // Waits for this object's writer thread, then syncs and renames.
         let stored = py
-            .detach(move || pending.wait()?.finish(&objects_dir, durable))
+            .detach(move || writer.finish(&objects_dir, durable))
             .map_err(to_pyerr)?;
         Ok(PyStoredObject::from(stored))
     }
 
     /// Delete the spool file now (it is also deleted when garbage-collected).
     fn discard(&self) {
-        if let Ok(mut guard) = self.pending.lock() {
+        if let Ok(mut guard) = self.writer.lock() {
             guard.take();
         }
     }
@@ -192,17 +190,7 @@ fn named(attributes: Vec<(u32, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
 
 #[pyclass(module = "core_rs._core", name = "Receiver")]
 pub struct PyReceiver {
-    // pyo3 classes must be Sync and the writer channel is not. The Mutex is never
-    // contended: pyo3 hands out `&mut self`, so `get_mut` reaches it without locking.
-    inner: Mutex<Receiver>,
-}
-
-/// A panic inside `feed` poisons the Mutex; the Receiver is still memory-safe and the
-/// engine aborts that association on the error it got, so the poison is ignored.
-fn receiver(inner: &mut Mutex<Receiver>) -> &mut Receiver {
-    inner
-        .get_mut()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    inner: Receiver,
 }
 
 #[pymethods]
@@ -215,21 +203,21 @@ impl PyReceiver {
             max_control,
         };
         Self {
-            inner: Mutex::new(Receiver::new(limits, spool_dir, spool_prefix)),
+            inner: Receiver::new(limits, spool_dir, spool_prefix),
         }
     }
 
     fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String)>) {
-        receiver(&mut self.inner).establish(calling_ae, &contexts);
+        self.inner.establish(calling_ae, &contexts);
     }
 
     #[getter]
-    fn at_boundary(&mut self) -> bool {
-        receiver(&mut self.inner).at_boundary()
+    fn at_boundary(&self) -> bool {
+        self.inner.at_boundary()
     }
 
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<Py<PyAny>>> {
-        let inner = receiver(&mut self.inner);
+        let inner = &mut self.inner;
         let events = with_bytes(&data, |bytes| {
             run_detached(py, bytes.len(), || inner.feed(bytes))
         })?
@@ -277,7 +265,7 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
                     Py::new(
                         py,
                         PySpoolFile {
-                            pending: Mutex::new(Some(w)),
+                            writer: Mutex::new(Some(*w)),
                             dataset_length,
                         },
                     )

@@ -9,7 +9,7 @@ use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
 use crate::part10;
 use crate::pdu::{Decoder, Event, Limits};
-use crate::stream::{PendingSpool, SpoolStream};
+use crate::spool::SpoolWriter;
 
 #[derive(Debug)]
 pub enum RxEvent {
@@ -21,15 +21,14 @@ pub enum RxEvent {
     /// for a C-STORE, None for a dataset we only consumed.
     Dataset {
         context_id: u8,
-        spool: Option<PendingSpool>,
+        spool: Option<Box<SpoolWriter>>,
     },
 }
 
 #[derive(Debug)]
 struct Incoming {
     context_id: u8,
-    /// A C-STORE whose bytes go to the spool stream (other datasets are consumed).
-    storing: bool,
+    spool: Option<Box<SpoolWriter>>,
 }
 
 #[derive(Debug)]
@@ -43,7 +42,6 @@ struct Assembler {
     command: Vec<u8>,
     command_context: Option<u8>,
     dataset: Option<Incoming>,
-    stream: SpoolStream,
 }
 
 #[derive(Debug)]
@@ -71,7 +69,6 @@ impl Receiver {
                 command: Vec::new(),
                 command_context: None,
                 dataset: None,
-                stream: SpoolStream::default(),
             },
         }
     }
@@ -162,14 +159,9 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            let storing = command.command_field == C_STORE_RQ;
-            if storing {
-                self.open_spool(&command, &ts_uid, syntax)?;
-            }
-            self.dataset = Some(Incoming {
-                context_id,
-                storing,
-            });
+            let spool = (command.command_field == C_STORE_RQ)
+                .then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
+            self.dataset = Some(Incoming { context_id, spool });
         }
         events.push(RxEvent::Command {
             context_id,
@@ -196,23 +188,21 @@ impl Assembler {
                 incoming.context_id
             )));
         }
-        let storing = incoming.storing;
-        if storing {
-            self.stream.write(data)?;
+        if let Some(spool) = incoming.spool.as_mut() {
+            spool.write(data);
         }
         if complete {
-            self.dataset = None;
-            let spool = if storing {
-                Some(self.stream.close()?)
-            } else {
-                None
-            };
-            events.push(RxEvent::Dataset { context_id, spool });
+            if let Some(incoming) = self.dataset.take() {
+                events.push(RxEvent::Dataset {
+                    context_id,
+                    spool: incoming.spool,
+                });
+            }
         }
         Ok(())
     }
 
-    fn open_spool(&mut self, command: &Command, ts_uid: &str, syntax: Syntax) -> Result<()> {
+    fn open_spool(&mut self, command: &Command, ts_uid: &str, syntax: Syntax) -> SpoolWriter {
         self.sequence += 1;
         let path = self
             .spool_dir
@@ -223,7 +213,7 @@ impl Assembler {
             ts_uid,
             &self.calling_ae,
         );
-        self.stream.open(path, meta, syntax)
+        SpoolWriter::create(path, &meta, syntax)
     }
 }
 
