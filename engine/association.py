@@ -333,7 +333,7 @@ class Association(asyncio.BufferedProtocol):
             context.transfer_syntax,
             self.calling_ae,
         )
-        self._svc.hub.record_store(result, self.calling_ae)
+        self._svc.hub.record_store(result)
         if result.status == SUCCESS:
             self.stored += 1
             self.stored_bytes += result.size

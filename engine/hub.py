@@ -63,7 +63,7 @@ class AssociationHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def record_store(self, result: StoreResult, calling_ae: str) -> None:
+    def record_store(self, result: StoreResult) -> None:
         self.statuses[result.status] += 1
 
     async def shutdown(self, grace: float) -> None:

@@ -83,6 +83,8 @@ class StoreService:
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         try:
+            # Only GIL-free Rust goes to a thread; this method's Python stays on the loop
+            # (measured cheaper: docs/decisions/0002).
             if self._config.durable:  # fdatasync takes milliseconds: not on the loop
                 stored = await loop.run_in_executor(
                     self._io_pool, spool.finish, self._layout.objects, True

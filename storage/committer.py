@@ -98,8 +98,8 @@ class GroupCommitter:
         # An identical object found on disk may have been deleted since, by a
         # "replace" of the instance that owned it: then it is not indexed.
         ready = [p for p in batch if not p.deduplicated or p.path.exists()]
-        for lost in (p for p in batch if p not in ready):
-            _resolve(lost, IndexUnavailable("object file vanished before indexing; send again"))
+        vanished = IndexUnavailable("object file vanished before indexing; send again")
+        _resolve_all([(lost, vanished) for lost in batch if lost not in ready])
         try:
             outcomes, unreferenced = self._index.apply(
                 [p.instance for p in ready], self._on_duplicate
@@ -107,8 +107,8 @@ class GroupCommitter:
         except (lmdb.Error, OSError) as exc:
             self.stats.failures += 1
             log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
-            for pending in ready:
-                _resolve(pending, IndexUnavailable(f"index write failed: {exc}"))
+            failed = IndexUnavailable(f"index write failed: {exc}")
+            _resolve_all([(pending, failed) for pending in ready])
             return
         self.stats.batches += 1
         self.stats.instances += len(ready)
@@ -116,10 +116,6 @@ class GroupCommitter:
         _resolve_all(list(zip(ready, outcomes, strict=True)))
         for blake3_hex in unreferenced:
             self._layout.object_path(blake3_hex).unlink(missing_ok=True)
-
-
-def _resolve(pending: _Pending, result: Outcome | Exception) -> None:
-    _resolve_all([(pending, result)])
 
 
 def _resolve_all(results: list[tuple[_Pending, Outcome | Exception]]) -> None:
