@@ -66,6 +66,11 @@ def test_pynetdicom_public_corpus_byte_identical(engine: EngineProcess) -> None:
             assert record["hash"] == f.blake3, f.path.name
             assert stored_dataset(engine, record) == f.dataset_bytes, f.path.name
             assert record["transfer_syntax_uid"] == f.transfer_syntax_uid
+            # A valid Part-10 file: pydicom reads our meta and the dataset behind it.
+            stored = pydicom.dcmread(engine.object_path(record["hash"]))
+            assert stored.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
+            assert stored.file_meta.MediaStorageSOPInstanceUID == f.meta_sop_instance_uid
+            assert stored.file_meta.SourceApplicationEntityTitle == "PYNETDICOM"
     finally:
         assoc.release()
 
