@@ -42,10 +42,8 @@ class AssociationHub:
     def admit(self) -> access.Rejection | None:
         """The dynamic part of accepting an association (PS3.8 9.3.4 reasons)."""
         if self.draining:
-            self.rejected_total += 1
             return access.temporary_congestion("node is shutting down")
         if len(self._established) >= self._limit:
-            self.rejected_total += 1
             return access.local_limit_exceeded(
                 f"{self._limit} associations already active (dicom.max_associations)"
             )
@@ -54,6 +52,10 @@ class AssociationHub:
     def established(self, association: Association) -> None:
         self._established.add(association)
         self.accepted_total += 1
+
+    def rejected(self) -> None:
+        """Every A-ASSOCIATE-RJ sent, whatever the reason (counted at AE-8)."""
+        self.rejected_total += 1
 
     @property
     def active(self) -> int:

@@ -165,6 +165,7 @@ def test_association_rejected_with_reason(
     assert client.closed_by_peer()
     client.close()
     assert "association rejected" in node.log()
+    assert node.status()["associations"]["rejected_total"] == 1
 
 
 def test_association_limit_rejects_as_transient(node: EngineProcess, bystander: Client) -> None:
