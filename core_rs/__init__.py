@@ -18,7 +18,6 @@ from core_rs._core import (
     __version__,
     encode_message,
     encode_response,
-    file_meta,
     hash_file,
     key_attributes,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "__version__",
     "encode_message",
     "encode_response",
-    "file_meta",
     "hash_file",
     "key_attributes",
 ]

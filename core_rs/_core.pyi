@@ -18,7 +18,6 @@ __all__ = [
     "__version__",
     "encode_message",
     "encode_response",
-    "file_meta",
     "hash_file",
     "key_attributes",
 ]
@@ -114,6 +113,3 @@ def encode_response(
 def encode_message(context_id: int, command: bool, data: Buffer, max_pdu: int) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
 def key_attributes(data: Buffer, transfer_syntax_uid: str) -> list[tuple[str, bytes]]: ...
-def file_meta(
-    sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
-) -> bytes: ...

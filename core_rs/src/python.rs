@@ -331,25 +331,6 @@ fn key_attributes(
     Ok(named(found))
 }
 
-#[pyfunction]
-fn file_meta<'py>(
-    py: Python<'py>,
-    sop_class_uid: &str,
-    sop_instance_uid: &str,
-    transfer_syntax_uid: &str,
-    source_ae: &str,
-) -> Bound<'py, PyBytes> {
-    PyBytes::new(
-        py,
-        &crate::part10::file_meta(
-            sop_class_uid,
-            sop_instance_uid,
-            transfer_syntax_uid,
-            source_ae,
-        ),
-    )
-}
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -379,6 +360,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_message, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(key_attributes, m)?)?;
-    m.add_function(wrap_pyfunction!(file_meta, m)?)?;
     Ok(())
 }
