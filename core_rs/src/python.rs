@@ -148,6 +148,18 @@ impl PySpoolFile {
         Ok(PyStoredObject::from(stored))
     }
 
+    /// The dataset bytes of a small message (at most `limit`); the spool is deleted.
+    fn read_dataset<'py>(&self, py: Python<'py>, limit: u64) -> PyResult<Bound<'py, PyBytes>> {
+        let writer = self
+            .writer
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))?;
+        let data = writer.into_dataset(limit).map_err(to_pyerr)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
     /// Delete the spool file now (it is also deleted when garbage-collected).
     fn discard(&self) {
         if let Ok(mut guard) = self.writer.lock() {
@@ -299,15 +311,17 @@ fn encode_response<'py>(
 }
 
 #[pyfunction]
+#[pyo3(signature = (context_id, command, data, max_pdu, last = true))]
 fn encode_message(
     py: Python<'_>,
     context_id: u8,
     command: bool,
     data: PyBuffer<u8>,
     max_pdu: u32,
+    last: bool,
 ) -> PyResult<Bound<'_, PyBytes>> {
     let out = with_bytes(&data, |bytes| {
-        crate::pdu::encode_message(context_id, command, bytes, max_pdu)
+        crate::pdu::encode_fragments(context_id, command, bytes, max_pdu, last)
     })?;
     Ok(PyBytes::new(py, &out))
 }

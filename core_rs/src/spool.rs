@@ -138,6 +138,38 @@ impl SpoolWriter {
     }
 }
 
+impl SpoolWriter {
+    /// The dataset bytes of a small message that is read, not stored (an
+    /// N-EVENT-REPORT's event information); the spool file is deleted on drop.
+    pub fn into_dataset(mut self, limit: u64) -> Result<Vec<u8>> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.dataset_len > limit {
+            return Err(CoreError::Dataset(format!(
+                "{} bytes of dataset; at most {limit} are read into memory",
+                self.dataset_len
+            )));
+        }
+        if let Some(file) = self.file.take() {
+            file.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
+        }
+        let mut file = File::open(&self.path)?;
+        let mut skipped =
+            std::io::copy(&mut (&mut file).take(self.meta_len), &mut std::io::sink())?;
+        skipped = self.meta_len - skipped;
+        if skipped != 0 {
+            return Err(CoreError::Dataset(
+                "spool file shorter than its meta".into(),
+            ));
+        }
+        let mut data = Vec::with_capacity(usize::try_from(self.dataset_len).unwrap_or(0));
+        file.read_to_end(&mut data)?;
+        Ok(data)
+    }
+}
+
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
         // Unfinished (aborted, failed, or already moved): make sure no spool remains.
@@ -200,6 +232,20 @@ mod tests {
         assert_eq!(fs::read(&stored[0].path).unwrap().len(), 100_004);
         assert_eq!(hash_file(&stored[0].path, 4).unwrap(), stored[0].hash);
         assert!(!dir.join("s0").exists() && !dir.join("s1").exists());
+    }
+
+    #[test]
+    fn small_dataset_reads_back_and_leaves_nothing() {
+        let dir = tempdir("read");
+        let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle);
+        w.write(b"event ");
+        w.write(b"information");
+        assert_eq!(w.into_dataset(100).unwrap(), b"event information");
+        assert!(!dir.join("s").exists());
+        let mut big = SpoolWriter::create(dir.join("b"), b"META", Syntax::ExplicitLittle);
+        big.write(&[0u8; 200]);
+        assert!(big.into_dataset(100).is_err());
+        assert!(!dir.join("b").exists());
     }
 
     #[test]
