@@ -9,6 +9,7 @@ from core_rs._core import (
     BUILD_PROFILE,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
+    KEY_ATTRIBUTES,
     Command,
     ControlPdu,
     DatasetReceived,
@@ -18,6 +19,7 @@ from core_rs._core import (
     __version__,
     encode_message,
     encode_response,
+    encode_store_request,
     hash_file,
     key_attributes,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "BUILD_PROFILE",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "KEY_ATTRIBUTES",
     "Command",
     "CommandError",
     "ControlPdu",
@@ -49,6 +52,7 @@ __all__ = [
     "__version__",
     "encode_message",
     "encode_response",
+    "encode_store_request",
     "hash_file",
     "key_attributes",
 ]

@@ -9,6 +9,7 @@ __all__ = [
     "BUILD_PROFILE",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "KEY_ATTRIBUTES",
     "Command",
     "ControlPdu",
     "DatasetReceived",
@@ -18,6 +19,7 @@ __all__ = [
     "__version__",
     "encode_message",
     "encode_response",
+    "encode_store_request",
     "hash_file",
     "key_attributes",
 ]
@@ -26,6 +28,7 @@ __version__: str
 BUILD_PROFILE: str
 IMPLEMENTATION_CLASS_UID: str
 IMPLEMENTATION_VERSION_NAME: str
+KEY_ATTRIBUTES: tuple[str, ...]  # the keywords the ingest parser reads from every object
 
 @final
 class Command:
@@ -47,6 +50,8 @@ class Command:
     def has_dataset(self) -> bool: ...
     @property
     def status(self) -> int | None: ...
+    @property
+    def error_comment(self) -> str: ...
     @property
     def move_originator_ae(self) -> str: ...
 
@@ -113,6 +118,9 @@ def encode_response(
 ) -> bytes: ...
 def encode_message(
     context_id: int, command: bool, data: Buffer, max_pdu: int, last: bool = True
+) -> bytes: ...
+def encode_store_request(
+    message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int
 ) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
 def key_attributes(data: Buffer, transfer_syntax_uid: str) -> list[tuple[str, bytes]]: ...

@@ -1,4 +1,4 @@
-"""The `pacs-edge` command: serve, echo, store, status."""
+"""The `pacs-edge` command: serve, echo, store, status, queue, dead."""
 
 from __future__ import annotations
 
@@ -81,17 +81,28 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    url = f"{args.url.rstrip('/')}/api/v1/status"
+class ApiError(Exception):
+    """The engine could not be asked, or said no; the message is for the admin."""
+
+
+def _api(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
+    url = f"{args.url.rstrip('/')}{path}"
+    request = urllib.request.Request(url, method=method)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            data = json.load(response)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.load(exc)
+        except ValueError:
+            body = {}
+        raise ApiError(f"{method} {url}: {exc.code}: {body.get('error', exc.reason)}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        print(
-            f"pacs-edge status: cannot reach {url}: {exc}; is `pacs-edge serve` running?",
-            file=sys.stderr,
-        )
-        return 1
+        raise ApiError(f"cannot reach {url}: {exc}; is `pacs-edge serve` running?") from exc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = _api(args, "/api/v1/status")
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -111,6 +122,77 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  disk: {disk['disk_free_bytes'] / 2**30:.1f} GiB free of "
         f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})"
     )
+    for name, dest in data.get("destinations", {}).items():
+        print(f"  -> {name}: {_destination_line(dest)}")
+    return 0
+
+
+def _destination_line(dest: dict[str, Any]) -> str:
+    line = (
+        f"{dest['depth']} queued (oldest {dest['oldest_age_seconds']:.0f} s), "
+        f"{dest['in_flight']} in flight, {dest['sent']} sent, {dest['committed']} committed, "
+        f"{dest['dead']} dead, circuit {dest['circuit']}"
+    )
+    return f"{line}; last error: {dest['last_error']}" if dest.get("last_error") else line
+
+
+def _print_jobs(jobs: list[dict[str, Any]], dead: bool) -> None:
+    if not jobs:
+        print("  (none)")
+    for job in jobs:
+        why = f"  {job['attempts']} attempt(s): {job['last_error']}" if job["last_error"] else ""
+        print(f"  {job['sop_instance_uid']}  {job['priority']}  {job['size']} B{why}")
+    if dead and jobs:
+        print("  `pacs-edge dead requeue DEST` sends them again once the cause is fixed")
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    base = "/api/v1/queues"
+    if args.action == "ls":
+        data = _api(args, base)
+        names = [args.destination] if args.destination else sorted(data)
+        if args.json:
+            print(json.dumps({n: _api(args, f"{base}/{n}?limit={args.limit}") for n in names}))
+            return 0
+        if not names:
+            print("no destinations configured (add [[destination]] to the config)")
+        for name in names:
+            detail = _api(args, f"{base}/{name}?limit={args.limit}")
+            print(f"{name}: {_destination_line(detail)}")
+            _print_jobs(detail["jobs"], dead=False)
+        return 0
+    if args.destination is None:
+        raise ApiError(f"`queue {args.action}` needs a destination name")
+    if args.action == "purge" and not args.yes:
+        raise ApiError(
+            f"purge drops every queued job of {args.destination} (the objects stay on the "
+            "edge but will not be forwarded); add --yes if that is what you want"
+        )
+    result = _api(args, f"{base}/{args.destination}/{args.action}", method="POST")
+    if args.action == "retry":
+        print(f"{args.destination}: backoff cleared on {result['retried']} job(s); sending now")
+    else:
+        print(f"{args.destination}: {result['purged']} job(s) purged")
+    return 0
+
+
+def cmd_dead(args: argparse.Namespace) -> int:
+    base = "/api/v1/queues"
+    if args.action == "ls":
+        names = [args.destination] if args.destination else sorted(_api(args, base))
+        for name in names:
+            data = _api(args, f"{base}/{name}/dead?limit={args.limit}")
+            if args.json:
+                print(json.dumps(data))
+                continue
+            print(f"{name}: dead letters")
+            _print_jobs(data["jobs"], dead=True)
+        return 0
+    if args.destination is None:
+        raise ApiError("`dead requeue` needs a destination name")
+    query = f"?uid={args.uid}" if args.uid else ""
+    result = _api(args, f"{base}/{args.destination}/dead/requeue{query}", method="POST")
+    print(f"{args.destination}: {result['requeued']} job(s) back in the queue")
     return 0
 
 
@@ -149,15 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(run=cmd_echo if name == "echo" else cmd_store)
 
     st = sub.add_parser("status", help="show what a running engine holds")
-    st.add_argument("--url", default="http://127.0.0.1:9112", help="the engine's ops HTTP")
-    st.add_argument("--json", action="store_true")
     st.set_defaults(run=cmd_status)
+    queue = sub.add_parser("queue", help="forward queues: ls, retry, purge")
+    queue.add_argument("action", choices=["ls", "retry", "purge"])
+    queue.add_argument("--yes", action="store_true", help="confirm purge")
+    queue.set_defaults(run=cmd_queue)
+    dead = sub.add_parser("dead", help="dead letters: ls, requeue")
+    dead.add_argument("action", choices=["ls", "requeue"])
+    dead.add_argument("--uid", help="requeue only this SOP Instance UID")
+    dead.set_defaults(run=cmd_dead)
+    for p in (queue, dead):
+        p.add_argument("destination", nargs="?", help="a [[destination]] name")
+        p.add_argument("--limit", type=int, default=20, help="jobs to list (default 20)")
+    for p in (st, queue, dead):
+        p.add_argument("--url", default="http://127.0.0.1:9112", help="the engine's ops HTTP")
+        p.add_argument("--json", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except ApiError as exc:
+        print(f"pacs-edge {args.command}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

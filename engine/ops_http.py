@@ -1,22 +1,29 @@
 """The ops HTTP port: a deliberately tiny HTTP/1.1 server for health and status.
 
-Load balancers and Prometheus make a handful of small GET requests a minute;
-this needs no framework. Each request is read with a size limit and a timeout,
-answered with JSON, and the connection closed.
+Load balancers and Prometheus make a handful of small GET requests a minute, and
+admins the odd POST (retry a queue, requeue dead letters); this needs no framework.
+Each request is read with a size limit and a timeout, answered with JSON, and the
+connection closed. Request bodies are not read: every parameter is in the path or
+the query string.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 log = logging.getLogger(__name__)
 
-Route = Callable[[], tuple[int, Any]]
-PrefixRoute = Callable[[str], tuple[int, Any]]
+Answer = tuple[int, Any]
+Handler = Callable[..., Answer | Awaitable[Answer]]
 _REASONS = {
     200: "OK",
     404: "Not Found",
@@ -27,12 +34,30 @@ _REASONS = {
 _MAX_REQUEST = 8192
 
 
+@dataclass(frozen=True)
+class Route:
+    """`GET /api/v1/queues/{name}`: path parameters go to the handler as keywords,
+    and so does the query string, as `query`."""
+
+    method: str
+    pattern: str
+    handler: Handler
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method and not (method == "HEAD" and self.method == "GET"):
+            return None
+        found = _compile(self.pattern).fullmatch(path)
+        return None if found is None else {k: unquote(v) for k, v in found.groupdict().items()}
+
+
+@cache
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(pattern)))
+
+
 class OpsHttp:
-    def __init__(
-        self, routes: dict[str, Route], prefix_routes: dict[str, PrefixRoute] | None = None
-    ) -> None:
+    def __init__(self, routes: list[Route]) -> None:
         self._routes = routes
-        self._prefix_routes = prefix_routes or {}
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -71,14 +96,19 @@ class OpsHttp:
         if len(request) > _MAX_REQUEST:
             return 400, {"error": "request too large"}
         method, _, rest = request.decode("latin-1").partition(" ")
-        path = rest.split(" ", 1)[0].split("?", 1)[0]
-        if method not in ("GET", "HEAD"):
-            return 405, {"error": f"{method} not allowed on {path}"}
-        route = self._routes.get(path)
-        if route is not None:
-            return route()
-        for prefix, handler in self._prefix_routes.items():
-            if path.startswith(prefix) and len(path) > len(prefix):
-                return handler(path[len(prefix) :])
-        known = sorted([*self._routes, *(f"{p}<id>" for p in self._prefix_routes)])
+        target = rest.split(" ", 1)[0]
+        path, _, query_string = target.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(query_string).items()}
+        allowed = []
+        for route in self._routes:
+            params = route.match(method, path)
+            if params is None:
+                if route.match(route.method, path) is not None:
+                    allowed.append(route.method)
+                continue
+            answer = route.handler(**params, query=query)
+            return await answer if inspect.isawaitable(answer) else answer
+        if allowed:
+            return 405, {"error": f"{method} not allowed on {path}; use {' or '.join(allowed)}"}
+        known = sorted(f"{r.method} {r.pattern}" for r in self._routes)
         return 404, {"error": f"no such path {path}", "paths": known}

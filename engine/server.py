@@ -2,10 +2,11 @@
 down in order.
 
 Start-up:  data tree -> spool cleaned -> index opened and checked -> group commit
-           thread -> DICOM listener -> ops HTTP -> ready.
+           thread -> DICOM listener -> ops HTTP -> forwarder -> ready.
 Shutdown (SIGTERM/SIGINT): not ready -> DICOM listener closed -> associations
            drained (objects in flight finish, bounded by dicom.shutdown_grace) ->
-           store tasks awaited -> group commit flushed -> index closed.
+           store tasks awaited -> forwarder stopped (unsent jobs stay queued) ->
+           group commit flushed -> index closed.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import core_rs
+from engine import queue_api
 from engine.association import Association
+from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
-from engine.ops_http import OpsHttp
+from engine.ops_http import OpsHttp, Route
 from engine.store import StoreService
 from monitoring import status
 from policies.config import Config
+from policies.rules import Router
 from storage import recovery
 from storage.committer import GroupCommitter
 from storage.index import Index
@@ -46,6 +50,7 @@ class Services:
     committer: GroupCommitter
     store: StoreService
     hub: AssociationHub
+    forwarder: Forwarder
     ready: bool = False
 
 
@@ -69,9 +74,11 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
     hub = AssociationHub(config.dicom.max_associations)
-    svc = Services(
-        config, layout, index, committer, StoreService(config, layout, committer, io_pool), hub
-    )
+    router = Router(config.route, [dest.name for dest in config.destination])
+    forwarder = Forwarder(config, index, layout, io_pool)
+    committer.on_jobs = forwarder.jobs_queued
+    store = StoreService(config, layout, committer, io_pool, router)
+    svc = Services(config, layout, index, committer, store, hub, forwarder)
 
     try:
         dicom = await loop.create_server(
@@ -89,12 +96,13 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             " - is another DICOM server using it? Set [dicom] port or --port."
         ) from exc
     http = OpsHttp(
-        {
-            "/healthz": lambda: status.healthz(svc),
-            "/readyz": lambda: status.readyz(svc),
-            "/api/v1/status": lambda: (200, status.status(svc)),
-        },
-        {"/api/v1/instances/": lambda uid: status.instance(svc, uid)},
+        [
+            Route("GET", "/healthz", lambda query: status.healthz(svc)),
+            Route("GET", "/readyz", lambda query: status.readyz(svc)),
+            Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
+            Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
+            *queue_api.routes(svc),
+        ]
     )
     try:
         await http.start(config.http.host, config.http.port)
@@ -106,6 +114,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             f"cannot listen for ops HTTP on {config.http.host}:{config.http.port}: {exc.strerror}"
             " - set [http] port or --http-port."
         ) from exc
+    forwarder.start()
     svc.ready = True
     log.info(
         "pacs-edge %s (%s build) ready: DICOM AE %s on %s:%d, ops HTTP on %s:%d, data in %s, "
@@ -130,6 +139,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(dicom.wait_closed(), timeout=5)
         http.close()
+        await forwarder.stop()  # what is not sent stays queued on disk
         committer.close()
         io_pool.shutdown(wait=True)
         index.close()

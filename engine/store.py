@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.errors import InvalidDicomError
 
 import core_rs
 from policies.config import Config
+from policies.rules import CALLING_AE, Router
 from storage.committer import GroupCommitter, IndexUnavailable
 from storage.index import Instance, Outcome
 from storage.layout import DataLayout
+from storage.queue import Target
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +68,49 @@ def _decode_attributes(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     return text
 
 
+def _read_extra(path: str, keywords: list[str]) -> dict[str, str]:
+    """Attributes a routing rule tests that the Rust parser does not read: pydicom,
+    on the header only. Costs a file read per object, so only when rules need it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=keywords)
+    except (InvalidDicomError, OSError, ValueError) as exc:
+        log.warning("%s: cannot read %s for routing: %s", path, keywords, exc)
+        return {}
+    return {k: str(ds[k].value) for k in keywords if k in ds and ds[k].value is not None}
+
+
 class StoreService:
     def __init__(
-        self, config: Config, layout: DataLayout, committer: GroupCommitter, io_pool: Executor
+        self,
+        config: Config,
+        layout: DataLayout,
+        committer: GroupCommitter,
+        io_pool: Executor,
+        router: Router,
     ) -> None:
         self._config = config
         self._layout = layout
         self._committer = committer
         self._io_pool = io_pool
+        self._router = router
+        known = {*core_rs.KEY_ATTRIBUTES, CALLING_AE}
+        self._extra_keywords = sorted(router.keywords - known)
+
+    async def _targets(
+        self, path: str, attrs: dict[str, str], calling_ae: str, sop_class_uid: str
+    ) -> list[Target]:
+        facts = {**attrs, CALLING_AE: calling_ae, "SOPClassUID": sop_class_uid}
+        if self._extra_keywords:
+            loop = asyncio.get_running_loop()
+            facts |= await loop.run_in_executor(
+                self._io_pool, _read_extra, path, self._extra_keywords
+            )
+        return [
+            Target(r.destination, r.priority, r.coerce.model_dump() if r.coerce else None)
+            for r in self._router.route(facts)
+        ]
 
     async def store(
         self,
@@ -126,8 +165,11 @@ class StoreService:
                 sop_instance_uid,
                 attrs["SOPInstanceUID"],
             )
+        targets = await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
         try:
-            outcome = await self._committer.submit(instance, Path(stored.path), stored.existed)
+            outcome = await self._committer.submit(
+                instance, targets, Path(stored.path), stored.existed
+            )
         except IndexUnavailable as exc:
             if not stored.existed:  # written by us, never indexed: take it back
                 await loop.run_in_executor(

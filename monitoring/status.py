@@ -37,6 +37,7 @@ def status(svc: Services) -> dict[str, Any]:
         },
         "statuses_returned": {f"{code:#06x}": n for code, n in sorted(svc.hub.statuses.items())},
         "group_commit": svc.committer.stats.as_dict(),
+        "destinations": svc.forwarder.status(),
         "storage": {
             "data_dir": str(svc.layout.root.resolve()),
             "durability": svc.config.storage.durability,

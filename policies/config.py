@@ -20,7 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
+
+from policies.rules import RouteConfig
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no controls
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -101,16 +104,80 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # used in URLs, LMDB keys and metric labels
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class ForwardConfig(_Section):
+    """How every destination retries; a destination may override the numbers."""
+
+    batch_size: Annotated[int, Field(ge=1, le=1000)]
+    retry_base_delay: Seconds
+    retry_max_delay: Seconds
+    max_attempts: Annotated[int, Field(ge=1, le=1000)]
+    max_busy_attempts: Annotated[int, Field(ge=1, le=10_000)]
+    breaker_threshold: Annotated[int, Field(ge=1, le=1000)]
+    commitment_timeout: Seconds
+
+
+class _Destination(_Section):
+    name: Name
+    batch_size: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
+    associations: Annotated[int, Field(ge=1, le=64)] = 2
+    # Bytes per second over all of this destination's connections; 0: no cap.
+    bandwidth: Annotated[int, BeforeValidator(_byte_size), Field(ge=0)] = 0
+    connect_timeout: Seconds = 10.0
+    timeout: Seconds = 60.0  # one response (C-STORE-RSP, STOW-RS answer) may take this long
+
+
+class DicomDestination(_Destination):
+    kind: Literal["dicom"]
+    host: str
+    port: Port
+    called_ae: AETitle
+    calling_ae: AETitle | None = None  # default: [node] ae_title
+    max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)] = 262144
+    commitment: bool = False
+
+
+class DicomWebDestination(_Destination):
+    kind: Literal["dicomweb"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    headers: dict[str, str] = {}  # e.g. Authorization for a cloud archive
+
+
+Destination = Annotated[DicomDestination | DicomWebDestination, Field(discriminator="kind")]
+
+
 class Config(_Section):
     node: NodeConfig
     dicom: DicomConfig
     http: HttpConfig
     storage: StorageConfig
     logging: LoggingConfig
+    forward: ForwardConfig
+    destination: list[Destination]
+    route: list[RouteConfig]
 
     @property
     def durable(self) -> bool:
         return self.storage.durability == "fsync"
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> Config:
+        names = [d.name for d in self.destination]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"destination name {name!r} is used twice; names are unique")
+        for rule in self.route:
+            unknown = [d for d in rule.destinations if d != "*" and d not in names]
+            if unknown:
+                raise ValueError(
+                    f"route {rule.name!r}: destinations {unknown} are not defined "
+                    f"(defined: {names or 'none'})"
+                )
+        return self
 
 
 def _defaults() -> dict[str, Any]:
@@ -128,10 +195,11 @@ def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"])
+        field = _name_list_items(field, item["loc"], data)
         given = item.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         message = item["msg"].removeprefix("Value error, ")
@@ -160,4 +228,15 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(_describe(exc, source, data)) from exc
+
+
+def _name_list_items(field: str, loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """`route.2.match.Modalty` -> `route[2] "mg-both".match.Modalty`: admins know names."""
+    if len(loc) >= 2 and loc[0] in ("route", "destination") and isinstance(loc[1], int):
+        items = data.get(str(loc[0]), [])
+        if loc[1] < len(items) and isinstance(items[loc[1]], dict) and "name" in items[loc[1]]:
+            rest = ".".join(str(part) for part in loc[2:])
+            named = f'{loc[0]}[{loc[1]}] "{items[loc[1]]["name"]}"'
+            return f"{named}.{rest}" if rest else named
+    return field

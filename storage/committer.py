@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import lmdb
 
 from storage.index import Index, Instance, OnDuplicate, Outcome
 from storage.layout import DataLayout
+from storage.queue import Job, Target
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class CommitStats:
 @dataclass
 class _Pending:
     instance: Instance
+    targets: list[Target]
     path: Path
     deduplicated: bool
     future: asyncio.Future[Outcome]
@@ -61,6 +64,8 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self.stats = CommitStats()
+        # Called on this thread after each commit with the jobs it queued.
+        self.on_jobs: Callable[[list[Job]], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -70,10 +75,12 @@ class GroupCommitter:
         self._queue.put(None)
         self._thread.join()
 
-    async def submit(self, instance: Instance, path: Path, deduplicated: bool) -> Outcome:
+    async def submit(
+        self, instance: Instance, targets: list[Target], path: Path, deduplicated: bool
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._queue.put(_Pending(instance, path, deduplicated, future, loop))
+        self._queue.put(_Pending(instance, targets, path, deduplicated, future, loop))
         return await future
 
     def _run(self) -> None:
@@ -101,8 +108,8 @@ class GroupCommitter:
         vanished = IndexUnavailable("object file vanished before indexing; send again")
         _resolve_all([(lost, vanished) for lost in batch if lost not in ready])
         try:
-            outcomes, unreferenced = self._index.apply(
-                [p.instance for p in ready], self._on_duplicate
+            outcomes, unreferenced, jobs = self._index.apply(
+                [(p.instance, p.targets) for p in ready], self._on_duplicate
             )
         except (lmdb.Error, OSError) as exc:
             self.stats.failures += 1
@@ -114,6 +121,8 @@ class GroupCommitter:
         self.stats.instances += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
         _resolve_all(list(zip(ready, outcomes, strict=True)))
+        if jobs and self.on_jobs is not None:
+            self.on_jobs(jobs)
         for blake3_hex in unreferenced:
             self._layout.object_path(blake3_hex).unlink(missing_ok=True)
 

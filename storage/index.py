@@ -9,7 +9,8 @@ Named databases in one environment (multi-process safe, one writer at a time):
     totals     "instances", "bytes" -> integers
 
 `Index.apply` writes one batch in ONE write transaction: that is the group commit
-(storage.committer), and later the place where forward jobs join their instance.
+(storage.committer), and the forward jobs of each new instance (storage.queue) go
+into that same transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lmdb
+
+from storage.queue import Job, Queues, Target
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class Index:
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=8,
+            max_dbs=16,
             sync=durable,
             metasync=durable,
             readahead=False,
@@ -94,6 +97,7 @@ class Index:
         self._studies = self._env.open_db(b"studies")
         self._objects = self._env.open_db(b"objects")
         self._totals = self._env.open_db(b"totals")
+        self.queues = Queues(self._env)
 
     def close(self) -> None:
         self._env.close()
@@ -122,21 +126,31 @@ class Index:
         return 0 if raw is None else int(raw)
 
     def apply(
-        self, batch: list[Instance], on_duplicate: OnDuplicate
-    ) -> tuple[list[Outcome], list[str]]:
-        """Index a batch in one durable transaction.
+        self, batch: list[tuple[Instance, list[Target]]], on_duplicate: OnDuplicate
+    ) -> tuple[list[Outcome], list[str], list[Job]]:
+        """Index a batch, with the forward jobs of what is new, in one durable transaction.
 
-        Returns each instance's outcome and the hashes whose files no record points
-        at any more (to delete after the commit).
+        Returns each instance's outcome, the hashes whose files no record points at
+        any more (to delete after the commit) and the jobs queued.
         """
         outcomes: list[Outcome] = []
         unreferenced: list[str] = []
+        jobs: list[Job] = []
         with self._env.begin(write=True) as txn:
-            for instance in batch:
+            for instance, targets in batch:
                 outcome, freed = self._apply_one(txn, instance, on_duplicate)
                 outcomes.append(outcome)
                 unreferenced.extend(freed)
-        return outcomes, unreferenced
+                if outcome in (Outcome.STORED, Outcome.REPLACED) and targets:
+                    jobs += self.queues.enqueue(
+                        txn,
+                        instance.sop_instance_uid,
+                        instance.sop_class_uid,
+                        instance.study_instance_uid,
+                        instance.dataset_length,
+                        targets,
+                    )
+        return outcomes, unreferenced, jobs
 
     def _apply_one(
         self, txn: lmdb.Transaction, new: Instance, on_duplicate: OnDuplicate

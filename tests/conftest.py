@@ -32,7 +32,7 @@ def engine_factory(tmp_path: Path) -> Iterator[Callable[..., EngineProcess]]:
     made: list[EngineProcess] = []
 
     def make(
-        settings: dict[str, dict[str, Any]] | None = None,
+        settings: dict[str, Any] | None = None,
         name: str = "node",
         start: bool = True,
         data_dir: Path | None = None,

@@ -19,6 +19,7 @@ pub struct Command {
     pub priority: u16,
     pub data_set_type: u16,
     pub status: Option<u16>,
+    pub error_comment: String,
     pub move_originator_ae: String,
     pub move_originator_message_id: Option<u16>,
 }
@@ -88,6 +89,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command> {
             0x0700 => cmd.priority = us(tag, value)?,
             0x0800 => cmd.data_set_type = us(tag, value)?,
             0x0900 => cmd.status = Some(us(tag, value)?),
+            0x0902 => cmd.error_comment = text(value),
             0x1000 => cmd.affected_sop_instance_uid = text(value),
             0x1030 => cmd.move_originator_ae = text(value),
             0x1031 => cmd.move_originator_message_id = Some(us(tag, value)?),
@@ -158,9 +160,44 @@ pub fn encode_response(rsp: &Response<'_>) -> Vec<u8> {
     out
 }
 
+/// A C-STORE-RQ command set (PS3.7 9.3.1.1), always followed by a dataset.
+#[must_use]
+pub fn encode_store_request(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    priority: u16,
+) -> Vec<u8> {
+    const C_STORE_RQ: u16 = 0x0001;
+    const HAS_DATASET: u16 = 0x0000; // any value but 0x0101
+    let mut body = Vec::with_capacity(160);
+    push(&mut body, 0x0002, sop_class_uid.as_bytes(), 0);
+    push(&mut body, 0x0100, &C_STORE_RQ.to_le_bytes(), 0);
+    push(&mut body, 0x0110, &message_id.to_le_bytes(), 0);
+    push(&mut body, 0x0700, &priority.to_le_bytes(), 0);
+    push(&mut body, 0x0800, &HAS_DATASET.to_le_bytes(), 0);
+    push(&mut body, 0x1000, sop_instance_uid.as_bytes(), 0);
+    let mut out = Vec::with_capacity(body.len() + 12);
+    push(&mut out, 0x0000, &(body.len() as u32).to_le_bytes(), 0);
+    out.extend_from_slice(&body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_request_decodes_back() {
+        let bytes = encode_store_request(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 2);
+        let cmd = decode(&bytes).unwrap();
+        assert_eq!(cmd.command_field, 0x0001);
+        assert_eq!(cmd.message_id, 9);
+        assert_eq!(cmd.affected_sop_class_uid, "1.2.840.10008.5.1.4.1.1.2");
+        assert_eq!(cmd.affected_sop_instance_uid, "1.2.3.4");
+        assert_eq!(cmd.priority, 2);
+        assert!(cmd.has_dataset());
+    }
 
     #[test]
     fn response_decodes_back() {

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
@@ -91,6 +91,7 @@ pub struct PyCommand {
     priority: u16,
     has_dataset: bool,
     status: Option<u16>,
+    error_comment: String,
     move_originator_ae: String,
 }
 
@@ -266,6 +267,7 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
                 affected_sop_instance_uid: c.affected_sop_instance_uid,
                 priority: c.priority,
                 status: c.status,
+                error_comment: c.error_comment,
                 move_originator_ae: c.move_originator_ae,
             },
         )?
@@ -307,6 +309,19 @@ fn encode_response<'py>(
         status,
         error_comment,
     });
+    PyBytes::new(py, &bytes)
+}
+
+#[pyfunction]
+fn encode_store_request<'py>(
+    py: Python<'py>,
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    priority: u16,
+) -> Bound<'py, PyBytes> {
+    let bytes =
+        crate::command::encode_store_request(message_id, sop_class_uid, sop_instance_uid, priority);
     PyBytes::new(py, &bytes)
 }
 
@@ -364,6 +379,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "IMPLEMENTATION_VERSION_NAME",
         crate::part10::IMPLEMENTATION_VERSION_NAME,
     )?;
+    let keywords: Vec<&str> = crate::dataset::KEY_ATTRIBUTES
+        .iter()
+        .map(|(_, k)| *k)
+        .collect();
+    m.add("KEY_ATTRIBUTES", PyTuple::new(m.py(), keywords)?)?;
     m.add_class::<PyReceiver>()?;
     m.add_class::<PyCommand>()?;
     m.add_class::<PyControlPdu>()?;
@@ -372,6 +392,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStoredObject>()?;
     m.add_function(wrap_pyfunction!(encode_response, m)?)?;
     m.add_function(wrap_pyfunction!(encode_message, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_store_request, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(key_attributes, m)?)?;
     Ok(())

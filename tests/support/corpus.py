@@ -74,8 +74,11 @@ def public_corpus() -> tuple[list[SourceFile], dict[Path, str]]:
     return sendable, excluded
 
 
-def make_series(folder: Path, count: int, template: str = "CT_small.dcm") -> list[SourceFile]:
-    """`count` distinct objects (fresh UIDs) from a real image, in one study."""
+def make_series(
+    folder: Path, count: int, template: str = "CT_small.dcm", **attributes: str
+) -> list[SourceFile]:
+    """`count` distinct objects (fresh UIDs) from a real image, in one study, with
+    `attributes` (keyword=value) set on each."""
     folder.mkdir(parents=True, exist_ok=True)
     base = pydicom.dcmread(get_testdata_file(template))
     study, series = generate_uid(), generate_uid()
@@ -85,6 +88,8 @@ def make_series(folder: Path, count: int, template: str = "CT_small.dcm") -> lis
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.InstanceNumber = i + 1
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
         path = folder / f"{i:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         found = describe(path)

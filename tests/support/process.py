@@ -31,15 +31,23 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
     return json.dumps(str(value))
 
 
-def write_toml(path: Path, settings: dict[str, dict[str, Any]]) -> None:
+def write_toml(path: Path, settings: dict[str, Any]) -> None:
+    """Sections are tables; a list of dicts is an array of tables ([[destination]])."""
     lines = []
     for section, values in settings.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items())
-        lines.append("")
+        items = values if isinstance(values, list) else [values]
+        header = f"[[{section}]]" if isinstance(values, list) else f"[{section}]"
+        for item in items:
+            lines.append(header)
+            lines.extend(f"{key} = {_toml_value(v)}" for key, v in item.items())
+            lines.append("")
     path.write_text("\n".join(lines))
 
 
@@ -47,7 +55,7 @@ class EngineProcess:
     def __init__(
         self,
         workdir: Path,
-        settings: dict[str, dict[str, Any]] | None = None,
+        settings: dict[str, Any] | None = None,
         data_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
@@ -57,14 +65,17 @@ class EngineProcess:
         self.config_path = workdir / "pacs-edge.toml"
         self.log_path = workdir / "engine.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.settings: dict[str, dict[str, Any]] = {
+        self.settings: dict[str, Any] = {
             "node": {"data_dir": str(self.data_dir), "ae_title": AE_TITLE},
             "dicom": {"host": "127.0.0.1", "port": self.port, "artim_timeout": 5.0},
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "logging": {"level": "DEBUG"},
         }
         for section, values in (settings or {}).items():
-            self.settings.setdefault(section, {}).update(values)
+            if isinstance(values, list):
+                self.settings[section] = values
+            else:
+                self.settings.setdefault(section, {}).update(values)
 
     def start(self, timeout: float = 30) -> EngineProcess:
         write_toml(self.config_path, self.settings)

@@ -1,0 +1,416 @@
+"""The forwarder: durable queues (storage.queue) to destinations (engine.senders).
+
+Per destination, `associations` worker tasks each claim a batch of jobs in queue
+order, send it and settle the outcome in LMDB in one transaction. The queue on disk
+is the only truth: a job leaves it only once the destination said Success (or it
+is dead-lettered), so a crash at any point means a resend, never a loss.
+
+Failures that are the destination's (refused, unreachable, timeout, abort, out of
+resources) pause the whole destination: a circuit breaker with exponential backoff
+and jitter, probing with one association once the pause is over. Failures that
+are the object's count attempts and end in dead letters, with the last status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from pydicom.uid import generate_uid
+
+from engine import commitment
+from engine.dicom_client import PeerUnavailable
+from engine.senders import Delivery, DicomSender, ObjectReader, StowSender
+from policies.config import Config, DicomDestination, ForwardConfig
+from storage.index import Index
+from storage.layout import DataLayout
+from storage.queue import Job, Outcome, Settlement
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH_BYTES = 64 * 2**20
+_POLL = 5.0  # seconds a worker with nothing to do sleeps unless woken
+_COMMITMENT_WAIT = 5.0  # seconds to wait for a report on the N-ACTION's association
+
+
+class Sender(Protocol):
+    async def send(self, jobs: list[Job]) -> list[Delivery]: ...
+    async def idle(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Breaker:
+    """Closed: send. Open: wait until the pause ends. Then half-open: one probe."""
+
+    def __init__(self, base: float, ceiling: float, threshold: int) -> None:
+        self._base = base
+        self._ceiling = ceiling
+        self._threshold = threshold
+        self.failures = 0
+        self.open_until = 0.0
+        self._probing = False
+        self.last_error = ""
+
+    @property
+    def state(self) -> str:
+        if self.failures == 0:
+            return "closed"
+        return "open" if self.failures >= self._threshold else "retrying"
+
+    def wait_time(self, now: float) -> float:
+        """Seconds this worker should wait before sending; 0: go (maybe as the probe)."""
+        if self.failures == 0:
+            return 0.0
+        if now < self.open_until:
+            return self.open_until - now
+        if self._probing:
+            return 1.0
+        self._probing = True
+        return 0.0
+
+    def success(self) -> None:
+        if self.failures:
+            log.info("destination back after %d failure(s)", self.failures)
+        self.failures = 0
+        self._probing = False
+        self.last_error = ""
+
+    def failure(self, why: str, now: float) -> float:
+        self.failures += 1
+        self._probing = False
+        self.last_error = why
+        delay: float = min(self._ceiling, self._base * 2.0 ** (self.failures - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter: edges must not retry in lockstep
+        self.open_until = now + delay
+        return delay
+
+    def release_probe(self) -> None:
+        self._probing = False
+
+    def reset(self) -> None:
+        """An admin says the destination is fixed: try at once."""
+        self.failures = 0
+        self.open_until = 0.0
+        self._probing = False
+
+
+class TokenBucket:
+    """A bytes-per-second cap shared by a destination's associations."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._capacity = max(rate, 1 << 20)  # a burst of one second, at least one window
+        self._tokens = float(self._capacity)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, amount: int) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+                self._stamp = now
+                if self._tokens >= min(amount, self._capacity):
+                    self._tokens -= amount
+                    return
+                await asyncio.sleep((min(amount, self._capacity) - self._tokens) / self._rate)
+
+
+@dataclass
+class Activity:
+    sent: int = 0
+    sent_bytes: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+class DestinationRunner:
+    def __init__(
+        self,
+        config: Config,
+        dest: Any,
+        index: Index,
+        objects: ObjectReader,
+        io_pool: Executor,
+    ) -> None:
+        self.dest = dest
+        forward: ForwardConfig = config.forward
+        self._forward = forward
+        self._calling_ae = getattr(dest, "calling_ae", None) or config.node.ae_title
+        self._queues = index.queues
+        self._objects = objects
+        self._io_pool = io_pool
+        self._batch = dest.batch_size or forward.batch_size
+        self._max_attempts = dest.max_attempts or forward.max_attempts
+        self.breaker = Breaker(
+            forward.retry_base_delay, forward.retry_max_delay, forward.breaker_threshold
+        )
+        self._bucket = TokenBucket(dest.bandwidth) if dest.bandwidth else None
+        self._wake = asyncio.Condition()
+        self.in_flight: set[bytes] = set()
+        self._busy_studies: Counter[str] = Counter()
+        self.activity = Activity()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for n in range(self.dest.associations):
+            self._tasks.append(asyncio.create_task(self._worker(n), name=f"{self.dest.name}-{n}"))
+        if isinstance(self.dest, DicomDestination) and self.dest.commitment:
+            self._tasks.append(asyncio.create_task(self._expire_commitments()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wake(self) -> None:
+        async with self._wake:
+            self._wake.notify_all()
+
+    def _sender(self) -> Sender:
+        throttle = self._bucket.take if self._bucket else None
+        if isinstance(self.dest, DicomDestination):
+            return DicomSender(self.dest, self._calling_ae, self._objects, throttle)
+        return StowSender(self.dest, self._objects, throttle)
+
+    async def _sleep(self, seconds: float) -> None:
+        async with self._wake:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _worker(self, number: int) -> None:
+        sender = self._sender()
+        idle_since: float | None = None
+        try:
+            while True:
+                wait = self.breaker.wait_time(time.time())
+                if wait > 0:
+                    await sender.idle()
+                    await asyncio.sleep(min(wait, _POLL))
+                    continue
+                jobs = self._queues.claim(
+                    self.dest.name,
+                    self._batch,
+                    _MAX_BATCH_BYTES,
+                    self.in_flight,
+                    set(self._busy_studies),
+                    time.time(),
+                )
+                if not jobs:
+                    self.breaker.release_probe()  # nothing to probe with
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since >= _POLL:
+                        await sender.idle()
+                    await self._sleep(_POLL)
+                    continue
+                idle_since = None
+                await self._send(sender, jobs)
+        finally:
+            with contextlib.suppress(OSError, PeerUnavailable):
+                await sender.close()
+
+    async def _send(self, sender: Sender, jobs: list[Job]) -> None:
+        keys = [job.key for job in jobs]
+        studies = [job.study_instance_uid for job in jobs]
+        self.in_flight.update(keys)
+        self._busy_studies.update(studies)
+        try:
+            try:
+                deliveries = await sender.send(jobs)
+            except PeerUnavailable as exc:
+                deliveries = [Delivery(job, "unreachable", str(exc)) for job in jobs]
+            await self._settle(deliveries)
+        finally:
+            self.in_flight.difference_update(keys)
+            self._busy_studies.subtract(studies)
+            self._busy_studies += Counter()  # drop zero counts
+        await self.wake()  # jobs held back behind this batch's studies may go now
+
+    async def _settle(self, deliveries: list[Delivery]) -> None:
+        now = time.time()
+        settlements: list[Settlement] = []
+        committed_refs: list[tuple[str, str]] = []
+        transaction_uid = str(generate_uid()) if self._wants_commitment() else ""
+        for delivery in deliveries:
+            job = delivery.job
+            if delivery.kind == "sent":
+                self.activity.sent += 1
+                self.activity.sent_bytes += job.size
+                if transaction_uid:
+                    waiting = replace(job, transaction_uid=transaction_uid, sent_at=now)
+                    settlements.append(Settlement(waiting, Outcome.AWAIT_COMMITMENT))
+                    committed_refs.append((job.sop_class_uid, job.sop_instance_uid))
+                else:
+                    settlements.append(Settlement(job, Outcome.SENT))
+            elif delivery.kind == "permanent":
+                settlements.append(self._failed(job, delivery.message, now, self._max_attempts))
+            elif delivery.kind == "retry":
+                # "Not now" may be the destination's state (disk full) or this object's
+                # (archives answer 0xA700 to what they cannot index): a larger budget.
+                budget = self._forward.max_busy_attempts
+                settlements.append(self._failed(job, delivery.message, now, budget))
+            else:
+                retry = replace(job, last_error=delivery.message)
+                settlements.append(Settlement(retry, Outcome.RETRY))
+        trouble = [d for d in deliveries if d.kind in ("retry", "unreachable")]
+        if trouble:
+            delay = self.breaker.failure(trouble[0].message, now)
+            log.warning(
+                "%s: %s; pausing %.1f s (failure %d in a row)",
+                self.dest.name,
+                trouble[0].message,
+                delay,
+                self.breaker.failures,
+            )
+        elif deliveries:
+            self.breaker.success()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io_pool, self._queues.settle, settlements)
+        if committed_refs:
+            await self._request_commitment(transaction_uid, committed_refs)
+
+    def _failed(self, job: Job, why: str, now: float, budget: int) -> Settlement:
+        """One attempt spent: back off this job, or dead-letter it."""
+        self.activity.failed += 1
+        attempts = job.attempts + 1
+        if attempts >= budget:
+            self.activity.dead += 1
+            log.error(
+                "%s: %s dead-lettered after %d attempt(s): %s",
+                self.dest.name,
+                job.sop_instance_uid,
+                attempts,
+                why,
+            )
+            return Settlement(replace(job, attempts=attempts, last_error=why), Outcome.DEAD)
+        delay = min(self._forward.retry_max_delay, self._forward.retry_base_delay * 2**attempts)
+        retry = replace(job, attempts=attempts, last_error=why, not_before=now + delay)
+        log.warning(
+            "%s: %s failed (%s); attempt %d of %d in %.0f s",
+            self.dest.name,
+            job.sop_instance_uid,
+            why,
+            attempts,
+            budget,
+            delay,
+        )
+        return Settlement(retry, Outcome.RETRY)
+
+    # ---- storage commitment ------------------------------------------------------------
+
+    def _wants_commitment(self) -> bool:
+        return isinstance(self.dest, DicomDestination) and self.dest.commitment
+
+    async def _request_commitment(self, transaction_uid: str, refs: list[tuple[str, str]]) -> None:
+        try:
+            report = await asyncio.to_thread(
+                commitment.request,
+                self.dest,
+                self._calling_ae,
+                transaction_uid,
+                refs,
+                _COMMITMENT_WAIT,
+            )
+        except commitment.CommitmentError as exc:
+            log.error(
+                "%s: %s; the %d instance(s) are sent again after commitment_timeout",
+                self.dest.name,
+                exc,
+                len(refs),
+            )
+            return
+        if report is not None:
+            await apply_report(self._queues, self._io_pool, report)
+
+    async def _expire_commitments(self) -> None:
+        while True:
+            await asyncio.sleep(min(60.0, self._forward.commitment_timeout / 4))
+            older_than = time.time() - self._forward.commitment_timeout
+            loop = asyncio.get_running_loop()
+            count = await loop.run_in_executor(
+                self._io_pool, self._queues.expire_waiting, older_than
+            )
+            if count:
+                log.warning(
+                    "%s: no commitment report for %d instance(s); sending again",
+                    self.dest.name,
+                    count,
+                )
+                await self.wake()
+
+    # ---- what ops see ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        stats = self._queues.stats(self.dest.name)
+        oldest = stats.oldest_enqueued_at
+        return {
+            "kind": self.dest.kind,
+            "depth": stats.queued,
+            "oldest_age_seconds": round(time.time() - oldest, 1) if oldest else 0.0,
+            "in_flight": len(self.in_flight),
+            "sent": stats.sent,
+            "committed": stats.committed,
+            "awaiting_commitment": stats.waiting,
+            "failed": self.activity.failed,
+            "dead": stats.dead,
+            "sent_since_start": self.activity.sent,
+            "bytes_sent_since_start": self.activity.sent_bytes,
+            "circuit": self.breaker.state,
+            "last_error": self.breaker.last_error,
+        }
+
+
+async def apply_report(queues: Any, io_pool: Executor, report: commitment.Report) -> None:
+    loop = asyncio.get_running_loop()
+    done, requeued = await loop.run_in_executor(
+        io_pool, queues.commitment_result, report.transaction_uid, report.committed, report.failed
+    )
+    log.info(
+        "storage commitment %s: %d committed, %d failed and re-queued",
+        report.transaction_uid,
+        done,
+        requeued,
+    )
+
+
+class Forwarder:
+    def __init__(self, config: Config, index: Index, layout: DataLayout, io_pool: Executor) -> None:
+        objects = ObjectReader(index, layout, io_pool)
+        self._index = index
+        self._io_pool = io_pool
+        self.runners = {
+            dest.name: DestinationRunner(config, dest, index, objects, io_pool)
+            for dest in config.destination
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for runner in self.runners.values():
+            runner.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(runner.stop() for runner in self.runners.values()))
+
+    def jobs_queued(self, jobs: list[Job]) -> None:
+        """From the group-commit thread: new jobs are durable, wake their workers."""
+        if self._loop is None:
+            return
+        for name in {job.destination for job in jobs}:
+            runner = self.runners.get(name)
+            if runner is not None:
+                asyncio.run_coroutine_threadsafe(runner.wake(), self._loop)
+
+    async def report(self, report: commitment.Report) -> None:
+        await apply_report(self._index.queues, self._io_pool, report)
+
+    def status(self) -> dict[str, Any]:
+        return {name: runner.status() for name, runner in self.runners.items()}

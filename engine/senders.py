@@ -1,0 +1,342 @@
+"""How a batch of queued objects reaches one destination: C-STORE or STOW-RS.
+
+A sender answers for each job it tried with a `Delivery`: sent; unreachable (no
+usable association or HTTP exchange: the destination is down); retry (the
+destination answered "not now": out of resources, busy); permanent (it will not
+take this object). Jobs it did not get to are left alone; engine.forwarder decides
+what each answer costs (docs/decisions/0009).
+
+Objects go as stored, byte for byte, unless a routing rule coerces them or the
+destination takes only explicit VR little endian: then pydicom makes the forwarded
+copy (the slow path, in a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import dcmwrite, write_dataset
+
+from engine.dicom_client import Payload, PeerUnavailable, Requestor, StoreResponse
+from policies.config import DicomDestination, DicomWebDestination
+from policies.rules import Coercion
+from storage.index import Index, Instance
+from storage.layout import DataLayout
+from storage.queue import Job
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+# Stored in these, an object can be re-encoded as explicit VR LE without a codec.
+_REENCODABLE = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.2", DEFLATED})
+_MAX_CONTEXTS = 128
+
+Kind = Literal["sent", "retry", "unreachable", "permanent"]
+Throttle = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job: Job
+    kind: Kind
+    message: str = ""
+
+
+def classify_status(status: int) -> Kind:
+    """A C-STORE-RSP status, as the forwarder acts on it (docs/decisions/0009)."""
+    if status in (0x0000, 0xB000, 0xB006, 0xB007):
+        return "sent"  # Success, or a warning: the destination kept the object
+    if status & 0xFF00 == 0xA700 or 0xC001 <= status <= 0xC0FF:
+        return "retry"  # out of resources; vendor "busy, try later"
+    return "permanent"  # 0xA9xx, 0xC000, 0xCxxx, 0x01xx, 0x02xx, unknown
+
+
+class ObjectReader:
+    """Finds a job's stored object and makes the bytes to forward."""
+
+    def __init__(self, index: Index, layout: DataLayout, io_pool: Executor) -> None:
+        self._index = index
+        self._layout = layout
+        self._io_pool = io_pool
+
+    def locate(self, job: Job) -> Instance | None:
+        return self._index.get(job.sop_instance_uid)
+
+    def path(self, instance: Instance) -> Path:
+        return self._layout.object_path(instance.hash)
+
+    async def dataset(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
+        """The dataset (no meta) in `transfer_syntax`, coerced as the job says."""
+        path = self.path(instance)
+        if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
+            return Payload(path, instance.meta_length, instance.dataset_length)
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(
+            self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
+        )
+        return Payload(data=data)
+
+    async def part10(self, job: Job, instance: Instance) -> Payload:
+        """The whole Part-10 file, for STOW-RS."""
+        path = self.path(instance)
+        if job.coerce is None:
+            return Payload(path, 0, instance.meta_length + instance.dataset_length)
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(self._io_pool, _rewrite_file, path, job.coerce)
+        return Payload(data=data)
+
+
+def _read(path: Path, coerce: dict[str, Any] | None) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a modality's odd encoding is forwarded as it is
+        ds = dcmread(path)
+    if coerce:
+        Coercion.model_validate(coerce).apply(ds)
+    return ds
+
+
+def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax: str) -> bytes:
+    ds = _read(path, coerce)
+    out = DicomBytesIO()
+    out.is_little_endian = transfer_syntax != "1.2.840.10008.1.2.2"
+    out.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
+    ds = _read(path, coerce)
+    out = BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+class DicomSender:
+    """C-STORE over one association, kept open from batch to batch while it fits."""
+
+    def __init__(
+        self,
+        dest: DicomDestination,
+        calling_ae: str,
+        objects: ObjectReader,
+        throttle: Throttle | None,
+    ) -> None:
+        self._dest = dest
+        self._calling_ae = calling_ae
+        self._objects = objects
+        self._throttle = throttle
+        self._assoc: Requestor | None = None
+
+    async def send(self, jobs: list[Job]) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        plans: list[tuple[Job, Instance, list[str]]] = []
+        for job in jobs:
+            instance = self._objects.locate(job)
+            if instance is None:
+                deliveries.append(Delivery(job, "permanent", "object no longer stored on edge"))
+                continue
+            plans.append((job, instance, _wire_syntaxes(job, instance)))
+        needed = list(dict.fromkeys((j.sop_class_uid, ts) for j, _, tss in plans for ts in tss))
+        if not plans:
+            return deliveries
+        wanted = [{(job.sop_class_uid, ts) for ts in tss} for job, _, tss in plans]
+        assoc = await self._association(needed[:_MAX_CONTEXTS], wanted)
+        for job, instance, syntaxes in plans:
+            chosen = next(
+                (
+                    (ts, assoc.accepted[(job.sop_class_uid, ts)])
+                    for ts in syntaxes
+                    if (job.sop_class_uid, ts) in assoc.accepted
+                ),
+                None,
+            )
+            if chosen is None:
+                deliveries.append(
+                    Delivery(
+                        job,
+                        "permanent",
+                        f"destination accepts no presentation context for SOP class "
+                        f"{job.sop_class_uid} in {', '.join(syntaxes)}",
+                    )
+                )
+                continue
+            transfer_syntax, context_id = chosen
+            try:
+                payload = await self._objects.dataset(job, instance, transfer_syntax)
+            except (OSError, ValueError) as exc:
+                deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
+                continue
+            try:
+                response = await assoc.store(
+                    context_id,
+                    job.sop_class_uid,
+                    job.sop_instance_uid,
+                    payload,
+                    job.priority,
+                    self._throttle,
+                )
+            except asyncio.CancelledError:
+                assoc.broken = True  # cut mid-message: only an A-ABORT can end it now
+                raise
+            except PeerUnavailable as exc:
+                self._assoc = None
+                deliveries.append(Delivery(job, "unreachable", str(exc)))
+                break
+            kind = classify_status(response.status)
+            deliveries.append(Delivery(job, kind, _describe(response)))
+            if kind == "retry":
+                break
+        return deliveries
+
+    async def _association(
+        self, needed: list[tuple[str, str]], wanted: list[set[tuple[str, str]]]
+    ) -> Requestor:
+        if self._assoc is not None and self._assoc.usable:
+            # Reused only if it can carry every object: a context it refused before
+            # may be accepted now (the destination's configuration was fixed).
+            if all(options & self._assoc.accepted.keys() for options in wanted):
+                return self._assoc
+            await self._assoc.release()
+        self._assoc = None
+        dest = self._dest
+        self._assoc = await Requestor.open(
+            dest.host,
+            dest.port,
+            self._calling_ae,
+            dest.called_ae,
+            needed,
+            dest.max_pdu,
+            dest.connect_timeout,
+            dest.timeout,
+        )
+        return self._assoc
+
+    async def idle(self) -> None:
+        """Nothing to send for a while: give the destination its association back."""
+        await self.close()
+
+    async def close(self) -> None:
+        if self._assoc is not None:
+            assoc, self._assoc = self._assoc, None
+            await assoc.release()
+
+
+def _wire_syntaxes(job: Job, instance: Instance) -> list[str]:
+    """Transfer syntaxes to offer, best first: as stored, then explicit VR LE when we
+    can re-encode to it without a codec (decompression comes with transcoding)."""
+    stored = instance.transfer_syntax_uid
+    if stored == DEFLATED and job.coerce is not None:
+        return [EXPLICIT_LE]  # a coerced copy is not re-deflated
+    if stored in _REENCODABLE:
+        return [stored, EXPLICIT_LE]
+    return [stored]
+
+
+def _describe(response: StoreResponse) -> str:
+    text = f"status {response.status:#06x}"
+    return f"{text}: {response.comment}" if response.comment else text
+
+
+class StowSender:
+    """STOW-RS (PS3.18 10.5): one multipart POST per batch, streamed from disk."""
+
+    def __init__(
+        self, dest: DicomWebDestination, objects: ObjectReader, throttle: Throttle | None
+    ) -> None:
+        self._dest = dest
+        self._objects = objects
+        self._throttle = throttle
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(dest.timeout, connect=dest.connect_timeout),
+            headers=dest.headers,
+        )
+
+    async def send(self, jobs: list[Job]) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        parts: list[tuple[Job, Payload]] = []
+        for job in jobs:
+            instance = self._objects.locate(job)
+            if instance is None:
+                deliveries.append(Delivery(job, "permanent", "object no longer stored on edge"))
+                continue
+            try:
+                parts.append((job, await self._objects.part10(job, instance)))
+            except (OSError, ValueError) as exc:
+                deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
+        if not parts:
+            return deliveries
+        boundary = uuid.uuid4().hex
+        url = self._dest.url.rstrip("/") + "/studies"
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        try:
+            response = await self._client.post(
+                url, content=self._body(parts, boundary), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            message = f"STOW-RS to {url} failed: {exc!r}"
+            return deliveries + [Delivery(job, "unreachable", message) for job, _ in parts]
+        return deliveries + _stow_outcome(response, [job for job, _ in parts])
+
+    async def _body(self, parts: list[tuple[Job, Payload]], boundary: str) -> AsyncIterator[bytes]:
+        for _job, payload in parts:
+            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            for window, _last in payload.windows():
+                if self._throttle is not None:
+                    await self._throttle(len(window))
+                yield window
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    async def idle(self) -> None:
+        return None  # HTTP keep-alive connections time out by themselves
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _stow_outcome(response: httpx.Response, jobs: list[Job]) -> list[Delivery]:
+    """PS3.18 10.5.3: 200 all stored, 202 some failed, 409 none stored."""
+    code = response.status_code
+    if code in (401, 403, 404, 408, 429) or code >= 500:
+        # Credentials, URL, overload, outage: the destination's problem, not the object's.
+        why = f"HTTP {code} {response.reason_phrase}"
+        return [Delivery(job, "unreachable", why) for job in jobs]
+    failed: dict[str, str] = {}
+    try:
+        body = response.json() if response.content else {}
+        for item in body.get("00081198", {}).get("Value", []):
+            uid = item.get("00081155", {}).get("Value", [""])[0]
+            reason = item.get("00081197", {}).get("Value", [0])[0]
+            failed[uid] = f"STOW-RS failure reason {int(reason):#06x}"
+    except (ValueError, AttributeError, TypeError, IndexError, json.JSONDecodeError):
+        failed = {}
+    if code not in (200, 202) and not failed:
+        text = f"HTTP {code} {response.reason_phrase}: {response.text[:120]}"
+        return [Delivery(job, "permanent", text) for job in jobs]
+    none_stored = f"HTTP {code}: destination stored none of the batch"
+    return [
+        Delivery(job, "permanent", failed[job.sop_instance_uid])
+        if job.sop_instance_uid in failed
+        else Delivery(job, "permanent", none_stored)
+        if code == 409
+        else Delivery(job, "sent")
+        for job in jobs
+    ]

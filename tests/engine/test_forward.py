@@ -1,0 +1,402 @@
+"""Store-and-forward against a real central archive: Orthanc (Debian package) over
+DICOM and over DICOMweb, and DCMTK storescp as a destination that refuses a SOP
+class. Every object the edge acknowledged must arrive exactly once, as stored."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from tests.support.corpus import SourceFile, make_series, public_corpus
+from tests.support.dcmtk import propose_flag, storescu
+from tests.support.orthanc import OrthancProcess
+from tests.support.process import EngineProcess, free_port
+
+odd_corpus = pytest.mark.filterwarnings("ignore::UserWarning")
+FAST_RETRY = {
+    "retry_base_delay": 0.2,
+    "retry_max_delay": 1.0,
+    "breaker_threshold": 2,
+    "max_busy_attempts": 3,
+}
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
+    central = OrthancProcess(tmp_path / "orthanc").start()
+    yield central
+    central.stop()
+    print(f"----- orthanc log -----\n{central.log()[-5000:]}")
+
+
+def dicom_destination(
+    central: OrthancProcess, name: str = "central", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "dicom",
+        "host": "127.0.0.1",
+        "port": central.port,
+        "called_ae": central.ae_title,
+        **extra,
+    }
+
+
+def without_trailing_padding(dataset: bytes) -> bytes:
+    """Orthanc (DCMTK) drops (FFFC,FFFC) Data Set Trailing Padding, which PS3.5 7.2
+    lets any application remove; everything before it must be byte-identical."""
+    at = dataset.rfind(b"\xfc\xff\xfc\xff")
+    if at < 0:
+        return dataset
+    explicit = dataset[at + 4 : at + 6] == b"OB"
+    length_at, header = (at + 8, 12) if explicit else (at + 4, 8)
+    (length,) = struct.unpack_from("<I", dataset, length_at)
+    return dataset[:at] if at + header + length == len(dataset) else dataset
+
+
+def comparable(dataset: bytes, transfer_syntax_uid: str) -> bytes:
+    """Deflated datasets are compared inflated: Orthanc re-deflates what it stores."""
+    if transfer_syntax_uid == "1.2.840.10008.1.2.1.99":
+        dataset = zlib.decompress(dataset, -zlib.MAX_WBITS)
+    return without_trailing_padding(dataset)
+
+
+def edge_dataset(engine: EngineProcess, uid: str) -> bytes:
+    record = engine.instance(uid)
+    assert record is not None, uid
+    return engine.object_path(record["hash"]).read_bytes()[record["meta_length"] :]
+
+
+def central_dataset(central: OrthancProcess, uid: str) -> bytes | None:
+    from pynetdicom.dsutils import split_dataset
+
+    data = central.file(uid)
+    if data is None:
+        return None
+    path = central.workdir / "fetched.dcm"
+    path.write_bytes(data)
+    _meta, offset = split_dataset(path)
+    return data[offset:]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def drained(engine: EngineProcess, name: str = "central") -> bool:
+    dest = engine.status()["destinations"][name]
+    return bool(dest["depth"] == 0 and dest["in_flight"] == 0)
+
+
+def distinct_corpus() -> list[SourceFile]:
+    """The public corpus, one file per SOP Instance UID, in a syntax storescu sends."""
+    files, _ = public_corpus()
+    chosen: dict[str, SourceFile] = {}
+    for f in files:
+        if propose_flag(f.transfer_syntax_uid) is not None:
+            chosen.setdefault(f.sop_instance_uid, f)
+    return list(chosen.values())
+
+
+def send_each(engine: EngineProcess, files: list[SourceFile]) -> list[SourceFile]:
+    """storescu, one file per run (a broken file stops a run); returns those stored."""
+
+    def send(f: SourceFile) -> SourceFile | None:
+        result = storescu(engine.port, [f.path], f.transfer_syntax_uid)
+        return f if result.returncode == 0 else None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return [f for f in pool.map(send, files) if f is not None]
+
+
+@odd_corpus
+def test_corpus_arrives_once_and_identical_over_dicom(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
+) -> None:
+    engine = engine_factory(
+        {"destination": [dicom_destination(orthanc, associations=2)], "forward": FAST_RETRY}
+    )
+    stored = send_each(engine, distinct_corpus())
+    records = [engine.instance(f.sop_instance_uid) or {} for f in stored]
+    modalities = {record.get("modality") for record in records}
+    assert len(stored) >= 50, (len(stored), modalities)
+    assert len(modalities) >= 5, (len(stored), modalities)
+    wait_until(lambda: drained(engine), 180, "the queue to drain")
+    # Orthanc refuses (0xA700) objects without Patient ID, Study or Series UID; those
+    # must be dead letters saying so, and nothing else may be missing.
+    _, dead = engine.get("/api/v1/queues/central/dead?limit=1000")
+    refused = {job["sop_instance_uid"]: job["last_error"] for job in dead["jobs"]}
+    for uid, why in refused.items():
+        record = engine.instance(uid) or {}
+        assert "0xa700" in why, why
+        assert not all(
+            record[k] for k in ("patient_id", "study_instance_uid", "series_instance_uid")
+        )
+    uids = orthanc.sop_instance_uids()
+    expected = [f.sop_instance_uid for f in stored if f.sop_instance_uid not in refused]
+    assert sorted(uids) == sorted(expected)  # each exactly once
+    assert len(refused) < len(stored) // 10, refused
+    differ = []
+    for f in stored:
+        if f.sop_instance_uid in refused:
+            continue
+        got = central_dataset(orthanc, f.sop_instance_uid)
+        assert got is not None, f.path.name
+        ours = edge_dataset(engine, f.sop_instance_uid)
+        ts = f.transfer_syntax_uid
+        if comparable(got, ts) != comparable(ours, ts):
+            differ.append(f.path.name)
+    assert differ == []
+
+
+def test_series_over_dicomweb(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess, tmp_path: Path
+) -> None:
+    destination = {"name": "web", "kind": "dicomweb", "url": orthanc.dicomweb_url}
+    engine = engine_factory({"destination": [destination], "forward": {"batch_size": 8}})
+    files = make_series(tmp_path / "series", 30) + make_series(tmp_path / "mr", 5, "MR_small.dcm")
+    result = storescu(engine.port, [f.path for f in files])
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: drained(engine, "web"), 120, "STOW-RS to drain the queue")
+    assert sorted(orthanc.sop_instance_uids()) == sorted(f.sop_instance_uid for f in files)
+    for f in files[:5] + files[-2:]:
+        got = central_dataset(orthanc, f.sop_instance_uid)
+        assert got is not None
+        assert without_trailing_padding(got) == without_trailing_padding(
+            edge_dataset(engine, f.sop_instance_uid)
+        )
+    assert engine.status()["destinations"]["web"]["sent"] == len(files)
+
+
+def test_central_outage_queues_then_drains_by_itself(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess, tmp_path: Path
+) -> None:
+    engine = engine_factory({"destination": [dicom_destination(orthanc)], "forward": FAST_RETRY})
+    first = make_series(tmp_path / "a", 10)
+    assert storescu(engine.port, [f.path for f in first]).returncode == 0
+    wait_until(lambda: orthanc.count() == 10, 60, "the first series at central")
+    orthanc.stop()
+    second = make_series(tmp_path / "b", 25)
+    result = storescu(engine.port, [f.path for f in second])
+    assert result.returncode == 0, "the edge must keep ingesting while central is down"
+    wait_until(
+        lambda: engine.status()["destinations"]["central"]["last_error"] != "",
+        30,
+        "the outage to show in status",
+    )
+    dest = engine.status()["destinations"]["central"]
+    assert dest["depth"] == 25
+    assert dest["circuit"] in ("retrying", "open")
+    assert "connect" in dest["last_error"]
+    orthanc.start()
+    wait_until(lambda: drained(engine), 60, "the queue to drain after central is back")
+    assert sorted(orthanc.sop_instance_uids()) == sorted(f.sop_instance_uid for f in first + second)
+
+
+def test_kill_9_mid_forward_loses_nothing(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess, tmp_path: Path
+) -> None:
+    # A thin "WAN": 1 MB/s, so the forward is surely mid-way when the edge dies.
+    engine = engine_factory(
+        {"destination": [dicom_destination(orthanc, bandwidth="1MB", associations=2)]}
+    )
+    files = make_series(tmp_path / "s", 120)  # about 4.6 MB
+    assert storescu(engine.port, [f.path for f in files]).returncode == 0
+    wait_until(lambda: orthanc.count() >= 10, 60, "forwarding to start")
+    engine.kill()
+    assert orthanc.count() < len(files), "forwarding finished before the kill; slow it more"
+    engine.start()
+    wait_until(lambda: drained(engine), 120, "the queue to drain after restart")
+    assert sorted(orthanc.sop_instance_uids()) == sorted(f.sop_instance_uid for f in files)
+
+
+def storescp_refusing(workdir: Path, refused: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    """DCMTK storescp with its stock profile minus one SOP class (by DCMTK name)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stock = Path("/etc/dcmtk/storescp.cfg").read_text()
+    lines = [
+        line
+        for line in stock.splitlines()
+        if refused is None or f"= {refused}\\" not in line.replace("  ", " ")
+    ]
+    config = workdir / "storescp.cfg"
+    config.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    out = workdir / "received"
+    out.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        ["storescp", "-xf", str(config), "Default", "-od", str(out), "-aet", "ARCHIVE", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc, port
+
+
+def run_cli(engine: EngineProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    url = f"http://127.0.0.1:{engine.http_port}"
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_refused_sop_class_dead_letters_and_requeues(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    scp, port = storescp_refusing(tmp_path / "scp1", refused="MRImageStorage")
+    try:
+        destination = {
+            "name": "archive",
+            "kind": "dicom",
+            "host": "127.0.0.1",
+            "port": port,
+            "called_ae": "ARCHIVE",
+            "max_attempts": 2,
+        }
+        engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
+        ct = make_series(tmp_path / "ct", 8)
+        mr = make_series(tmp_path / "mr", 3, "MR_small.dcm")
+        assert storescu(engine.port, [f.path for f in ct + mr]).returncode == 0
+        wait_until(lambda: drained(engine, "archive"), 60, "CT to flow and MR to die")
+        dest = engine.status()["destinations"]["archive"]
+        assert dest["sent"] == 8, dest
+        assert dest["dead"] == 3, dest
+        listing = run_cli(engine, "dead", "ls", "archive")
+        assert listing.returncode == 0, listing.stderr
+        for f in mr:
+            assert f.sop_instance_uid in listing.stdout
+        assert "no presentation context for SOP class 1.2.840.10008.5.1.4.1.1.4" in listing.stdout
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+    # The archive is fixed (MR accepted now, same port): requeue, and MR arrives.
+    fixed = subprocess.Popen(
+        ["storescp", "-od", str(tmp_path / "scp1" / "received"), "-aet", "ARCHIVE", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        requeue = run_cli(engine, "dead", "requeue", "archive")
+        assert requeue.returncode == 0, requeue
+        assert "3 job(s)" in requeue.stdout, requeue
+        wait_until(lambda: drained(engine, "archive"), 60, "the requeued MR")
+        dest = engine.status()["destinations"]["archive"]
+        assert dest["sent"] == 11, dest
+        assert dest["dead"] == 0, dest
+        received = list((tmp_path / "scp1" / "received").iterdir())
+        assert sum(1 for p in received if p.name.startswith("MR")) == 3
+    finally:
+        fixed.terminate()
+        fixed.wait(timeout=10)
+
+
+def test_routing_rules_and_coercion(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    a = OrthancProcess(tmp_path / "a").start()
+    b = OrthancProcess(tmp_path / "b").start()
+    try:
+        routes = [
+            {"name": "ct1-only-a", "destinations": ["A"], "match": {"calling_ae": "CT1"}},
+            {
+                "name": "mammo-both",
+                "destinations": ["A", "B"],
+                "priority": "high",
+                "match": {"Modality": "MG"},
+                "coerce": {
+                    "set": {"IssuerOfPatientID": "SITE1"},
+                    "prefix": {"PatientID": "S1-"},
+                },
+            },
+            {"name": "rest-local", "destinations": [], "match": {}},
+        ]
+        engine = engine_factory(
+            {
+                "destination": [dicom_destination(a, "A"), dicom_destination(b, "B")],
+                "route": routes,
+            }
+        )
+        ct = make_series(tmp_path / "ct", 4)
+        mg = make_series(tmp_path / "mg", 3, Modality="MG", PatientID="P77")
+        other = make_series(tmp_path / "other", 2)
+        assert storescu(engine.port, [f.path for f in ct], calling_ae="CT1").returncode == 0
+        assert storescu(engine.port, [f.path for f in mg], calling_ae="MG1").returncode == 0
+        assert storescu(engine.port, [f.path for f in other], calling_ae="US1").returncode == 0
+        wait_until(lambda: drained(engine, "A") and drained(engine, "B"), 60, "routes")
+        time.sleep(0.5)
+        in_a, in_b = set(a.sop_instance_uids()), set(b.sop_instance_uids())
+        assert in_a == {f.sop_instance_uid for f in ct + mg}
+        assert in_b == {f.sop_instance_uid for f in mg}
+        for central in (a, b):
+            tags = central.tags(mg[0].sop_instance_uid)
+            assert tags is not None
+            assert tags["IssuerOfPatientID"] == "SITE1"
+            assert tags["PatientID"] == "S1-P77"
+        ct_tags = a.tags(ct[0].sop_instance_uid)
+        assert ct_tags is not None
+        assert "IssuerOfPatientID" not in ct_tags
+        # The edge's own copy is untouched.
+        record = engine.instance(mg[0].sop_instance_uid)
+        assert record is not None
+        own = pydicom.dcmread(engine.object_path(record["hash"]))
+        assert own.PatientID == "P77"
+        assert "IssuerOfPatientID" not in own
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_queue_cli_ls_retry_purge(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    # A destination nobody listens on: jobs wait, with the reason.
+    destination = {
+        "name": "down",
+        "kind": "dicom",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "called_ae": "NOBODY",
+    }
+    engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
+    files = make_series(tmp_path / "s", 5)
+    assert storescu(engine.port, [f.path for f in files]).returncode == 0
+    wait_until(lambda: engine.status()["destinations"]["down"]["last_error"] != "", 30, "a failure")
+    listing = run_cli(engine, "queue", "ls")
+    assert listing.returncode == 0, listing.stderr
+    assert "down: 5 queued" in listing.stdout
+    assert "cannot connect" in listing.stdout
+    retry = run_cli(engine, "queue", "retry", "down")
+    assert retry.returncode == 0, retry
+    assert "sending now" in retry.stdout, retry
+    refused = run_cli(engine, "queue", "purge", "down")
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    purge = run_cli(engine, "queue", "purge", "down", "--yes")
+    assert purge.returncode == 0, purge
+    assert "5 job(s) purged" in purge.stdout, purge
+    assert engine.status()["destinations"]["down"]["depth"] == 0
+    assert engine.status()["instances"] == 5  # purging a queue never deletes objects
+    unknown = run_cli(engine, "queue", "retry", "nowhere")
+    assert unknown.returncode == 1
+    assert "no destination 'nowhere'" in unknown.stderr

@@ -1,0 +1,124 @@
+"""A real Orthanc (Debian package) as the central archive: DICOM, REST, DICOMweb."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.support.process import free_port
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+class OrthancProcess:
+    def __init__(self, workdir: Path, modalities: dict[str, tuple[str, str, int]] | None = None):
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.ae_title = "ORTHANC"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "orthanc.log"
+        config: dict[str, Any] = {
+            "Name": "central",
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "index"),
+            "DicomAet": self.ae_title,
+            "DicomPort": self.port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "UnknownSopClassAccepted": True,
+            "StorageCompression": False,
+            "OverwriteInstances": True,
+            # Orthanc sends storage commitment reports to these, on an association of its own.
+            "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (workdir / "orthanc.json").write_text(json.dumps(config, indent=1))
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    def start(self, timeout: float = 60) -> OrthancProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["Orthanc", str(self.workdir / "orthanc.json")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.get("/system")
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Orthanc not up within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _request(self, path: str, data: bytes | None = None) -> bytes:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as rsp:
+            return bytes(rsp.read())
+
+    def get(self, path: str) -> Any:
+        return json.loads(self._request(path))
+
+    def count(self) -> int:
+        return int(self.get("/statistics")["CountInstances"])
+
+    def sop_instance_uids(self) -> list[str]:
+        """Every stored instance's SOP Instance UID, duplicates included if any."""
+        uids = []
+        for orthanc_id in self.get("/instances"):
+            tags = self.get(f"/instances/{orthanc_id}/simplified-tags")
+            uids.append(tags["SOPInstanceUID"])
+        return uids
+
+    def file(self, sop_instance_uid: str) -> bytes | None:
+        found = json.loads(self._request("/tools/lookup", sop_instance_uid.encode()))
+        ids = [item["ID"] for item in found if item["Type"] == "Instance"]
+        return self._request(f"/instances/{ids[0]}/file") if ids else None
+
+    def tags(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        found = json.loads(self._request("/tools/lookup", sop_instance_uid.encode()))
+        ids = [item["ID"] for item in found if item["Type"] == "Instance"]
+        return dict(self.get(f"/instances/{ids[0]}/simplified-tags")) if ids else None
+
+    def wait_for(self, count: int, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        have = -1
+        while time.monotonic() < deadline:
+            try:
+                have = self.count()
+            except (OSError, urllib.error.URLError):
+                have = -1
+            if have >= count:
+                return have
+            time.sleep(0.2)
+        return have
