@@ -18,11 +18,14 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
+from engine import commitment
 from engine import negotiation as neg
+from engine.commitment import read_event_information
 from engine.fsm import Event, State, next_step
 from engine.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
 from engine.store import (
     CANNOT_UNDERSTAND,
+    PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     UNRECOGNIZED_OPERATION,
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0FFF
+C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 0x0100
+_MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
     0x02: Event.Evt3,
@@ -161,7 +165,7 @@ class Association(asyncio.BufferedProtocol):
         if rejection is not None:
             self._handle(Event.Evt8, rejection=rejection)
             return
-        accepted, results = neg.negotiate(request.contexts)
+        accepted, results = neg.negotiate(request.contexts, request.role_items)
         self._handle(Event.Evt7, request=request, accepted=accepted, results=results)
 
     def _decide(self, request: AssociationRequest) -> access.Rejection | None:
@@ -315,7 +319,11 @@ class Association(asyncio.BufferedProtocol):
                 comment="SOP class differs from the presentation context",
             )
             return
-        task = asyncio.get_running_loop().create_task(self._store(command, context, spool))
+        if command.command_field == N_EVENT_REPORT_RQ:
+            work = self._commitment_report(command, context, spool)
+        else:
+            work = self._store(command, context, spool)
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         self._svc.hub.track(task)
         task.add_done_callback(self._store_done)
@@ -346,6 +354,20 @@ class Association(asyncio.BufferedProtocol):
             (time.perf_counter() - started) * 1e3,
         )
         self._respond(command, 0x8001, result.status, comment=result.comment)
+
+    async def _commitment_report(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """An archive reports storage commitment on an association of its own."""
+        try:
+            info = read_event_information(spool.read_dataset(_MAX_REPORT), context.transfer_syntax)
+            report = commitment.parse_report(info)
+        except (core_rs.CoreError, ValueError, EOFError) as exc:
+            log.error("[%s] unreadable N-EVENT-REPORT: %s", self, exc)
+            self._respond(command, 0x8100, PROCESSING_FAILURE, comment="unreadable report")
+            return
+        await self._svc.forwarder.report(report)
+        self._respond(command, 0x8100, SUCCESS)
 
     def _store_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import zlib
 from dataclasses import dataclass, field
+from io import BytesIO
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
@@ -37,6 +40,15 @@ class Report:
     transaction_uid: str
     committed: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+
+
+def read_event_information(data: bytes, transfer_syntax_uid: str) -> Dataset:
+    """The dataset of an N-EVENT-REPORT-RQ, as received in `transfer_syntax_uid`."""
+    if transfer_syntax_uid == "1.2.840.10008.1.2.1.99":
+        data = zlib.decompress(data, -zlib.MAX_WBITS)
+    implicit = transfer_syntax_uid == "1.2.840.10008.1.2"
+    little = transfer_syntax_uid != "1.2.840.10008.1.2.2"
+    return read_dataset(BytesIO(data), implicit, little)
 
 
 def parse_report(info: Dataset) -> Report:
@@ -74,9 +86,9 @@ def request(
     ae.add_requested_context(STORAGE_COMMITMENT)
     reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
 
-    def on_report(event: Event) -> int:
+    def on_report(event: Event) -> tuple[int, Dataset | None]:
         reports.put(parse_report(event.event_information))
-        return 0x0000
+        return 0x0000, None  # (status, event reply)
 
     assoc = ae.associate(
         dest.host,

@@ -31,6 +31,9 @@ from policies.access import Rejection
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
+# Accepted only from a peer that takes the SCP role: an archive delivering its
+# N-EVENT-REPORT on an association of its own (engine.commitment).
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 
 # What we store, byte for byte, as the sender encoded it.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
@@ -155,11 +158,20 @@ def choose_transfer_syntax(proposed: tuple[str, ...]) -> str | None:
     return next((ts for ts in proposed if ts in _SUPPORTED_TS), None)
 
 
+def _reporters(role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]) -> set[str]:
+    return {
+        str(item.sop_class_uid)
+        for item in role_items
+        if item.scp_role and str(item.sop_class_uid) == STORAGE_COMMITMENT
+    }
+
+
 def negotiate(
     contexts: tuple[ProposedContext, ...],
+    role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...] = (),
 ) -> tuple[list[AcceptedContext], list[PresentationContext]]:
     """Decide every proposed context; returns the accepted ones and all results."""
-    supported = supported_abstract_syntaxes()
+    supported = supported_abstract_syntaxes() | _reporters(role_items)
     accepted: list[AcceptedContext] = []
     results: list[PresentationContext] = []
     for proposed in contexts:
@@ -199,12 +211,14 @@ def encode_accept(
     impl_version = ImplementationVersionNameNotification()
     impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
     items: list[Any] = [max_length, impl_uid, impl_version]
+    reporters = _reporters(request.role_items)
     for proposed in request.role_items:
-        # We are the storage SCP: the requestor may be SCU; we never act as SCU here.
+        # We are the storage SCP: the requestor may be SCU. For storage commitment
+        # the requestor is the SCP reporting to us, the SCU.
         reply = SCP_SCU_RoleSelectionNegotiation()
         reply.sop_class_uid = proposed.sop_class_uid
         reply.scu_role = bool(proposed.scu_role)
-        reply.scp_role = False
+        reply.scp_role = str(proposed.sop_class_uid) in reporters
         items.append(reply)
     primitive.user_information = items
     pdu = A_ASSOCIATE_AC()

@@ -3,6 +3,7 @@
 use crate::error::{CoreError, Result};
 
 pub const C_STORE_RQ: u16 = 0x0001;
+pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
 pub const C_ECHO_RQ: u16 = 0x0030;
 /// `CommandDataSetType` value meaning "no dataset follows" (PS3.7 E.1-1).
 pub const NO_DATASET: u16 = 0x0101;

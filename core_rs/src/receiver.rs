@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::command::{self, Command, C_STORE_RQ, MAX_COMMAND_LEN};
+use crate::command::{self, Command, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ};
 use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
 use crate::part10;
@@ -159,8 +159,10 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            let spool = (command.command_field == C_STORE_RQ)
-                .then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
+            // Objects, and the storage commitment reports the forwarder waits for; any
+            // other dataset is consumed and dropped (the command gets "unrecognized").
+            let spooled = matches!(command.command_field, C_STORE_RQ | N_EVENT_REPORT_RQ);
+            let spool = spooled.then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
             self.dataset = Some(Incoming { context_id, spool });
         }
         events.push(RxEvent::Command {
