@@ -196,17 +196,57 @@ def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    found: dict[str, list[tuple[str, str]]] = {}
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"])
-        field = _name_list_items(field, item["loc"], data)
+        loc = _in_data(item["loc"], data)
+        field = _name_list_items(".".join(str(part) for part in loc), loc, data)
         given = item.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against policies/default.toml"
-        lines.append(f"  {field}: {message}{shown}")
+        found.setdefault(field, []).append((item["type"], f"  {field}: {message}{shown}"))
+    lines = [f"invalid configuration in {source}:"]
+    for field, errors in found.items():
+        # A value that may be a string or a table fails both ways; the type
+        # complaint of the branch it was not meant for is noise.
+        deeper = any(other.startswith(field + ".") for other in found)
+        meant = [line for kind, line in errors if not (kind.endswith("_type") and deeper)]
+        lines.extend(meant)
     return "\n".join(lines)
+
+
+def _in_data(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
+    """Drop the parts of a pydantic location that name its own machinery (union
+    branches, validators, "[key]") rather than a key or index of the file."""
+    kept: list[int | str] = []
+    node: Any = data
+    for part in loc:
+        child = _child(node, part)
+        if child is not _MISSING:
+            node = child
+            kept.append(part)
+        elif isinstance(node, dict) and isinstance(part, str) and not _is_branch(part):
+            node = None  # a key the file lacks: the error is about it, keep it
+            kept.append(part)
+    return tuple(kept)
+
+
+_MISSING = object()
+
+
+def _child(node: Any, part: int | str) -> Any:
+    if isinstance(node, dict):
+        return node.get(part, _MISSING) if isinstance(part, str) else _MISSING
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return _MISSING
+
+
+def _is_branch(part: str) -> bool:
+    return (
+        part[:1].isupper() or part.startswith("function-") or part in {"str", "dicom", "dicomweb"}
+    )
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -71,3 +71,79 @@ def test_serve_refuses_a_broken_config_readably(
     assert result.returncode == 2
     assert "dicom.port: Input should be greater than or equal to 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+CENTRAL = (
+    '[[destination]]\nname = "central"\nkind = "dicom"\nhost = "10.0.0.5"\nport = 104\n'
+    'called_ae = "CENTRAL"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            CENTRAL + '[[route]]\nname = "mammo"\ndestinations = ["central"]\n'
+            'match = { Modalty = "MG" }\n',
+            "route[0] \"mammo\".match.Modalty: 'Modalty' is not a DICOM keyword",
+        ),
+        (
+            CENTRAL + '[[route]]\nname = "ct"\ndestinations = ["centrl"]\n',
+            "route 'ct': destinations ['centrl'] are not defined (defined: ['central'])",
+        ),
+        (
+            CENTRAL + '[[route]]\nname = "re"\ndestinations = ["*"]\n'
+            'match = { StationName = { regex = "CT[" } }\n',
+            'route[0] "re".match.StationName.regex: not a valid regular expression',
+        ),
+        (
+            CENTRAL + '[[route]]\nname = "uid"\ndestinations = ["*"]\n'
+            'coerce = { set = { SOPInstanceUID = "1.2.3" } }\n',
+            "SOPInstanceUID cannot be coerced: the DIMSE command carries it",
+        ),
+        (
+            CENTRAL + '[[destination]]\nname = "cloud"\nkind = "dicomweb"\nurl = "ftp://x"\n',
+            'destination[1] "cloud".url: String should match pattern',
+        ),
+        (CENTRAL + CENTRAL, "destination name 'central' is used twice"),
+        (
+            CENTRAL.replace('kind = "dicom"', 'kind = "dimse"'),
+            "destination[0] \"central\": Input tag 'dimse' found using 'kind' does not match",
+        ),
+    ],
+)
+def test_bad_destinations_and_routes_name_the_rule(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert expected in str(caught.value), str(caught.value)
+    assert "Input should be a valid string" not in str(caught.value)
+
+
+def test_routes_compile_and_route(tmp_path: Path) -> None:
+    from policies.rules import Router
+
+    path = tmp_path / "routes.toml"
+    path.write_text(
+        CENTRAL.replace("central", "a")
+        + CENTRAL.replace("central", "b")
+        + '[[route]]\nname = "ct1"\ndestinations = ["a"]\nmatch = { calling_ae = "CT1" }\n'
+        '[[route]]\nname = "mg"\ndestinations = ["a", "b"]\npriority = "high"\n'
+        'match = { Modality = { glob = "M?" }, InstitutionName = { present = true } }\n'
+        '[[route]]\nname = "local"\ndestinations = []\nmatch = { Modality = { regex = "^US" } }\n'
+    )
+    config = load_config(path)
+    router = Router(config.route, [d.name for d in config.destination])
+    assert router.keywords == {"calling_ae", "Modality", "InstitutionName"}
+
+    def names(**attrs: str) -> list[tuple[str, int]]:
+        return [(r.destination, r.priority) for r in router.route(attrs)]
+
+    assert names(calling_ae="CT1", Modality="MG") == [("a", 1)]  # first match wins
+    assert names(calling_ae="X", Modality="MG", InstitutionName="H") == [("a", 0), ("b", 0)]
+    assert names(calling_ae="X", Modality="MG") == [("a", 1), ("b", 1)]  # default: all
+    assert names(calling_ae="X", Modality="US") == []  # kept local
+    assert Router([], ["a", "b"]).route({}) == Router([], ["a", "b"]).route({"x": "y"})
