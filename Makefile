@@ -26,10 +26,12 @@ build-dev: $(STAMPS)/build
 
 # Real peers for the tests and benchmarks: DCMTK and Orthanc from Debian.
 system-deps:
-	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null; then \
-		echo "installing DCMTK and Orthanc from Debian..."; \
+	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null \
+		|| [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+		echo "installing DCMTK, Orthanc and its DICOMweb plugin from Debian..."; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dcmtk orthanc >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			dcmtk orthanc orthanc-dicomweb >/dev/null; \
 	fi
 
 run: build-dev
@@ -57,9 +59,11 @@ test: system-deps lint
 
 bench: system-deps build-dev
 	$(PY) -m bench.ingest --quick
+	$(PY) -m bench.forward --quick
 
 bench-full: system-deps build-dev
 	$(PY) -m bench.ingest
+	$(PY) -m bench.forward
 
 # libFuzzer on the PDU decoder and the header parser (cargo-fuzz; RUSTC_BOOTSTRAP lets
 # the stable toolchain take its nightly flags). FUZZ_SECONDS per target.

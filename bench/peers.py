@@ -165,11 +165,12 @@ def _count_files(folder: Path) -> int:
 
 
 class PacsEdge(Peer):
-    def __init__(self, workdir: Path, durability: str) -> None:
+    def __init__(self, workdir: Path, durability: str, config: Path | None = None) -> None:
         super().__init__(workdir)
         self.name = f"pacs-edge ({durability})"
         self.durability = durability
         self.http_port = free_port()
+        self.config = config
 
     def command(self) -> list[str]:
         return [
@@ -177,6 +178,7 @@ class PacsEdge(Peer):
             "-m",
             "engine.cli",
             "serve",
+            *(["--config", str(self.config)] if self.config else []),
             "--data-dir",
             str(self.workdir / "d"),
             "--host",

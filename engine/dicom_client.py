@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,8 @@ class Requestor:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Room for a few windows: the socket keeps sending while the next is read.
+        writer.transport.set_write_buffer_limits(high=_WINDOW * 4, low=_WINDOW)
         receiver = core_rs.Receiver("/nonexistent-no-datasets-expected", "scu", max_pdu)
         writer.write(_encode_request(calling_ae, called_ae, contexts, max_pdu))
         try:
@@ -177,11 +180,7 @@ class Requestor:
                 for window, last in payload.windows():
                     if throttle is not None:
                         await throttle(len(window))
-                    self._writer.write(
-                        core_rs.encode_message(
-                            context_id, False, window, self._peer_max_pdu, last=last
-                        )
-                    )
+                    self._writer.writelines(_frames(context_id, window, self._peer_max_pdu, last))
                     await self._writer.drain()
                 response = await self._response(message_id)
         except (OSError, TimeoutError, core_rs.CoreError) as exc:
@@ -222,6 +221,26 @@ class Requestor:
         if not self._writer.is_closing():
             self._writer.write(encode_abort(None))
             self._writer.close()
+
+
+def _frames(context_id: int, window: bytes, max_pdu: int, last: bool) -> list[bytes | memoryview]:
+    """P-DATA-TF PDUs around a dataset window, zero-copy: each PDU is a 12-byte
+    header (PS3.8 9.3.5) and a slice of the bytes read from disk, handed to the
+    transport as they are (measured: framing into a new buffer, in Rust, cost
+    more than the rest of the send path together)."""
+    per_pdu = max(1, max_pdu - 6) if max_pdu else max(1, len(window))
+    view = memoryview(window)
+    parts: list[bytes | memoryview] = []
+    for start in range(0, max(len(window), 1), per_pdu):
+        piece = view[start : start + per_pdu]
+        final = last and start + per_pdu >= len(window)
+        header = 0x02 if final else 0x00  # bit 0: command (never here), bit 1: last
+        parts.append(_PDV_HEADER.pack(0x04, 0, len(piece) + 6, len(piece) + 2, context_id, header))
+        parts.append(piece)
+    return parts
+
+
+_PDV_HEADER = struct.Struct(">BBIIBB")  # PDU type, reserved, PDU length, PDV length, PC, flags
 
 
 async def _next_control(

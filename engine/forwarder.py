@@ -193,15 +193,16 @@ class DestinationRunner:
                 wait = self.breaker.wait_time(time.time())
                 if wait > 0:
                     await sender.idle()
-                    await asyncio.sleep(min(wait, _POLL))
+                    await self._sleep(min(wait, _POLL))  # "retry now" must wake it
                     continue
                 jobs = self._queues.claim(
                     self.dest.name,
                     self._batch,
                     _MAX_BATCH_BYTES,
                     self.in_flight,
-                    set(self._busy_studies),
+                    set(self._busy_studies) if self.dest.ordered else set(),
                     time.time(),
+                    self.dest.ordered,
                 )
                 if not jobs:
                     self.breaker.release_probe()  # nothing to probe with

@@ -129,6 +129,9 @@ class _Destination(_Section):
     bandwidth: Annotated[int, BeforeValidator(_byte_size), Field(ge=0)] = 0
     connect_timeout: Seconds = 10.0
     timeout: Seconds = 60.0  # one response (C-STORE-RSP, STOW-RS answer) may take this long
+    # A study's instances in arrival order: one association per study at a time.
+    # false: a large study spreads over all associations, in no particular order.
+    ordered: bool = True
 
 
 class DicomDestination(_Destination):

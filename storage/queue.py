@@ -169,11 +169,13 @@ class Queues:
         in_flight: set[bytes],
         busy_studies: set[str],
         now: float,
+        ordered: bool = True,
     ) -> list[Job]:
         """The next jobs to send, in key order.
 
-        Skips jobs already in flight, jobs backing off, and jobs of a study another
-        association is sending (so a study's instances go in arrival order).
+        Skips jobs already in flight, jobs backing off and, when `ordered`, jobs of a
+        study another association is sending or that wait behind a backing-off
+        instance of their study (so a study's instances go in arrival order).
         """
         prefix = _prefix(dest)
         jobs: list[Job] = []
@@ -192,8 +194,8 @@ class Queues:
                 if study in busy_studies:
                     continue
                 if job.not_before > now:
-                    # Later instances of this study wait for it: arrival order holds.
-                    busy_studies = busy_studies | {study}
+                    if ordered:  # later instances of this study wait for it
+                        busy_studies = busy_studies | {study}
                     continue
                 if jobs and total + job.size > max_bytes:
                     break

@@ -11,18 +11,21 @@ from typing import Any
 
 import pytest
 
+from tests.support.orthanc import DICOMWEB_PLUGIN
 from tests.support.process import EngineProcess
 
-DCMTK_TOOLS = ("storescu", "echoscu", "dcmdump")
+PEER_TOOLS = ("storescu", "storescp", "echoscu", "dcmdump", "Orthanc")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _real_peers_installed() -> None:
-    missing = [tool for tool in DCMTK_TOOLS if shutil.which(tool) is None]
+    missing = [tool for tool in PEER_TOOLS if shutil.which(tool) is None]
+    if not DICOMWEB_PLUGIN.exists():
+        missing.append(str(DICOMWEB_PLUGIN))
     if missing:
         pytest.exit(
-            f"DCMTK tools missing ({', '.join(missing)}): run `make test`, which "
-            "installs them from Debian",
+            f"real peers missing ({', '.join(missing)}): run `make test`, which "
+            "installs DCMTK, Orthanc and orthanc-dicomweb from Debian",
             returncode=3,
         )
 

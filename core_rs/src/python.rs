@@ -326,17 +326,15 @@ fn encode_store_request<'py>(
 }
 
 #[pyfunction]
-#[pyo3(signature = (context_id, command, data, max_pdu, last = true))]
 fn encode_message(
     py: Python<'_>,
     context_id: u8,
     command: bool,
     data: PyBuffer<u8>,
     max_pdu: u32,
-    last: bool,
 ) -> PyResult<Bound<'_, PyBytes>> {
     let out = with_bytes(&data, |bytes| {
-        crate::pdu::encode_fragments(context_id, command, bytes, max_pdu, last)
+        crate::pdu::encode_message(context_id, command, bytes, max_pdu)
     })?;
     Ok(PyBytes::new(py, &out))
 }

@@ -1,0 +1,255 @@
+"""Forward benchmark: how fast pacs-edge empties its queue into a DICOM archive,
+side by side with DCMTK storescu and pynetdicom's storescu sending the same files
+to the same archive, in one run. pacs-edge is measured as configured by default (a
+study's instances in arrival order, so one association per study at a time) and,
+with several associations, unordered (a study spread over all of them, as several
+storescu processes do).
+
+The archive is DCMTK storescp --fork (TCP_NODELAY=1), fresh for every pass. For
+pacs-edge, the corpus is ingested first while the archive is down, so the queue
+holds all of it; the clock runs from "retry now" to an empty queue. Figures: MB/s,
+sender CPU-seconds per GB, and whether every object arrived. Report ratios: the
+machine is shared and noisy, so only figures from the same run compare.
+
+    python -m bench.forward --quick     # ~130 MB corpus, one pass (make bench)
+    python -m bench.forward             # ~400 MB corpus, median of 3 (make bench-full)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.corpus import Corpus, build
+from bench.peers import DcmtkStorescp, PacsEdge, free_port
+
+RESULTS = Path(__file__).parent / "results"
+SENDERS = (
+    "pacs-edge forwarder",
+    "DCMTK storescu",
+    "pynetdicom storescu",
+    "pacs-edge, unordered",
+)
+
+
+@dataclass
+class Pass:
+    sender: str
+    associations: int
+    seconds: float
+    mb_per_s: float
+    cpu_s_per_gb: float
+    arrived: int
+    expected: int
+
+
+def _archive(workdir: Path, port: int) -> DcmtkStorescp:
+    archive = DcmtkStorescp(workdir / "archive")
+    archive.port = port
+    archive.start()
+    return archive
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _client(sender: str, corpus: Corpus, associations: int, port: int) -> list[str]:
+    if sender == "DCMTK storescu":
+        return ["storescu", "-aec", "PACS_EDGE", "127.0.0.1", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "pynetdicom",
+        "storescu",
+        "-aec",
+        "PACS_EDGE",
+        "127.0.0.1",
+        str(port),
+    ]
+
+
+def client_pass(sender: str, corpus: Corpus, associations: int, workdir: Path) -> Pass:
+    archive = _archive(workdir, free_port())
+    try:
+        parts = [corpus.files[i::associations] for i in range(associations)]
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        cpu_before = _children_cpu()
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [*_client(sender, corpus, associations, archive.port), *map(str, part)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            for part in parts
+        ]
+        for proc in procs:
+            proc.wait(timeout=1800)
+        seconds = time.perf_counter() - started
+        cpu = _children_cpu() - cpu_before
+        return _pass(sender, associations, seconds, cpu, corpus, archive.stored())
+    finally:
+        archive.stop()
+
+
+def _api(edge: PacsEdge, path: str, method: str = "GET") -> dict[str, object]:
+    url = f"http://127.0.0.1:{edge.http_port}{path}"
+    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=30) as rsp:
+        return dict(json.load(rsp))
+
+
+def edge_pass(corpus: Corpus, associations: int, workdir: Path, ordered: bool) -> Pass:
+    archive_port = free_port()
+    config = workdir / "edge.toml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "[[destination]]\n"
+        'name = "archive"\nkind = "dicom"\nhost = "127.0.0.1"\n'
+        f'port = {archive_port}\ncalled_ae = "PACS_EDGE"\nassociations = {associations}\n'
+        f"ordered = {'true' if ordered else 'false'}\n"
+        '[logging]\nlevel = "WARNING"\n'
+    )
+    edge = PacsEdge(workdir / "edge", "fsync", config)
+    edge.start()
+    archive = None
+    try:
+        # Ingest everything while the archive is down: the queue holds the corpus.
+        parts = [corpus.files[i::4] for i in range(4)]
+        senders = [
+            subprocess.Popen(
+                ["storescu", "-aec", "PACS_EDGE", "127.0.0.1", str(edge.port), *map(str, p)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for p in parts
+        ]
+        for proc in senders:
+            proc.wait(timeout=1800)
+        archive = _archive(workdir, archive_port)
+        assert edge.meter is not None
+        cpu_before = edge.meter.cpu_seconds()
+        started = time.perf_counter()
+        _api(edge, "/api/v1/queues/archive/retry", "POST")
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            dest = _api(edge, "/api/v1/queues")["archive"]
+            assert isinstance(dest, dict)
+            if dest["depth"] == 0 and dest["in_flight"] == 0:
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        cpu = edge.meter.cpu_seconds() - cpu_before
+        sender = SENDERS[0] if ordered else SENDERS[3]
+        return _pass(sender, associations, seconds, cpu, corpus, archive.stored())
+    finally:
+        if archive is not None:
+            archive.stop()
+        edge.stop()
+
+
+def _pass(
+    sender: str, associations: int, seconds: float, cpu: float, corpus: Corpus, arrived: int
+) -> Pass:
+    size = corpus.bytes
+    return Pass(
+        sender=sender,
+        associations=associations,
+        seconds=round(seconds, 3),
+        mb_per_s=round(size / seconds / 1e6, 1),
+        cpu_s_per_gb=round(cpu / (size / 1e9), 2),
+        arrived=arrived,
+        expected=len(corpus.files),
+    )
+
+
+def measure(sender: str, corpus: Corpus, associations: int, workdir: Path, repeat: int) -> Pass:
+    passes = []
+    for _ in range(repeat):
+        if sender in (SENDERS[0], SENDERS[3]):
+            passes.append(edge_pass(corpus, associations, workdir, sender == SENDERS[0]))
+        else:
+            passes.append(client_pass(sender, corpus, associations, workdir))
+    passes.sort(key=lambda p: p.mb_per_s)
+    return passes[len(passes) // 2]
+
+
+def table(passes: list[Pass]) -> str:
+    lines = []
+    for n in sorted({p.associations for p in passes}):
+        group = {p.sender: p for p in passes if p.associations == n}
+        dcmtk, pynet = group.get(SENDERS[1]), group.get(SENDERS[2])
+        lines += [
+            f"\n**{n} association{'s' if n > 1 else ''}**\n",
+            "| sender | MB/s | sender CPU-s/GB | x DCMTK storescu | x pynetdicom storescu "
+            "| all arrived |",
+            "|---|---:|---:|---:|---:|:---:|",
+        ]
+        for p in group.values():
+            vs_dcmtk = f"{p.mb_per_s / dcmtk.mb_per_s:.2f}" if dcmtk else "-"
+            vs_pynet = f"{p.mb_per_s / pynet.mb_per_s:.2f}" if pynet else "-"
+            arrived = "yes" if p.arrived == p.expected else f"NO ({p.arrived}/{p.expected})"
+            lines.append(
+                f"| {p.sender} | {p.mb_per_s} | {p.cpu_s_per_gb} | {vs_dcmtk} | {vs_pynet} "
+                f"| {arrived} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
+    parser.add_argument("--associations", default="1,4")
+    args = parser.parse_args(argv)
+    corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
+    repeat = 1 if args.quick else 3
+    print(
+        f"corpus {corpus.name}: {len(corpus.files)} objects, {corpus.bytes / 1e6:.0f} MB; "
+        f"{os.cpu_count()} cores; {repeat} pass(es) per point; archive: DCMTK storescp --fork",
+        flush=True,
+    )
+    passes: list[Pass] = []
+    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+        print("warm-up pass (not measured) ...", flush=True)
+        for sender in SENDERS[:3]:
+            measure(sender, corpus, 1, Path(tmp) / "w", 1)
+        for step, n in enumerate(int(x) for x in args.associations.split(",")):
+            # Unordered differs from ordered only when several associations share a study.
+            senders = list(SENDERS if n > 1 else SENDERS[:3])
+            for sender in senders[step:] + senders[:step]:  # rotate who goes first
+                result = measure(sender, corpus, n, Path(tmp) / "p", repeat)
+                passes.append(result)
+                print(
+                    f"  {result.sender:<22} {n:>2} assoc  {result.mb_per_s:>7} MB/s  "
+                    f"{result.cpu_s_per_gb:>6} CPU-s/GB  arrived {result.arrived}/"
+                    f"{result.expected}",
+                    flush=True,
+                )
+    text = table(passes)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"forward-{stamp}.json").write_text(
+        json.dumps({"corpus": corpus.name, "repeat": repeat, "passes": [asdict(p) for p in passes]})
+    )
+    (RESULTS / "latest-forward.md").write_text(text + "\n")
+    lost = [p for p in passes if p.sender.startswith("pacs-edge") and p.arrived != p.expected]
+    if lost:
+        print(f"pacs-edge did not deliver every object in {len(lost)} pass(es)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
