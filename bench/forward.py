@@ -29,10 +29,10 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import results
 from bench.corpus import Corpus, build
 from bench.peers import DcmtkStorescp, PacsEdge, free_port
 
-RESULTS = Path(__file__).parent / "results"
 SENDERS = (
     "pacs-edge forwarder",
     "DCMTK storescu",
@@ -238,12 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
     text = table(passes)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"forward-{stamp}.json").write_text(
-        json.dumps({"corpus": corpus.name, "repeat": repeat, "passes": [asdict(p) for p in passes]})
-    )
-    (RESULTS / "latest-forward.md").write_text(text + "\n")
+    figures = {"corpus": corpus.name, "median_of": repeat, "passes": [asdict(p) for p in passes]}
+    results.save("forward", figures, text + "\n")
     lost = [p for p in passes if p.sender.startswith("pacs-edge") and p.arrived != p.expected]
     if lost:
         print(f"pacs-edge did not deliver every object in {len(lost)} pass(es)", file=sys.stderr)

@@ -13,7 +13,6 @@ shared and noisy, so only figures from the same run compare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import results
 from bench.corpus import Corpus, build
 from bench.peers import (
     DcmtkStorescp,
@@ -31,8 +31,6 @@ from bench.peers import (
     Peer,
     PynetdicomStorescp,
 )
-
-RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass
@@ -224,23 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs)
     print(text)
     print("\n" + "\n".join(targets(runs)))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"ingest-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "corpus": corpus.name,
-                "objects": len(corpus.files),
-                "bytes": corpus.bytes,
-                "cores": os.cpu_count(),
-                "repeat": repeat,
-                "median_of": repeat,
-                "runs": [asdict(r) for r in runs],
-            },
-            indent=1,
-        )
-    )
-    (RESULTS / "latest.md").write_text(text + "\n\n```\n" + "\n".join(targets(runs)) + "\n```\n")
+    figures = {
+        "corpus": corpus.name,
+        "objects": len(corpus.files),
+        "bytes": corpus.bytes,
+        "cores": os.cpu_count(),
+        "median_of": repeat,
+        "runs": [asdict(r) for r in runs],
+    }
+    results.save("ingest", figures, text + "\n\n```\n" + "\n".join(targets(runs)) + "\n```\n")
     ours = [r for r in runs if r.peer.startswith("pacs-edge") and not r.complete]
     if ours:
         print(f"pacs-edge did not store every object in {len(ours)} run(s)", file=sys.stderr)

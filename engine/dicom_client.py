@@ -17,19 +17,13 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-)
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 
 import core_rs
-from engine.negotiation import APPLICATION_CONTEXT, encode_abort
+from engine.negotiation import APPLICATION_CONTEXT, encode_abort, our_user_information
 
 log = logging.getLogger(__name__)
 
@@ -270,14 +264,7 @@ def _encode_request(
         cx.transfer_syntax = [transfer]
         proposed.append(cx)
     primitive.presentation_context_definition_list = proposed
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = max_pdu
-    impl_uid = ImplementationClassUIDNotification()
-    impl_uid.implementation_class_uid = core_rs.IMPLEMENTATION_CLASS_UID
-    impl_version = ImplementationVersionNameNotification()
-    impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
-    items: list[Any] = [max_length, impl_uid, impl_version]
-    primitive.user_information = items
+    primitive.user_information = our_user_information(max_pdu)
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return bytes(pdu.encode())

@@ -194,6 +194,17 @@ def negotiate(
     return accepted, results
 
 
+def our_user_information(max_pdu: int) -> list[Any]:
+    """Maximum length, implementation class UID and version: in every RQ and AC we send."""
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    impl_uid = ImplementationClassUIDNotification()
+    impl_uid.implementation_class_uid = core_rs.IMPLEMENTATION_CLASS_UID
+    impl_version = ImplementationVersionNameNotification()
+    impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
+    return [max_length, impl_uid, impl_version]
+
+
 def encode_accept(
     request: AssociationRequest, results: list[PresentationContext], our_max_pdu: int
 ) -> bytes:
@@ -204,13 +215,7 @@ def encode_accept(
     primitive.result = 0x00
     primitive.result_source = 0x01
     primitive.presentation_context_definition_results_list = results
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = our_max_pdu
-    impl_uid = ImplementationClassUIDNotification()
-    impl_uid.implementation_class_uid = core_rs.IMPLEMENTATION_CLASS_UID
-    impl_version = ImplementationVersionNameNotification()
-    impl_version.implementation_version_name = core_rs.IMPLEMENTATION_VERSION_NAME
-    items: list[Any] = [max_length, impl_uid, impl_version]
+    items = our_user_information(our_max_pdu)
     reporters = _reporters(request.role_items)
     for proposed in request.role_items:
         # We are the storage SCP: the requestor may be SCU. For storage commitment

@@ -123,6 +123,17 @@ pub struct PySpoolFile {
     dataset_length: u64,
 }
 
+impl PySpoolFile {
+    /// A spool is finished or read once; the second call is a bug in the caller.
+    fn take_writer(&self) -> PyResult<SpoolWriter> {
+        self.writer
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))
+    }
+}
+
 #[pymethods]
 impl PySpoolFile {
     #[getter]
@@ -137,12 +148,7 @@ impl PySpoolFile {
         objects_dir: PathBuf,
         durable: bool,
     ) -> PyResult<PyStoredObject> {
-        let writer = self
-            .writer
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))?;
+        let writer = self.take_writer()?;
         let stored = py
             .detach(move || writer.finish(&objects_dir, durable))
             .map_err(to_pyerr)?;
@@ -151,12 +157,7 @@ impl PySpoolFile {
 
     /// The dataset bytes of a small message (at most `limit`); the spool is deleted.
     fn read_dataset<'py>(&self, py: Python<'py>, limit: u64) -> PyResult<Bound<'py, PyBytes>> {
-        let writer = self
-            .writer
-            .lock()
-            .map_err(|_| PyRuntimeError::new_err("spool lock poisoned"))?
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("spool file already finished or discarded"))?;
+        let writer = self.take_writer()?;
         let data = writer.into_dataset(limit).map_err(to_pyerr)?;
         Ok(PyBytes::new(py, &data))
     }

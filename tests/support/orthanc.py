@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.process import free_port
+from tests.support.process import free_port, launch, wait_up
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
@@ -50,23 +50,10 @@ class OrthancProcess:
         return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def start(self, timeout: float = 60) -> OrthancProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["Orthanc", str(self.workdir / "orthanc.json")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.get("/system")
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"Orthanc not up within {timeout} s:\n{self.log()}")
+        command = ["Orthanc", str(self.workdir / "orthanc.json")]
+        self.proc = launch(command, self.log_path, self.workdir)
+        wait_up(self.proc, lambda: bool(self.get("/system")), timeout, self.log)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,30 @@ def write_toml(path: Path, settings: dict[str, Any]) -> None:
     path.write_text("\n".join(lines))
 
 
+def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A server process with its output appended to `log_path`."""
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+
+def wait_up(
+    proc: subprocess.Popen[bytes], is_up: Callable[[], bool], timeout: float, log: Callable[[], str]
+) -> None:
+    """Poll `is_up` until it holds; fail with the log if the process dies or time runs out."""
+    name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log()}")
+        try:
+            if is_up():
+                return
+        except OSError:
+            pass  # not listening yet: poll again until the deadline
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} not up within {timeout} s:\n{log()}")
+
+
 class EngineProcess:
     def __init__(
         self,
@@ -79,24 +104,10 @@ class EngineProcess:
 
     def start(self, timeout: float = 30) -> EngineProcess:
         write_toml(self.config_path, self.settings)
-        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if self.get("/readyz")[0] == 200:
-                    return self
-            except OSError:
-                pass  # not listening yet: poll again until the deadline
-            time.sleep(0.05)
-        raise RuntimeError(f"engine not ready within {timeout} s:\n{self.log()}")
+        command = [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)]
+        self.proc = launch(command, self.log_path, self.workdir)
+        wait_up(self.proc, lambda: self.get("/readyz")[0] == 200, timeout, self.log)
+        return self
 
     def get(self, path: str) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.http_port}{path}"
