@@ -27,11 +27,12 @@ build-dev: $(STAMPS)/build
 # Real peers for the tests and benchmarks: DCMTK and Orthanc from Debian.
 system-deps:
 	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null \
-		|| [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
-		echo "installing DCMTK, Orthanc and its DICOMweb plugin from Debian..."; \
+		|| [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+		|| ! command -v prometheus >/dev/null; then \
+		echo "installing DCMTK, Orthanc (+DICOMweb) and Prometheus from Debian..."; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-			dcmtk orthanc orthanc-dicomweb >/dev/null; \
+			dcmtk orthanc orthanc-dicomweb prometheus >/dev/null; \
 	fi
 
 run: build-dev

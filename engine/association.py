@@ -79,6 +79,7 @@ class Association(asyncio.BufferedProtocol):
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
         self.stored = 0
         self.stored_bytes = 0
+        self.released = False
         self._started = time.monotonic()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -203,7 +204,7 @@ class Association(asyncio.BufferedProtocol):
     def _ae8(self, rejection: access.Rejection) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_reject(rejection))
-        self._svc.hub.rejected()
+        self._svc.hub.rejected(self.calling_ae)
         log.warning(
             "[%s] association rejected (%s, result %d source %d reason %d): %s",
             self,
@@ -233,6 +234,7 @@ class Association(asyncio.BufferedProtocol):
     def _ar4(self) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_release_response())
+        self.released = True
         elapsed = time.monotonic() - self._started
         log.info(
             "[%s] released: %d object(s), %.1f MB in %.1f s",
@@ -291,6 +293,7 @@ class Association(asyncio.BufferedProtocol):
             self._awaiting_dataset[command.context_id] = command
             return
         if field == C_ECHO_RQ:
+            self._svc.hub.record_echo()
             self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
         elif field == C_STORE_RQ:
             self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
@@ -342,7 +345,7 @@ class Association(asyncio.BufferedProtocol):
             context.transfer_syntax,
             self.calling_ae,
         )
-        self._svc.hub.record_store(result)
+        self._svc.hub.record_store(result, self.calling_ae, time.perf_counter() - started)
         if result.status == SUCCESS:
             self.stored += 1
             self.stored_bytes += result.size

@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 from engine import commitment
 from engine.dicom_client import PeerUnavailable
 from engine.senders import Delivery, DicomSender, ObjectReader, StowSender
+from monitoring.metrics import Metrics
 from policies.config import Config, DicomDestination, ForwardConfig
 from storage.index import Index
 from storage.layout import DataLayout
@@ -139,8 +140,10 @@ class DestinationRunner:
         index: Index,
         objects: ObjectReader,
         io_pool: Executor,
+        metrics: Metrics,
     ) -> None:
         self.dest = dest
+        self._metrics = metrics
         forward: ForwardConfig = config.forward
         self._forward = forward
         self._calling_ae = getattr(dest, "calling_ae", None) or config.node.ae_title
@@ -242,6 +245,8 @@ class DestinationRunner:
         transaction_uid = str(generate_uid()) if self._wants_commitment() else ""
         for delivery in deliveries:
             job = delivery.job
+            result = "sent" if delivery.kind == "sent" else "failed"
+            self._metrics.forward(self.dest.name, result, job.size, delivery.seconds)
             if delivery.kind == "sent":
                 self.activity.sent += 1
                 self.activity.sent_bytes += job.size
@@ -284,6 +289,7 @@ class DestinationRunner:
         attempts = job.attempts + 1
         if attempts >= budget:
             self.activity.dead += 1
+            self._metrics.forward(self.dest.name, "dead", job.size, 0.0)
             log.error(
                 "%s: %s dead-lettered after %d attempt(s): %s",
                 self.dest.name,
@@ -383,12 +389,19 @@ async def apply_report(queues: Any, io_pool: Executor, report: commitment.Report
 
 
 class Forwarder:
-    def __init__(self, config: Config, index: Index, layout: DataLayout, io_pool: Executor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        index: Index,
+        layout: DataLayout,
+        io_pool: Executor,
+        metrics: Metrics,
+    ) -> None:
         objects = ObjectReader(index, layout, io_pool)
         self._index = index
         self._io_pool = io_pool
         self.runners = {
-            dest.name: DestinationRunner(config, dest, index, objects, io_pool)
+            dest.name: DestinationRunner(config, dest, index, objects, io_pool, metrics)
             for dest in config.destination
         }
         self._loop: asyncio.AbstractEventLoop | None = None

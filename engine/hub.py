@@ -13,7 +13,9 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from engine.store import StoreResult
+from monitoring.metrics import Metrics
 from policies import access
+from storage.index import Outcome
 
 if TYPE_CHECKING:
     from engine.association import Association
@@ -22,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class AssociationHub:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, metrics: Metrics) -> None:
         self._limit = limit
+        self._metrics = metrics
         self._all: set[Association] = set()
         self._established: set[Association] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -37,6 +40,8 @@ class AssociationHub:
 
     def remove(self, association: Association) -> None:
         self._all.discard(association)
+        if association in self._established and not association.released:
+            self._metrics.association(association.calling_ae, "aborted")
         self._established.discard(association)
 
     def admit(self) -> access.Rejection | None:
@@ -52,10 +57,12 @@ class AssociationHub:
     def established(self, association: Association) -> None:
         self._established.add(association)
         self.accepted_total += 1
+        self._metrics.association(association.calling_ae, "accepted")
 
-    def rejected(self) -> None:
+    def rejected(self, calling_ae: str) -> None:
         """Every A-ASSOCIATE-RJ sent, whatever the reason (counted at AE-8)."""
         self.rejected_total += 1
+        self._metrics.association(calling_ae, "rejected")
 
     @property
     def active(self) -> int:
@@ -65,8 +72,17 @@ class AssociationHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def record_store(self, result: StoreResult) -> None:
+    def record_store(self, result: StoreResult, calling_ae: str, seconds: float) -> None:
         self.statuses[result.status] += 1
+        self._metrics.statuses.labels(f"{result.status:#06x}").inc()
+        if result.outcome not in (None, Outcome.STORED):
+            self._metrics.duplicates.labels(result.outcome.value).inc()
+        if result.status == 0x0000:
+            self._metrics.stored(calling_ae, result.modality, result.size, seconds)
+
+    def record_echo(self) -> None:
+        self.statuses[0x0000] += 1
+        self._metrics.statuses.labels("0x0000").inc()
 
     async def shutdown(self, grace: float) -> None:
         """Finish objects in flight, end every association, wait up to `grace` s."""

@@ -35,6 +35,14 @@ _MAX_REQUEST = 8192
 
 
 @dataclass(frozen=True)
+class Raw:
+    """A body that is not JSON (Prometheus' text format)."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True)
 class Route:
     """`GET /api/v1/queues/{name}`: path parameters go to the handler as keywords,
     and so does the query string, as `query`."""
@@ -77,10 +85,13 @@ class OpsHttp:
             ConnectionError,
         ):
             status, body = 400, {"error": "bad or incomplete request"}
-        payload = json.dumps(body, indent=1).encode() + b"\n"
+        if isinstance(body, Raw):
+            payload, content_type = body.body, body.content_type
+        else:
+            payload, content_type = json.dumps(body, indent=1).encode() + b"\n", "application/json"
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
         )
         try:

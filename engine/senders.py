@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +56,7 @@ class Delivery:
     job: Job
     kind: Kind
     message: str = ""
+    seconds: float = 0.0  # sending it, until the answer (0: not sent)
 
 
 def classify_status(status: int) -> Kind:
@@ -181,6 +183,7 @@ class DicomSender:
             except (OSError, ValueError) as exc:
                 deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
                 continue
+            started = time.perf_counter()
             try:
                 response = await assoc.store(
                     context_id,
@@ -198,7 +201,8 @@ class DicomSender:
                 deliveries.append(Delivery(job, "unreachable", str(exc)))
                 break
             kind = classify_status(response.status)
-            deliveries.append(Delivery(job, kind, _describe(response)))
+            seconds = time.perf_counter() - started
+            deliveries.append(Delivery(job, kind, _describe(response), seconds))
             if kind == "retry":
                 break
         return deliveries
@@ -286,6 +290,7 @@ class StowSender:
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": "application/dicom+json",
         }
+        started = time.perf_counter()
         try:
             response = await self._client.post(
                 url, content=self._body(parts, boundary), headers=headers
@@ -293,7 +298,9 @@ class StowSender:
         except httpx.HTTPError as exc:
             message = f"STOW-RS to {url} failed: {exc!r}"
             return deliveries + [Delivery(job, "unreachable", message) for job, _ in parts]
-        return deliveries + _stow_outcome(response, [job for job, _ in parts])
+        each = (time.perf_counter() - started) / len(parts)  # one request carries them all
+        outcome = _stow_outcome(response, [job for job, _ in parts])
+        return deliveries + [replace(d, seconds=each) for d in outcome]
 
     async def _body(self, parts: list[tuple[Job, Payload]], boundary: str) -> AsyncIterator[bytes]:
         for _job, payload in parts:

@@ -23,9 +23,10 @@ from engine import queue_api
 from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
-from engine.ops_http import OpsHttp, Route
+from engine.ops_http import OpsHttp, Raw, Route
 from engine.store import StoreService
 from monitoring import status
+from monitoring.metrics import CONTENT_TYPE, Metrics
 from policies.config import Config
 from policies.rules import Router
 from storage import recovery
@@ -51,6 +52,7 @@ class Services:
     store: StoreService
     hub: AssociationHub
     forwarder: Forwarder
+    metrics: Metrics
     ready: bool = False
 
 
@@ -73,12 +75,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     io_pool = ThreadPoolExecutor(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
-    hub = AssociationHub(config.dicom.max_associations)
+    metrics = Metrics()
+    hub = AssociationHub(config.dicom.max_associations, metrics)
     router = Router(config.route, [dest.name for dest in config.destination])
-    forwarder = Forwarder(config, index, layout, io_pool)
+    forwarder = Forwarder(config, index, layout, io_pool, metrics)
     committer.on_jobs = forwarder.jobs_queued
     store = StoreService(config, layout, committer, io_pool, router)
-    svc = Services(config, layout, index, committer, store, hub, forwarder)
+    svc = Services(config, layout, index, committer, store, hub, forwarder, metrics)
+    metrics.watch(lambda: status.metrics_state(svc))
 
     try:
         dicom = await loop.create_server(
@@ -100,6 +104,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             Route("GET", "/healthz", lambda query: status.healthz(svc)),
             Route("GET", "/readyz", lambda query: status.readyz(svc)),
             Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
+            Route("GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render()))),
             Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
             *queue_api.routes(svc),
         ]

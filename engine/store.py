@@ -47,6 +47,7 @@ class StoreResult:
     comment: str = ""
     outcome: Outcome | None = None
     size: int = 0
+    modality: str = ""
 
 
 def _decode_attributes(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
@@ -186,6 +187,7 @@ class StoreService:
                 calling_ae,
             )
             return StoreResult(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance", outcome, size)
+        modality = instance.modality
         if outcome in (Outcome.REPLACED, Outcome.KEPT):
             log.warning(
                 "%s from %s: a different object with this SOP Instance UID was "
@@ -194,4 +196,4 @@ class StoreService:
                 calling_ae,
                 "replaced" if outcome is Outcome.REPLACED else "kept",
             )
-        return StoreResult(SUCCESS, "", outcome, size)
+        return StoreResult(SUCCESS, "", outcome, size, modality)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import core_rs
+from monitoring.metrics import DestinationState, State
 
 if TYPE_CHECKING:
     from engine.server import Services
@@ -63,4 +64,38 @@ def readyz(svc: Services) -> tuple[int, dict[str, Any]]:
         return 503, {"status": "draining", "reason": "node is shutting down"}
     if not svc.ready:
         return 503, {"status": "starting", "reason": "index not open yet"}
+    disk = shutil.disk_usage(svc.layout.root)
+    used = 1 - disk.free / disk.total
+    watermark = svc.config.storage.disk_high_watermark
+    if used > watermark:
+        return 503, {
+            "status": "disk full",
+            "reason": f"data disk {used:.1%} used, over storage.disk_high_watermark "
+            f"{watermark:.0%}: send modalities elsewhere until space is freed",
+        }
     return 200, {"status": "ready"}
+
+
+def metrics_state(svc: Services) -> State:
+    """The engine's state as /metrics reports it (read at each scrape)."""
+    totals = svc.index.totals()
+    destinations = {}
+    for name, runner in svc.forwarder.runners.items():
+        now = runner.status()
+        destinations[name] = DestinationState(
+            depth=now["depth"],
+            oldest_age_seconds=now["oldest_age_seconds"],
+            in_flight=now["in_flight"],
+            waiting_commitment=now["awaiting_commitment"],
+            committed=now["committed"],
+            dead=now["dead"],
+            circuit_open=now["circuit"] != "closed",
+        )
+    return State(
+        ready=readyz(svc)[0] == 200,
+        associations_active=svc.hub.active,
+        instances_stored=totals.instances,
+        bytes_stored=totals.bytes,
+        data_paths={"data": svc.layout.root},
+        destinations=destinations,
+    )

@@ -98,6 +98,7 @@ class StorageConfig(_Section):
     on_duplicate: Literal["replace", "keep", "reject"]
     index_map_size: ByteSize
     verify_on_start: Literal["none", "size", "hash"]
+    disk_high_watermark: Annotated[float, Field(gt=0, le=1)]
 
 
 class LoggingConfig(_Section):

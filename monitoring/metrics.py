@@ -1,0 +1,292 @@
+"""Prometheus metrics on GET /metrics: what the ops team graphs and is paged on.
+
+Two kinds. Events are counted where they happen (an association accepted, an
+object stored, an object forwarded) in prometheus-client counters and histograms.
+State is read when Prometheus scrapes (queue depths from LMDB, disk, the host), by
+`StateCollector`, so a gauge is never stale and the hot path pays nothing for it.
+
+Labels are bounded: no UIDs and no patient data, and at most `_MAX_LABEL_VALUES`
+calling AE titles or modalities (further ones count as "other"), so a misconfigured
+modality cannot blow up Prometheus' memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: doubles output, unused
+_MAX_LABEL_VALUES = 200
+_OTHER = "other"
+# From a fast local write (ms) to a slow disk or a 450 MB tomosynthesis view (s).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _BoundedLabel:
+    """Maps label values to themselves until `limit` distinct ones, then to "other"."""
+
+    def __init__(self, limit: int = _MAX_LABEL_VALUES) -> None:
+        self._seen: set[str] = set()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        value = value or "unknown"
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self._limit:
+                return _OTHER
+            self._seen.add(value)
+        return value
+
+
+@dataclass(frozen=True)
+class DestinationState:
+    depth: int
+    oldest_age_seconds: float
+    in_flight: int
+    waiting_commitment: int
+    committed: int
+    dead: int
+    circuit_open: bool
+
+
+@dataclass(frozen=True)
+class State:
+    """What the engine is, at scrape time (see engine.server)."""
+
+    ready: bool
+    associations_active: int
+    instances_stored: int
+    bytes_stored: int
+    data_paths: dict[str, Path]
+    destinations: dict[str, DestinationState]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._ae = _BoundedLabel()
+        self._modality = _BoundedLabel()
+        self.associations = Counter(
+            "pacs_edge_associations",
+            "Associations by calling AE and result (accepted, rejected, aborted).",
+            ["calling_ae", "result"],
+            registry=r,
+        )
+        self.instances_received = Counter(
+            "pacs_edge_instances_received",
+            "Instances acknowledged with Success, by calling AE and modality.",
+            ["calling_ae", "modality"],
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "pacs_edge_bytes_received",
+            "Dataset bytes acknowledged with Success, by calling AE.",
+            ["calling_ae"],
+            registry=r,
+        )
+        self.store_duration = Histogram(
+            "pacs_edge_store_duration_seconds",
+            "From an object's last PDV to its C-STORE-RSP (durable and indexed).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "pacs_edge_duplicates",
+            "Known SOP Instance UIDs received again, by outcome (identical, replaced, kept, "
+            "rejected).",
+            ["outcome"],
+            registry=r,
+        )
+        self.statuses = Counter(
+            "pacs_edge_dimse_responses",
+            "C-STORE/C-ECHO response statuses sent, by status (hex).",
+            ["status"],
+            registry=r,
+        )
+        self.forwarded = Counter(
+            "pacs_edge_forward_instances",
+            "Forward attempts by destination and result (sent, failed, dead).",
+            ["destination", "result"],
+            registry=r,
+        )
+        self.forwarded_bytes = Counter(
+            "pacs_edge_forward_bytes",
+            "Dataset bytes sent to a destination with Success.",
+            ["destination"],
+            registry=r,
+        )
+        self.forward_duration = Histogram(
+            "pacs_edge_forward_duration_seconds",
+            "Sending one instance to a destination, until its answer.",
+            ["destination"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+
+    def watch(self, state: Callable[[], State]) -> None:
+        """Read the engine's state at every scrape."""
+        self.registry.register(StateCollector(state))
+
+    # ---- events --------------------------------------------------------------------
+
+    def association(self, calling_ae: str, result: str) -> None:
+        self.associations.labels(self._ae(calling_ae), result).inc()
+
+    def stored(self, calling_ae: str, modality: str, size: int, seconds: float) -> None:
+        ae = self._ae(calling_ae)
+        self.instances_received.labels(ae, self._modality(modality)).inc()
+        self.bytes_received.labels(ae).inc(size)
+        self.store_duration.observe(seconds)
+
+    def forward(self, destination: str, result: str, size: int, seconds: float) -> None:
+        self.forwarded.labels(destination, result).inc()
+        if result == "sent":
+            self.forwarded_bytes.labels(destination).inc(size)
+        if seconds > 0:
+            self.forward_duration.labels(destination).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class StateCollector(Collector):
+    def __init__(self, state: Callable[[], State]) -> None:
+        self._state = state
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names vary with destinations and paths: collected, not declared
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        yield _gauge("pacs_edge_ready", "1 when /readyz answers 200, else 0.", float(state.ready))
+        yield _gauge(
+            "pacs_edge_associations_active", "Established associations.", state.associations_active
+        )
+        yield _gauge(
+            "pacs_edge_instances_stored", "Instances in the index.", state.instances_stored
+        )
+        yield _gauge("pacs_edge_stored_bytes", "Dataset bytes in the index.", state.bytes_stored)
+        yield from _destinations(state.destinations)
+        yield from _disks(state.data_paths)
+        yield from _host()
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _destinations(destinations: dict[str, DestinationState]) -> Iterator[Metric]:
+    gauges = {
+        "depth": ("pacs_edge_forward_queue_depth", "Jobs waiting to be sent."),
+        "oldest_age_seconds": (
+            "pacs_edge_forward_oldest_age_seconds",
+            "Age of the oldest job waiting to be sent (0: queue empty).",
+        ),
+        "in_flight": ("pacs_edge_forward_in_flight", "Jobs being sent now."),
+        "waiting_commitment": (
+            "pacs_edge_forward_awaiting_commitment",
+            "Instances sent, waiting for their storage commitment report.",
+        ),
+        "dead": ("pacs_edge_forward_dead_letters", "Jobs in dead letters (need an admin)."),
+        "circuit_open": (
+            "pacs_edge_forward_circuit_open",
+            "1 while a destination is paused after failures, else 0.",
+        ),
+    }
+    for attribute, (name, doc) in gauges.items():
+        family = GaugeMetricFamily(name, doc, labels=["destination"])
+        for dest, values in destinations.items():
+            family.add_metric([dest], float(getattr(values, attribute)))
+        yield family
+    committed = CounterMetricFamily(
+        "pacs_edge_forward_committed",
+        "Instances a destination committed (storage commitment).",
+        labels=["destination"],
+    )
+    for dest, values in destinations.items():
+        committed.add_metric([dest], values.committed)
+    yield committed
+
+
+def _disks(paths: dict[str, Path]) -> Iterator[Metric]:
+    free = GaugeMetricFamily(
+        "pacs_edge_disk_free_bytes", "Free bytes on a data path's filesystem.", labels=["path"]
+    )
+    total = GaugeMetricFamily(
+        "pacs_edge_disk_total_bytes", "Size of a data path's filesystem.", labels=["path"]
+    )
+    for name, path in paths.items():
+        usage = shutil.disk_usage(path)
+        free.add_metric([name], usage.free)
+        total.add_metric([name], usage.total)
+    yield free
+    yield total
+
+
+def _host() -> Iterator[Metric]:
+    """The node, read from /proc: an edge server has no node_exporter more often than not."""
+    for minutes, load in zip((1, 5, 15), os.getloadavg(), strict=True):
+        yield _gauge(f"pacs_edge_node_load{minutes}", f"{minutes}-minute load average.", load)
+    cpu = CounterMetricFamily(
+        "pacs_edge_node_cpu_seconds", "CPU seconds of all cores, by mode.", labels=["mode"]
+    )
+    for mode, seconds in _cpu_seconds().items():
+        cpu.add_metric([mode], seconds)
+    yield cpu
+    memory = _meminfo()
+    yield _gauge("pacs_edge_node_memory_total_bytes", "Physical memory.", memory.get("MemTotal", 0))
+    yield _gauge(
+        "pacs_edge_node_memory_available_bytes",
+        "Memory available without swapping (MemAvailable).",
+        memory.get("MemAvailable", 0),
+    )
+    yield _gauge("pacs_edge_up_since_seconds", "Unix time the engine started.", _STARTED)
+
+
+_STARTED = time.time()
+_CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def _cpu_seconds() -> dict[str, float]:
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {mode: int(v) / tick for mode, v in zip(_CPU_MODES, first[1:], strict=False)}
+
+
+def _meminfo() -> dict[str, int]:
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return {}
+    values: dict[str, int] = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            values[key] = int(parts[0]) * (1024 if parts[-1] == "kB" else 1)
+    return values

@@ -1,0 +1,223 @@
+"""/metrics under a real Prometheus (Debian package): every dashboard panel and
+alert expression is evaluated through Prometheus' HTTP API after an ingest and a
+forward to a real Orthanc, and the figures match /api/v1/status."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.engine.test_forward import dicom_destination, drained, wait_until
+from tests.support.corpus import make_series
+from tests.support.dcmtk import storescu
+from tests.support.orthanc import OrthancProcess
+from tests.support.process import EngineProcess, free_port, launch, wait_up
+
+MONITORING = Path(__file__).parents[2] / "monitoring"
+ALERTS = MONITORING / "prometheus" / "alerts.yml"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "pacs-edge.json"
+
+
+class PrometheusProcess:
+    def __init__(self, workdir: Path, target_port: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = workdir / "prometheus.log"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS)],
+            "scrape_configs": [
+                {
+                    "job_name": "pacs-edge",
+                    "static_configs": [
+                        {"targets": [f"127.0.0.1:{target_port}"], "labels": {"site": "test"}}
+                    ],
+                }
+            ],
+        }
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrometheusProcess:
+        command = [
+            "prometheus",
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        self.proc = launch(command, self.log_path, self.workdir)
+        wait_up(self.proc, lambda: self._get("/-/ready") is not None, 60, self.log)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _get(self, path: str) -> bytes:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as rsp:
+            return bytes(rsp.read())
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = json.loads(self._get("/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
+        assert answer["status"] == "success", (expr, answer)
+        return list(answer["data"]["result"])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def prometheus_for() -> Iterator[Callable[[Path, int], PrometheusProcess]]:
+    made: list[PrometheusProcess] = []
+
+    def make(workdir: Path, port: int) -> PrometheusProcess:
+        made.append(PrometheusProcess(workdir, port).start())
+        return made[-1]
+
+    yield make
+    for prometheus in made:
+        prometheus.stop()
+        print(f"----- prometheus log -----\n{prometheus.log()[-3000:]}")
+
+
+def panel_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            # Grafana's variables, as "All" and a short rate window would expand them.
+            expr = target["expr"].replace("$__rate_interval", "1m")
+            expr = expr.replace("$site", ".*").replace("$instance", ".*")
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def alert_rules() -> dict[str, str]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text format (summed over other labels)."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[1] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match[2])
+    return total
+
+
+def test_promtool_accepts_the_shipped_rules_and_config() -> None:
+    for args in (
+        ["promtool", "check", "rules", str(ALERTS)],
+        ["promtool", "check", "config", str(MONITORING / "prometheus" / "prometheus.yml")],
+    ):
+        result = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_and_alerts_against_a_real_prometheus(
+    engine_factory: Callable[..., EngineProcess],
+    prometheus_for: Callable[[Path, int], PrometheusProcess],
+    tmp_path: Path,
+) -> None:
+    orthanc = OrthancProcess(tmp_path / "orthanc").start()
+    try:
+        down = {
+            "name": "down",
+            "kind": "dicom",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "called_ae": "NOBODY",
+        }
+        engine = engine_factory(
+            {
+                "destination": [dicom_destination(orthanc), down],
+                "forward": {"retry_base_delay": 0.2, "retry_max_delay": 1.0},
+            }
+        )
+        prometheus = prometheus_for(tmp_path / "prometheus", engine.http_port)
+        wait_until(
+            lambda: bool(prometheus.query("pacs_edge_instances_stored")), 30, "a first scrape"
+        )
+        ct = make_series(tmp_path / "ct", 12)
+        mr = make_series(tmp_path / "mr", 4, "MR_small.dcm")
+        assert storescu(engine.port, [f.path for f in ct], calling_ae="CT1").returncode == 0
+        assert storescu(engine.port, [f.path for f in mr], calling_ae="MR1").returncode == 0
+        wait_until(lambda: drained(engine), 60, "the forward to Orthanc")
+        wait_until(
+            lambda: bool(prometheus.query("pacs_edge_forward_circuit_open == 1")),
+            60,
+            "Prometheus to see the dead destination",
+        )
+        time.sleep(3)  # a few more scrapes, so rate() has points after the ingest
+
+        # The same numbers as the status document.
+        status = engine.status()
+        with urllib.request.urlopen(f"http://127.0.0.1:{engine.http_port}/metrics") as rsp:
+            text = rsp.read().decode()
+        assert metric(text, "pacs_edge_instances_received_total") == status["instances"] == 16
+        assert (
+            metric(text, "pacs_edge_instances_received_total", calling_ae="CT1", modality="CT")
+            == 12
+        )
+        assert (
+            metric(text, "pacs_edge_instances_received_total", calling_ae="MR1", modality="MR") == 4
+        )
+        assert metric(text, "pacs_edge_store_duration_seconds_count") == 16
+        assert metric(text, "pacs_edge_bytes_received_total") == status["bytes"]
+        assert metric(text, "pacs_edge_associations_total", result="accepted") == 2
+        central = status["destinations"]["central"]
+        assert (
+            metric(text, "pacs_edge_forward_instances_total", destination="central", result="sent")
+            == central["sent"]
+            == 16
+        )
+        assert (
+            metric(text, "pacs_edge_forward_queue_depth", destination="down")
+            == status["destinations"]["down"]["depth"]
+            == 16
+        )
+        assert metric(text, "pacs_edge_forward_duration_seconds_count", destination="central") == 16
+        assert "SOPInstanceUID" not in text
+        assert ct[0].sop_instance_uid not in text
+
+        # Every panel returns data.
+        empty = [title for title, expr in panel_queries() if not prometheus.query(expr)]
+        assert empty == [], f"panels without data: {empty}"
+
+        # Every alert expression is valid; these fire in this scenario, these do not.
+        results = {name: prometheus.query(expr) for name, expr in alert_rules().items()}
+        assert {r["metric"]["destination"] for r in results["PacsEdgeDestinationDown"]} == {"down"}
+        for quiet in (
+            "PacsEdgeDown",
+            "PacsEdgeNotReady",
+            "PacsEdgeDiskAlmostFull",
+            "PacsEdgeDeadLetters",
+            "PacsEdgeSlowStores",
+            "PacsEdgeNoIntakeInWorkingHours",
+        ):
+            assert results[quiet] == [], (quiet, results[quiet])
+        # Prometheus loaded the rules and evaluates them (state pending/firing/inactive).
+        rules = json.loads(prometheus._get("/api/v1/rules"))["data"]["groups"][0]["rules"]
+        assert {rule["name"] for rule in rules} == set(alert_rules())
+        assert all(rule["health"] == "ok" for rule in rules), rules
+    finally:
+        orthanc.stop()
