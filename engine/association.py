@@ -204,7 +204,7 @@ class Association(asyncio.BufferedProtocol):
     def _ae8(self, rejection: access.Rejection) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_reject(rejection))
-        self._svc.hub.rejected(self.calling_ae)
+        self._svc.hub.rejected(self, rejection)
         log.warning(
             "[%s] association rejected (%s, result %d source %d reason %d): %s",
             self,

@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         run = uvloop.run
     try:
-        run(serve(config))
+        run(serve(config, load=lambda: load_config(args.config, _overrides(args))))
     except StartupError as exc:
         print(f"pacs-edge: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    from engine.scu import echo
+    from engine.echo import echo
 
     status = echo(args.host, args.port, args.calling_ae, args.called_ae)
     if status < 0:
@@ -69,15 +69,32 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_store(args: argparse.Namespace) -> int:
-    from engine.scu import store
+    """`store` sends to any node; `import` to this edge, with its port and AE title."""
+    from engine.send_files import send
 
-    summary = store(args.host, args.port, args.paths, args.calling_ae, args.called_ae)
+    if args.command == "store":
+        host, port, called_ae = args.host, args.port, args.called_ae
+    else:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"pacs-edge: {exc}", file=sys.stderr)
+            return 2
+        host = "127.0.0.1" if config.dicom.host in ("0.0.0.0", "::") else config.dicom.host
+        port, called_ae = config.dicom.port, config.node.ae_title
+    summary = send(host, port, args.paths, args.calling_ae, called_ae)
+    mb = summary.bytes / 1e6
     print(
-        f"{summary.sent} stored, {len(summary.failed)} failed, "
+        f"{summary.sent} stored ({mb:.1f} MB), {len(summary.failed)} failed, "
         f"{len(summary.skipped)} skipped (not DICOM)"
     )
     for path, why in summary.failed[:20]:
         print(f"  failed: {path}: {why}")
+    if args.command == "import":
+        for path, why in summary.skipped[:20]:
+            print(f"  skipped: {path}: {why}")
+        if len(summary.skipped) > 20:
+            print(f"  ... and {len(summary.skipped) - 20} more skipped")
     return 1 if summary.failed else 0
 
 
@@ -229,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--calling-ae", default="PACS_EDGE_SCU")
         p.add_argument("--called-ae", default="PACS_EDGE")
         p.set_defaults(run=cmd_echo if name == "echo" else cmd_store)
+
+    imp = sub.add_parser(
+        "import", help="store a folder, DICOMDIR folder or CD mount into this edge"
+    )
+    imp.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    imp.add_argument("--config", type=Path, help="the engine's config (for its port and AE)")
+    imp.add_argument("--calling-ae", default="PACS_EDGE_IMPORT")
+    imp.set_defaults(run=cmd_store)
 
     st = sub.add_parser("status", help="show what a running engine holds")
     st.set_defaults(run=cmd_status)

@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 from engine import commitment
 from engine.dicom_client import PeerUnavailable
 from engine.senders import Delivery, DicomSender, ObjectReader, StowSender
+from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config, DicomDestination, ForwardConfig
 from storage.index import Index
@@ -141,9 +142,11 @@ class DestinationRunner:
         objects: ObjectReader,
         io_pool: Executor,
         metrics: Metrics,
+        audit: AuditLog,
     ) -> None:
         self.dest = dest
         self._metrics = metrics
+        self._audit = audit
         forward: ForwardConfig = config.forward
         self._forward = forward
         self._calling_ae = getattr(dest, "calling_ae", None) or config.node.ae_title
@@ -256,6 +259,13 @@ class DestinationRunner:
                     committed_refs.append((job.sop_class_uid, job.sop_instance_uid))
                 else:
                     settlements.append(Settlement(job, Outcome.SENT))
+                self._audit.write(
+                    "instance_forwarded",
+                    destination=self.dest.name,
+                    sop_instance_uid=job.sop_instance_uid,
+                    size=job.size,
+                    commitment_transaction=transaction_uid or None,
+                )
             elif delivery.kind == "permanent":
                 settlements.append(self._failed(job, delivery.message, now, self._max_attempts))
             elif delivery.kind == "retry":
@@ -290,6 +300,13 @@ class DestinationRunner:
         if attempts >= budget:
             self.activity.dead += 1
             self._metrics.forward(self.dest.name, "dead", job.size, 0.0)
+            self._audit.write(
+                "instance_dead_lettered",
+                destination=self.dest.name,
+                sop_instance_uid=job.sop_instance_uid,
+                attempts=attempts,
+                why=why,
+            )
             log.error(
                 "%s: %s dead-lettered after %d attempt(s): %s",
                 self.dest.name,
@@ -335,7 +352,7 @@ class DestinationRunner:
             )
             return
         if report is not None:
-            await apply_report(self._queues, self._io_pool, report)
+            await apply_report(self._queues, self._io_pool, report, self._audit)
 
     async def _expire_commitments(self) -> None:
         while True:
@@ -375,10 +392,19 @@ class DestinationRunner:
         }
 
 
-async def apply_report(queues: Any, io_pool: Executor, report: commitment.Report) -> None:
+async def apply_report(
+    queues: Any, io_pool: Executor, report: commitment.Report, audit: AuditLog
+) -> None:
     loop = asyncio.get_running_loop()
     done, requeued = await loop.run_in_executor(
         io_pool, queues.commitment_result, report.transaction_uid, report.committed, report.failed
+    )
+    audit.write(
+        "commitment_report",
+        transaction_uid=report.transaction_uid,
+        committed=sorted(report.committed),
+        failed=report.failed,
+        applied=done + requeued,
     )
     log.info(
         "storage commitment %s: %d committed, %d failed and re-queued",
@@ -396,14 +422,42 @@ class Forwarder:
         layout: DataLayout,
         io_pool: Executor,
         metrics: Metrics,
+        audit: AuditLog,
     ) -> None:
-        objects = ObjectReader(index, layout, io_pool)
+        self._objects = ObjectReader(index, layout, io_pool)
         self._index = index
         self._io_pool = io_pool
-        self.runners = {
-            dest.name: DestinationRunner(config, dest, index, objects, io_pool, metrics)
-            for dest in config.destination
-        }
+        self._metrics = metrics
+        self._audit = audit
+        self._config = config
+        self.runners = {dest.name: self._runner(config, dest) for dest in config.destination}
+
+    def _runner(self, config: Config, dest: Any) -> DestinationRunner:
+        return DestinationRunner(
+            config, dest, self._index, self._objects, self._io_pool, self._metrics, self._audit
+        )
+
+    async def reconfigure(self, config: Config) -> list[str]:
+        """Hot reload: restart the workers of destinations whose settings changed,
+        start new ones, stop removed ones (their jobs stay queued on disk)."""
+        forward_changed = config.forward != self._config.forward
+        calling_changed = config.node.ae_title != self._config.node.ae_title
+        wanted = {dest.name: dest for dest in config.destination}
+        for name, runner in list(self.runners.items()):
+            if wanted.get(name) != runner.dest or forward_changed or calling_changed:
+                await runner.stop()
+                del self.runners[name]
+                if name not in wanted:
+                    log.warning("destination %s removed: its queued jobs stay on disk", name)
+        started = []
+        for name, dest in wanted.items():
+            if name not in self.runners:
+                self.runners[name] = self._runner(config, dest)
+                if self._loop is not None:
+                    self.runners[name].start()
+                started.append(name)
+        self._config = config
+        return started
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -424,7 +478,7 @@ class Forwarder:
                 asyncio.run_coroutine_threadsafe(runner.wake(), self._loop)
 
     async def report(self, report: commitment.Report) -> None:
-        await apply_report(self._index.queues, self._io_pool, report)
+        await apply_report(self._index.queues, self._io_pool, report, self._audit)
 
     def status(self) -> dict[str, Any]:
         return {name: runner.status() for name, runner in self.runners.items()}

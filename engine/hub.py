@@ -13,6 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from engine.store import StoreResult
+from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies import access
 from storage.index import Outcome
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class AssociationHub:
-    def __init__(self, limit: int, metrics: Metrics) -> None:
+    def __init__(self, limit: int, metrics: Metrics, audit: AuditLog) -> None:
         self._limit = limit
         self._metrics = metrics
+        self._audit = audit
         self._all: set[Association] = set()
         self._established: set[Association] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -58,11 +60,23 @@ class AssociationHub:
         self._established.add(association)
         self.accepted_total += 1
         self._metrics.association(association.calling_ae, "accepted")
+        self._audit.write(
+            "association_accepted", calling_ae=association.calling_ae, peer=association.peer
+        )
 
-    def rejected(self, calling_ae: str) -> None:
+    def rejected(self, association: Association, rejection: access.Rejection) -> None:
         """Every A-ASSOCIATE-RJ sent, whatever the reason (counted at AE-8)."""
         self.rejected_total += 1
-        self._metrics.association(calling_ae, "rejected")
+        self._metrics.association(association.calling_ae, "rejected")
+        self._audit.write(
+            "association_rejected",
+            calling_ae=association.calling_ae,
+            peer=association.peer,
+            result=rejection.result,
+            source=rejection.source,
+            reason=rejection.reason,
+            why=rejection.message,
+        )
 
     @property
     def active(self) -> int:

@@ -55,6 +55,7 @@ def routes(svc: Services) -> list[Route]:
         if isinstance(found, tuple):
             return found
         count = await asyncio.to_thread(svc.index.queues.retry_now, name)
+        svc.audit.write("queue_retried", destination=name, jobs=count)
         found.breaker.reset()
         await found.wake()
         return 200, {"destination": name, "retried": count}
@@ -64,6 +65,7 @@ def routes(svc: Services) -> list[Route]:
         if isinstance(found, tuple):
             return found
         count = await asyncio.to_thread(svc.index.queues.purge, name)
+        svc.audit.write("queue_purged", destination=name, jobs=count)
         return 200, {"destination": name, "purged": count}
 
     async def requeue(name: str, query: dict[str, str]) -> Answer:
@@ -72,6 +74,7 @@ def routes(svc: Services) -> list[Route]:
             return found
         uid = query.get("uid") or None
         count = await asyncio.to_thread(svc.index.queues.requeue_dead, name, uid)
+        svc.audit.write("dead_requeued", destination=name, jobs=count, sop_instance_uid=uid)
         found.breaker.reset()
         await found.wake()
         return 200, {"destination": name, "requeued": count}

@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import core_rs
 from engine import queue_api
@@ -24,8 +26,10 @@ from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
 from engine.ops_http import OpsHttp, Raw, Route
+from engine.reload import Reloader
 from engine.store import StoreService
 from monitoring import status
+from monitoring.audit import AuditLog
 from monitoring.metrics import CONTENT_TYPE, Metrics
 from policies.config import Config
 from policies.rules import Router
@@ -53,10 +57,14 @@ class Services:
     hub: AssociationHub
     forwarder: Forwarder
     metrics: Metrics
+    audit: AuditLog
     ready: bool = False
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config, stop: asyncio.Event | None = None, load: Callable[[], Config] | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`); `load` re-reads the config on SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,13 +84,23 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
     metrics = Metrics()
-    hub = AssociationHub(config.dicom.max_associations, metrics)
+    audit = AuditLog(config.audit_path, config.audit.patient_identifiers)
+    hub = AssociationHub(config.dicom.max_associations, metrics, audit)
     router = Router(config.route, [dest.name for dest in config.destination])
-    forwarder = Forwarder(config, index, layout, io_pool, metrics)
+    forwarder = Forwarder(config, index, layout, io_pool, metrics, audit)
     committer.on_jobs = forwarder.jobs_queued
-    store = StoreService(config, layout, committer, io_pool, router)
-    svc = Services(config, layout, index, committer, store, hub, forwarder, metrics)
+    store = StoreService(config, layout, committer, io_pool, router, audit)
+    svc = Services(config, layout, index, committer, store, hub, forwarder, metrics, audit)
     metrics.watch(lambda: status.metrics_state(svc))
+    reloader = Reloader(svc, load or (lambda: config))
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reloader.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
     try:
         dicom = await loop.create_server(
@@ -105,6 +123,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             Route("GET", "/readyz", lambda query: status.readyz(svc)),
             Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
             Route("GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render()))),
+            Route("POST", "/api/v1/reload", lambda query: reloader.reload()),
             Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
             *queue_api.routes(svc),
         ]
@@ -148,6 +167,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
         committer.close()
         io_pool.shutdown(wait=True)
         index.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        audit.close()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("stopped cleanly")

@@ -22,6 +22,7 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.errors import InvalidDicomError
 
 import core_rs
+from monitoring.audit import AuditLog
 from policies.config import Config
 from policies.rules import CALLING_AE, Router
 from storage.committer import GroupCommitter, IndexUnavailable
@@ -91,14 +92,21 @@ class StoreService:
         committer: GroupCommitter,
         io_pool: Executor,
         router: Router,
+        audit: AuditLog,
     ) -> None:
+        self._audit = audit
         self._config = config
         self._layout = layout
         self._committer = committer
         self._io_pool = io_pool
-        self._router = router
+        self._extra_keywords: list[str] = []
+        self.use_router(router)
+
+    def use_router(self, router: Router) -> None:
+        """New routing rules, for the next object (hot reload)."""
         known = {*core_rs.KEY_ATTRIBUTES, CALLING_AE}
         self._extra_keywords = sorted(router.keywords - known)
+        self._router = router
 
     async def _targets(
         self, path: str, attrs: dict[str, str], calling_ae: str, sop_class_uid: str
@@ -196,4 +204,16 @@ class StoreService:
                 calling_ae,
                 "replaced" if outcome is Outcome.REPLACED else "kept",
             )
+        self._audit.write(
+            "instance_stored",
+            sop_instance_uid=sop_instance_uid,
+            sop_class_uid=sop_class_uid,
+            study_instance_uid=instance.study_instance_uid,
+            calling_ae=calling_ae,
+            size=size,
+            hash=instance.hash,
+            outcome=outcome.value,
+            destinations=[t.destination for t in targets],
+            **self._audit.patient(instance.patient_id, instance.patient_name),
+        )
         return StoreResult(SUCCESS, "", outcome, size, modality)

@@ -105,6 +105,11 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
+class AuditConfig(_Section):
+    path: str  # "": <data_dir>/audit.jsonl
+    patient_identifiers: bool
+
+
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # used in URLs, LMDB keys and metric labels
 Name = Annotated[str, Field(pattern=_NAME)]
 
@@ -160,6 +165,7 @@ class Config(_Section):
     http: HttpConfig
     storage: StorageConfig
     logging: LoggingConfig
+    audit: AuditConfig
     forward: ForwardConfig
     destination: list[Destination]
     route: list[RouteConfig]
@@ -167,6 +173,10 @@ class Config(_Section):
     @property
     def durable(self) -> bool:
         return self.storage.durability == "fsync"
+
+    @property
+    def audit_path(self) -> Path:
+        return Path(self.audit.path) if self.audit.path else self.node.data_dir / "audit.jsonl"
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Config:

@@ -17,6 +17,7 @@ import pynetdicom._config as pynetdicom_config
 import pytest
 from pynetdicom import AE
 
+from engine.negotiation import TRANSFER_SYNTAXES
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import dcmdump_ok, propose_flag, storescu
 from tests.support.process import AE_TITLE, EngineProcess
@@ -246,7 +247,41 @@ def test_cli_store_echo_status(
     assert "status 0x0000" in echo.stdout
     store = run_cli("store", "127.0.0.1", str(engine.port), str(tmp_path / "cli"))
     assert store.returncode == 0, store.stderr
-    assert "3 stored, 0 failed, 1 skipped" in store.stdout
+    assert "3 stored (0.1 MB), 0 failed, 1 skipped" in store.stdout
     status = run_cli("status", "--url", f"http://127.0.0.1:{engine.http_port}")
     assert "3 instances, 1 series, 1 studies" in status.stdout
     assert all(engine.instance(f.sop_instance_uid) for f in files)
+
+
+@odd_corpus
+def test_import_of_the_pydicom_data_folder(
+    engine: EngineProcess, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """`pacs-edge import` of pydicom-data's folder and pydicom's test files: every
+    Part-10 file whose transfer syntax a storage SCP takes is stored; the rest are
+    skipped or failed, with why."""
+    from pydicom.data import get_testdata_file
+
+    from engine.send_files import Summary, find
+
+    folders = [
+        Path(str(get_testdata_file(name))).parent for name in ("693_J2KR.dcm", "CT_small.dcm")
+    ]
+    assert folders[0] != folders[1]
+    expected = Summary()
+    found = find(folders, expected)
+    assert len(found) > 100
+    config = engine.workdir / "pacs-edge.toml"
+    result = run_cli("import", *map(str, folders), "--config", str(config), timeout=600)
+    assert "stored" in result.stdout, result.stderr
+    assert "ETA" in result.stderr  # the progress line
+    # Every file the edge can take is in the index once, by its SOP Instance UID.
+    takeable = [f for f in found if f.transfer_syntax_uid in TRANSFER_SYNTAXES]
+    missing = [f.path.name for f in takeable if engine.instance(f.sop_instance_uid) is None]
+    assert missing == [], missing
+    assert engine.status()["instances"] == len({f.sop_instance_uid for f in takeable})
+    skipped = int(result.stdout.split(" skipped")[0].rsplit(",", 1)[1].split()[0])
+    assert skipped == len(expected.skipped) > 0
+    refused = len(found) - len(takeable)
+    assert f"{refused} failed" in result.stdout
+    assert (result.returncode == 0) == (refused == 0)
