@@ -26,6 +26,7 @@ from engine.dicom_client import Payload, PeerUnavailable, Requestor
 _MAX_CONTEXTS = 128  # PS3.8: at most 128 presentation contexts per association
 _DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
 _OK = (0x0000, 0xB000, 0xB006, 0xB007)
+_DICOMDIR = "DICOMDIR (an index: the images it lists are in its folder)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Summary:
 def find(paths: Iterable[Path], summary: Summary) -> list[DicomFile]:
     found = []
     for root in paths:
+        if root.is_file() and _describe(root) == _DICOMDIR:
+            root = root.parent  # a DICOMDIR given: the files it lists are below it
         candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in candidates:
             described = _describe(path)
@@ -71,7 +74,7 @@ def _describe(path: Path) -> DicomFile | str:
     sop_instance = str(meta.get("MediaStorageSOPInstanceUID", ""))
     syntax = str(meta.get("TransferSyntaxUID", ""))
     if sop_class == _DIRECTORY:
-        return "DICOMDIR (an index: the images it lists are in the folder)"
+        return _DICOMDIR
     if not (sop_class and sop_instance and syntax) or offset <= 0:
         return "not DICOM Part-10 (no file meta information)"
     return DicomFile(path, sop_class, sop_instance, syntax, offset, size - offset)

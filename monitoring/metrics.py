@@ -188,6 +188,17 @@ class StateCollector(Collector):
             "pacs_edge_instances_stored", "Instances in the index.", state.instances_stored
         )
         yield _gauge("pacs_edge_stored_bytes", "Dataset bytes in the index.", state.bytes_stored)
+        # One tier until tiers exist (issue 6): every object is on the hot data path.
+        tier_bytes = GaugeMetricFamily(
+            "pacs_edge_tier_bytes", "Dataset bytes kept in a storage tier.", labels=["tier"]
+        )
+        tier_bytes.add_metric(["hot"], state.bytes_stored)
+        yield tier_bytes
+        tier_objects = GaugeMetricFamily(
+            "pacs_edge_tier_objects", "Instances kept in a storage tier.", labels=["tier"]
+        )
+        tier_objects.add_metric(["hot"], state.instances_stored)
+        yield tier_objects
         yield from _destinations(state.destinations)
         yield from _disks(state.data_paths)
         yield from _host()

@@ -285,3 +285,24 @@ def test_import_of_the_pydicom_data_folder(
     refused = len(found) - len(takeable)
     assert f"{refused} failed" in result.stdout
     assert (result.returncode == 0) == (refused == 0)
+
+
+def test_import_of_a_dicomdir(
+    engine: EngineProcess, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    """A CD's DICOMDIR given as the path: the images below it are imported."""
+    from pydicom.data import get_testdata_file
+
+    dicomdir = Path(str(get_testdata_file("DICOMDIR", download=False)))
+    assert dicomdir.name == "DICOMDIR"
+    config = engine.workdir / "pacs-edge.toml"
+    result = run_cli("import", str(dicomdir), "--config", str(config), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    images = pydicom.dcmread(dicomdir).DirectoryRecordSequence
+    listed = {
+        str(r.ReferencedSOPInstanceUIDInFile)
+        for r in images
+        if "ReferencedSOPInstanceUIDInFile" in r
+    }
+    assert len(listed) > 10
+    assert all(engine.instance(uid) is not None for uid in listed)
