@@ -7,7 +7,9 @@ to LMDB in a worker thread; every answer says how many jobs it touched.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from engine.ops_http import Answer, Route
@@ -50,34 +52,32 @@ def routes(svc: Services) -> list[Route]:
         jobs = svc.index.queues.dead_jobs(name, limit(query))
         return 200, {"destination": name, "jobs": [_job(j) for j in jobs]}
 
-    async def retry(name: str, query: dict[str, str]) -> Answer:
+    async def act(
+        name: str, work: Callable[[], int], event: str, key: str, send_now: bool, **audit: Any
+    ) -> Answer:
+        """Run a queue change in a thread, audit it, and wake the destination if asked."""
         found = runner(name)
         if isinstance(found, tuple):
             return found
-        count = await asyncio.to_thread(svc.index.queues.retry_now, name)
-        svc.audit.write("queue_retried", destination=name, jobs=count)
-        found.breaker.reset()
-        await found.wake()
-        return 200, {"destination": name, "retried": count}
+        count = await asyncio.to_thread(work)
+        svc.audit.write(event, destination=name, jobs=count, **audit)
+        if send_now:
+            found.breaker.reset()
+            await found.wake()
+        return 200, {"destination": name, key: count}
 
-    async def purge(name: str, query: dict[str, str]) -> Answer:
-        found = runner(name)
-        if isinstance(found, tuple):
-            return found
-        count = await asyncio.to_thread(svc.index.queues.purge, name)
-        svc.audit.write("queue_purged", destination=name, jobs=count)
-        return 200, {"destination": name, "purged": count}
+    queues = svc.index.queues
 
-    async def requeue(name: str, query: dict[str, str]) -> Answer:
-        found = runner(name)
-        if isinstance(found, tuple):
-            return found
+    def retry(name: str, query: dict[str, str]) -> Awaitable[Answer]:
+        return act(name, partial(queues.retry_now, name), "queue_retried", "retried", True)
+
+    def purge(name: str, query: dict[str, str]) -> Awaitable[Answer]:
+        return act(name, partial(queues.purge, name), "queue_purged", "purged", False)
+
+    def requeue(name: str, query: dict[str, str]) -> Awaitable[Answer]:
         uid = query.get("uid") or None
-        count = await asyncio.to_thread(svc.index.queues.requeue_dead, name, uid)
-        svc.audit.write("dead_requeued", destination=name, jobs=count, sop_instance_uid=uid)
-        found.breaker.reset()
-        await found.wake()
-        return 200, {"destination": name, "requeued": count}
+        work = partial(queues.requeue_dead, name, uid)
+        return act(name, work, "dead_requeued", "requeued", True, sop_instance_uid=uid)
 
     return [
         Route("GET", "/api/v1/queues", overview),
