@@ -132,8 +132,8 @@ class Metrics:
         )
         self.forwarded_bytes = Counter(
             "pacs_edge_forward_bytes",
-            "Dataset bytes sent to a destination with Success.",
-            ["destination"],
+            "Dataset bytes of forward attempts by destination and result (sent, failed, dead).",
+            ["destination", "result"],
             registry=r,
         )
         self.forward_duration = Histogram(
@@ -162,8 +162,7 @@ class Metrics:
 
     def forward(self, destination: str, result: str, size: int, seconds: float) -> None:
         self.forwarded.labels(destination, result).inc()
-        if result == "sent":
-            self.forwarded_bytes.labels(destination).inc(size)
+        self.forwarded_bytes.labels(destination, result).inc(size)
         if seconds > 0:
             self.forward_duration.labels(destination).observe(seconds)
 

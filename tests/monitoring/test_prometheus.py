@@ -195,6 +195,10 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             == status["destinations"]["down"]["depth"]
             == 16
         )
+        sent_bytes = metric(
+            text, "pacs_edge_forward_bytes_total", destination="central", result="sent"
+        )
+        assert sent_bytes == central["bytes_sent_since_start"] == status["bytes"]
         assert metric(text, "pacs_edge_forward_duration_seconds_count", destination="central") == 16
         assert "SOPInstanceUID" not in text
         assert ct[0].sop_instance_uid not in text
