@@ -52,8 +52,8 @@ def dicom_destination(
 
 
 def without_trailing_padding(dataset: bytes) -> bytes:
-    """Orthanc (DCMTK) drops (FFFC,FFFC) Data Set Trailing Padding, which PS3.5 7.2
-    lets any application remove; everything before it must be byte-identical."""
+    """Orthanc (DCMTK) drops (FFFC,FFFC) Data Set Trailing Padding on receipt (padding
+    carries no information); everything before it must be byte-identical."""
     at = dataset.rfind(b"\xfc\xff\xfc\xff")
     if at < 0:
         return dataset
