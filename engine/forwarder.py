@@ -216,13 +216,19 @@ class DestinationRunner:
                     idle_since = idle_since or now
                     if now - idle_since >= _POLL:
                         await sender.idle()
-                    await self._sleep(_POLL)
+                    await self._sleep(self._until_due())
                     continue
                 idle_since = None
                 await self._send(sender, jobs)
         finally:
             with contextlib.suppress(OSError, PeerUnavailable):
                 await sender.close()
+
+    def _until_due(self) -> float:
+        """Seconds until the first backing-off job may go (at most the poll interval)."""
+        now = time.time()
+        due = self._queues.next_due(self.dest.name, now)
+        return _POLL if due is None else min(_POLL, max(0.05, due - now))
 
     async def _send(self, sender: Sender, jobs: list[Job]) -> None:
         keys = [job.key for job in jobs]

@@ -203,12 +203,14 @@ class Queues:
                 total += job.size
         return jobs
 
-    def next_due(self, dest: str) -> float | None:
-        """The earliest `not_before` of a backing-off job (None: none backs off)."""
+    def next_due(self, dest: str, now: float) -> float | None:
+        """When the next backing-off job may go (None: none backs off). Jobs already
+        due but held back behind a busy study are not counted: the worker sending
+        that study wakes the others when its batch is done."""
         prefix = _prefix(dest)
         soonest: float | None = None
         for _key, job in self._scan(self._queue, prefix, limit=10_000):
-            if job.not_before and (soonest is None or job.not_before < soonest):
+            if job.not_before > now and (soonest is None or job.not_before < soonest):
                 soonest = job.not_before
         return soonest
 

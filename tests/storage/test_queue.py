@@ -77,7 +77,8 @@ def test_a_backing_off_instance_holds_back_its_study(index: Index) -> None:
     index.queues.settle([Settlement(later, Outcome.RETRY)])
     claimed = index.queues.claim("d", 10, 2**30, set(), set(), time.time())
     assert uids(claimed) == ["c"]  # b waits behind a: a study goes in arrival order
-    assert index.queues.next_due("d") == pytest.approx(later.not_before)
+    assert index.queues.next_due("d", time.time()) == pytest.approx(later.not_before)
+    assert index.queues.next_due("d", later.not_before + 1) is None
 
 
 def test_outcomes_move_jobs(index: Index) -> None:
