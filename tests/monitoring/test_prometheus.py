@@ -225,3 +225,36 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         assert all(rule["health"] == "ok" for rule in rules), rules
     finally:
         orthanc.stop()
+
+
+def test_association_results_are_counted_by_calling_ae(
+    engine_factory: Callable[..., EngineProcess],
+) -> None:
+    from tests.support.wire import Client
+
+    engine = engine_factory({"dicom": {"allowed_calling_aes": ["TESTSCU"]}})
+    released = Client(engine.port)
+    assert released.associate().type == 2
+    assert released.echo() == 0x0000
+    released.send(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))  # A-RELEASE-RQ
+    assert released.read_pdu().type == 6
+    released.close()
+    aborted = Client(engine.port)
+    assert aborted.associate().type == 2
+    aborted.send(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0]))  # A-ABORT from the modality
+    aborted.close()
+    refused = Client(engine.port)
+    assert refused.associate(calling="STRANGER").type == 3
+    refused.close()
+
+    def counts() -> tuple[float, float, float, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{engine.http_port}/metrics") as rsp:
+            text = rsp.read().decode()
+        return (
+            metric(text, "pacs_edge_associations_total", calling_ae="TESTSCU", result="accepted"),
+            metric(text, "pacs_edge_associations_total", calling_ae="TESTSCU", result="aborted"),
+            metric(text, "pacs_edge_associations_total", calling_ae="STRANGER", result="rejected"),
+            metric(text, "pacs_edge_dimse_responses_total", status="0x0000"),
+        )
+
+    wait_until(lambda: counts() == (2, 1, 1, 1), 10, "accepted 2, aborted 1, rejected 1, 1 echo")
