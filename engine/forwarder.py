@@ -130,7 +130,6 @@ class Activity:
     sent: int = 0
     sent_bytes: int = 0
     failed: int = 0
-    dead: int = 0
 
 
 class DestinationRunner:
@@ -304,7 +303,6 @@ class DestinationRunner:
         self.activity.failed += 1
         attempts = job.attempts + 1
         if attempts >= budget:
-            self.activity.dead += 1
             self._metrics.forward(self.dest.name, "dead", job.size, 0.0)
             self._audit.write(
                 "instance_dead_lettered",

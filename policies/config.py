@@ -213,7 +213,7 @@ def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
     found: dict[str, list[tuple[str, str]]] = {}
     for item in error.errors():
         loc = _in_data(item["loc"], data)
-        field = _name_list_items(".".join(str(part) for part in loc), loc, data)
+        field = _name_list_items(loc, data)
         given = item.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
         message = item["msg"].removeprefix("Value error, ")
@@ -285,7 +285,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         raise ConfigError(_describe(exc, source, data)) from exc
 
 
-def _name_list_items(field: str, loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+def _name_list_items(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     """`route.2.match.Modalty` -> `route[2] "mg-both".match.Modalty`: admins know names."""
     if len(loc) >= 2 and loc[0] in ("route", "destination") and isinstance(loc[1], int):
         items = data.get(str(loc[0]), [])
@@ -293,4 +293,4 @@ def _name_list_items(field: str, loc: tuple[int | str, ...], data: dict[str, Any
             rest = ".".join(str(part) for part in loc[2:])
             named = f'{loc[0]}[{loc[1]}] "{items[loc[1]]["name"]}"'
             return f"{named}.{rest}" if rest else named
-    return field
+    return ".".join(str(part) for part in loc)

@@ -327,19 +327,6 @@ fn next_after_pdv(pdu_left: u32) -> Result<State> {
 /// `max_pdu` bytes of variable field each (0: the peer set no limit).
 #[must_use]
 pub fn encode_message(context_id: u8, command: bool, data: &[u8], max_pdu: u32) -> Vec<u8> {
-    encode_fragments(context_id, command, data, max_pdu, true)
-}
-
-/// Encode part of a message: `last` marks whether its final PDV ends the message.
-/// A large dataset is sent as a run of such windows, so it is never whole in memory.
-#[must_use]
-pub fn encode_fragments(
-    context_id: u8,
-    command: bool,
-    data: &[u8],
-    max_pdu: u32,
-    last: bool,
-) -> Vec<u8> {
     // A PDU's variable field carries one PDV: 6 bytes of item header plus payload.
     let per_pdu = if max_pdu == 0 {
         data.len().max(1)
@@ -349,11 +336,16 @@ pub fn encode_fragments(
     let mut out = Vec::with_capacity(data.len() + 12 * (data.len() / per_pdu + 1));
     let mut chunks = data.chunks(per_pdu).peekable();
     if chunks.peek().is_none() {
-        push_pdv(&mut out, context_id, command, last, &[]);
+        push_pdv(&mut out, context_id, command, true, &[]);
     }
     while let Some(chunk) = chunks.next() {
-        let final_piece = last && chunks.peek().is_none();
-        push_pdv(&mut out, context_id, command, final_piece, chunk);
+        push_pdv(
+            &mut out,
+            context_id,
+            command,
+            chunks.peek().is_none(),
+            chunk,
+        );
     }
     out
 }
@@ -455,30 +447,6 @@ mod tests {
         s.extend(encode_message(1, false, &[7u8; 1000], 300));
         s.extend(release_rq());
         s
-    }
-
-    #[test]
-    fn windows_of_a_message_decode_as_the_whole_message() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(2000).collect();
-        let mut windows = encode_fragments(1, false, &data[..1000], 300, false);
-        windows.extend(encode_fragments(1, false, &data[1000..], 300, true));
-        let whole = decode_all(&encode_message(1, false, &data, 300), Limits::default()).unwrap();
-        let pieces = decode_all(&windows, Limits::default()).unwrap();
-        let join = |units: &[Unit]| -> (Vec<u8>, Vec<bool>) {
-            let mut bytes = Vec::new();
-            let mut lasts = Vec::new();
-            for unit in units {
-                if let Unit::Pdv { data, last, .. } = unit {
-                    bytes.extend_from_slice(data);
-                    lasts.push(*last);
-                }
-            }
-            (bytes, lasts)
-        };
-        let (bytes, lasts) = join(&pieces);
-        assert_eq!(bytes, join(&whole).0);
-        assert_eq!(lasts.iter().filter(|l| **l).count(), 1);
-        assert!(lasts.last().copied().unwrap_or(false));
     }
 
     #[test]
