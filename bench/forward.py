@@ -64,7 +64,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _client(sender: str, corpus: Corpus, associations: int, port: int) -> list[str]:
+def _client(sender: str, port: int) -> list[str]:
     if sender == "DCMTK storescu":
         return ["storescu", "-aec", "PACS_EDGE", "127.0.0.1", str(port)]
     return [
@@ -79,24 +79,28 @@ def _client(sender: str, corpus: Corpus, associations: int, port: int) -> list[s
     ]
 
 
+def _spread(client: list[str], files: list[Path], associations: int) -> None:
+    """Send `files` with `associations` client processes at once (TCP_NODELAY=1)."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    procs = [
+        subprocess.Popen(
+            [*client, *map(str, files[i::associations])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        for i in range(associations)
+    ]
+    for proc in procs:
+        proc.wait(timeout=1800)
+
+
 def client_pass(sender: str, corpus: Corpus, associations: int, workdir: Path) -> Pass:
     archive = _archive(workdir, free_port())
     try:
-        parts = [corpus.files[i::associations] for i in range(associations)]
-        env = {**os.environ, "TCP_NODELAY": "1"}
         cpu_before = _children_cpu()
         started = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                [*_client(sender, corpus, associations, archive.port), *map(str, part)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-            for part in parts
-        ]
-        for proc in procs:
-            proc.wait(timeout=1800)
+        _spread(_client(sender, archive.port), corpus.files, associations)
         seconds = time.perf_counter() - started
         cpu = _children_cpu() - cpu_before
         return _pass(sender, associations, seconds, cpu, corpus, archive.stored())
@@ -126,17 +130,7 @@ def edge_pass(corpus: Corpus, associations: int, workdir: Path, ordered: bool) -
     archive = None
     try:
         # Ingest everything while the archive is down: the queue holds the corpus.
-        parts = [corpus.files[i::4] for i in range(4)]
-        senders = [
-            subprocess.Popen(
-                ["storescu", "-aec", "PACS_EDGE", "127.0.0.1", str(edge.port), *map(str, p)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for p in parts
-        ]
-        for proc in senders:
-            proc.wait(timeout=1800)
+        _spread(_client("DCMTK storescu", edge.port), corpus.files, 4)
         archive = _archive(workdir, archive_port)
         assert edge.meter is not None
         cpu_before = edge.meter.cpu_seconds()

@@ -87,15 +87,19 @@ class OrthancProcess:
             uids.append(tags["SOPInstanceUID"])
         return uids
 
-    def file(self, sop_instance_uid: str) -> bytes | None:
+    def _instance_id(self, sop_instance_uid: str) -> str | None:
         found = json.loads(self._request("/tools/lookup", sop_instance_uid.encode()))
-        ids = [item["ID"] for item in found if item["Type"] == "Instance"]
-        return self._request(f"/instances/{ids[0]}/file") if ids else None
+        return next((item["ID"] for item in found if item["Type"] == "Instance"), None)
+
+    def file(self, sop_instance_uid: str) -> bytes | None:
+        orthanc_id = self._instance_id(sop_instance_uid)
+        return None if orthanc_id is None else self._request(f"/instances/{orthanc_id}/file")
 
     def tags(self, sop_instance_uid: str) -> dict[str, Any] | None:
-        found = json.loads(self._request("/tools/lookup", sop_instance_uid.encode()))
-        ids = [item["ID"] for item in found if item["Type"] == "Instance"]
-        return dict(self.get(f"/instances/{ids[0]}/simplified-tags")) if ids else None
+        orthanc_id = self._instance_id(sop_instance_uid)
+        if orthanc_id is None:
+            return None
+        return dict(self.get(f"/instances/{orthanc_id}/simplified-tags"))
 
     def wait_for(self, count: int, timeout: float = 120) -> int:
         deadline = time.monotonic() + timeout
