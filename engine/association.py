@@ -10,6 +10,7 @@ its C-STORE-RSP goes out when the object is durable and indexed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import os
@@ -23,6 +24,7 @@ from engine import negotiation as neg
 from engine.commitment import read_event_information
 from engine.fsm import Event, State, next_step
 from engine.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
+from engine.proxy_protocol import ProxyHeaderError, ProxyHeaderParser, looks_like_header
 from engine.store import (
     CANNOT_UNDERSTAND,
     PROCESSING_FAILURE,
@@ -61,7 +63,12 @@ class Association(asyncio.BufferedProtocol):
         self.id = next(_ids)
         self.state = State.Sta1
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
+        self.peer = "?"  # the real client: after a PROXY header, the address it names
+        self.via = ""  # the trusted load balancer the connection came through
+        self.address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        self.tls_names: frozenset[str] | None = None  # None: not over TLS
+        self._proxy: ProxyHeaderParser | None = None
+        self._first_read = True
         self.calling_ae = ""
         # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
         self._buffer = bytearray(config.max_pdu + 1024)
@@ -93,7 +100,13 @@ class Association(asyncio.BufferedProtocol):
             # Without it DCMTK peers stall ~40 ms per object (Nagle + delayed ACK).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+            self.address = ipaddress.ip_address(peer[0])
+            if any(self.address in net for net in self._svc.config.dicom.trusted_proxies):
+                self._proxy = ProxyHeaderParser()
+        if transport.get_extra_info("sslcontext") is not None:
+            self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))
         self._svc.hub.add(self)
         self._handle(Event.Evt5)
 
@@ -104,8 +117,14 @@ class Association(asyncio.BufferedProtocol):
         if self.state in (State.Sta13, State.Sta1):
             return  # AA-6: whatever still arrives is ignored
         self._last_activity = asyncio.get_running_loop().time()
+        data: memoryview | bytes = self._view[:nbytes]
+        if self._first_read or self._proxy is not None:
+            unwrapped = self._unwrap_proxy_header(data)
+            if unwrapped is None:
+                return
+            data = unwrapped
         try:
-            events = self._receiver.feed(self._view[:nbytes])
+            events = self._receiver.feed(data)
         except core_rs.ProtocolError as exc:
             self._handle(Event.Evt19, reason=exc.reason, why=str(exc))
             return
@@ -119,6 +138,48 @@ class Association(asyncio.BufferedProtocol):
                 self._on_control(event)
             else:
                 self._handle(Event.Evt10, indication=event)
+
+    def _unwrap_proxy_header(self, data: memoryview | bytes) -> bytes | memoryview | None:
+        """A trusted load balancer's PROXY header names the real client; from
+        anyone else it is refused, or any host could claim any address."""
+        if self._proxy is None:
+            self._first_read = False
+            if looks_like_header(bytes(data[:12])):
+                self._svc.audit.write("proxy_header_refused", peer=self.peer)
+                self._handle(
+                    Event.Evt19,
+                    reason=1,
+                    why=f"PROXY header from {self.peer}, which is not in dicom.trusted_proxies",
+                )
+                return None
+            return data
+        try:
+            rest = self._proxy.feed(data)
+        except ProxyHeaderError as exc:
+            self._handle(Event.Evt19, reason=0, why=f"from load balancer {self.peer}: {exc}")
+            return None
+        if rest is None:
+            return None
+        self.via, client = self.peer, self._proxy.client
+        if client is not None:
+            self.peer = f"{client.host}:{client.port}"
+            self.address = ipaddress.ip_address(client.host)
+        self._proxy = None
+        self._first_read = False
+        return rest if rest else None
+
+    @property
+    def host(self) -> str:
+        return "" if self.address is None else str(self.address)
+
+    def transport_facts(self) -> dict[str, Any]:
+        """What the audit log records of the connection besides the peer."""
+        facts: dict[str, Any] = {}
+        if self.via:
+            facts["via"] = self.via
+        if self.tls_names is not None:
+            facts["tls_names"] = sorted(self.tls_names)
+        return facts
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost follows
@@ -175,10 +236,12 @@ class Association(asyncio.BufferedProtocol):
             return access.protocol_version_not_supported(request.protocol_version)
         if request.application_context != neg.APPLICATION_CONTEXT:
             return access.application_context_not_supported(request.application_context)
-        static = access.check_peer(
-            request.calling_ae, request.called_ae, svc.config.node.ae_title, svc.config.dicom
-        )
-        return static or svc.hub.admit()
+        peer = access.Peer(self.address, self.tls_names)
+        static = access.check_peer(request.calling_ae, request.called_ae, peer, svc.config)
+        if static is not None:
+            return static
+        entry = svc.config.calling_ae_entry(request.calling_ae.strip())
+        return svc.hub.admit(self, entry.max_associations if entry else None)
 
     def _ae7(
         self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]

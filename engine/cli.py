@@ -19,6 +19,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     flags = {
         ("node", "data_dir"): args.data_dir,
         ("node", "ae_title"): args.ae_title,
+        ("node", "workers"): getattr(args, "workers", None),
         ("dicom", "port"): args.port,
         ("dicom", "host"): args.host,
         ("http", "port"): args.http_port,
@@ -33,6 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.server import StartupError, serve
+    from engine.workers import serve_workers, worker_count
     from monitoring.logs import configure
 
     try:
@@ -41,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"pacs-edge: {exc}", file=sys.stderr)
         return 2
     configure(config.logging.level)
+    if worker_count(config) > 1:
+        return serve_workers(args.config, _overrides(args))
     try:
         import uvloop
     except ImportError:
@@ -232,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="ops HTTP port (default 9112)")
     serve.add_argument("--ae-title", help="our AE title (default PACS_EDGE)")
     serve.add_argument("--durability", choices=["fsync", "os"])
+    serve.add_argument(
+        "--workers", type=int, help="ingest processes sharing the DICOM port (default: cores)"
+    )
     serve.set_defaults(run=cmd_serve)
 
     for name, helptext in (

@@ -435,6 +435,8 @@ class Forwarder:
         self._audit = audit
         self._config = config
         self.runners = {dest.name: self._runner(config, dest) for dest in config.destination}
+        self._loop: asyncio.AbstractEventLoop | None = None  # set once the workers run
+        self._wakes: set[asyncio.Task[None]] = set()
 
     def _runner(self, config: Config, dest: Any) -> DestinationRunner:
         return DestinationRunner(
@@ -462,7 +464,6 @@ class Forwarder:
                 started.append(name)
         self._config = config
         return started
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -474,12 +475,18 @@ class Forwarder:
 
     def jobs_queued(self, jobs: list[Job]) -> None:
         """From the group-commit thread: new jobs are durable, wake their workers."""
-        if self._loop is None:
-            return
-        for name in {job.destination for job in jobs}:
+        if self._loop is not None:
+            names = list({job.destination for job in jobs})
+            self._loop.call_soon_threadsafe(self.wake, names)
+
+    def wake(self, destinations: list[str]) -> None:
+        """On the loop: jobs for these destinations were queued (here or by a worker)."""
+        for name in destinations:
             runner = self.runners.get(name)
             if runner is not None:
-                asyncio.run_coroutine_threadsafe(runner.wake(), self._loop)
+                task = asyncio.get_running_loop().create_task(runner.wake())
+                self._wakes.add(task)
+                task.add_done_callback(self._wakes.discard)
 
     async def report(self, report: commitment.Report) -> None:
         await apply_report(self._index.queues, self._io_pool, report, self._audit)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from engine.live import LiveAssociation, LiveAssociations
 from engine.store import StoreResult
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
@@ -25,10 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class AssociationHub:
-    def __init__(self, limit: int, metrics: Metrics, audit: AuditLog) -> None:
-        self._limit = limit
+    def __init__(
+        self, limit: int, metrics: Metrics, audit: AuditLog, live: LiveAssociations
+    ) -> None:
+        self.limit = limit
         self._metrics = metrics
         self._audit = audit
+        self.live = live
         self._all: set[Association] = set()
         self._established: set[Association] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -42,36 +48,47 @@ class AssociationHub:
 
     def remove(self, association: Association) -> None:
         self._all.discard(association)
+        self.live.remove(_key(association))
         if association in self._established and not association.released:
-            self._metrics.association(association.calling_ae, "aborted")
+            self._metrics.association(association.calling_ae, "aborted", association.host)
         self._established.discard(association)
 
-    def admit(self) -> access.Rejection | None:
-        """The dynamic part of accepting an association (PS3.8 9.3.4 reasons)."""
+    def admit(self, association: Association, ae_limit: int | None) -> access.Rejection | None:
+        """The dynamic part of accepting an association (PS3.8 9.3.4 reasons): node
+        and calling-AE limits over every worker process; admitted means counted."""
         if self.draining:
             return access.temporary_congestion("node is shutting down")
-        if len(self._established) >= self._limit:
-            return access.local_limit_exceeded(
-                f"{self._limit} associations already active (dicom.max_associations)"
-            )
-        return None
+        entry = LiveAssociation(
+            key=_key(association),
+            calling_ae=association.calling_ae,
+            peer=association.peer,
+            via=association.via,
+            tls=association.tls_names is not None,
+            since=time.time(),
+        )
+        full = self.live.admit(entry, self.limit, ae_limit)
+        return None if full is None else access.local_limit_exceeded(full)
 
     def established(self, association: Association) -> None:
         self._established.add(association)
         self.accepted_total += 1
-        self._metrics.association(association.calling_ae, "accepted")
+        self._metrics.association(association.calling_ae, "accepted", association.host)
         self._audit.write(
-            "association_accepted", calling_ae=association.calling_ae, peer=association.peer
+            "association_accepted",
+            calling_ae=association.calling_ae,
+            peer=association.peer,
+            **association.transport_facts(),
         )
 
     def rejected(self, association: Association, rejection: access.Rejection) -> None:
         """Every A-ASSOCIATE-RJ sent, whatever the reason (counted at AE-8)."""
         self.rejected_total += 1
-        self._metrics.association(association.calling_ae, "rejected")
+        self._metrics.association(association.calling_ae, "rejected", association.host)
         self._audit.write(
             "association_rejected",
             calling_ae=association.calling_ae,
             peer=association.peer,
+            **association.transport_facts(),
             result=rejection.result,
             source=rejection.source,
             reason=rejection.reason,
@@ -114,3 +131,7 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+
+
+def _key(association: Association) -> str:
+    return f"{os.getpid()}-{association.id}"

@@ -1,11 +1,12 @@
 """Hot reload: SIGHUP or POST /api/v1/reload re-reads the config file.
 
-What can change without a restart takes effect at once: the calling-AE allowlist
-and called-AE check (for the next association), log level, audit patient fields,
-forward settings, destinations and routing rules (for the next object; only
-destinations whose settings changed restart their workers, and their jobs stay
-queued). Everything else (ports, data directory, durability, PDU size ...) is kept
-as it runs and reported as "needs a restart". A file that does not validate is
+What can change without a restart takes effect at once: the calling-AE allowlist,
+[[calling_ae]] rules, trusted proxies and called-AE check (for the next
+association), log level, audit patient fields, forward settings, destinations
+and routing rules (for the next object; only destinations whose settings changed
+restart their workers, and their jobs stay queued). Everything else (ports, data
+directory, durability, PDU size ...) is kept as it runs and reported as "needs a
+restart". A file that does not validate is
 refused with its field and reason, and the running configuration stays.
 """
 
@@ -31,6 +32,7 @@ def merge(running: Config, new: Config) -> tuple[Config, list[str]]:
         update={
             "allowed_calling_aes": new.dicom.allowed_calling_aes,
             "check_called_ae": new.dicom.check_called_ae,
+            "trusted_proxies": new.dicom.trusted_proxies,
         }
     )
     audit = running.audit.model_copy(update={"patient_identifiers": new.audit.patient_identifiers})
@@ -42,6 +44,7 @@ def merge(running: Config, new: Config) -> tuple[Config, list[str]]:
             "forward": new.forward,
             "destination": new.destination,
             "route": new.route,
+            "calling_ae": new.calling_ae,
         }
     )
     return merged, _differences(merged.model_dump(), new.model_dump())

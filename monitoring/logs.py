@@ -6,11 +6,14 @@ import logging
 import sys
 
 
-def configure(level: str) -> None:
+def configure(level: str, process: str = "") -> None:
+    """`process` names a worker ("ingest-2", "background") in each of its lines."""
+    tag = f"[{process}] " if process else ""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"
+            f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
         )
     )
     root = logging.getLogger()

@@ -5,6 +5,10 @@ object stored, an object forwarded) in prometheus-client counters and histograms
 State is read when Prometheus scrapes (queue depths from LMDB, disk, the host), by
 `StateCollector`, so a gauge is never stale and the hot path pays nothing for it.
 
+With several worker processes (engine.workers) counters and histograms live in
+prometheus-client's multiprocess files under <data_dir>/run/metrics, and the
+background process, which serves /metrics, adds them up.
+
 Labels are bounded: no UIDs and no patient data, and at most `_MAX_LABEL_VALUES`
 calling AE titles or modalities (further ones count as "other"), so a misconfigured
 modality cannot blow up Prometheus' memory.
@@ -29,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,15 +87,30 @@ class State:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        # Where counters are kept; in a worker process they also go to the files.
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # What /metrics shows: this process's counters, or every process's.
+        self._events = r
+        if multiprocess_dir is not None:
+            self._events = CollectorRegistry()
+            MultiProcessCollector(self._events, str(multiprocess_dir))  # type: ignore[no-untyped-call]
+        self._exposed = self._events
         self._ae = _BoundedLabel()
+        self._address = _BoundedLabel()
         self._modality = _BoundedLabel()
         self.associations = Counter(
             "pacs_edge_associations",
             "Associations by calling AE and result (accepted, rejected, aborted).",
             ["calling_ae", "result"],
+            registry=r,
+        )
+        self.sources = Counter(
+            "pacs_edge_association_sources",
+            "Associations by the client's address (the modality's, not a load balancer's) "
+            "and result.",
+            ["address", "result"],
             registry=r,
         )
         self.instances_received = Counter(
@@ -143,16 +163,31 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+        if multiprocess_dir is None:  # process_cpu_seconds_total, process_resident_memory_bytes
+            ProcessCollector(registry=r)
 
     def watch(self, state: Callable[[], State]) -> None:
         """Read the engine's state at every scrape."""
-        self.registry.register(StateCollector(state))
+        self._exposed.register(StateCollector(state))
+
+    def totals(self, name: str, label: str) -> dict[str, float]:
+        """A counter's values summed by one label (over every process)."""
+        found: dict[str, float] = {}
+        for family in self._events.collect():
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if sample.name == f"{name}_total":
+                    key = sample.labels.get(label, "")
+                    found[key] = found.get(key, 0.0) + sample.value
+        return found
 
     # ---- events --------------------------------------------------------------------
 
-    def association(self, calling_ae: str, result: str) -> None:
+    def association(self, calling_ae: str, result: str, address: str = "") -> None:
         self.associations.labels(self._ae(calling_ae), result).inc()
+        if address:
+            self.sources.labels(self._address(address), result).inc()
 
     def stored(self, calling_ae: str, modality: str, size: int, seconds: float) -> None:
         ae = self._ae(calling_ae)
@@ -167,7 +202,7 @@ class Metrics:
             self.forward_duration.labels(destination).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)
 
 
 class StateCollector(Collector):

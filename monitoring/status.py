@@ -31,13 +31,13 @@ def status(svc: Services) -> dict[str, Any]:
         "series": totals.series,
         "studies": totals.studies,
         "bytes": totals.bytes,
-        "associations": {
-            "active": svc.hub.active,
-            "accepted_total": svc.hub.accepted_total,
-            "rejected_total": svc.hub.rejected_total,
+        "associations": _associations(svc),
+        "statuses_returned": {
+            code: int(n)
+            for code, n in sorted(svc.metrics.totals("pacs_edge_dimse_responses", "status").items())
         },
-        "statuses_returned": {f"{code:#06x}": n for code, n in sorted(svc.hub.statuses.items())},
-        "group_commit": svc.committer.stats.as_dict(),
+        "processes": "one" if svc.role == "all" else "ingest workers and background",
+        **({"group_commit": svc.committer.stats.as_dict()} if svc.role == "all" else {}),
         "destinations": svc.forwarder.status(),
         "storage": {
             "data_dir": str(svc.layout.root.resolve()),
@@ -45,6 +45,27 @@ def status(svc: Services) -> dict[str, Any]:
             "disk_free_bytes": disk.free,
             "disk_total_bytes": disk.total,
         },
+    }
+
+
+def _associations(svc: Services) -> dict[str, Any]:
+    """Counted over every worker process (from the metrics), listed live."""
+    results = svc.metrics.totals("pacs_edge_associations", "result")
+    return {
+        "active": len(svc.hub.live.all()),
+        "accepted_total": int(results.get("accepted", 0)),
+        "rejected_total": int(results.get("rejected", 0)),
+        "aborted_total": int(results.get("aborted", 0)),
+        "live": [
+            {
+                "calling_ae": a.calling_ae,
+                "peer": a.peer,
+                **({"via": a.via} if a.via else {}),
+                "tls": a.tls,
+                "seconds": round(time.time() - a.since, 1),
+            }
+            for a in svc.hub.live.all()
+        ],
     }
 
 
@@ -64,6 +85,8 @@ def readyz(svc: Services) -> tuple[int, dict[str, Any]]:
         return 503, {"status": "draining", "reason": "node is shutting down"}
     if not svc.ready:
         return 503, {"status": "starting", "reason": "index not open yet"}
+    if svc.role == "background" and svc.hub.live.workers() == 0:
+        return 503, {"status": "no ingest worker", "reason": "every ingest worker is starting"}
     disk = shutil.disk_usage(svc.layout.root)
     used = 1 - disk.free / disk.total
     watermark = svc.config.storage.disk_high_watermark
@@ -93,7 +116,7 @@ def metrics_state(svc: Services) -> State:
         )
     return State(
         ready=readyz(svc)[0] == 200,
-        associations_active=svc.hub.active,
+        associations_active=len(svc.hub.live.all()),
         instances_stored=totals.instances,
         bytes_stored=totals.bytes,
         data_paths={"data": svc.layout.root},

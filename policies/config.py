@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     model_validator,
 )
@@ -73,6 +74,7 @@ class _Section(BaseModel):
 class NodeConfig(_Section):
     ae_title: AETitle
     data_dir: Path
+    workers: Annotated[int, Field(ge=0, le=256)]  # 0: one ingest process per core
 
 
 class DicomConfig(_Section):
@@ -86,6 +88,41 @@ class DicomConfig(_Section):
     artim_timeout: Seconds
     idle_timeout: Seconds
     shutdown_grace: Seconds
+    trusted_proxies: list[IPvAnyNetwork]
+    tls: TlsConfig
+
+
+class TlsConfig(_Section):
+    enabled: bool
+    port: Port
+    certificate: str
+    private_key: str
+    client_ca: str
+    require_client_certificate: bool
+    min_version: Literal["1.2", "1.3"]
+
+    @model_validator(mode="after")
+    def _files_given(self) -> TlsConfig:
+        if self.enabled:
+            needed = {"certificate": self.certificate, "private_key": self.private_key}
+            if self.require_client_certificate:
+                needed["client_ca"] = self.client_ca
+            missing = [key for key, value in needed.items() if not value]
+            if missing:
+                raise ValueError(f"DICOM TLS is enabled but {', '.join(missing)} not set")
+            for key, value in needed.items():
+                if not Path(value).is_file():
+                    raise ValueError(f"{key} {value!r} is not a readable file")
+        return self
+
+
+class CallingAEConfig(_Section):
+    """What one calling AE may do; AEs without an entry follow [dicom]."""
+
+    ae_title: AETitle
+    networks: list[IPvAnyNetwork] = []  # source addresses allowed; empty: any
+    max_associations: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    tls_names: list[str] = []  # client certificate CN/DNS names required; empty: none
 
 
 class HttpConfig(_Section):
@@ -169,6 +206,7 @@ class Config(_Section):
     forward: ForwardConfig
     destination: list[Destination]
     route: list[RouteConfig]
+    calling_ae: list[CallingAEConfig]
 
     @property
     def durable(self) -> bool:
@@ -178,8 +216,18 @@ class Config(_Section):
     def audit_path(self) -> Path:
         return Path(self.audit.path) if self.audit.path else self.node.data_dir / "audit.jsonl"
 
+    def calling_ae_entry(self, ae_title: str) -> CallingAEConfig | None:
+        for entry in self.calling_ae:
+            if entry.ae_title == ae_title:
+                return entry
+        return None
+
     @model_validator(mode="after")
     def _names_resolve(self) -> Config:
+        titles = [entry.ae_title for entry in self.calling_ae]
+        for title in titles:
+            if titles.count(title) > 1:
+                raise ValueError(f"calling_ae {title!r} is listed twice")
         names = [d.name for d in self.destination]
         for name in names:
             if names.count(name) > 1:

@@ -102,6 +102,10 @@ class Index:
     def close(self) -> None:
         self._env.close()
 
+    def check_readers(self) -> int:
+        """Free reader slots of processes that died (a killed worker's)."""
+        return int(self._env.reader_check())
+
     def get(self, sop_instance_uid: str) -> Instance | None:
         with self._env.begin(db=self._instances) as txn:
             raw = txn.get(_key(sop_instance_uid))

@@ -4,12 +4,15 @@ data_dir/
   spool/               objects being received (deleted at start-up: never acked)
   objects/ab/<blake3>  content-addressed Part-10 files, named by the dataset hash
   index.lmdb/          the LMDB environment (see storage.index)
+  run/                 with several worker processes: who is connected, metrics
+                       files, the forwarder's wake socket (cleared at start-up)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,14 @@ class DataLayout:
     def index(self) -> Path:
         return self.root / "index.lmdb"
 
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run / "metrics"
+
     def object_path(self, blake3_hex: str) -> Path:
         return self.objects / blake3_hex[:2] / blake3_hex
 
@@ -49,6 +60,11 @@ class DataLayout:
         if created:
             _fsync_dir(self.objects)
             _fsync_dir(self.root)
+
+    def clear_run(self) -> None:
+        """Start the process group with no leftovers of the previous one."""
+        shutil.rmtree(self.run, ignore_errors=True)
+        self.metrics.mkdir(parents=True)
 
     def clean_spool(self) -> int:
         """Delete objects whose reception never finished: none of them was acknowledged."""

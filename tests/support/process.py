@@ -91,7 +91,9 @@ class EngineProcess:
         self.log_path = workdir / "engine.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.settings: dict[str, Any] = {
-            "node": {"data_dir": str(self.data_dir), "ae_title": AE_TITLE},
+            # One process unless a test asks for workers: starts fast, and most
+            # tests are about what happens inside one.
+            "node": {"data_dir": str(self.data_dir), "ae_title": AE_TITLE, "workers": 1},
             "dicom": {"host": "127.0.0.1", "port": self.port, "artim_timeout": 5.0},
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "logging": {"level": "DEBUG"},
