@@ -444,7 +444,7 @@ class Association(asyncio.BufferedProtocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
         self._maybe_finish_release()
-        if self._svc.hub.draining:
+        if self._svc.hub.cutting:
             self.drain()
 
     def _respond(

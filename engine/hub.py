@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from engine.association import Association
 
 log = logging.getLogger(__name__)
+_CUT_SECONDS = 10.0  # after the grace period, for the objects being received to finish
 
 
 class AssociationHub:
@@ -38,7 +39,8 @@ class AssociationHub:
         self._all: set[Association] = set()
         self._established: set[Association] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.draining = False
+        self.draining = False  # refuse new associations
+        self.cutting = False  # grace is over: end each association after its object
         self.accepted_total = 0
         self.rejected_total = 0
         self.statuses: Counter[int] = Counter()
@@ -116,14 +118,23 @@ class AssociationHub:
         self._metrics.statuses.labels("0x0000").inc()
 
     async def shutdown(self, grace: float) -> None:
-        """Finish objects in flight, end every association, wait up to `grace` s."""
+        """Drain: open associations get up to `grace` s to finish (release) by
+        themselves; then each ends after the object it is receiving; then abort."""
         self.draining = True
-        for association in list(self._all):
-            association.drain()
         waiting = [a.closed for a in self._all]
         if waiting:
             log.info("shutdown: waiting up to %.0f s for %d association(s)", grace, len(waiting))
             _, pending = await asyncio.wait(waiting, timeout=grace)
+            if pending:
+                log.warning(
+                    "shutdown: grace period over; ending %d association(s) after their "
+                    "current object",
+                    len(pending),
+                )
+                self.cutting = True
+                for association in list(self._all):
+                    association.drain()
+                _, pending = await asyncio.wait(pending, timeout=_CUT_SECONDS)
             for association in list(self._all):
                 if not association.closed.done():
                     association.abort("shutdown grace period over")
@@ -131,7 +142,6 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
-
 
 def _key(association: Association) -> str:
     return f"{os.getpid()}-{association.id}"

@@ -8,9 +8,9 @@ that forwards and serves ops HTTP; they share the data directory and LMDB.
 Start-up:  data tree -> spool cleaned -> index opened and checked -> group commit
            thread -> DICOM listener(s) -> ops HTTP -> forwarder -> ready.
 Shutdown (SIGTERM/SIGINT): not ready (/readyz 503) -> DICOM listeners closed ->
-           associations drained (objects in flight finish, bounded by
-           dicom.shutdown_grace) -> store tasks awaited -> forwarder stopped (unsent
-           jobs stay queued) -> group commit flushed -> index closed.
+           open associations finish (release) within dicom.shutdown_grace, then
+           end after their current object -> store tasks awaited -> forwarder
+           stopped (unsent jobs stay queued) -> group commit flushed -> index closed.
 """
 
 from __future__ import annotations
