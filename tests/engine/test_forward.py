@@ -19,7 +19,7 @@ import pytest
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import propose_flag, storescu
 from tests.support.orthanc import OrthancProcess
-from tests.support.process import EngineProcess, free_port
+from tests.support.process import EngineProcess, free_port, wait_until
 
 odd_corpus = pytest.mark.filterwarnings("ignore::UserWarning")
 FAST_RETRY = {
@@ -86,15 +86,6 @@ def central_dataset(central: OrthancProcess, uid: str) -> bytes | None:
     path.write_bytes(data)
     _meta, offset = split_dataset(path)
     return data[offset:]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def drained(engine: EngineProcess, name: str = "central") -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.process import EngineProcess
+from tests.support.process import EngineProcess, wait_until
 from tests.support.wire import (
     CT_IMAGE,
     EXPLICIT_LE,
@@ -202,3 +202,13 @@ def test_store_on_context_of_another_sop_class(node: EngineProcess, bystander: C
     assert int(client.read_pdu().command().Status) == 0x0122
     assert client.echo() == 0
     client.close()
+
+
+def test_proxy_header_from_an_untrusted_address(node: EngineProcess, bystander: Client) -> None:
+    """Only [dicom] trusted_proxies may name another client address; from anyone
+    else the header is an abort, or any host could pass an allowlist."""
+    client = Client(node.port)
+    client.send(b"PROXY TCP4 10.1.20.7 127.0.0.1 40000 104\r\n")
+    expect_abort(client, UNRECOGNIZED_PDU)
+    audit = node.data_dir / "audit.jsonl"
+    wait_until(lambda: '"event":"proxy_header_refused"' in audit.read_text(), 5, "the audit line")

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.engine.test_forward import wait_until
 from tests.support.corpus import make_series
 from tests.support.dcmtk import storescu
-from tests.support.process import EngineProcess, write_toml
+from tests.support.process import EngineProcess, wait_until, write_toml
 
 
 def audit_events(engine: EngineProcess) -> list[dict[str, Any]]:

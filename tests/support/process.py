@@ -52,6 +52,16 @@ def write_toml(path: Path, settings: dict[str, Any]) -> None:
     path.write_text("\n".join(lines))
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` (bounded): for what another process does in its own time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def launch(command: list[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
     """A server process with its output appended to `log_path`."""
     with log_path.open("ab") as log:  # the child keeps its own descriptor
@@ -118,6 +128,11 @@ class EngineProcess:
                 return rsp.status, json.load(rsp)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
+
+    def get_text(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as rsp:
+            return str(rsp.read().decode())
 
     def status(self) -> dict[str, Any]:
         code, body = self.get("/api/v1/status")

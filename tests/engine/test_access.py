@@ -1,0 +1,85 @@
+"""Who may associate: per calling AE source networks and limits, counted per node
+over every worker process, refused with the PS3.8 reasons and an audit line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from tests.support.process import EngineProcess
+from tests.support.wire import Client
+
+PERMANENT, TRANSIENT = 1, 2
+SERVICE_USER, PROVIDER_PRESENTATION = 1, 3
+CALLING_AE_NOT_RECOGNIZED, LOCAL_LIMIT_EXCEEDED = 3, 2
+
+
+def audit_events(node: EngineProcess, event: str) -> list[dict[str, object]]:
+    path = node.data_dir / "audit.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [e for e in map(json.loads, lines) if e["event"] == event]
+
+
+def test_networks_and_limits_per_calling_ae_over_two_workers(
+    engine_factory: Callable[..., EngineProcess],
+) -> None:
+    node = engine_factory(
+        {
+            "node": {"workers": 2},
+            "calling_ae": [
+                {"ae_title": "CT1", "networks": ["127.0.0.0/8"], "max_associations": 3},
+                {"ae_title": "XR1", "networks": ["10.1.20.0/24"]},
+            ],
+        }
+    )
+    # The kernel spreads these over both workers; the limit is the node's.
+    held = [Client(node.port) for _ in range(3)]
+    for client in held:
+        assert client.associate(calling="CT1").type == 2
+    fourth = Client(node.port)
+    assert fourth.associate(calling="CT1").reject == (
+        TRANSIENT,
+        PROVIDER_PRESENTATION,
+        LOCAL_LIMIT_EXCEEDED,
+    )
+    fourth.close()
+    live = node.status()["associations"]
+    assert live["active"] == 3
+    assert {a["calling_ae"] for a in live["live"]} == {"CT1"}
+    # XR1 may only come from its own network.
+    xr = Client(node.port)
+    assert xr.associate(calling="XR1").reject == (
+        PERMANENT,
+        SERVICE_USER,
+        CALLING_AE_NOT_RECOGNIZED,
+    )
+    xr.close()
+    # An AE named nowhere, once [[calling_ae]] entries exist.
+    stranger = Client(node.port)
+    assert stranger.associate(calling="NOBODY").reject[2] == CALLING_AE_NOT_RECOGNIZED
+    stranger.close()
+    # One ends: CT1 may open another (once its worker has seen the close).
+    held.pop().close()
+    for _ in range(50):
+        again = Client(node.port)
+        if again.associate(calling="CT1").type == 2:
+            held.append(again)
+            break
+        again.close()
+        time.sleep(0.1)
+    else:
+        raise AssertionError("CT1 could not associate again after one of its associations ended")
+    for client in held:
+        assert client.echo() == 0x0000
+        client.close()
+    # Counted over both workers: /metrics is the background process's sum.
+    metrics = node.get_text("/metrics")
+    assert 'pacs_edge_associations_total{calling_ae="CT1",result="accepted"} 4.0' in metrics
+    assert 'pacs_edge_associations_total{calling_ae="CT1",result="rejected"} 1.0' in metrics
+    assert node.stop() == 0  # and the audit log is flushed
+    rejected = audit_events(node, "association_rejected")
+    whys = [str(e["why"]) for e in rejected]
+    assert any("calling_ae.max_associations" in why for why in whys), whys
+    assert any("may not connect from 127.0.0.1 (10.1.20.0/24)" in why for why in whys), whys
+    assert all(str(e["peer"]).startswith("127.0.0.1:") for e in rejected)
