@@ -3,6 +3,7 @@ a bounded wait for /readyz, and its log kept for the failure report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,6 +87,13 @@ def wait_up(
     raise RuntimeError(f"{name} not up within {timeout} s:\n{log()}")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 class EngineProcess:
     def __init__(
         self,
@@ -152,7 +160,11 @@ class EngineProcess:
         return code
 
     def kill(self) -> None:
+        """SIGKILL the node, worker processes first: a power cut, not a shutdown."""
         assert self.proc is not None
+        for child in _children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         self.proc = None
