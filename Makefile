@@ -24,15 +24,17 @@ $(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES)
 
 build-dev: $(STAMPS)/build
 
-# Real peers for the tests and benchmarks: DCMTK and Orthanc from Debian.
+# Real peers for the tests and benchmarks, from Debian: DCMTK, Orthanc, Prometheus,
+# HAProxy, and openssl for the DICOM TLS test's certificates.
 system-deps:
 	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null \
 		|| [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
-		|| ! command -v prometheus >/dev/null; then \
-		echo "installing DCMTK, Orthanc (+DICOMweb) and Prometheus from Debian..."; \
+		|| ! command -v prometheus >/dev/null || ! command -v haproxy >/dev/null \
+		|| ! command -v openssl >/dev/null; then \
+		echo "installing DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy, openssl from Debian..."; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-			dcmtk orthanc orthanc-dicomweb prometheus >/dev/null; \
+			dcmtk orthanc orthanc-dicomweb prometheus haproxy openssl >/dev/null; \
 	fi
 
 run: build-dev

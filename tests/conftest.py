@@ -14,7 +14,10 @@ import pytest
 from tests.support.orthanc import DICOMWEB_PLUGIN
 from tests.support.process import EngineProcess
 
-PEER_TOOLS = ("storescu", "storescp", "echoscu", "dcmdump", "Orthanc", "prometheus", "promtool")
+PEER_TOOLS = (
+    *("storescu", "storescp", "echoscu", "dcmdump", "Orthanc", "prometheus", "promtool"),
+    *("haproxy", "openssl"),
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +28,7 @@ def _real_peers_installed() -> None:
     if missing:
         pytest.exit(
             f"real peers missing ({', '.join(missing)}): run `make test`, which "
-            "installs DCMTK, Orthanc, orthanc-dicomweb and Prometheus from Debian",
+            "installs DCMTK, Orthanc, orthanc-dicomweb, Prometheus, HAProxy and openssl from Debian",
             returncode=3,
         )
 

@@ -9,8 +9,6 @@ Node 1 runs two ingest workers, node 2 one process: both shapes behind one balan
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import time
@@ -23,6 +21,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from tests.support.corpus import SourceFile, make_series
+from tests.support.dcmtk import acknowledged, storescu_verbose
 from tests.support.haproxy import SOURCE, HAProxyProcess
 from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
@@ -70,25 +69,8 @@ def cluster(engine_factory: Callable[..., EngineProcess], tmp_path: Path) -> Ite
 
 
 def storescu(files: list[SourceFile], calling_ae: str) -> subprocess.Popen[str]:
-    options = ["-v", "-R", "-aet", calling_ae, "-aec", AE_TITLE, "-to", "30", "-ta", "30"]
-    return subprocess.Popen(
-        ["storescu", *options, "127.0.0.1", str(BALANCER_PORT), *(str(f.path) for f in files)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={"TCP_NODELAY": "1", "PATH": os.environ["PATH"]},
-    )
-
-
-def acknowledged(output: str) -> set[str]:
-    """Files storescu -v got a Success response for."""
-    done, current = set(), None
-    for line in output.splitlines():
-        if match := re.match(r"I: Sending file: (.+)$", line):
-            current = match[1]
-        elif "Received Store Response (Success)" in line and current:
-            done.add(current)
-    return done
+    """A modality configured with the balancer's address."""
+    return storescu_verbose(BALANCER_PORT, [f.path for f in files], calling_ae)
 
 
 def audit(node: EngineProcess, event: str) -> list[dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -67,3 +68,26 @@ def dcmdump_ok(path: Path) -> bool:
         ["dcmdump", "-q", str(path)], capture_output=True, timeout=60, check=False
     )
     return result.returncode == 0
+
+
+def storescu_verbose(port: int, files: list[Path], calling_ae: str) -> subprocess.Popen[str]:
+    """storescu -v in the background: its output says which files got Success."""
+    options = ["-v", "-R", "-aet", calling_ae, "-aec", "PACS_EDGE", "-to", "30", "-ta", "30"]
+    return subprocess.Popen(
+        ["storescu", *options, "127.0.0.1", str(port), *map(str, files)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"TCP_NODELAY": "1", "PATH": os.environ["PATH"]},
+    )
+
+
+def acknowledged(output: str) -> set[str]:
+    """Files storescu -v got a Success response for."""
+    done, current = set(), None
+    for line in output.splitlines():
+        if match := re.match(r"I: Sending file: (.+)$", line):
+            current = match[1]
+        elif "Received Store Response (Success)" in line and current:
+            done.add(current)
+    return done
