@@ -63,10 +63,12 @@ test: system-deps lint
 bench: system-deps build-dev
 	$(PY) -m bench.ingest --quick
 	$(PY) -m bench.forward --quick
+	$(PY) -m bench.scaling --quick
 
 bench-full: system-deps build-dev
 	$(PY) -m bench.ingest
 	$(PY) -m bench.forward
+	$(PY) -m bench.scaling
 
 # libFuzzer on the PDU decoder and the header parser (cargo-fuzz; RUSTC_BOOTSTRAP lets
 # the stable toolchain take its nightly flags). FUZZ_SECONDS per target.

@@ -15,6 +15,9 @@ import time
 import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
+
+from bench import balancer
 
 AE_TITLE = "PACS_EDGE"
 
@@ -72,10 +75,15 @@ class Meter:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def peak_bytes(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """Peak RSS of the server and its live children (pacs-edge's workers), summed."""
+        total = 0
+        for pid in [self.pid, *_descendants(self.pid)]:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except FileNotFoundError:
+                continue  # a child that just ended
+            total += sum(int(x.split()[1]) * 1024 for x in lines if x.startswith("VmHWM:"))
+        return total
 
     def close(self) -> None:
         for group in self.groups.values():
@@ -83,6 +91,22 @@ class Meter:
                 # stray children: move them back to the root group
                 (group.parent / "cgroup.procs").write_text(pid)
             group.rmdir()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -165,12 +189,17 @@ def _count_files(folder: Path) -> int:
 
 
 class PacsEdge(Peer):
-    def __init__(self, workdir: Path, durability: str, config: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, durability: str, config: Path | None = None, workers: int = 1
+    ) -> None:
         super().__init__(workdir)
         self.name = f"pacs-edge ({durability})"
+        if workers > 1:
+            self.name = f"pacs-edge ({durability}, {workers} workers)"
         self.durability = durability
         self.http_port = free_port()
         self.config = config
+        self.workers = workers
 
     def command(self) -> list[str]:
         return [
@@ -189,12 +218,34 @@ class PacsEdge(Peer):
             str(self.http_port),
             "--durability",
             self.durability,
+            "--workers",
+            str(self.workers),
         ]
 
-    def stored(self) -> int:
+    def start(self) -> None:
+        super().start()
+        # The port opens with the first worker; measure once every process is up
+        # and its start-up CPU (imports, index check) is spent.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                workers = self._status()["workers"]
+            except OSError:
+                workers = {"running": 0, "expected": 1}
+            if workers["running"] >= workers["expected"]:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{self.name}: not every worker started within 60 s")
+        time.sleep(1.0)
+
+    def _status(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.http_port}/api/v1/status"
         with urllib.request.urlopen(url, timeout=10) as rsp:
-            return int(json.load(rsp)["instances"])
+            return dict(json.load(rsp))
+
+    def stored(self) -> int:
+        return int(self._status()["instances"])
 
 
 class DcmtkStorescp(Peer):
@@ -280,3 +331,49 @@ class Orthanc(Peer):
         url = f"http://127.0.0.1:{self.http_port}/statistics"
         with urllib.request.urlopen(url, timeout=10) as rsp:
             return int(json.load(rsp)["CountInstances"])
+
+
+class BalancedEdge(PacsEdge):
+    """pacs-edge behind HAProxy as deploy/haproxy.cfg sets it up (PROXY v2 from
+    127.0.0.9, health checks on /readyz). HAProxy runs in the same CPU meter: what
+    the balancer costs counts against the edge."""
+
+    def __init__(self, workdir: Path, durability: str, workers: int = 1) -> None:
+        super().__init__(workdir, durability, workers=workers)
+        self.name += " via HAProxy"
+        self.balancer_port = self.port
+        self.port = free_port()  # the edge's own, until start() is done
+        self.haproxy: subprocess.Popen[bytes] | None = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.config = self.workdir / "edge.toml"
+        self.config.write_text(f'[dicom]\ntrusted_proxies = ["{balancer.SOURCE}/32"]\n')
+
+    def start(self) -> None:
+        super().start()  # the edge, on its own port
+        cfg = self.workdir / "haproxy.cfg"
+        nodes = [("edge1", self.port, self.http_port)]
+        cfg.write_text(balancer.render(self.balancer_port, nodes, self.workdir / "admin.sock"))
+        assert self.meter is not None
+        with (self.workdir / "haproxy.log").open("wb") as log:
+            self.haproxy = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.meter.enter,
+            )
+        self.port = self.balancer_port  # clients go through HAProxy from now on
+        wait_for_port(self.port, self.haproxy)
+        deadline = time.monotonic() + 30
+        while balancer.states(self.workdir / "admin.sock").get("edge1") != "UP":
+            if time.monotonic() > deadline:
+                raise RuntimeError("HAProxy did not see the edge UP within 30 s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.haproxy is not None:
+            self.haproxy.terminate()
+            self.haproxy.wait(timeout=30)
+            self.haproxy = None
+        super().stop()

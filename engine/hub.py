@@ -143,5 +143,6 @@ class AssociationHub:
         if self._tasks:
             await asyncio.wait(set(self._tasks))
 
+
 def _key(association: Association) -> str:
     return f"{os.getpid()}-{association.id}"

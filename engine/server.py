@@ -104,7 +104,7 @@ async def serve(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
     metrics = Metrics(None if run_dir is None else layout.metrics)
-    audit = AuditLog(config.audit_path, config.audit.patient_identifiers)
+    audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
     hub = AssociationHub(config.dicom.max_associations, metrics, audit, LiveAssociations(run_dir))
     router = Router(config.route, [dest.name for dest in config.destination])
     forwarder = Forwarder(config, index, layout, io_pool, metrics, audit)

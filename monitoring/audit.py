@@ -28,8 +28,9 @@ _FLUSH_BYTES = 64 * 1024
 
 
 class AuditLog:
-    def __init__(self, path: Path, patient_identifiers: bool) -> None:
+    def __init__(self, path: Path, patient_identifiers: bool, site: str = "") -> None:
         self.path = path
+        self._stamp = {"site": site} if site else {}  # several sites' logs in one SIEM
         self._patient = patient_identifiers
         self._lock = threading.Lock()
         self._fd = -1
@@ -75,7 +76,7 @@ class AuditLog:
             os.close(fd)
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {"time": round(time.time(), 3), "event": event, **fields}
+        record = {"time": round(time.time(), 3), **self._stamp, "event": event, **fields}
         line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
         with self._lock:
             self._pending.append(line)

@@ -78,6 +78,8 @@ class DestinationState:
 class State:
     """What the engine is, at scrape time (see engine.server)."""
 
+    site: str
+    ae_title: str
     ready: bool
     associations_active: int
     instances_stored: int
@@ -214,6 +216,13 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._state()
+        info = GaugeMetricFamily(
+            "pacs_edge_info",
+            "The node's configured site code and AE title ('site' is the scrape config's).",
+            labels=["site_code", "ae_title"],
+        )
+        info.add_metric([state.site, state.ae_title], 1.0)
+        yield info
         yield _gauge("pacs_edge_ready", "1 when /readyz answers 200, else 0.", float(state.ready))
         yield _gauge(
             "pacs_edge_associations_active", "Established associations.", state.associations_active

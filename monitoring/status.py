@@ -24,6 +24,7 @@ def status(svc: Services) -> dict[str, Any]:
         "version": core_rs.__version__,
         "build": core_rs.BUILD_PROFILE,
         "ae_title": svc.config.node.ae_title,
+        "site": svc.config.node.site,
         "pid": os.getpid(),
         "uptime_seconds": round(time.time() - _STARTED, 1),
         "ready": svc.ready,
@@ -36,7 +37,7 @@ def status(svc: Services) -> dict[str, Any]:
             code: int(n)
             for code, n in sorted(svc.metrics.totals("pacs_edge_dimse_responses", "status").items())
         },
-        "processes": "one" if svc.role == "all" else "ingest workers and background",
+        "workers": _workers(svc),
         **({"group_commit": svc.committer.stats.as_dict()} if svc.role == "all" else {}),
         "destinations": svc.forwarder.status(),
         "storage": {
@@ -46,6 +47,15 @@ def status(svc: Services) -> dict[str, Any]:
             "disk_total_bytes": disk.total,
         },
     }
+
+
+def _workers(svc: Services) -> dict[str, int]:
+    """Ingest processes: one when it all runs in one process."""
+    if svc.role == "all":
+        return {"expected": 1, "running": 1}
+    from engine.workers import worker_count
+
+    return {"expected": worker_count(svc.config), "running": svc.hub.live.workers()}
 
 
 def _associations(svc: Services) -> dict[str, Any]:
@@ -115,6 +125,8 @@ def metrics_state(svc: Services) -> State:
             circuit_open=now["circuit"] != "closed",
         )
     return State(
+        site=svc.config.node.site,
+        ae_title=svc.config.node.ae_title,
         ready=readyz(svc)[0] == 200,
         associations_active=len(svc.hub.live.all()),
         instances_stored=totals.instances,

@@ -75,6 +75,7 @@ class NodeConfig(_Section):
     ae_title: AETitle
     data_dir: Path
     workers: Annotated[int, Field(ge=0, le=256)]  # 0: one ingest process per core
+    site: Annotated[str, Field(pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 
 
 class DicomConfig(_Section):

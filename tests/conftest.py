@@ -28,7 +28,7 @@ def _real_peers_installed() -> None:
     if missing:
         pytest.exit(
             f"real peers missing ({', '.join(missing)}): run `make test`, which "
-            "installs DCMTK, Orthanc, orthanc-dicomweb, Prometheus, HAProxy and openssl from Debian",
+            "installs DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy and openssl from Debian",
             returncode=3,
         )
 

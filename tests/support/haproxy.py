@@ -3,18 +3,15 @@ addresses, ports and check interval are swapped, so the shipped file is what run
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
+from bench import balancer
 from tests.support.process import launch, wait_until
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
-SOURCE = "127.0.0.9"  # HAProxy's side of its connections to the nodes
+SOURCE = balancer.SOURCE
 
 
 class HAProxyProcess:
@@ -25,21 +22,7 @@ class HAProxyProcess:
         self.config_path = workdir / "haproxy.cfg"
         self.log_path = workdir / "haproxy.log"
         self.workdir = workdir
-        text = DEPLOY.read_text()
-        text = text.replace("    log /dev/log local0\n", "").replace(
-            "maxconn 20000", "maxconn 2000"
-        )
-        text = re.sub(
-            r"stats socket \S+ .*", f"stats socket {self.socket_path} mode 600 level admin", text
-        )
-        text = re.sub(r"bind \S+", f"bind 127.0.0.1:{port}", text)
-        text = re.sub(r"source \S+", f"source {SOURCE}", text)
-        text = text.replace("inter 2s fall 2 rise 3", "inter 300ms fall 2 rise 1")
-        text = re.sub(r"    server .*\n", "", text)
-        text += "".join(
-            f"    server {name} 127.0.0.1:{dicom} check port {http}\n"
-            for name, dicom, http in nodes
-        )
+        text = balancer.render(port, nodes, self.socket_path)
         self.config_path.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -66,18 +49,7 @@ class HAProxyProcess:
 
     def states(self) -> dict[str, str]:
         """Each node's state as HAProxy sees it (UP, DOWN, ...)."""
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.connect(str(self.socket_path))
-            sock.sendall(b"show stat\n")
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-        rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
-        return {
-            row["svname"]: row["status"]
-            for row in rows
-            if row["svname"] not in ("FRONTEND", "BACKEND")
-        }
+        return balancer.states(self.socket_path)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

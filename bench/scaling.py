@@ -1,0 +1,127 @@
+"""Scaling benchmark: pacs-edge with --workers 1 vs 2, and behind HAProxy vs direct.
+
+All in one run, beside DCMTK storescp --fork (one process per association, the
+scaling reference), over 4 and 16 parallel associations of DCMTK storescu. The
+same corpus, fresh storage for each point, the peer order rotated per level.
+Figures are ratios against the 1-worker edge and DCMTK measured in this run.
+
+    python -m bench.scaling --quick     # ~130 MB corpus, one pass (make bench)
+    python -m bench.scaling             # ~400 MB corpus, median of 3 (make bench-full)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import results
+from bench.corpus import Corpus, build
+from bench.ingest import Run, send
+from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge, Peer
+
+Make = Callable[[Path], Peer]
+
+
+def lineup() -> list[tuple[str, Make]]:
+    return [
+        ("DCMTK storescp --fork", DcmtkStorescp),
+        ("pacs-edge (fsync), 1 worker", lambda d: PacsEdge(d, "fsync", workers=1)),
+        ("pacs-edge (fsync), 2 workers", lambda d: PacsEdge(d, "fsync", workers=2)),
+        ("pacs-edge (os), 1 worker", lambda d: PacsEdge(d, "os", workers=1)),
+        ("pacs-edge (os), 2 workers", lambda d: PacsEdge(d, "os", workers=2)),
+        ("pacs-edge (fsync), 2 workers, via HAProxy", lambda d: BalancedEdge(d, "fsync", 2)),
+    ]
+
+
+def measure(label: str, make: Make, workdir: Path, corpus: Corpus, n: int, repeat: int) -> Run:
+    runs = []
+    for _ in range(repeat):
+        peer = make(workdir)
+        peer.start()
+        try:
+            run = send(peer, corpus, n)
+        finally:
+            peer.stop()
+        run.peer = label
+        runs.append(run)
+    runs.sort(key=lambda r: r.mb_per_s)
+    return runs[len(runs) // 2]
+
+
+def table(runs: list[Run]) -> str:
+    lines = []
+    for n in sorted({r.associations for r in runs}):
+        group = {r.peer: r for r in runs if r.associations == n}
+        base = group.get("pacs-edge (fsync), 1 worker")
+        dcmtk = group.get("DCMTK storescp --fork")
+        lines += [
+            f"\n**{n} associations**\n",
+            "| SCP | MB/s | objects/s | CPU-s/GB | peak RSS MB | x 1-worker fsync "
+            "| x DCMTK | all stored |",
+            "|---|---:|---:|---:|---:|---:|---:|:---:|",
+        ]
+        for r in group.values():
+            vs_base = f"{r.mb_per_s / base.mb_per_s:.2f}" if base else "-"
+            vs_dcmtk = f"{r.mb_per_s / dcmtk.mb_per_s:.2f}" if dcmtk else "-"
+            stored = "yes" if r.complete else f"NO ({r.stored}/{r.expected})"
+            lines.append(
+                f"| {r.peer} | {r.mb_per_s} | {r.objects_per_s} | {r.cpu_s_per_gb} | "
+                f"{r.peak_rss_mb} | {vs_base} | {vs_dcmtk} | {stored} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
+    parser.add_argument("--associations", default="4,16")
+    args = parser.parse_args(argv)
+    corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
+    repeat = 1 if args.quick else 3
+    levels = [int(n) for n in args.associations.split(",")]
+    peers = lineup()
+    print(
+        f"corpus {corpus.name}: {len(corpus.files)} objects, {corpus.bytes / 1e6:.0f} MB; "
+        f"{os.cpu_count()} cores; {repeat} pass(es) per point",
+        flush=True,
+    )
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+        print("warm-up pass (not measured) ...", flush=True)
+        for label, make in peers:
+            measure(label, make, Path(tmp) / "peer", corpus, 4, 1)
+        for step, n in enumerate(levels):
+            for label, make in peers[step:] + peers[:step]:
+                run = measure(label, make, Path(tmp) / "peer", corpus, n, repeat)
+                runs.append(run)
+                print(
+                    f"  {label:<42} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
+                    f"{run.objects_per_s:>7} obj/s  {run.cpu_s_per_gb:>6} CPU-s/GB  "
+                    f"stored {run.stored}/{run.expected}",
+                    flush=True,
+                )
+    text = table(runs)
+    print(text)
+    figures = {
+        "corpus": corpus.name,
+        "objects": len(corpus.files),
+        "bytes": corpus.bytes,
+        "cores": os.cpu_count(),
+        "median_of": repeat,
+        "runs": [asdict(r) for r in runs],
+    }
+    results.save("scaling", figures, text + "\n")
+    lost = [r for r in runs if r.peer.startswith("pacs-edge") and not r.complete]
+    if lost:
+        print(f"pacs-edge did not store every object in {len(lost)} run(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
