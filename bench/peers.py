@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import balancer
+from monitoring.metrics import descendants
 
 AE_TITLE = "PACS_EDGE"
 
@@ -77,7 +78,7 @@ class Meter:
     def peak_bytes(self) -> int:
         """Peak RSS of the server and its live children (pacs-edge's workers), summed."""
         total = 0
-        for pid in [self.pid, *_descendants(self.pid)]:
+        for pid in [self.pid, *descendants(self.pid)]:
             try:
                 lines = Path(f"/proc/{pid}/status").read_text().splitlines()
             except FileNotFoundError:
@@ -91,22 +92,6 @@ class Meter:
                 # stray children: move them back to the root group
                 (group.parent / "cgroup.procs").write_text(pid)
             group.rmdir()
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
-        return found
-    for task in tasks:
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-        for child in children:
-            found += [child, *_descendants(child)]
-    return found
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -128,7 +128,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
         return 0
     gib = data["bytes"] / 2**30
-    print(f"pacs-edge {data['version']} AE {data['ae_title']}  ready={data['ready']}")
+    site = f" site {data['site']}" if data.get("site") else ""
+    workers = data["workers"]
+    print(
+        f"pacs-edge {data['version']} AE {data['ae_title']}{site}  ready={data['ready']}  "
+        f"workers {workers['running']}/{workers['expected']}"
+    )
     print(
         f"  {data['instances']} instances, {data['series']} series, "
         f"{data['studies']} studies, {gib:.2f} GiB"
@@ -138,6 +143,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"  associations: {assoc['active']} active, {assoc['accepted_total']} accepted, "
         f"{assoc['rejected_total']} rejected"
     )
+    for live in assoc["live"][:20]:
+        via = f" via {live['via']}" if live.get("via") else ""
+        tls = " TLS" if live["tls"] else ""
+        print(f"    {live['calling_ae']:<16} {live['peer']}{via}{tls}  {live['seconds']:.0f} s")
     disk = data["storage"]
     print(
         f"  disk: {disk['disk_free_bytes'] / 2**30:.1f} GiB free of "

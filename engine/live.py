@@ -54,7 +54,12 @@ class LiveAssociations:
 
     def workers(self) -> int:
         """Ingest workers running (each has its file from start-up to its end)."""
-        return 0 if self._run is None else len(list(self._run.glob("live-*.json")))
+        return len(self.worker_pids())
+
+    def worker_pids(self) -> list[int]:
+        if self._run is None:
+            return []
+        return [int(p.stem.removeprefix("live-")) for p in self._run.glob("live-*.json")]
 
     def admit(
         self, association: LiveAssociation, node_limit: int, ae_limit: int | None

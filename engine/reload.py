@@ -64,13 +64,20 @@ def _changed(a: Any, b: Any) -> list[str]:
 
 
 class Reloader:
-    def __init__(self, svc: Services, load: Callable[[], Config]) -> None:
+    def __init__(
+        self, svc: Services, load: Callable[[], Config], fan_out: Callable[[], None] | None = None
+    ) -> None:
         self._svc = svc
         self._load = load
+        self._fan_out = fan_out  # the background process tells the workers (SIGHUP)
 
-    async def reload(self) -> tuple[int, dict[str, Any]]:
+    async def reload(self, from_api: bool = False) -> tuple[int, dict[str, Any]]:
+        """`from_api`: POST /api/v1/reload, which the workers do not see otherwise
+        (a SIGHUP reaches them from the supervisor)."""
         svc = self._svc
         svc.audit.reopen()  # SIGHUP is also logrotate's signal
+        if from_api and self._fan_out is not None:
+            self._fan_out()
         try:
             new = self._load()
         except ConfigError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
@@ -118,7 +119,7 @@ async def serve(
         config, layout, index, committer, store, hub, forwarder, metrics, audit, role=role
     )
     metrics.watch(lambda: status.metrics_state(svc))
-    reloader = Reloader(svc, load or (lambda: config))
+    reloader = Reloader(svc, load or (lambda: config), lambda: _signal_workers(hub.live))
     reloads: set[asyncio.Task[Any]] = set()
 
     def on_sighup() -> None:
@@ -237,7 +238,7 @@ async def _serve_http(svc: Services, reloader: Reloader) -> Callable[[], None]:
             Route("GET", "/readyz", lambda query: status.readyz(svc)),
             Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
             Route("GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render()))),
-            Route("POST", "/api/v1/reload", lambda query: reloader.reload()),
+            Route("POST", "/api/v1/reload", lambda query: reloader.reload(from_api=True)),
             Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
             *queue_api.routes(svc),
         ]
@@ -250,6 +251,12 @@ async def _serve_http(svc: Services, reloader: Reloader) -> Callable[[], None]:
             " - set [http] port or --http-port."
         ) from exc
     return http.close
+
+
+def _signal_workers(live: LiveAssociations) -> None:
+    for pid in live.worker_pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGHUP)
 
 
 async def _close_all(closers: list[Closer]) -> None:

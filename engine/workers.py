@@ -204,6 +204,7 @@ class Supervisor:
         process.join()
         pid = process.pid or 0
         live.forget_process(self._layout.run, pid)
+        self._layout.clean_spool(pid)
         _forget_metrics(pid)
         young = now - child.started < _YOUNG
         child.backoff = min(child.backoff * 2, _MAX_BACKOFF) if young else 1.0

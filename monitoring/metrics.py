@@ -167,6 +167,8 @@ class Metrics:
         )
         if multiprocess_dir is None:  # process_cpu_seconds_total, process_resident_memory_bytes
             ProcessCollector(registry=r)
+        else:  # the same names, for the supervisor and every process it started
+            self._exposed.register(ProcessTreeCollector(os.getppid()))
 
     def watch(self, state: Callable[[], State]) -> None:
         """Read the engine's state at every scrape."""
@@ -245,6 +247,51 @@ class StateCollector(Collector):
         yield from _destinations(state.destinations)
         yield from _disks(state.data_paths)
         yield from _host()
+
+
+class ProcessTreeCollector(Collector):
+    """CPU and RSS of the whole process group (supervisor, workers, background),
+    under prometheus-client's process metric names so dashboards need no change.
+    A worker that ends takes its CPU seconds with it: the counter then drops, and
+    Prometheus' rate() treats that as a counter reset."""
+
+    def __init__(self, root: int) -> None:
+        self._root = root
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+        cpu = rss = 0.0
+        for pid in [self._root, *descendants(self._root)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+            rss += int(fields[21]) * page
+        yield CounterMetricFamily(
+            "process_cpu_seconds", "CPU seconds of all pacs-edge processes.", value=cpu
+        )
+        yield _gauge("process_resident_memory_bytes", "RSS of all pacs-edge processes.", rss)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children lists per thread)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *descendants(child)]
+    return found
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

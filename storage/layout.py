@@ -66,10 +66,12 @@ class DataLayout:
         shutil.rmtree(self.run, ignore_errors=True)
         self.metrics.mkdir(parents=True)
 
-    def clean_spool(self) -> int:
-        """Delete objects whose reception never finished: none of them was acknowledged."""
+    def clean_spool(self, pid: int | None = None) -> int:
+        """Delete objects whose reception never finished: none of them was acknowledged.
+        With `pid`, only those of that (dead) worker process."""
         removed = 0
-        for leftover in self.spool.iterdir():
+        pattern = "*" if pid is None else f"{pid}-*"
+        for leftover in self.spool.glob(pattern):
             leftover.unlink()
             removed += 1
         if removed:

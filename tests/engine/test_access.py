@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 
-from tests.support.process import EngineProcess
+from tests.support.process import EngineProcess, wait_until, write_toml
 from tests.support.wire import Client
 
 PERMANENT, TRANSIENT = 1, 2
@@ -70,6 +70,23 @@ def test_networks_and_limits_per_calling_ae_over_two_workers(
         time.sleep(0.1)
     else:
         raise AssertionError("CT1 could not associate again after one of its associations ended")
+    # Raised by a reload through the API: the background process passes it on
+    # to both workers, so the next CT1 association is admitted wherever it lands.
+    node.settings["calling_ae"][0]["max_associations"] = 4
+    write_toml(node.config_path, node.settings)
+    code, answer = node.post("/api/v1/reload")
+    assert code == 200, answer
+    assert "calling_ae" in answer["changed"]
+
+    def fourth_admitted() -> bool:
+        client = Client(node.port)
+        if client.associate(calling="CT1").type == 2:
+            held.append(client)
+            return True
+        client.close()
+        return False
+
+    wait_until(fourth_admitted, 10, "a fourth CT1 association after the reload")
     for client in held:
         assert client.echo() == 0x0000
         client.close()

@@ -9,6 +9,7 @@ Node 1 runs two ingest workers, node 2 one process: both shapes behind one balan
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -138,7 +139,7 @@ def test_a_node_dies_mid_run_nothing_acknowledged_is_lost(cluster: Cluster, tmp_
 
 
 def test_drain_finishes_open_associations_and_sends_new_ones_elsewhere(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
     files = make_series(tmp_path / "long", 12)
     modality = AE(ae_title="LONGSCU")
@@ -150,6 +151,8 @@ def test_drain_finishes_open_associations_and_sends_new_ones_elsewhere(
         assert a.send_c_store(dcmread(f.path)).Status == 0x0000
     live = [node.status()["associations"]["live"] for node in cluster.nodes]
     assert [len(x) for x in live] == [1, 1], live
+    shown = run_cli("status", "--url", f"http://127.0.0.1:{cluster.nodes[1].http_port}").stdout
+    assert re.search(rf"LONGSCU +127\.0\.0\.1:\d+ via {SOURCE}:\d+", shown), shown
     draining, other = cluster.nodes
     assert draining.proc is not None
     draining.proc.send_signal(signal.SIGTERM)

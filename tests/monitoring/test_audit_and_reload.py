@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,15 +20,6 @@ def audit_events(engine: EngineProcess) -> list[dict[str, Any]]:
     time.sleep(1.0)  # the engine writes its audit lines twice a second
     path = engine.data_dir / "audit.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def post(engine: EngineProcess, path: str) -> tuple[int, dict[str, Any]]:
-    url = f"http://127.0.0.1:{engine.http_port}{path}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=30) as rsp:
-            return rsp.status, json.load(rsp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
 
 
 def test_audit_log_records_who_sent_what_and_survives_rotation(
@@ -90,7 +79,7 @@ def test_reload_applies_to_the_next_association_and_refuses_a_broken_file(
     engine.settings["dicom"]["allowed_calling_aes"] = ["CT1", "CT2"]
     engine.settings["dicom"]["port"] = engine.port + 1  # only a restart would apply it
     write_toml(engine.config_path, engine.settings)
-    code, answer = post(engine, "/api/v1/reload")
+    code, answer = engine.post("/api/v1/reload")
     assert code == 200, answer
     assert "dicom.allowed_calling_aes" in answer["changed"]
     assert answer["needs_restart"] == ["dicom.port"]
@@ -100,7 +89,7 @@ def test_reload_applies_to_the_next_association_and_refuses_a_broken_file(
     engine.config_path.write_text(
         engine.config_path.read_text() + '\n[storage]\ndurability = "maybe"\n'
     )
-    code, answer = post(engine, "/api/v1/reload")
+    code, answer = engine.post("/api/v1/reload")
     assert code == 400
     assert "storage.durability" in answer["error"]
     assert answer["running"] == "unchanged"
@@ -124,7 +113,7 @@ def test_reload_adds_a_destination_without_losing_queued_jobs(
     try:
         engine.settings["destination"] = [dicom_destination(orthanc)]
         write_toml(engine.config_path, engine.settings)
-        code, answer = post(engine, "/api/v1/reload")
+        code, answer = engine.post("/api/v1/reload")
         assert code == 200, answer
         assert answer["destinations_restarted"] == ["central"]
         more = make_series(tmp_path / "t", 4)

@@ -18,7 +18,7 @@ from pynetdicom import AE
 from storage.index import Index
 from tests.support.corpus import SourceFile, make_large, make_series
 from tests.support.process import AE_TITLE, EngineProcess
-from tests.support.wire import Client, c_store_rq, pdata
+from tests.support.wire import A_RELEASE_RQ, Client, c_store_rq, pdata
 
 pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
 
@@ -111,7 +111,9 @@ def test_sigterm_finishes_the_object_in_flight(
         Client(node.port)  # no new associations while draining
     client.send(pdata(3, data[half:], command=False, last=True))
     assert int(client.read_pdu().command().Status) == 0x0000
-    assert client.read_pdu().type == 7  # then the node ends the association
+    # The association is the modality's to end (within dicom.shutdown_grace).
+    client.send(A_RELEASE_RQ)
+    assert client.read_pdu().type == 6  # A-RELEASE-RP
     client.close()
     assert node.proc.wait(timeout=30) == 0
     node.proc = None
@@ -119,6 +121,25 @@ def test_sigterm_finishes_the_object_in_flight(
     record = node.instance(src.sop_instance_uid)
     assert record is not None
     assert record["hash"] == src.blake3
+
+
+def test_sigterm_ends_an_association_after_the_grace_period(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    """A modality that keeps its association open is not waited for forever:
+    after shutdown_grace it is ended at the next object boundary."""
+    node = engine_factory({"dicom": {"shutdown_grace": 1.0}})
+    src = make_series(tmp_path / "s", 1)[0]
+    client = Client(node.port)
+    assert client.associate(contexts=[(3, src.sop_class_uid, [src.transfer_syntax_uid])]).type == 2
+    assert node.proc is not None
+    started = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    assert client.read_pdu().type == 7  # A-ABORT, once the grace period is over
+    assert time.monotonic() - started >= 1.0
+    client.close()
+    assert node.proc.wait(timeout=30) == 0
+    node.proc = None
 
 
 @pytest.fixture

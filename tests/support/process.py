@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from monitoring.metrics import descendants
+
 AE_TITLE = "PACS_EDGE"
 
 
@@ -87,13 +89,6 @@ def wait_up(
     raise RuntimeError(f"{name} not up within {timeout} s:\n{log()}")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 class EngineProcess:
     def __init__(
         self,
@@ -137,6 +132,16 @@ class EngineProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
 
+    def post(self, path: str) -> tuple[int, Any]:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method="POST"), timeout=30
+            ) as rsp:
+                return rsp.status, json.load(rsp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
     def get_text(self, path: str) -> str:
         url = f"http://127.0.0.1:{self.http_port}{path}"
         with urllib.request.urlopen(url, timeout=5) as rsp:
@@ -162,7 +167,7 @@ class EngineProcess:
     def kill(self) -> None:
         """SIGKILL the node, worker processes first: a power cut, not a shutdown."""
         assert self.proc is not None
-        for child in _children(self.proc.pid):
+        for child in descendants(self.proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)

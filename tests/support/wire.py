@@ -20,6 +20,8 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 
+A_RELEASE_RQ = b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"  # PS3.8 9.3.6
+
 
 def associate_rq(
     calling: str, called: str, contexts: list[tuple[int, str, list[str]]], max_pdu: int = 16384
