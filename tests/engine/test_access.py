@@ -92,7 +92,7 @@ def test_networks_and_limits_per_calling_ae_over_two_workers(
         client.close()
     # Counted over both workers: /metrics is the background process's sum.
     metrics = node.get_text("/metrics")
-    assert 'pacs_edge_associations_total{calling_ae="CT1",result="accepted"} 4.0' in metrics
+    assert 'pacs_edge_associations_total{calling_ae="CT1",result="accepted"} 5.0' in metrics
     assert 'pacs_edge_associations_total{calling_ae="CT1",result="rejected"} 1.0' in metrics
     assert node.stop() == 0  # and the audit log is flushed
     rejected = audit_events(node, "association_rejected")
