@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import results
@@ -232,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     text = table(passes)
     print(text)
-    figures = {"corpus": corpus.name, "median_of": repeat, "passes": [asdict(p) for p in passes]}
-    results.save("forward", figures, text + "\n")
+    results.save_runs("forward", corpus, repeat, passes, text + "\n")
     lost = [p for p in passes if p.sender.startswith("pacs-edge") and p.arrived != p.expected]
     if lost:
         print(f"pacs-edge did not deliver every object in {len(lost)} pass(es)", file=sys.stderr)

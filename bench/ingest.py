@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench import results
@@ -222,15 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs)
     print(text)
     print("\n" + "\n".join(targets(runs)))
-    figures = {
-        "corpus": corpus.name,
-        "objects": len(corpus.files),
-        "bytes": corpus.bytes,
-        "cores": os.cpu_count(),
-        "median_of": repeat,
-        "runs": [asdict(r) for r in runs],
-    }
-    results.save("ingest", figures, text + "\n\n```\n" + "\n".join(targets(runs)) + "\n```\n")
+    summary = "\n\n```\n" + "\n".join(targets(runs)) + "\n```\n"
+    results.save_runs("ingest", corpus, repeat, runs, text + summary)
     ours = [r for r in runs if r.peer.startswith("pacs-edge") and not r.complete]
     if ours:
         print(f"pacs-edge did not store every object in {len(ours)} run(s)", file=sys.stderr)

@@ -4,11 +4,28 @@ and bench/results/latest-<name>.md (the tables the README quotes). Git ignores b
 from __future__ import annotations
 
 import json
+import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.corpus import Corpus
+
 FOLDER = Path(__file__).parent / "results"
+
+
+def save_runs(name: str, corpus: Corpus, repeat: int, runs: list[Any], markdown: str) -> Path:
+    """Every run of a benchmark (dataclasses) with what it ran on."""
+    figures = {
+        "corpus": corpus.name,
+        "objects": len(corpus.files),
+        "bytes": corpus.bytes,
+        "cores": os.cpu_count(),
+        "median_of": repeat,
+        "runs": [asdict(r) for r in runs],
+    }
+    return save(name, figures, markdown)
 
 
 def save(name: str, figures: dict[str, Any], markdown: str) -> Path:

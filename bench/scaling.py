@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from bench import results
@@ -107,15 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     text = table(runs)
     print(text)
-    figures = {
-        "corpus": corpus.name,
-        "objects": len(corpus.files),
-        "bytes": corpus.bytes,
-        "cores": os.cpu_count(),
-        "median_of": repeat,
-        "runs": [asdict(r) for r in runs],
-    }
-    results.save("scaling", figures, text + "\n")
+    results.save_runs("scaling", corpus, repeat, runs, text + "\n")
     lost = [r for r in runs if r.peer.startswith("pacs-edge") and not r.complete]
     if lost:
         print(f"pacs-edge did not store every object in {len(lost)} run(s)", file=sys.stderr)

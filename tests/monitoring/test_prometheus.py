@@ -133,11 +133,15 @@ def test_promtool_accepts_the_shipped_rules_and_config() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 def test_dashboard_and_alerts_against_a_real_prometheus(
     engine_factory: Callable[..., EngineProcess],
     prometheus_for: Callable[[Path, int], PrometheusProcess],
     tmp_path: Path,
+    workers: int,
 ) -> None:
+    """With two workers the same numbers must come out: counters summed over the
+    processes, forwarding in the background process woken by the workers."""
     orthanc = OrthancProcess(tmp_path / "orthanc").start()
     try:
         down = {
@@ -151,6 +155,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             {
                 "destination": [dicom_destination(orthanc), down],
                 "forward": {"retry_base_delay": 0.2, "retry_max_delay": 1.0},
+                "node": {"workers": workers},
             }
         )
         prometheus = prometheus_for(tmp_path / "prometheus", engine.http_port)
