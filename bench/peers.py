@@ -81,8 +81,8 @@ class Meter:
         for pid in [self.pid, *descendants(self.pid)]:
             try:
                 lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-            except FileNotFoundError:
-                continue  # a child that just ended
+            except OSError:
+                continue  # a child that just ended (ENOENT or ESRCH mid-read)
             total += sum(int(x.split()[1]) * 1024 for x in lines if x.startswith("VmHWM:"))
         return total
 
