@@ -33,7 +33,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.server import StartupError, serve
     from engine.workers import serve_workers, worker_count
     from monitoring.logs import configure
 
@@ -45,6 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(config.logging.level)
     if worker_count(config) > 1:
         return serve_workers(args.config, _overrides(args))
+    from engine.server import StartupError, serve  # not in the supervisor: ~10 MB less
+
     try:
         import uvloop
     except ImportError:
