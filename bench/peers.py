@@ -338,8 +338,9 @@ class BalancedEdge(PacsEdge):
     def start(self) -> None:
         super().start()  # the edge, on its own port
         cfg = self.workdir / "haproxy.cfg"
-        nodes = [("edge1", self.port, self.http_port)]
-        cfg.write_text(balancer.render(self.balancer_port, nodes, self.workdir / "admin.sock"))
+        nodes = [balancer.Node("edge1", self.port, self.http_port)]
+        admin = self.workdir / "admin.sock"
+        cfg.write_text(balancer.render(self.balancer_port, free_port(), nodes, admin))
         assert self.meter is not None
         with (self.workdir / "haproxy.log").open("wb") as log:
             self.haproxy = subprocess.Popen(
@@ -351,7 +352,7 @@ class BalancedEdge(PacsEdge):
         self.port = self.balancer_port  # clients go through HAProxy from now on
         wait_for_port(self.port, self.haproxy)
         deadline = time.monotonic() + 30
-        while balancer.states(self.workdir / "admin.sock").get("edge1") != "UP":
+        while balancer.states(admin).get(("pacs_edge", "edge1")) != "UP":
             if time.monotonic() > deadline:
                 raise RuntimeError("HAProxy did not see the edge UP within 30 s")
             time.sleep(0.1)

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
@@ -24,7 +25,12 @@ from engine import negotiation as neg
 from engine.commitment import read_event_information
 from engine.fsm import Event, State, next_step
 from engine.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
-from engine.proxy_protocol import ProxyHeaderError, ProxyHeaderParser, looks_like_header
+from engine.proxy_protocol import (
+    ClientAddress,
+    ProxyHeaderError,
+    ProxyHeaderParser,
+    looks_like_header,
+)
 from engine.store import (
     CANNOT_UNDERSTAND,
     PROCESSING_FAILURE,
@@ -56,9 +62,19 @@ _MAX_STORES_IN_FLIGHT = 2
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What a listener learnt before the association's first byte: the client a
+    trusted balancer's PROXY header named (engine.tls_listener reads it before TLS)."""
+
+    client: ClientAddress | None  # None: the balancer's own connection (LOCAL)
+    via: str  # the balancer, host:port
+
+
 class Association(asyncio.BufferedProtocol):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, resolved: Resolved | None = None) -> None:
         self._svc = services
+        self._resolved = resolved
         config = services.config.dicom
         self.id = next(_ids)
         self.state = State.Sta1
@@ -103,8 +119,15 @@ class Association(asyncio.BufferedProtocol):
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
             self.address = ipaddress.ip_address(peer[0])
-            if any(self.address in net for net in self._svc.config.dicom.trusted_proxies):
-                self._proxy = ProxyHeaderParser()
+        if self._resolved is not None:
+            self._first_read = False
+            self.via = self._resolved.via
+            if self._resolved.client is not None:
+                self._use_client(self._resolved.client)
+        elif self.address and any(
+            self.address in net for net in self._svc.config.dicom.trusted_proxies
+        ):
+            self._proxy = ProxyHeaderParser()
         if transport.get_extra_info("sslcontext") is not None:
             self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))
         self._svc.hub.add(self)
@@ -162,11 +185,14 @@ class Association(asyncio.BufferedProtocol):
             return None
         self.via, client = self.peer, self._proxy.client
         if client is not None:
-            self.peer = f"{client.host}:{client.port}"
-            self.address = ipaddress.ip_address(client.host)
+            self._use_client(client)
         self._proxy = None
         self._first_read = False
         return rest if rest else None
+
+    def _use_client(self, client: ClientAddress) -> None:
+        self.peer = f"{client.host}:{client.port}"
+        self.address = ipaddress.ip_address(client.host)
 
     @property
     def host(self) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import core_rs
-from engine import queue_api, wake
+from engine import queue_api, tls_listener, wake
 from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
@@ -176,28 +176,28 @@ async def _listen_dicom(svc: Services, reuse_port: bool) -> list[Closer]:
     """The DICOM port, and the DICOM TLS port when enabled."""
     loop = asyncio.get_running_loop()
     dicom = svc.config.dicom
-    ports: list[tuple[int, ssl.SSLContext | None, str]] = [(dicom.port, None, "[dicom] port")]
-    if dicom.tls.enabled:
-        ports.append((dicom.tls.port, tls_context(dicom.tls), "[dicom.tls] port"))
     closers: list[Closer] = []
-    for port, context, key in ports:
-        try:
-            server = await loop.create_server(
-                lambda: Association(svc),
-                dicom.host,
-                port,
-                reuse_address=True,
-                reuse_port=reuse_port or None,
-                backlog=256,
-                ssl=context,
-            )
-        except OSError as exc:
-            await _close_all(closers)
-            raise StartupError(
-                f"cannot listen for DICOM on {dicom.host}:{port}: {exc.strerror}"
-                f" - is another DICOM server using it? Set {key} or --port."
-            ) from exc
+    port, key = dicom.port, "[dicom] port or --port"
+    try:
+        server = await loop.create_server(
+            lambda: Association(svc),
+            dicom.host,
+            port,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+            backlog=256,
+        )
         closers.append(_server_closer(server))
+        if dicom.tls.enabled:
+            port, key = dicom.tls.port, "[dicom.tls] port"
+            context = tls_context(dicom.tls)
+            closers.append(await tls_listener.serve(svc, context, dicom.host, port, reuse_port))
+    except OSError as exc:
+        await _close_all(closers)
+        raise StartupError(
+            f"cannot listen for DICOM on {dicom.host}:{port}: {exc.strerror}"
+            f" - is another DICOM server using it? Set {key}."
+        ) from exc
     return closers
 
 

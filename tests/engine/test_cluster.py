@@ -21,6 +21,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 
+from bench.balancer import Node
 from tests.support.corpus import SourceFile, make_series
 from tests.support.dcmtk import acknowledged, storescu_verbose
 from tests.support.haproxy import SOURCE, HAProxyProcess
@@ -39,9 +40,9 @@ class Cluster:
         """Which nodes (0, 1) have the instance."""
         return [n for n, node in enumerate(self.nodes) if node.instance(sop_instance_uid)]
 
-    def wait_state(self, name: str, state: str) -> None:
+    def wait_state(self, name: str, state: str, backend: str = "pacs_edge") -> None:
         wait_until(
-            lambda: self.haproxy.states().get(name, "").startswith(state),
+            lambda: self.haproxy.state(name, backend).startswith(state),
             15,
             f"HAProxy to see {name} {state}",
         )
@@ -59,7 +60,7 @@ def cluster(engine_factory: Callable[..., EngineProcess], tmp_path: Path) -> Ite
     haproxy = HAProxyProcess(
         workdir,
         BALANCER_PORT,
-        [(f"edge{n + 1}", node.port, node.http_port) for n, node in enumerate(nodes)],
+        [Node(f"edge{n + 1}", node.port, node.http_port) for n, node in enumerate(nodes)],
     ).start()
     found = Cluster(nodes, haproxy)
     found.wait_state("edge1", "UP")

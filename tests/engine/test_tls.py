@@ -7,15 +7,19 @@ CT1's must carry its name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bench.balancer import Node
 from tests.support.corpus import SourceFile, make_series
+from tests.support.haproxy import SOURCE, HAProxyProcess
 from tests.support.process import AE_TITLE, EngineProcess, free_port, wait_until
 
 
@@ -71,22 +75,24 @@ def storescu_tls(
     )
 
 
+def tls_settings(pki: Path, port: int) -> dict[str, object]:
+    return {
+        "enabled": True,
+        "port": port,
+        "certificate": str(pki / "node.crt"),
+        "private_key": str(pki / "node.key"),
+        "client_ca": str(pki / "site-ca.crt"),
+        "require_client_certificate": True,
+    }
+
+
 def test_dicom_tls_with_client_certificates(
     engine_factory: Callable[..., EngineProcess], pki: Path, tmp_path: Path
 ) -> None:
     tls_port = free_port()
     node = engine_factory(
         {
-            "dicom": {
-                "tls": {
-                    "enabled": True,
-                    "port": tls_port,
-                    "certificate": str(pki / "node.crt"),
-                    "private_key": str(pki / "node.key"),
-                    "client_ca": str(pki / "site-ca.crt"),
-                    "require_client_certificate": True,
-                }
-            },
+            "dicom": {"tls": tls_settings(pki, tls_port)},
             "calling_ae": [
                 {"ae_title": "CT1", "tls_names": ["ct1.site1.example"]},
                 {"ae_title": "XR1"},
@@ -132,3 +138,51 @@ def test_dicom_tls_with_client_certificates(
     assert accepted[0]["tls_names"] == ["ct1.site1.example"]
     refused = [e for e in events if e["event"] == "association_rejected"]
     assert any("must use DICOM TLS" in e["why"] for e in refused), refused
+
+
+def test_dicom_tls_through_haproxy_sees_the_modality(
+    engine_factory: Callable[..., EngineProcess], pki: Path, tmp_path: Path
+) -> None:
+    """HAProxy passes TLS through with a PROXY v2 header in front of the handshake:
+    the node reads the header in clear, then TLS, and knows the real client."""
+    node = engine_factory(
+        {
+            "node": {"workers": 2},
+            "dicom": {"tls": tls_settings(pki, free_port()), "trusted_proxies": [f"{SOURCE}/32"]},
+            "calling_ae": [{"ae_title": "CT1", "tls_names": ["ct1.site1.example"]}],
+        }
+    )
+    folder = tmp_path / "haproxy"
+    folder.mkdir()
+    tls_port = node.settings["dicom"]["tls"]["port"]
+    haproxy = HAProxyProcess(
+        folder, free_port(), [Node("edge1", node.port, node.http_port, tls_port)]
+    ).start()
+    try:
+        wait_until(lambda: haproxy.state("edge1", "pacs_edge_tls") == "UP", 15, "HAProxy")
+        files = make_series(tmp_path / "ct", 2)
+        client = [
+            "+tls",
+            str(pki / "ct1.key"),
+            str(pki / "ct1.crt"),
+            "+cf",
+            str(pki / "site-ca.crt"),
+        ]
+        stored = storescu_tls(haproxy.tls_port, files, "CT1", client)
+        assert stored.returncode == 0, stored.stderr
+        assert all(node.instance(f.sop_instance_uid) for f in files)
+        # Straight to the node, a PROXY header from an untrusted address: closed.
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as sock:
+            sock.sendall(b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\n")
+            with contextlib.suppress(ConnectionResetError):  # closed with the header unread
+                assert sock.recv(1) == b""
+    finally:
+        haproxy.close()
+    assert node.stop() == 0
+    events = [json.loads(line) for line in (node.data_dir / "audit.jsonl").read_text().splitlines()]
+    accepted = [e for e in events if e["event"] == "association_accepted"]
+    assert len(accepted) == 1
+    assert accepted[0]["peer"].startswith("127.0.0.1:")
+    assert accepted[0]["via"].startswith(f"{SOURCE}:")
+    assert accepted[0]["tls_names"] == ["ct1.site1.example"]
+    assert any(e["event"] == "proxy_header_refused" for e in events)

@@ -9,20 +9,20 @@ import subprocess
 from pathlib import Path
 
 from bench import balancer
-from tests.support.process import launch, wait_until
+from tests.support.process import free_port, launch, wait_until
 
 SOURCE = balancer.SOURCE
 
 
 class HAProxyProcess:
-    def __init__(self, workdir: Path, port: int, nodes: list[tuple[str, int, int]]) -> None:
-        """`nodes`: (name, DICOM port, HTTP port) of each pacs-edge node."""
+    def __init__(self, workdir: Path, port: int, nodes: list[balancer.Node]) -> None:
         self.port = port
+        self.tls_port = free_port()
         self.socket_path = workdir / "admin.sock"
         self.config_path = workdir / "haproxy.cfg"
         self.log_path = workdir / "haproxy.log"
         self.workdir = workdir
-        text = balancer.render(port, nodes, self.socket_path)
+        text = balancer.render(port, self.tls_port, nodes, self.socket_path)
         self.config_path.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -47,9 +47,9 @@ class HAProxyProcess:
             return False
         return True
 
-    def states(self) -> dict[str, str]:
-        """Each node's state as HAProxy sees it (UP, DOWN, ...)."""
-        return balancer.states(self.socket_path)
+    def state(self, node: str, backend: str = "pacs_edge") -> str:
+        """A node's state as HAProxy sees it (UP, DOWN, ...)."""
+        return balancer.states(self.socket_path).get((backend, node), "")
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
