@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
 from typing import TYPE_CHECKING
 
 from engine.live import LiveAssociation, LiveAssociations
@@ -41,9 +40,6 @@ class AssociationHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False  # refuse new associations
         self.cutting = False  # grace is over: end each association after its object
-        self.accepted_total = 0
-        self.rejected_total = 0
-        self.statuses: Counter[int] = Counter()
 
     def add(self, association: Association) -> None:
         self._all.add(association)
@@ -73,40 +69,35 @@ class AssociationHub:
 
     def established(self, association: Association) -> None:
         self._established.add(association)
-        self.accepted_total += 1
-        self._metrics.association(association.calling_ae, "accepted", association.host)
-        self._audit.write(
-            "association_accepted",
-            calling_ae=association.calling_ae,
-            peer=association.peer,
-            **association.transport_facts(),
-        )
+        self._count(association, "accepted")
 
     def rejected(self, association: Association, rejection: access.Rejection) -> None:
         """Every A-ASSOCIATE-RJ sent, whatever the reason (counted at AE-8)."""
-        self.rejected_total += 1
-        self._metrics.association(association.calling_ae, "rejected", association.host)
-        self._audit.write(
-            "association_rejected",
-            calling_ae=association.calling_ae,
-            peer=association.peer,
-            **association.transport_facts(),
+        self._count(
+            association,
+            "rejected",
             result=rejection.result,
             source=rejection.source,
             reason=rejection.reason,
             why=rejection.message,
         )
 
-    @property
-    def active(self) -> int:
-        return len(self._established)
+    def _count(self, association: Association, outcome: str, **audited: object) -> None:
+        """Metrics and audit line of an association's outcome (status reads the metrics)."""
+        self._metrics.association(association.calling_ae, outcome, association.host)
+        self._audit.write(
+            f"association_{outcome}",
+            calling_ae=association.calling_ae,
+            peer=association.peer,
+            **association.transport_facts(),
+            **audited,
+        )
 
     def track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def record_store(self, result: StoreResult, calling_ae: str, seconds: float) -> None:
-        self.statuses[result.status] += 1
         self._metrics.statuses.labels(f"{result.status:#06x}").inc()
         if result.outcome not in (None, Outcome.STORED):
             self._metrics.duplicates.labels(result.outcome.value).inc()
@@ -114,7 +105,6 @@ class AssociationHub:
             self._metrics.stored(calling_ae, result.modality, result.size, seconds)
 
     def record_echo(self) -> None:
-        self.statuses[0x0000] += 1
         self._metrics.statuses.labels("0x0000").inc()
 
     async def shutdown(self, grace: float) -> None:
