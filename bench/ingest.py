@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,21 +103,21 @@ def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
     )
 
 
-def measure(
-    make: type[Peer] | tuple[type[PacsEdge], str],
-    workdir: Path,
-    corpus: Corpus,
-    associations: int,
-    repeat: int,
-) -> Run:
+Make = Callable[[Path], Peer]  # a peer, fresh, in this folder
+
+
+def measure(label: str, make: Make, workdir: Path, corpus: Corpus, n: int, repeat: int) -> Run:
+    """`repeat` passes, each on a fresh server; the run is reported as `label`."""
     runs = []
     for _ in range(repeat):
-        peer = make[0](workdir, make[1]) if isinstance(make, tuple) else make(workdir)
+        peer = make(workdir)
         peer.start()
         try:
-            runs.append(send(peer, corpus, associations))
+            run = send(peer, corpus, n)
         finally:
             peer.stop()
+        run.peer = label
+        runs.append(run)
     # The median run by throughput, so one lucky or unlucky pass does not decide.
     runs.sort(key=lambda r: r.mb_per_s)
     return runs[len(runs) // 2]
@@ -166,10 +167,6 @@ def targets(runs: list[Run]) -> list[str]:
     return lines
 
 
-def _label(make: type[Peer] | tuple[type[PacsEdge], str]) -> str:
-    return f"pacs-edge ({make[1]})" if isinstance(make, tuple) else make.name
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
@@ -183,16 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
     repeat = 1 if args.quick else 3
     concurrency = [int(n) for n in args.associations.split(",")]
-    peers: list[type[Peer] | tuple[type[PacsEdge], str]] = [
-        (PacsEdge, "os"),
-        (PacsEdge, "fsync"),
-        DcmtkStorescp,
-        Orthanc,
-        PynetdicomStorescp,
+    peers: list[tuple[str, Make]] = [
+        ("pacs-edge (os)", lambda d: PacsEdge(d, "os")),
+        ("pacs-edge (fsync)", lambda d: PacsEdge(d, "fsync")),
+        (DcmtkStorescp.name, DcmtkStorescp),
+        (Orthanc.name, Orthanc),
+        (PynetdicomStorescp.name, PynetdicomStorescp),
     ]
     if args.peers:
         words = [w.strip().lower() for w in args.peers.split(",")]
-        peers = [p for p in peers if any(w in _label(p).lower() for w in words)]
+        peers = [p for p in peers if any(w in p[0].lower() for w in words)]
     exact = Meter("probe")
     exact.close()
     print(
@@ -207,11 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         # memory (page cache included) costs ~4x, and must not land on whoever runs
         # first. The peer order also rotates between concurrency levels.
         print("warm-up pass (not measured) ...", flush=True)
-        for make in peers:
-            measure(make, Path(tmp) / "peer", corpus, 4, 1)
+        for label, make in peers:
+            measure(label, make, Path(tmp) / "peer", corpus, 4, 1)
         for step, n in enumerate(concurrency):
-            for make in peers[step:] + peers[:step]:
-                run = measure(make, Path(tmp) / "peer", corpus, n, repeat)
+            for label, make in peers[step:] + peers[:step]:
+                run = measure(label, make, Path(tmp) / "peer", corpus, n, repeat)
                 runs.append(run)
                 print(
                     f"  {run.peer:<26} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "

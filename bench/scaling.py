@@ -15,15 +15,12 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from bench import results
-from bench.corpus import Corpus, build
-from bench.ingest import Run, send
-from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge, Peer
-
-Make = Callable[[Path], Peer]
+from bench.corpus import build
+from bench.ingest import Make, Run, measure
+from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge
 
 
 def lineup() -> list[tuple[str, Make]]:
@@ -35,21 +32,6 @@ def lineup() -> list[tuple[str, Make]]:
         ("pacs-edge (os), 2 workers", lambda d: PacsEdge(d, "os", workers=2)),
         ("pacs-edge (fsync), 2 workers, via HAProxy", lambda d: BalancedEdge(d, "fsync", 2)),
     ]
-
-
-def measure(label: str, make: Make, workdir: Path, corpus: Corpus, n: int, repeat: int) -> Run:
-    runs = []
-    for _ in range(repeat):
-        peer = make(workdir)
-        peer.start()
-        try:
-            run = send(peer, corpus, n)
-        finally:
-            peer.stop()
-        run.peer = label
-        runs.append(run)
-    runs.sort(key=lambda r: r.mb_per_s)
-    return runs[len(runs) // 2]
 
 
 def table(runs: list[Run]) -> str:
