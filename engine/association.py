@@ -124,9 +124,7 @@ class Association(asyncio.BufferedProtocol):
             self.via = self._resolved.via
             if self._resolved.client is not None:
                 self._use_client(self._resolved.client)
-        elif self.address and any(
-            self.address in net for net in self._svc.config.dicom.trusted_proxies
-        ):
+        elif access.trusted_proxy(self.address, self._svc.config):
             self._proxy = ProxyHeaderParser()
         if transport.get_extra_info("sslcontext") is not None:
             self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))

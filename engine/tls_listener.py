@@ -27,6 +27,7 @@ from engine.proxy_protocol import (
     ProxyHeaderParser,
     looks_like_header,
 )
+from policies import access
 
 if TYPE_CHECKING:
     from engine.server import Services
@@ -70,7 +71,7 @@ async def _connect(svc: Services, context: ssl.SSLContext, conn: socket.socket, 
     conn.setblocking(False)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     peer = f"{host}:{conn.getpeername()[1]}"
-    trusted = any(ipaddress.ip_address(host) in net for net in config.trusted_proxies)
+    trusted = access.trusted_proxy(ipaddress.ip_address(host), svc.config)
     try:
         async with asyncio.timeout(config.artim_timeout):
             client = await _take_proxy_header(conn, trusted)

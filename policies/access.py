@@ -99,6 +99,11 @@ def check_peer(calling_ae: str, called_ae: str, peer: Peer, config: Config) -> R
     return None
 
 
+def trusted_proxy(address: IPv4Address | IPv6Address | None, config: Config) -> bool:
+    """May this address name another client in a PROXY header (dicom.trusted_proxies)?"""
+    return address is not None and any(address in net for net in config.dicom.trusted_proxies)
+
+
 def certificate_names(peercert: dict[str, Any] | None) -> frozenset[str]:
     """Common names and DNS subject-alternative names of a verified certificate."""
     if not peercert:
