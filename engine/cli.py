@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import urllib.error
@@ -33,7 +32,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.workers import serve_workers, worker_count
+    from engine.workers import serve_workers
     from monitoring.logs import configure
 
     try:
@@ -42,16 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"pacs-edge: {exc}", file=sys.stderr)
         return 2
     configure(config.logging.level)
-    if worker_count(config) > 1:
+    if config.ingest_workers > 1:
         return serve_workers(args.config, _overrides(args))
-    from engine.server import StartupError, serve  # not in the supervisor: ~10 MB less
+    from engine.server import StartupError, run, serve  # not in the supervisor: ~10 MB less
 
-    try:
-        import uvloop
-    except ImportError:
-        run = asyncio.run
-    else:
-        run = uvloop.run
     try:
         run(serve(config, load=lambda: load_config(args.config, _overrides(args))))
     except StartupError as exc:

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -170,6 +170,16 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("stopped cleanly")
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server coroutine on uvloop (the brief's loop), asyncio's if absent."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _listen_dicom(svc: Services, reuse_port: bool) -> list[Closer]:

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
@@ -48,10 +48,6 @@ _YOUNG = 10.0  # a child that dies sooner than this after its start is crash-loo
 _MAX_BACKOFF = 30.0
 
 
-def worker_count(config: Config) -> int:
-    return config.node.workers or os.cpu_count() or 1
-
-
 @dataclass
 class _Child:
     name: str
@@ -60,30 +56,21 @@ class _Child:
     started: float = 0.0
     backoff: float = 1.0
     due: float = 0.0  # when to start it again after it died
-    ready: Any = field(default=None)
+    ready: Any = None  # the multiprocessing Event the child sets once it serves
 
 
 def child_main(
     role: str, name: str, config_path: Path | None, overrides: dict[str, Any], ready: Any
 ) -> None:
     """The entry point of a child process (spawned, so it imports afresh)."""
-    import asyncio
-
-    from engine.server import StartupError, serve
+    from engine.server import StartupError, run, serve
     from monitoring.logs import configure
 
     _end_with_supervisor()
     config = load_config(config_path, overrides)
     configure(config.logging.level, process=name)
     try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-
-    try:
-        runner(
+        run(
             serve(
                 config,
                 load=lambda: load_config(config_path, overrides),
@@ -114,7 +101,7 @@ class Supervisor:
         self._path = config_path
         self._overrides = overrides
         self._layout = DataLayout(config.node.data_dir)
-        count = worker_count(config)
+        count = config.ingest_workers
         self._children = [_Child(f"ingest-{n}", "ingest") for n in range(1, count + 1)]
         self._children.append(_Child("background", "background"))
         self._stopping = False

@@ -174,16 +174,19 @@ class Metrics:
         """Read the engine's state at every scrape."""
         self._exposed.register(StateCollector(state))
 
-    def totals(self, name: str, label: str) -> dict[str, float]:
-        """A counter's values summed by one label (over every process)."""
-        found: dict[str, float] = {}
+    def totals(self, by_label: dict[str, str]) -> dict[str, dict[str, float]]:
+        """Counters' values summed by one label each ({name: label}), over every
+        process, in one collection (with workers, one read of every process's file)."""
+        found: dict[str, dict[str, float]] = {name: {} for name in by_label}
         for family in self._events.collect():
-            if family.name != name:
+            label = by_label.get(family.name)
+            if label is None:
                 continue
+            sums = found[family.name]
             for sample in family.samples:
-                if sample.name == f"{name}_total":
+                if sample.name == f"{family.name}_total":
                     key = sample.labels.get(label, "")
-                    found[key] = found.get(key, 0.0) + sample.value
+                    sums[key] = sums.get(key, 0.0) + sample.value
         return found
 
     # ---- events --------------------------------------------------------------------

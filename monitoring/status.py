@@ -19,6 +19,9 @@ _STARTED = time.time()
 
 def status(svc: Services) -> dict[str, Any]:
     totals = svc.index.totals()
+    counted = svc.metrics.totals(
+        {"pacs_edge_associations": "result", "pacs_edge_dimse_responses": "status"}
+    )
     disk = shutil.disk_usage(svc.layout.root)
     return {
         "version": core_rs.__version__,
@@ -32,10 +35,9 @@ def status(svc: Services) -> dict[str, Any]:
         "series": totals.series,
         "studies": totals.studies,
         "bytes": totals.bytes,
-        "associations": _associations(svc),
+        "associations": _associations(svc, counted["pacs_edge_associations"]),
         "statuses_returned": {
-            code: int(n)
-            for code, n in sorted(svc.metrics.totals("pacs_edge_dimse_responses", "status").items())
+            code: int(n) for code, n in sorted(counted["pacs_edge_dimse_responses"].items())
         },
         "workers": _workers(svc),
         **({"group_commit": svc.committer.stats.as_dict()} if svc.role == "all" else {}),
@@ -53,16 +55,14 @@ def _workers(svc: Services) -> dict[str, int]:
     """Ingest processes: one when it all runs in one process."""
     if svc.role == "all":
         return {"expected": 1, "running": 1}
-    from engine.workers import worker_count
-
-    return {"expected": worker_count(svc.config), "running": svc.hub.live.workers()}
+    return {"expected": svc.config.ingest_workers, "running": svc.hub.live.workers()}
 
 
-def _associations(svc: Services) -> dict[str, Any]:
+def _associations(svc: Services, results: dict[str, float]) -> dict[str, Any]:
     """Counted over every worker process (from the metrics), listed live."""
-    results = svc.metrics.totals("pacs_edge_associations", "result")
+    live = svc.hub.live.all()
     return {
-        "active": len(svc.hub.live.all()),
+        "active": len(live),
         "accepted_total": int(results.get("accepted", 0)),
         "rejected_total": int(results.get("rejected", 0)),
         "aborted_total": int(results.get("aborted", 0)),
@@ -74,7 +74,7 @@ def _associations(svc: Services) -> dict[str, Any]:
                 "tls": a.tls,
                 "seconds": round(time.time() - a.since, 1),
             }
-            for a in svc.hub.live.all()
+            for a in live
         ],
     }
 

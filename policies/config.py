@@ -7,6 +7,7 @@ bad value fails fast with a `ConfigError` that names the file, the field and why
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from importlib import resources
@@ -212,6 +213,11 @@ class Config(_Section):
     @property
     def durable(self) -> bool:
         return self.storage.durability == "fsync"
+
+    @property
+    def ingest_workers(self) -> int:
+        """[node] workers, with 0 meaning one per core."""
+        return self.node.workers or os.cpu_count() or 1
 
     @property
     def audit_path(self) -> Path:
