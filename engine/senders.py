@@ -143,6 +143,7 @@ class DicomSender:
         self._objects = objects
         self._throttle = throttle
         self._assoc: Requestor | None = None
+        self._proposed: set[tuple[str, str]] = set()  # what self._assoc was opened with
 
     async def send(self, jobs: list[Job]) -> list[Delivery]:
         deliveries: list[Delivery] = []
@@ -156,7 +157,7 @@ class DicomSender:
         needed = list(dict.fromkeys((j.sop_class_uid, ts) for j, _, tss in plans for ts in tss))
         if not plans:
             return deliveries
-        wanted = [{(job.sop_class_uid, ts) for ts in tss} for job, _, tss in plans]
+        wanted = [[(job.sop_class_uid, ts) for ts in tss] for job, _, tss in plans]
         assoc = await self._association(needed[:_MAX_CONTEXTS], wanted)
         for job, instance, syntaxes in plans:
             chosen = next(
@@ -208,15 +209,14 @@ class DicomSender:
         return deliveries
 
     async def _association(
-        self, needed: list[tuple[str, str]], wanted: list[set[tuple[str, str]]]
+        self, needed: list[tuple[str, str]], wanted: list[list[tuple[str, str]]]
     ) -> Requestor:
         if self._assoc is not None and self._assoc.usable:
-            # Reused only if it can carry every object: a context it refused before
-            # may be accepted now (the destination's configuration was fixed).
-            if all(options & self._assoc.accepted.keys() for options in wanted):
+            if all(self._best_on_reuse(options) for options in wanted):
                 return self._assoc
             await self._assoc.release()
         self._assoc = None
+        self._proposed = set(needed)
         dest = self._dest
         self._assoc = await Requestor.open(
             dest.host,
@@ -229,6 +229,17 @@ class DicomSender:
             dest.timeout,
         )
         return self._assoc
+
+    def _best_on_reuse(self, options: list[tuple[str, str]]) -> bool:
+        """Would the open association carry this object in the best syntax a new one
+        could? Options it was never offered might be accepted (the stored syntax,
+        sent as it is, rather than a re-encoding); options it refused stay refused
+        until a new association, when the destination's configuration may be fixed."""
+        assert self._assoc is not None
+        accepted = self._assoc.accepted.keys()
+        refused = self._proposed - accepted
+        best = next((option for option in options if option not in refused), None)
+        return best is not None and best in accepted
 
     async def idle(self) -> None:
         """Nothing to send for a while: give the destination its association back."""
