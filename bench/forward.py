@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import results
-from bench.corpus import Corpus, build
+from bench.corpus import Corpus, Mix, build
 from bench.peers import DcmtkStorescp, PacsEdge, free_port
 
 SENDERS = (
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
     parser.add_argument("--associations", default="1,4")
     args = parser.parse_args(argv)
-    corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
+    corpus = build(Mix(ct=160, mr=10, cr=4) if args.quick else Mix(ct=480, mr=30, cr=12))
     repeat = 1 if args.quick else 3
     print(
         f"corpus {corpus.name}: {len(corpus.files)} objects, {corpus.bytes / 1e6:.0f} MB; "

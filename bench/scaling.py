@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from bench import results
-from bench.corpus import build
-from bench.ingest import Make, Run, measure
+from bench.corpus import Mix, build
+from bench.ingest import Make, Run, dealt, measure
 from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge
 
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
     parser.add_argument("--associations", default="4,16")
     args = parser.parse_args(argv)
-    corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
+    corpus = build(Mix(ct=160, mr=10, cr=4) if args.quick else Mix(ct=480, mr=30, cr=12))
     repeat = 1 if args.quick else 3
     levels = [int(n) for n in args.associations.split(",")]
     peers = lineup()
@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
         print("warm-up pass (not measured) ...", flush=True)
         for label, make in peers:
-            measure(label, make, Path(tmp) / "peer", corpus, 4, 1)
+            measure(label, make, Path(tmp) / "peer", 1, dealt(corpus, 4))
         for step, n in enumerate(levels):
             for label, make in peers[step:] + peers[:step]:
-                run = measure(label, make, Path(tmp) / "peer", corpus, n, repeat)
+                run = measure(label, make, Path(tmp) / "peer", repeat, dealt(corpus, n))
                 runs.append(run)
                 print(
                     f"  {label:<42} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
