@@ -1,13 +1,20 @@
 """Ingest benchmark: pacs-edge side by side with the SCPs people deploy instead.
 
-Every peer gets the same corpus from the same client (DCMTK storescu with
-TCP_NODELAY=1) over 1, 4 and 16 parallel associations, starting fresh with empty
-storage each time. Figures: MB/s, objects/s, server CPU-seconds per GB, peak RSS,
-and whether every object arrived. Report ratios, not absolutes: the machine is
-shared and noisy, so only figures from the same run compare.
+One command measures, in one run on one machine:
+- the raw limits (bench/limits.py): loopback TCP and write+fdatasync of the corpus;
+- throughput: every peer gets the same modality mix from the same client (the load
+  generator, bench/loadgen.py) over 1, 4, 16 (and 64) associations, fresh storage
+  each time: MB/s, objects/s, store latency p50/p99/max, server CPU-s/GB, peak RSS;
+- calibration: DCMTK storescp fed by DCMTK storescu (TCP_NODELAY=1) instead of the
+  load generator, so a reader can see the client is not what is measured;
+- latency: 16 associations of 0.5 MB CT slices paced at a fixed rate, not saturated;
+- memory: 16 associations each sending a distinct ~210 MB multi-frame object.
 
-    python -m bench.ingest --quick      # ~130 MB corpus, one pass (make bench)
-    python -m bench.ingest              # ~400 MB corpus, best of 3 (make bench-full)
+Report ratios, not absolutes: the machine is shared and noisy, so only figures from
+the same run compare. Results: bench/results/ (JSON, markdown, PNG plots).
+
+    python -m bench.ingest --quick      # ~170 MB mix, one pass, < 5 min (make bench)
+    python -m bench.ingest              # ~600 MB mix, median of 3, 1-64 (make bench-full)
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import results
-from bench.corpus import Corpus, build
+from bench import limits, loadgen, plots, results
+from bench.corpus import BIG, FULL, QUICK, Corpus, build
 from bench.peers import (
     DcmtkStorescp,
     Meter,
@@ -32,6 +39,8 @@ from bench.peers import (
     Peer,
     PynetdicomStorescp,
 )
+
+LATENCY_RATE = 100.0  # objects/s of 0.5 MB over 16 associations: ~12x a 4,000-study/day peak
 
 
 @dataclass
@@ -47,31 +56,27 @@ class Run:
     system_s_per_gb: float
     stored: int
     expected: int
+    scenario: str = "throughput"
+    client: str = "loadgen"
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    client_cpu_s_per_gb: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def complete(self) -> bool:
         return self.stored == self.expected
 
 
-def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
+def _storescu(peer: Peer, corpus: Corpus, associations: int) -> tuple[list[float], float]:
     parts = [corpus.files[i::associations] for i in range(associations)]
     env = {**os.environ, "TCP_NODELAY": "1"}
-    assert peer.meter is not None
-    cpu_before = peer.meter.cpu_seconds()
-    split_before = peer.meter.cpu_split()
-    started = time.perf_counter()
     clients = [
         subprocess.Popen(
             [
-                "storescu",
-                "-R",
-                "-aec",
-                peer.called_ae,
-                "-aet",
-                f"MOD{i:02d}",
-                "127.0.0.1",
-                str(peer.port),
-                *map(str, part),
+                *("storescu", "-R", "-aec", peer.called_ae, "-aet", f"MOD{i:02d}"),
+                *("127.0.0.1", str(peer.port), *map(str, part)),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -79,41 +84,87 @@ def send(peer: Peer, corpus: Corpus, associations: int) -> Run:
         )
         for i, part in enumerate(parts)
     ]
-    outputs = [c.communicate(timeout=1800)[0] for c in clients]
+    for client in clients:
+        output = client.communicate(timeout=1800)[0]
+        if client.returncode != 0:
+            print(f"  {peer.name}: storescu failed:\n{output.decode(errors='replace')[-1500:]}")
+    return [], 0.0  # storescu reports no per-object times; its CPU is not ours to count
+
+
+def _loadgen(
+    streams: list[loadgen.Stream], duration: float = 0
+) -> Callable[[Peer], loadgen.Result]:
+    def drive(peer: Peer) -> loadgen.Result:
+        result = loadgen.run("127.0.0.1", peer.port, peer.called_ae, streams, duration)
+        for error in result.errors[:5]:
+            print(f"  {peer.name}: {error}")
+        return result
+
+    return drive
+
+
+def send(
+    peer: Peer,
+    corpus: Corpus,
+    associations: int,
+    client: str = "loadgen",
+    streams: list[loadgen.Stream] | None = None,
+    duration: float = 0,
+    scenario: str = "throughput",
+) -> Run:
+    """One timed pass against a started peer; `streams` default to the corpus dealt."""
+    assert peer.meter is not None
+    cpu_before = peer.meter.cpu_seconds()
+    split_before = peer.meter.cpu_split()
+    stored_before = peer.stored()
+    started = time.perf_counter()
+    if client == "storescu":
+        latencies, client_cpu = _storescu(peer, corpus, associations)
+        size, objects = corpus.bytes, len(corpus.files)
+    else:
+        result = _loadgen(streams or loadgen.dealt(corpus, associations), duration)(peer)
+        latencies = [s.seconds * 1000 for s in result.ok]
+        client_cpu = result.client_cpu_seconds
+        size, objects = sum(s.bytes for s in result.samples), len(result.samples)
     seconds = time.perf_counter() - started
     cpu = peer.meter.cpu_seconds() - cpu_before
     split_after = peer.meter.cpu_split()
     user, system = (a - b for a, b in zip(split_after, split_before, strict=True))
-    for client, output in zip(clients, outputs, strict=True):
-        if client.returncode != 0:
-            print(f"  {peer.name}: storescu failed:\n{output.decode(errors='replace')[-1500:]}")
-    size = corpus.bytes
+    gb = size / 1e9
     return Run(
         peer=peer.name,
         associations=associations,
         seconds=round(seconds, 3),
         mb_per_s=round(size / seconds / 1e6, 1),
-        objects_per_s=round(len(corpus.files) / seconds, 1),
-        cpu_s_per_gb=round(cpu / (size / 1e9), 2),
+        objects_per_s=round(objects / seconds, 1),
+        cpu_s_per_gb=round(cpu / gb, 2),
         peak_rss_mb=round(peer.meter.peak_bytes() / 2**20, 1),
-        user_s_per_gb=round(user / (size / 1e9), 2),
-        system_s_per_gb=round(system / (size / 1e9), 2),
-        stored=peer.stored(),
-        expected=len(corpus.files),
+        user_s_per_gb=round(user / gb, 2),
+        system_s_per_gb=round(system / gb, 2),
+        stored=peer.stored() - stored_before,
+        expected=objects,
+        scenario=scenario,
+        client=client,
+        p50_ms=round(loadgen.percentile(latencies, 50), 2),
+        p99_ms=round(loadgen.percentile(latencies, 99), 2),
+        max_ms=round(max(latencies, default=float("nan")), 2),
+        client_cpu_s_per_gb=round(client_cpu / gb, 2),
+        latencies_ms=[round(x, 3) for x in latencies],
     )
 
 
 Make = Callable[[Path], Peer]  # a peer, fresh, in this folder
+Pass = Callable[[Peer], Run]  # what one pass sends to a started peer
 
 
-def measure(label: str, make: Make, workdir: Path, corpus: Corpus, n: int, repeat: int) -> Run:
-    """`repeat` passes, each on a fresh server; the run is reported as `label`."""
+def measure(label: str, make: Make, workdir: Path, repeat: int, one_pass: Pass) -> Run:
+    """`repeat` passes, each on a fresh server; the median one reported as `label`."""
     runs = []
     for _ in range(repeat):
         peer = make(workdir)
         peer.start()
         try:
-            run = send(peer, corpus, n)
+            run = one_pass(peer)
         finally:
             peer.stop()
         run.peer = label
@@ -123,63 +174,150 @@ def measure(label: str, make: Make, workdir: Path, corpus: Corpus, n: int, repea
     return runs[len(runs) // 2]
 
 
-def table(runs: list[Run]) -> str:
+def dealt(corpus: Corpus, n: int, client: str = "loadgen") -> Pass:
+    return lambda peer: send(peer, corpus, n, client)
+
+
+def scripted(corpus: Corpus, streams: list[loadgen.Stream], duration: float, scenario: str) -> Pass:
+    return lambda peer: send(peer, corpus, len(streams), "loadgen", streams, duration, scenario)
+
+
+def _row(r: Run, base: Run | None) -> str:
+    speed = f"{r.mb_per_s / base.mb_per_s:.2f}" if base else "-"
+    cpu = f"{r.cpu_s_per_gb / base.cpu_s_per_gb:.2f}" if base and base.cpu_s_per_gb else "-"
+    stored = "yes" if r.complete else f"NO ({r.stored}/{r.expected})"
+    latency = f"{r.p50_ms} / {r.p99_ms} / {r.max_ms}" if r.latencies_ms else "-"
+    return (
+        f"| {r.peer} | {r.mb_per_s} | {r.objects_per_s} | {latency} | {r.cpu_s_per_gb} | "
+        f"{r.peak_rss_mb} | {speed} | {cpu} | {stored} |"
+    )
+
+
+_HEADER = [
+    "| SCP | MB/s | objects/s | latency ms p50 / p99 / max | server CPU-s/GB | peak RSS MB "
+    "| x DCMTK MB/s | x DCMTK CPU/GB | all stored |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+]
+
+
+def table(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]) -> str:
     lines = []
-    for n in sorted({r.associations for r in runs}):
-        group = [r for r in runs if r.associations == n]
-        dcmtk = next((r for r in group if r.peer.startswith("DCMTK")), None)
-        lines += [
-            f"\n**{n} association{'s' if n > 1 else ''}**\n",
-            "| SCP | MB/s | objects/s | server CPU-s/GB | peak RSS MB | x DCMTK MB/s "
-            "| x DCMTK CPU/GB | all stored |",
-            "|---|---:|---:|---:|---:|---:|---:|:---:|",
-        ]
-        for r in group:
-            speed = f"{r.mb_per_s / dcmtk.mb_per_s:.2f}" if dcmtk else "-"
-            cpu = f"{r.cpu_s_per_gb / dcmtk.cpu_s_per_gb:.2f}" if dcmtk else "-"
-            lines.append(
-                f"| {r.peer} | {r.mb_per_s} | {r.objects_per_s} | {r.cpu_s_per_gb} | "
-                f"{r.peak_rss_mb} | {speed} | {cpu} | "
-                f"{'yes' if r.complete else f'NO ({r.stored}/{r.expected})'} |"
-            )
+    for scenario, title in (
+        ("throughput", "{n} association{s}, modality mix, saturated"),
+        ("calibration", "{n} associations, DCMTK storescu as the client"),
+        ("latency", "{n} associations, 0.5 MB CT at a fixed rate"),
+        ("memory", "{n} associations, each one ~210 MB multi-frame object"),
+    ):
+        for n in sorted({r.associations for r in runs if r.scenario == scenario}):
+            group = [r for r in runs if r.associations == n and r.scenario == scenario]
+            dcmtk = next((r for r in group if r.peer.startswith("DCMTK")), None)
+            heading = title.format(n=n, s="s" if n > 1 else "")
+            lines += [f"\n**{heading}**\n", *_HEADER]
+            lines += [_row(r, dcmtk) for r in group]
+            lines += [
+                f"| *raw limit: {x.name}* | {x.mb_per_s} | | | | | | | |"
+                for x in found
+                if x.associations == n and scenario == "throughput"
+            ]
+            lines += [
+                f"| *floor: 0.5 MB {f.name}* | | | {f.p50_ms} / {f.p99_ms} / | | | | | |"
+                for f in floors
+                if scenario == "latency"
+            ]
     return "\n".join(lines)
 
 
-def targets(runs: list[Run]) -> list[str]:
-    def get(peer: str, n: int) -> Run | None:
-        return next((r for r in runs if r.peer.startswith(peer) and r.associations == n), None)
+def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]) -> list[str]:
+    def get(peer: str, n: int, scenario: str = "throughput") -> Run | None:
+        return next(
+            (
+                r
+                for r in runs
+                if r.peer.startswith(peer) and r.associations == n and r.scenario == scenario
+            ),
+            None,
+        )
+
+    def limit(name: str, n: int) -> limits.Limit | None:
+        return next((x for x in found if x.name == name and x.associations == n), None)
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
 
     lines = []
-    for n in sorted({r.associations for r in runs}):
-        os_run, dcmtk = get("pacs-edge (os)", n), get("DCMTK", n)
-        fsync, orthanc = get("pacs-edge (fsync)", n), get("Orthanc", n)
-        parts = []
-        if os_run and dcmtk:
-            parts.append(
-                f"durability=os {os_run.mb_per_s / dcmtk.mb_per_s:.2f}x DCMTK MB/s (target >= 1.2"
-                f" at 4), CPU/GB {os_run.cpu_s_per_gb / dcmtk.cpu_s_per_gb:.2f}x (target <= 1.0)"
+    for n in (4, 16):
+        dcmtk = get("DCMTK", n)
+        for mode in ("os", "fsync"):
+            edge = get(f"pacs-edge ({mode})", n)
+            if edge and dcmtk:
+                ratio = edge.mb_per_s / dcmtk.mb_per_s
+                lines.append(
+                    f"{n:>2} assoc: pacs-edge ({mode}) {ratio:.2f}x DCMTK storescp MB/s "
+                    f"(goal >= 1.2: {verdict(ratio >= 1.2)})"
+                )
+        fsync, raw = get("pacs-edge (fsync)", n), limit("write+fdatasync", n)
+        if fsync and raw:
+            ratio = fsync.mb_per_s / raw.mb_per_s
+            lines.append(
+                f"{n:>2} assoc: pacs-edge (fsync) {ratio:.2f}x raw write+fdatasync "
+                f"(goal >= 0.8: {verdict(ratio >= 0.8)})"
             )
-        if fsync and orthanc:
-            parts.append(
-                f"fsync {fsync.mb_per_s / orthanc.mb_per_s:.2f}x Orthanc MB/s (target >= 3)"
+    lines += [f"floor for one 0.5 MB object: {f.name} p99 {f.p99_ms} ms" for f in floors]
+    for run in runs:
+        if run.scenario == "latency" and run.peer.startswith("pacs-edge"):
+            lines.append(
+                f"16 assoc, {LATENCY_RATE:g} CT objects/s: {run.peer} p99 {run.p99_ms} ms "
+                f"(goal <= 5: {verdict(run.p99_ms <= 5)})"
             )
-        lines.append(f"{n:>2} assoc: " + "; ".join(parts))
+        if run.scenario == "memory" and run.peer.startswith("pacs-edge"):
+            lines.append(
+                f"16 x 210 MB: {run.peer} peak RSS {run.peak_rss_mb} MB "
+                f"(goal <= 150: {verdict(run.peak_rss_mb <= 150)})"
+            )
+    # The client check: the same ratio against DCMTK whichever client feeds the peers.
+    dcmtk_by = {c: get("DCMTK", 4, c) for c in ("throughput", "calibration")}
+    for mode in ("os", "fsync"):
+        edge_by = {c: get(f"pacs-edge ({mode})", 4, c) for c in dcmtk_by}
+        ratios = [
+            f"{edge.mb_per_s / base.mb_per_s:.2f}x"
+            for c in ("throughput", "calibration")
+            if (edge := edge_by[c]) and (base := dcmtk_by[c])
+        ]
+        if len(ratios) == 2:
+            lines.append(
+                f" 4 assoc: pacs-edge ({mode}) vs DCMTK storescp: {ratios[0]} fed by the load "
+                f"generator, {ratios[1]} fed by DCMTK storescu"
+            )
     return lines
+
+
+def _show(run: Run) -> None:
+    latency = f"p50 {run.p50_ms:>6} p99 {run.p99_ms:>7} ms" if run.latencies_ms else " " * 25
+    print(
+        f"  {run.scenario:<11} {run.peer:<26} {run.associations:>2} assoc  {run.mb_per_s:>7} MB/s  "
+        f"{latency}  {run.cpu_s_per_gb:>6} CPU-s/GB  RSS {run.peak_rss_mb:>6} MB  "
+        f"stored {run.stored}/{run.expected}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
-    parser.add_argument("--associations", default="1,4,16")
+    parser.add_argument("--quick", action="store_true", help="small mix, one pass, < 5 min")
+    parser.add_argument("--associations", default="", help="default 1,4,16 (quick), 1,4,16,64")
     parser.add_argument(
         "--peers",
         default="",
         help="only peers whose name contains one of these comma-separated words, e.g. 'edge,DCMTK'",
     )
+    parser.add_argument("--latency-seconds", type=float, default=0)
     args = parser.parse_args(argv)
-    corpus = build(160, 10, 4) if args.quick else build(480, 30, 12)
+    corpus = build(QUICK if args.quick else FULL)
+    big = build(BIG)
     repeat = 1 if args.quick else 3
-    concurrency = [int(n) for n in args.associations.split(",")]
+    levels = args.associations or ("1,4,16" if args.quick else "1,4,16,64")
+    concurrency = [int(n) for n in levels.split(",")]
+    latency_seconds = args.latency_seconds or (10 if args.quick else 30)
     peers: list[tuple[str, Make]] = [
         ("pacs-edge (os)", lambda d: PacsEdge(d, "os")),
         ("pacs-edge (fsync)", lambda d: PacsEdge(d, "fsync")),
@@ -199,28 +337,61 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     runs: list[Run] = []
+    found: list[limits.Limit] = []
     with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+        workdir = Path(tmp) / "peer"
+        floors = limits.latency_floors(workdir, rate=LATENCY_RATE)
+        print("  latency floors: " + ", ".join(f"{f.name} p99 {f.p99_ms} ms" for f in floors))
+        for n in concurrency:
+            found += [limits.loopback(corpus, n), limits.write_fdatasync(corpus, n, workdir)]
+            print(
+                f"  raw limits  {n:>2} assoc: "
+                + ", ".join(f"{x.name} {x.mb_per_s} MB/s" for x in found[-2:])
+            )
         # An untimed pass of every peer first: on a VM the first touch of fresh guest
         # memory (page cache included) costs ~4x, and must not land on whoever runs
         # first. The peer order also rotates between concurrency levels.
         print("warm-up pass (not measured) ...", flush=True)
         for label, make in peers:
-            measure(label, make, Path(tmp) / "peer", corpus, 4, 1)
+            measure(label, make, workdir, 1, dealt(corpus, 4))
         for step, n in enumerate(concurrency):
             for label, make in peers[step:] + peers[:step]:
-                run = measure(label, make, Path(tmp) / "peer", corpus, n, repeat)
-                runs.append(run)
-                print(
-                    f"  {run.peer:<26} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
-                    f"{run.cpu_s_per_gb:>6} CPU-s/GB (user {run.user_s_per_gb}, system "
-                    f"{run.system_s_per_gb})  stored {run.stored}/{run.expected}",
-                    flush=True,
+                runs.append(measure(label, make, workdir, repeat, dealt(corpus, n)))
+                _show(runs[-1])
+        for label, make in peers:
+            if label.startswith(("DCMTK", "pacs-edge")) and 4 in concurrency:
+                runs.append(measure(label, make, workdir, repeat, dealt(corpus, 4, "storescu")))
+                runs[-1].scenario = "calibration"
+                _show(runs[-1])
+        ct = corpus.only("CT")
+        paced = [
+            loadgen.Stream(f"CT{n:02d}", ct.items, LATENCY_RATE / 16, True, True, 300, n / 16)
+            for n in range(16)
+        ]
+        for label, make in peers:
+            if label.startswith("pynetdicom"):
+                continue  # refuses more than 10 associations
+            runs.append(
+                measure(label, make, workdir, 1, scripted(ct, paced, latency_seconds, "latency"))
+            )
+            _show(runs[-1])
+        # The memory scenario sends 3.4 GB per peer: quick runs keep the edge and DCMTK.
+        heavy = ("pacs-edge (fsync)", "DCMTK") if args.quick else ("pacs-edge", "DCMTK", "Orthanc")
+        multiframe = [loadgen.Stream(f"XA{n:02d}", big.items, fresh_uids=True) for n in range(16)]
+        for label, make in peers:
+            if label.startswith(heavy):
+                runs.append(
+                    measure(label, make, workdir, 1, scripted(big, multiframe, 0, "memory"))
                 )
-    text = table(runs)
+                _show(runs[-1])
+    text = table(runs, found, floors)
+    summary = goals(runs, found, floors)
     print(text)
-    print("\n" + "\n".join(targets(runs)))
-    summary = "\n\n```\n" + "\n".join(targets(runs)) + "\n```\n"
-    results.save_runs("ingest", corpus, repeat, runs, text + summary)
+    print("\n" + "\n".join(summary))
+    markdown = text + "\n\n```\n" + "\n".join(summary) + "\n```\n"
+    saved = results.save_runs("ingest", corpus, repeat, runs, markdown, limits=found, floors=floors)
+    for png in plots.draw(runs, found, saved.with_suffix("")):
+        print(f"plot: {png}")
     ours = [r for r in runs if r.peer.startswith("pacs-edge") and not r.complete]
     if ours:
         print(f"pacs-edge did not store every object in {len(ours)} run(s)", file=sys.stderr)

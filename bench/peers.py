@@ -4,6 +4,7 @@ not a fast run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -88,10 +89,17 @@ class Meter:
 
     def close(self) -> None:
         for group in self.groups.values():
-            for pid in (group / "cgroup.procs").read_text().split():
-                # stray children: move them back to the root group
-                (group.parent / "cgroup.procs").write_text(pid)
-            group.rmdir()
+            # Stray children (storescp --fork's, still finishing) go back to the root
+            # group; one may fork while we move them, hence a few rounds.
+            for _ in range(50):
+                for pid in (group / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                        (group.parent / "cgroup.procs").write_text(pid)
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -139,7 +147,11 @@ class Peer(ABC):
                 preexec_fn=self.meter.enter,
             )
         self.meter.pid = self.proc.pid
-        wait_for_port(self.port, self.proc)
+        try:
+            wait_for_port(self.port, self.proc)
+        except RuntimeError as exc:
+            tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{tail}") from exc
 
     def prepare(self) -> None:
         """Create what the server needs before it starts (peers add config files)."""

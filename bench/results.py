@@ -15,8 +15,11 @@ from bench.corpus import Corpus
 FOLDER = Path(__file__).parent / "results"
 
 
-def save_runs(name: str, corpus: Corpus, repeat: int, runs: list[Any], markdown: str) -> Path:
-    """Every run of a benchmark (dataclasses) with what it ran on."""
+def save_runs(
+    name: str, corpus: Corpus, repeat: int, runs: list[Any], markdown: str, **extra: list[Any]
+) -> Path:
+    """Every run of a benchmark (dataclasses) with what it ran on, and `extra` lists
+    of dataclasses (the raw limits) under their keyword."""
     figures = {
         "corpus": corpus.name,
         "objects": len(corpus.files),
@@ -24,6 +27,7 @@ def save_runs(name: str, corpus: Corpus, repeat: int, runs: list[Any], markdown:
         "cores": os.cpu_count(),
         "median_of": repeat,
         "runs": [asdict(r) for r in runs],
+        **{key: [asdict(x) for x in rows] for key, rows in extra.items()},
     }
     return save(name, figures, markdown)
 

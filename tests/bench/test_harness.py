@@ -1,0 +1,159 @@
+"""The benchmark harness measures what it claims: the load generator's objects reach
+real SCPs (DCMTK storescp, the engine) whole and distinct, failures are counted as
+failures, and the raw limits, plots and soak verdicts come from the figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from bench import corpus, limits, loadgen, plots, soak
+from bench.ingest import Run
+from tests.support.process import EngineProcess, free_port, launch, wait_until
+
+TINY = corpus.Mix(ct=3, mr=1, us=1)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> corpus.Corpus:
+    monkeypatch.setattr(corpus, "CACHE", tmp_path / "cache")
+    return corpus.build(TINY)
+
+
+def test_corpus_is_cached_and_records_where_the_uids_are(tiny: corpus.Corpus) -> None:
+    assert [i.modality for i in tiny.items] == ["CT"] * 3 + ["MR", "US"]
+    assert corpus.build(TINY).items == tiny.items  # from the manifest, not rebuilt
+    for item in tiny.items:
+        data = item.path.read_bytes()
+        ds = pydicom.dcmread(item.path)
+        uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        for at, uid in zip(item.uid_offsets, uids, strict=True):
+            assert data[at : at + len(uid)].decode() == uid
+        assert item.offset + item.length == len(data)
+        assert item.sop_instance == ds.SOPInstanceUID
+
+
+def test_relabelled_sends_reach_dcmtk_as_distinct_whole_objects(
+    tiny: corpus.Corpus, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    port = free_port()
+    scp = launch(
+        ["storescp", "-aet", "ARCHIVE", "-od", str(out), str(port)], tmp_path / "scp.log", tmp_path
+    )
+    try:
+        wait_until(lambda: _listening(port), 10, "storescp to listen")
+        stream = loadgen.Stream("MOD01", tiny.items, repeat=False, fresh_uids=True, study_size=2)
+        first = loadgen.run("127.0.0.1", port, "ARCHIVE", [stream])
+        second = loadgen.run("127.0.0.1", port, "ARCHIVE", [stream])
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+    assert len(first.ok) == len(second.ok) == len(tiny.items), first.errors + second.errors
+    files = sorted(out.iterdir())
+    assert len(files) == 2 * len(tiny.items)  # every send a new SOP Instance UID
+    sent = {i.sop_instance[: -corpus.SUFFIX] for i in tiny.items}
+    studies = set()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+        assert ds.SOPInstanceUID[: -corpus.SUFFIX] in sent
+        assert len(ds.PixelData) == ds.Rows * ds.Columns * ds.SamplesPerPixel * 2 // (
+            16 // ds.BitsAllocated
+        )
+        studies.add(ds.StudyInstanceUID)
+    assert len(studies) > 2  # new studies every `study_size` sends
+    assert all(s.seconds > 0 for s in first.ok + second.ok)
+
+
+def _listening(port: int) -> bool:
+    result = subprocess.run(
+        ["echoscu", "-aec", "ARCHIVE", "127.0.0.1", str(port)], capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def test_what_the_load_generator_counts_is_what_the_engine_stored(
+    tiny: corpus.Corpus, engine_factory: Callable[..., EngineProcess]
+) -> None:
+    engine = engine_factory()
+    result = loadgen.run("127.0.0.1", engine.port, "PACS_EDGE", loadgen.dealt(tiny, 2))
+    assert len(result.ok) == len(tiny.items)
+    assert engine.status()["instances"] == len(tiny.items)
+    assert result.bytes == tiny.bytes
+
+
+def test_refused_associations_count_as_failures_not_throughput(
+    tiny: corpus.Corpus, engine_factory: Callable[..., EngineProcess]
+) -> None:
+    engine = engine_factory({"dicom": {"allowed_calling_aes": ["CT1"]}})
+    result = loadgen.run("127.0.0.1", engine.port, "PACS_EDGE", loadgen.dealt(tiny, 2))
+    assert result.ok == []
+    assert len(result.samples) == len(tiny.items)
+    assert any("rejected" in e for e in result.errors), result.errors
+    assert engine.status()["instances"] == 0
+
+
+def test_regional_rates_follow_the_study_mix(tiny: corpus.Corpus) -> None:
+    streams = loadgen.regional(tiny, studies_per_day=4000, peak=3, modalities=20)
+    by_modality: dict[str, float] = {}
+    for s in streams:
+        assert s.fresh_uids
+        assert s.repeat
+        assert 0 <= s.phase < 1
+        modality = s.items[0].modality
+        by_modality[modality] = by_modality.get(modality, 0) + (s.rate or 0)
+    assert set(by_modality) == {"CT", "MR", "US"}  # what the corpus has
+    ct_share, ct_objects = loadgen.REGION["CT"]
+    assert by_modality["CT"] == pytest.approx(4000 * ct_share * ct_objects * 3 / 86400)
+
+
+def test_raw_limits_and_floors_are_measured(tiny: corpus.Corpus, tmp_path: Path) -> None:
+    assert limits.loopback(tiny, 2).mb_per_s > 0
+    assert limits.write_fdatasync(tiny, 2, tmp_path / "w").mb_per_s > 0
+    assert list((tmp_path / "w").iterdir()) == []  # cleaned up
+    floors = limits.latency_floors(tmp_path / "f", count=20, rate=200)
+    assert [f.name for f in floors] == ["loopback round trip", "write+fdatasync"]
+    assert all(0 < f.p50_ms <= f.p99_ms for f in floors)
+
+
+def _run(peer: str, n: int, scenario: str, latencies: list[float]) -> Run:
+    return Run(
+        peer, n, 1.0, 100.0 * n, 10.0, 3.0, 50.0, 2.0, 1.0, 10, 10, scenario,
+        latencies_ms=latencies,
+    )  # fmt: skip
+
+
+def test_plots_are_png_files(tmp_path: Path) -> None:
+    runs = [
+        _run(peer, n, "throughput", [1.0, 2.0, 3.0])
+        for peer in ("pacs-edge (fsync)", "DCMTK storescp --fork")
+        for n in (1, 4, 16)
+    ]
+    runs.append(_run("pacs-edge (fsync)", 16, "latency", [1.0, 1.5, 9.0]))
+    found = [limits.Limit("write+fdatasync", n, 300.0) for n in (1, 4, 16)]
+    written = plots.draw(runs, found, tmp_path / "ingest")
+    assert [p.name for p in written] == [
+        "ingest-throughput.png",
+        "ingest-latency-latency.png",
+        "ingest-latency-throughput.png",
+    ]
+    for png in written:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert os.path.getsize(png) > 10_000
+
+
+def test_soak_verdicts() -> None:
+    steady = [soak.Tick(5.0 * k, 3 + k % 2, 10 * k, 80.0 + (k % 3)) for k in range(30)]
+    assert soak.verdict(steady, intake_per_s=10)["queue_bounded"]
+    assert soak.verdict(steady, intake_per_s=10)["memory_flat"]
+    growing = [soak.Tick(5.0 * k, 20 * k, 10 * k, 80.0 + 3 * k) for k in range(30)]
+    result = soak.verdict(growing, intake_per_s=10)
+    assert not result["queue_bounded"]
+    assert not result["memory_flat"]
