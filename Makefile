@@ -1,7 +1,8 @@
 # pacs-edge: every command CI and a developer need. `make test` is what .ci/run calls.
 #   make run     - set up .venv, build, start the engine on its embedded defaults
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
-#   make bench   - ingest benchmark against DCMTK storescp, Orthanc, pynetdicom
+#   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min)
+#   make bench-full - the whole matrix, forward and scaling benchmarks, a 10-minute soak
 #   make fuzz    - libFuzzer on the PDU decoder and header parser
 SHELL := /bin/bash
 VENV ?= .venv
@@ -62,13 +63,12 @@ test: system-deps lint
 
 bench: system-deps build-dev
 	$(PY) -m bench.ingest --quick
-	$(PY) -m bench.forward --quick
-	$(PY) -m bench.scaling --quick
 
 bench-full: system-deps build-dev
 	$(PY) -m bench.ingest
 	$(PY) -m bench.forward
 	$(PY) -m bench.scaling
+	$(PY) -m bench.soak --duration 600
 
 # libFuzzer on the PDU decoder and the header parser (cargo-fuzz; RUSTC_BOOTSTRAP lets
 # the stable toolchain take its nightly flags). FUZZ_SECONDS per target.
