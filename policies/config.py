@@ -274,6 +274,11 @@ def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against policies/default.toml"
+        elif item["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            tag = item["ctx"]["discriminator"].strip("'")
+            expected = item["ctx"].get("expected_tags", "'dicom', 'dicomweb'")
+            message = f"needs {tag} = one of {expected}"
+            field = f"{field}.{tag}"
         found.setdefault(field, []).append((item["type"], f"  {field}: {message}{shown}"))
     lines = [f"invalid configuration in {source}:"]
     for field, errors in found.items():

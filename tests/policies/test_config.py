@@ -108,7 +108,11 @@ CENTRAL = (
         (CENTRAL + CENTRAL, "destination name 'central' is used twice"),
         (
             CENTRAL.replace('kind = "dicom"', 'kind = "dimse"'),
-            "destination[0] \"central\": Input tag 'dimse' found using 'kind' does not match",
+            "destination[0] \"central\".kind: needs kind = one of 'dicom', 'dicomweb'",
+        ),
+        (
+            CENTRAL.replace('kind = "dicom"\n', ""),
+            "destination[0] \"central\".kind: needs kind = one of 'dicom', 'dicomweb'",
         ),
     ],
 )
