@@ -25,6 +25,13 @@ def _throughput(runs: list[Run], found: list[Limit], path: Path) -> Path:
             if r.peer == peer and r.scenario == "throughput"
         )
         ax.plot(*zip(*points, strict=True), marker="o", label=peer)
+        lost = [
+            (r.associations, r.mb_per_s)
+            for r in runs
+            if r.peer == peer and r.scenario == "throughput" and not r.complete
+        ]
+        if lost:  # a run that did not store everything is not a fast run: mark it
+            ax.plot(*zip(*lost, strict=True), "x", color="red", markersize=12, mew=2)
     for name, style in (("write+fdatasync", "--"), ("loopback TCP", ":")):
         points = sorted((x.associations, x.mb_per_s) for x in found if x.name == name)
         if points:
@@ -33,7 +40,7 @@ def _throughput(runs: list[Run], found: list[Limit], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("parallel associations")
     ax.set_ylabel("MB/s (log)")
-    ax.set_title("Ingest throughput, modality mix, same client and run")
+    ax.set_title("Ingest throughput, modality mix, same client and run (x: objects lost)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -42,12 +42,23 @@ class PeerUnavailable(Exception):
     the destination as a whole backs off, the objects wait in their queue."""
 
 
+# PS3.8 9.3.4, A-ASSOCIATE-RJ (source, reason): what it means, what to do about it.
+_REJECT_REASONS = {
+    (1, 2): "application context not supported",
+    (1, 3): "calling AE title not recognized: check calling_ae against the peer's list",
+    (1, 7): "called AE title not recognized: check called_ae",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion at the peer",
+    (3, 2): "the peer's association limit is reached (local limit exceeded)",
+}
+
+
 class AssociationRejected(PeerUnavailable):
     def __init__(self, result: int, source: int, reason: int) -> None:
         kind = "permanently" if result == 1 else "transiently"
+        meaning = _REJECT_REASONS.get((source, reason), "no reason given")
         super().__init__(
-            f"association rejected {kind} (source {source}, reason {reason}); "
-            "check called_ae/calling_ae against the destination's configuration"
+            f"association rejected {kind} (source {source}, reason {reason}): {meaning}"
         )
 
 
