@@ -5,6 +5,7 @@ not a fast run)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ def free_port() -> int:
 
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_PR_SET_PDEATHSIG = 1
 
 
 class Meter:
@@ -54,9 +56,11 @@ class Meter:
         self.pid = 0
 
     def enter(self) -> None:
-        """Runs in the child before exec: join the cgroups."""
+        """Runs in the child before exec: join the cgroups, and end with the benchmark
+        (PR_SET_PDEATHSIG: a killed benchmark must not leave servers running)."""
         for group in self.groups.values():
             (group / "cgroup.procs").write_text(str(os.getpid()))
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
     def cpu_split(self) -> tuple[float, float]:
         """(user, system) seconds from cpuacct.stat, or zeros without cgroups."""
