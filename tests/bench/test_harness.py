@@ -150,10 +150,10 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
 
 
 def test_soak_verdicts() -> None:
-    steady = [soak.Tick(5.0 * k, 3 + k % 2, 10 * k, 80.0 + (k % 3)) for k in range(30)]
+    steady = [soak.Tick(5.0 * k, 3 + k % 2, 10 * k, 80.0 + k, 50.0 + k % 3) for k in range(30)]
     assert soak.verdict(steady, intake_per_s=10)["queue_bounded"]
     assert soak.verdict(steady, intake_per_s=10)["memory_flat"]
-    growing = [soak.Tick(5.0 * k, 20 * k, 10 * k, 80.0 + 3 * k) for k in range(30)]
+    growing = [soak.Tick(5.0 * k, 20 * k, 10 * k, 80.0 + 3 * k, 50.0 + 3 * k) for k in range(30)]
     result = soak.verdict(growing, intake_per_s=10)
     assert not result["queue_bounded"]
     assert not result["memory_flat"]
