@@ -131,7 +131,12 @@ def test_dicom_tls_with_client_certificates(
     assert node.instance(more[0].sop_instance_uid) is not None
 
     audit = node.data_dir / "audit.jsonl"
-    wait_until(lambda: "tls_names" in audit.read_text(), 5, "the audit log")
+    # The audit log reaches its file twice a second: wait for every line asserted on.
+    wait_until(
+        lambda: all(s in audit.read_text() for s in ("tls_names", "must use DICOM TLS")),
+        5,
+        "the audit log",
+    )
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     accepted = [e for e in events if e["event"] == "association_accepted"]
     assert accepted[0]["calling_ae"] == "CT1"
