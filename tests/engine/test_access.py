@@ -4,6 +4,7 @@ over every worker process, refused with the PS3.8 reasons and an audit line."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 
@@ -93,7 +94,13 @@ def test_networks_and_limits_per_calling_ae_over_two_workers(
     # Counted over both workers: /metrics is the background process's sum.
     metrics = node.get_text("/metrics")
     assert 'pacs_edge_associations_total{calling_ae="CT1",result="accepted"} 5.0' in metrics
-    assert 'pacs_edge_associations_total{calling_ae="CT1",result="rejected"} 1.0' in metrics
+    # At least the fourth; retries above while a worker had not yet seen a close or
+    # the reload are refused (and counted) too.
+    rejected_line = re.search(
+        r'pacs_edge_associations_total\{calling_ae="CT1",result="rejected"\} (\S+)', metrics
+    )
+    assert rejected_line is not None
+    assert float(rejected_line.group(1)) >= 1.0
     assert node.stop() == 0  # and the audit log is flushed
     rejected = audit_events(node, "association_rejected")
     whys = [str(e["why"]) for e in rejected]
