@@ -117,6 +117,13 @@ impl SpoolWriter {
         let existed = dest.exists();
         if existed {
             fs::remove_file(&self.path)?;
+            if durable {
+                // The same object may be arriving on another association right now,
+                // renamed into place but its folder not yet synced: make both durable
+                // here too, before our index record points at them (cheap when clean).
+                File::open(&dest)?.sync_data()?;
+                File::open(&folder)?.sync_all()?;
+            }
         } else {
             fs::rename(&self.path, &dest)?;
             if durable {
