@@ -69,7 +69,7 @@ class Run:
         return self.stored == self.expected
 
 
-def _storescu(peer: Peer, corpus: Corpus, associations: int) -> tuple[list[float], float]:
+def _storescu(peer: Peer, corpus: Corpus, associations: int) -> None:
     parts = [corpus.files[i::associations] for i in range(associations)]
     env = {**os.environ, "TCP_NODELAY": "1"}
     clients = [
@@ -88,19 +88,13 @@ def _storescu(peer: Peer, corpus: Corpus, associations: int) -> tuple[list[float
         output = client.communicate(timeout=1800)[0]
         if client.returncode != 0:
             print(f"  {peer.name}: storescu failed:\n{output.decode(errors='replace')[-1500:]}")
-    return [], 0.0  # storescu reports no per-object times; its CPU is not ours to count
 
 
-def _loadgen(
-    streams: list[loadgen.Stream], duration: float = 0
-) -> Callable[[Peer], loadgen.Result]:
-    def drive(peer: Peer) -> loadgen.Result:
-        result = loadgen.run("127.0.0.1", peer.port, peer.called_ae, streams, duration)
-        for error in result.errors[:5]:
-            print(f"  {peer.name}: {error}")
-        return result
-
-    return drive
+def _loadgen(peer: Peer, streams: list[loadgen.Stream], duration: float) -> loadgen.Result:
+    result = loadgen.run("127.0.0.1", peer.port, peer.called_ae, streams, duration)
+    for error in result.errors[:5]:
+        print(f"  {peer.name}: {error}")
+    return result
 
 
 def send(
@@ -119,10 +113,11 @@ def send(
     stored_before = peer.stored()
     started = time.perf_counter()
     if client == "storescu":
-        latencies, client_cpu = _storescu(peer, corpus, associations)
+        _storescu(peer, corpus, associations)
+        latencies, client_cpu = [], 0.0  # no per-object times; its CPU is not ours to count
         size, objects = corpus.bytes, len(corpus.files)
     else:
-        result = _loadgen(streams or loadgen.dealt(corpus, associations), duration)(peer)
+        result = _loadgen(peer, streams or loadgen.dealt(corpus, associations), duration)
         latencies = [s.seconds * 1000 for s in result.ok]
         client_cpu = result.client_cpu_seconds
         size, objects = sum(s.bytes for s in result.samples), len(result.samples)

@@ -98,7 +98,7 @@ def _payload(item: Item, stream: Stream) -> tuple[Payload, str]:
     if not stream.fresh_uids:
         return Payload(item.path, item.offset, item.length), item.sop_instance
     n = next(_serial) % 10**SUFFIX
-    study = (n // stream.study_size) % 10**SUFFIX if stream.study_size > 1 else n
+    study = n // stream.study_size
     suffixes = (study, study, n)
     patches = tuple(
         (at - item.offset + 56 - SUFFIX, f"{s:0{SUFFIX}d}".encode())

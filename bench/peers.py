@@ -82,14 +82,7 @@ class Meter:
 
     def peak_bytes(self) -> int:
         """Peak RSS of the server and its live children (pacs-edge's workers), summed."""
-        total = 0
-        for pid in [self.pid, *descendants(self.pid)]:
-            try:
-                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-            except OSError:
-                continue  # a child that just ended (ENOENT or ESRCH mid-read)
-            total += sum(int(x.split()[1]) * 1024 for x in lines if x.startswith("VmHWM:"))
-        return total
+        return tree_kb(self.pid, "VmHWM") * 1024
 
     def close(self) -> None:
         for group in self.groups.values():
@@ -104,6 +97,19 @@ class Meter:
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def tree_kb(pid: int, field: str) -> int:
+    """A /proc/<pid>/status field in kB (VmHWM, VmRSS, RssAnon) summed over `pid` and
+    its live descendants."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue  # a child that just ended (ENOENT or ESRCH mid-read)
+        total += sum(int(x.split()[1]) for x in lines if x.startswith(f"{field}:"))
+    return total
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -230,7 +236,7 @@ class PacsEdge(Peer):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                workers = self._status()["workers"]
+                workers = self.status()["workers"]
             except OSError:
                 workers = {"running": 0, "expected": 1}
             if workers["running"] >= workers["expected"]:
@@ -240,13 +246,13 @@ class PacsEdge(Peer):
             raise RuntimeError(f"{self.name}: not every worker started within 60 s")
         time.sleep(1.0)
 
-    def _status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.http_port}/api/v1/status"
         with urllib.request.urlopen(url, timeout=10) as rsp:
             return dict(json.load(rsp))
 
     def stored(self) -> int:
-        return int(self._status()["instances"])
+        return int(self.status()["instances"])
 
 
 class DcmtkStorescp(Peer):

@@ -1,8 +1,8 @@
 """Scaling benchmark: pacs-edge with --workers 1 vs 2, and behind HAProxy vs direct.
 
 All in one run, beside DCMTK storescp --fork (one process per association, the
-scaling reference), over 4 and 16 parallel associations of DCMTK storescu. The
-same corpus, fresh storage for each point, the peer order rotated per level.
+scaling reference), over 4 and 16 parallel associations of the load generator
+(bench/loadgen.py). The same corpus, fresh storage for each point, the peer order rotated per level.
 Figures are ratios against the 1-worker edge and DCMTK measured in this run.
 
     python -m bench.scaling --quick     # ~130 MB corpus, one pass (make bench)

@@ -21,20 +21,17 @@ answer to "can this box run like this all day":
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import loadgen, results
 from bench.corpus import QUICK, build
-from bench.peers import DcmtkStorescp, PacsEdge, free_port
-from monitoring.metrics import descendants
+from bench.peers import DcmtkStorescp, PacsEdge, free_port, tree_kb
 
 
 @dataclass
@@ -46,31 +43,14 @@ class Tick:
     anon_mb: float  # heap and stacks; the rest of RSS is mapped files (LMDB's map grows)
 
 
-def _rss_mb(pid: int, field: str) -> float:
-    total = 0
-    for p in [pid, *descendants(pid)]:
-        try:
-            lines = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(x.split()[1]) for x in lines if x.startswith(f"{field}:"))
-    return round(total / 1024, 1)
-
-
-def _status(edge: PacsEdge) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{edge.http_port}/api/v1/status"
-    with urllib.request.urlopen(url, timeout=10) as rsp:
-        return dict(json.load(rsp))
-
-
 def _sample(edge: PacsEdge, began: float) -> Tick:
-    central = _status(edge)["destinations"]["central"]
+    central = edge.status()["destinations"]["central"]
     return Tick(
         round(time.perf_counter() - began, 1),
         int(central["depth"]),
         int(central["sent"]),
-        _rss_mb(edge.pid, "VmRSS"),
-        _rss_mb(edge.pid, "RssAnon"),
+        round(tree_kb(edge.pid, "VmRSS") / 1024, 1),
+        round(tree_kb(edge.pid, "RssAnon") / 1024, 1),
     )
 
 
@@ -145,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             drained_at = time.perf_counter()
             deadline = drained_at + 120
             while (
-                _status(edge)["destinations"]["central"]["depth"] and time.perf_counter() < deadline
+                edge.status()["destinations"]["central"]["depth"] and time.perf_counter() < deadline
             ):
                 time.sleep(0.5)
             drain = round(time.perf_counter() - drained_at, 1)
