@@ -30,6 +30,7 @@ from pydicom.uid import UID
 CACHE = Path(__file__).parent / ".corpus"
 _ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root
 SUFFIX = 8  # digits at the end of every UID the load generator may overwrite
+UID_LENGTH = 56  # every UID new_uid() makes: even, so never padded
 _XA_CLASS = "1.2.840.10008.5.1.4.1.1.12.1"  # X-Ray Angiographic Image Storage
 _MG_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image - For Presentation
 _DX_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image - For Presentation
@@ -103,8 +104,10 @@ def _read(name: str) -> Dataset:
 
 
 def new_uid() -> UID:
-    """Fixed length (56 characters, even: no padding), last component "1" + 8 digits."""
-    return UID(f"{_ROOT}{random.randrange(10**19, 10**20)}.1{0:0{SUFFIX}d}")
+    """Fixed length (UID_LENGTH), last component "1" + SUFFIX digits."""
+    uid = UID(f"{_ROOT}{random.randrange(10**19, 10**20)}.1{0:0{SUFFIX}d}")
+    assert len(uid) == UID_LENGTH
+    return uid
 
 
 def _ct_slice() -> Dataset:

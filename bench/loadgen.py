@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from bench.corpus import FULL, QUICK, SUFFIX, Corpus, Item, build
+from bench.corpus import FULL, QUICK, SUFFIX, UID_LENGTH, Corpus, Item, build
 from engine.dicom_client import Payload, PeerUnavailable, Requestor
 
 MAX_PDU = 262144  # what we propose to receive; the SCP's own maximum governs what we send
@@ -101,7 +101,7 @@ def _payload(item: Item, stream: Stream) -> tuple[Payload, str]:
     study = n // stream.study_size
     suffixes = (study, study, n)
     patches = tuple(
-        (at - item.offset + 56 - SUFFIX, f"{s:0{SUFFIX}d}".encode())
+        (at - item.offset + UID_LENGTH - SUFFIX, f"{s:0{SUFFIX}d}".encode())
         for at, s in zip(item.uid_offsets, suffixes, strict=True)
     )
     uid = item.sop_instance[:-SUFFIX] + f"{n:0{SUFFIX}d}"
