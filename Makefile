@@ -11,15 +11,23 @@ STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUST_SOURCES := $(shell find core_rs/src -name '*.rs') core_rs/Cargo.toml Cargo.toml
 
-.PHONY: run test lint format build-dev system-deps bench bench-full fuzz clean
+.PHONY: run test lint format build-dev build-deps system-deps bench bench-full fuzz clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip 'maturin>=1.7,<2'
 
+# What the Rust extension links: CharLS, the JPEG-LS codec (docs/decisions/0015).
+build-deps:
+	@if [ ! -e /usr/include/charls/charls.h ]; then \
+		echo "installing CharLS (libcharls-dev) from Debian..."; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libcharls-dev >/dev/null; \
+	fi
+
 # Builds the Rust extension (release: the engine is only ever measured that way)
 # and installs the project with its test and bench extras into .venv.
-$(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES)
+$(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES) core_rs/build.rs | build-deps
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test,bench
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -57,7 +65,7 @@ lint: build-dev
 	cargo clippy --all-targets -q -- -D warnings
 	cargo clippy --all-targets --features python -q -- -D warnings
 
-test: system-deps lint
+test: build-deps system-deps lint
 	cargo test -q
 	$(VENV)/bin/pytest
 

@@ -1,8 +1,8 @@
 """pacs-edge's Rust data plane, as Python sees it.
 
 The compiled module ``core_rs._core`` does every per-byte loop (PDU framing, command
-sets, spooling, BLAKE3, key-attribute parsing); this facade re-exports it with the
-exception hierarchy of ``core_rs._errors``. Import from here, never from ``_core``.
+sets, spooling, BLAKE3, key-attribute parsing, pixel codecs); this facade re-exports
+it with the exception hierarchy of ``core_rs._errors``. Import from here, never from ``_core``.
 """
 
 from core_rs._core import (
@@ -13,6 +13,7 @@ from core_rs._core import (
     Command,
     ControlPdu,
     DatasetReceived,
+    PixelLayout,
     Receiver,
     SpoolFile,
     StoredObject,
@@ -21,15 +22,20 @@ from core_rs._core import (
     encode_response,
     encode_store_request,
     hash_file,
+    jpegls_decode,
+    jpegls_encode,
     key_attributes,
 )
 from core_rs._errors import (
+    CodecError,
     CommandError,
     CoreError,
     DatasetError,
+    NotRepresentable,
     OutOfSpaceError,
     ProtocolError,
     StorageError,
+    VerificationFailed,
 )
 
 __all__ = [
@@ -37,22 +43,28 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "KEY_ATTRIBUTES",
+    "CodecError",
     "Command",
     "CommandError",
     "ControlPdu",
     "CoreError",
     "DatasetError",
     "DatasetReceived",
+    "NotRepresentable",
     "OutOfSpaceError",
+    "PixelLayout",
     "ProtocolError",
     "Receiver",
     "SpoolFile",
     "StorageError",
     "StoredObject",
+    "VerificationFailed",
     "__version__",
     "encode_message",
     "encode_response",
     "encode_store_request",
     "hash_file",
+    "jpegls_decode",
+    "jpegls_encode",
     "key_attributes",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "Command",
     "ControlPdu",
     "DatasetReceived",
+    "PixelLayout",
     "Receiver",
     "SpoolFile",
     "StoredObject",
@@ -21,6 +22,8 @@ __all__ = [
     "encode_response",
     "encode_store_request",
     "hash_file",
+    "jpegls_decode",
+    "jpegls_encode",
     "key_attributes",
 ]
 
@@ -121,4 +124,40 @@ def encode_store_request(
     message_id: int, sop_class_uid: str, sop_instance_uid: str, priority: int
 ) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
+
+@final
+class PixelLayout:
+    """One frame's samples: interleaved, little-endian, 8 or 16 bits allocated."""
+
+    def __new__(
+        cls,
+        rows: int,
+        columns: int,
+        samples_per_pixel: int,
+        bits_allocated: int,
+        bits_stored: int,
+        signed: bool,
+    ) -> PixelLayout: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def columns(self) -> int: ...
+    @property
+    def samples_per_pixel(self) -> int: ...
+    @property
+    def bits_allocated(self) -> int: ...
+    @property
+    def bits_stored(self) -> int: ...
+    @property
+    def signed(self) -> bool: ...
+    @property
+    def frame_bytes(self) -> int: ...
+
+def jpegls_encode(frame: Buffer, layout: PixelLayout) -> bytes:
+    """Lossless JPEG-LS, returned only once it decodes back to `frame` exactly.
+    Raises NotRepresentable, VerificationFailed or CodecError."""
+
+def jpegls_decode(data: Buffer, layout: PixelLayout) -> bytes:
+    """One JPEG-LS frame to native samples; CodecError if it does not fit `layout`."""
+
 def key_attributes(data: Buffer, transfer_syntax_uid: str) -> list[tuple[str, bytes]]: ...

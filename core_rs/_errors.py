@@ -31,3 +31,15 @@ class StorageError(CoreError, OSError):
 
 class OutOfSpaceError(StorageError):
     """The disk is full: answer C-STORE with 0xA700."""
+
+
+class CodecError(CoreError, ValueError):
+    """A compressed frame could not be decoded, or the codec failed."""
+
+
+class NotRepresentable(CodecError):
+    """The codec cannot carry these pixels losslessly: keep the object as it is."""
+
+
+class VerificationFailed(CodecError):
+    """An encoded frame did not decode to the original: it must not be used."""

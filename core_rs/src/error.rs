@@ -26,6 +26,8 @@ pub enum CoreError {
     NoSpace(io::Error),
     /// Any other I/O failure of an object body.
     Io(io::Error),
+    /// A pixel codec refused, failed, or did not round-trip (`codec`).
+    Codec(crate::codec::CodecError),
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;
@@ -47,6 +49,7 @@ impl fmt::Display for CoreError {
             Self::Dataset(m) => write!(f, "invalid dataset: {m}"),
             Self::NoSpace(e) => write!(f, "no space left on device: {e}"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
+            Self::Codec(e) => write!(f, "{e}"),
         }
     }
 }
@@ -57,6 +60,12 @@ impl std::error::Error for CoreError {
             Self::NoSpace(e) | Self::Io(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::codec::CodecError> for CoreError {
+    fn from(e: crate::codec::CodecError) -> Self {
+        Self::Codec(e)
     }
 }
 
