@@ -428,7 +428,7 @@ class Forwarder:
         metrics: Metrics,
         audit: AuditLog,
     ) -> None:
-        self._objects = ObjectReader(index, layout, io_pool)
+        self._objects = ObjectReader(index, layout, io_pool, metrics)
         self._index = index
         self._io_pool = io_pool
         self._metrics = metrics

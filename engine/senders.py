@@ -6,9 +6,11 @@ destination answered "not now": out of resources, busy); permanent (it will not
 take this object). Jobs it did not get to are left alone; engine.forwarder decides
 what each answer costs (docs/decisions/0009).
 
-Objects go as stored, byte for byte, unless a routing rule coerces them or the
-destination takes only explicit VR little endian: then pydicom makes the forwarded
-copy (the slow path, in a worker thread).
+Objects go as stored, byte for byte, unless a routing rule coerces them, the
+destination takes only explicit VR little endian, or it asks for JPEG-LS
+(`transfer_syntax = "jpeg-ls-lossless"`): then pydicom makes the forwarded copy,
+with frames encoded and verified by core_rs (storage.transcode; the slow path, in a
+worker thread). An object the codec cannot carry goes as stored.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset
 
+import core_rs
 from engine.dicom_client import Payload, PeerUnavailable, Requestor, StoreResponse
+from monitoring.metrics import Metrics
 from policies.config import DicomDestination, DicomWebDestination
 from policies.rules import Coercion
 from storage.index import Index, Instance
 from storage.layout import DataLayout
 from storage.queue import Job
+from storage.transcode import JPEG_LS_LOSSLESS, NATIVE_LITTLE_ENDIAN, dataset_bytes, to_jpegls
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +76,13 @@ def classify_status(status: int) -> Kind:
 class ObjectReader:
     """Finds a job's stored object and makes the bytes to forward."""
 
-    def __init__(self, index: Index, layout: DataLayout, io_pool: Executor) -> None:
+    def __init__(
+        self, index: Index, layout: DataLayout, io_pool: Executor, metrics: Metrics
+    ) -> None:
         self._index = index
         self._layout = layout
         self._io_pool = io_pool
+        self._metrics = metrics
 
     def locate(self, job: Job) -> Instance | None:
         return self._index.get(job.sop_instance_uid)
@@ -88,9 +96,31 @@ class ObjectReader:
         if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
             return Payload(path, instance.meta_length, instance.dataset_length)
         loop = asyncio.get_running_loop()
+        if transfer_syntax == JPEG_LS_LOSSLESS:
+            return await self._transcoded(job, instance, path)
         data = await loop.run_in_executor(
             self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
         )
+        return Payload(data=data)
+
+    async def _transcoded(self, job: Job, instance: Instance, path: Path) -> Payload:
+        """The object as JPEG-LS lossless; core_rs.NotRepresentable or
+        VerificationFailed when only the stored form can go."""
+        loop = asyncio.get_running_loop()
+        try:
+            data, ratio = await loop.run_in_executor(
+                self._io_pool, _jpegls_dataset, path, job.coerce, instance.transfer_syntax_uid
+            )
+        except core_rs.VerificationFailed as exc:
+            self._metrics.transcoded("jpeg-ls", "mismatch")
+            log.error("%s: JPEG-LS copy NOT used, sending as stored: %s", job.sop_instance_uid, exc)
+            raise
+        except core_rs.NotRepresentable as exc:
+            self._metrics.transcoded("jpeg-ls", "not_representable")
+            log.info("%s: sent as stored, not JPEG-LS: %s", job.sop_instance_uid, exc)
+            raise
+        self._metrics.transcoded("jpeg-ls", "verified")
+        log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, ratio)
         return Payload(data=data)
 
     async def part10(self, job: Job, instance: Instance) -> Payload:
@@ -119,6 +149,13 @@ def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax:
     out.is_implicit_VR = transfer_syntax == IMPLICIT_LE
     write_dataset(out, ds)
     return out.getvalue()
+
+
+def _jpegls_dataset(
+    path: Path, coerce: dict[str, Any] | None, stored_syntax: str
+) -> tuple[bytes, float]:
+    done = to_jpegls(_read(path, coerce), stored_syntax)
+    return dataset_bytes(done.dataset), done.ratio
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
@@ -153,22 +190,19 @@ class DicomSender:
             if instance is None:
                 deliveries.append(Delivery(job, "permanent", "object no longer stored on edge"))
                 continue
-            plans.append((job, instance, _wire_syntaxes(job, instance)))
+            plans.append((job, instance, _wire_syntaxes(job, instance, self._dest)))
         needed = list(dict.fromkeys((j.sop_class_uid, ts) for j, _, tss in plans for ts in tss))
         if not plans:
             return deliveries
         wanted = [[(job.sop_class_uid, ts) for ts in tss] for job, _, tss in plans]
         assoc = await self._association(needed[:_MAX_CONTEXTS], wanted)
         for job, instance, syntaxes in plans:
-            chosen = next(
-                (
-                    (ts, assoc.accepted[(job.sop_class_uid, ts)])
-                    for ts in syntaxes
-                    if (job.sop_class_uid, ts) in assoc.accepted
-                ),
-                None,
-            )
-            if chosen is None:
+            options = [
+                (ts, assoc.accepted[(job.sop_class_uid, ts)])
+                for ts in syntaxes
+                if (job.sop_class_uid, ts) in assoc.accepted
+            ]
+            if not options:
                 deliveries.append(
                     Delivery(
                         job,
@@ -178,9 +212,8 @@ class DicomSender:
                     )
                 )
                 continue
-            transfer_syntax, context_id = chosen
             try:
-                payload = await self._objects.dataset(job, instance, transfer_syntax)
+                context_id, payload = await self._payload(job, instance, options)
             except (OSError, ValueError) as exc:
                 deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
                 continue
@@ -207,6 +240,19 @@ class DicomSender:
             if kind == "retry":
                 break
         return deliveries
+
+    async def _payload(
+        self, job: Job, instance: Instance, options: list[tuple[str, int]]
+    ) -> tuple[int, Payload]:
+        """The first accepted option that can be made: a transcode the codec refuses
+        falls back to the next (the stored syntax is always among them)."""
+        for n, (transfer_syntax, context_id) in enumerate(options):
+            try:
+                return context_id, await self._objects.dataset(job, instance, transfer_syntax)
+            except core_rs.CodecError:
+                if n == len(options) - 1:
+                    raise
+        raise ValueError("no transfer syntax to send in")
 
     async def _association(
         self, needed: list[tuple[str, str]], wanted: list[list[tuple[str, str]]]
@@ -251,15 +297,19 @@ class DicomSender:
             await assoc.release()
 
 
-def _wire_syntaxes(job: Job, instance: Instance) -> list[str]:
-    """Transfer syntaxes to offer, best first: as stored, then explicit VR LE when we
-    can re-encode to it without a codec (decompression comes with transcoding)."""
+def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list[str]:
+    """Transfer syntaxes to offer, best first: JPEG-LS when the destination asks for
+    it and the pixels are native; as stored; then explicit VR LE when we can re-encode
+    to it without a codec (decompression comes with more codecs, issue 6)."""
     stored = instance.transfer_syntax_uid
+    first = []
+    if dest.transfer_syntax == "jpeg-ls-lossless" and stored in NATIVE_LITTLE_ENDIAN:
+        first = [JPEG_LS_LOSSLESS]
     if stored == DEFLATED and job.coerce is not None:
-        return [EXPLICIT_LE]  # a coerced copy is not re-deflated
+        return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated
     if stored in _REENCODABLE:
-        return [stored, EXPLICIT_LE]
-    return [stored]
+        return [*first, stored, EXPLICIT_LE]
+    return [*first, stored]
 
 
 def _describe(response: StoreResponse) -> str:

@@ -158,6 +158,13 @@ class Metrics:
             ["destination", "result"],
             registry=r,
         )
+        self.transcodes = Counter(
+            "pacs_edge_transcodes",
+            "Forwarded copies transcoded by codec and outcome: verified (sent), "
+            "not_representable (sent as stored), mismatch (did not round-trip; sent as stored).",
+            ["codec", "outcome"],
+            registry=r,
+        )
         self.forward_duration = Histogram(
             "pacs_edge_forward_duration_seconds",
             "Sending one instance to a destination, until its answer.",
@@ -207,6 +214,9 @@ class Metrics:
         self.forwarded_bytes.labels(destination, result).inc(size)
         if seconds > 0:
             self.forward_duration.labels(destination).observe(seconds)
+
+    def transcoded(self, codec: str, outcome: str) -> None:
+        self.transcodes.labels(codec, outcome).inc()
 
     def render(self) -> bytes:
         return generate_latest(self._exposed)

@@ -10,9 +10,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -391,3 +393,55 @@ def test_queue_cli_ls_retry_purge(
     unknown = run_cli(engine, "queue", "retry", "nowhere")
     assert unknown.returncode == 1
     assert "no destination 'nowhere'" in unknown.stderr
+
+
+@odd_corpus
+def test_jpegls_destination_gets_verified_lossless_copies(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
+) -> None:
+    """transfer_syntax = "jpeg-ls-lossless": native images reach Orthanc as JPEG-LS whose
+    pixels, decoded by pylibjpeg-libjpeg and by Orthanc itself, are the modality's;
+    what JPEG-LS cannot carry goes as stored, byte for byte."""
+    destination = dicom_destination(orthanc, transfer_syntax="jpeg-ls-lossless")
+    engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
+    by_name = {f.path.name: f for f in public_corpus()[0]}
+    # Signed 16-bit CT, 12-bit MR and CR, 8-bit mono, RGB, a 2-frame enhanced CT.
+    transcoded = [
+        "CT_small.dcm",
+        "MR2_UNCR.dcm",
+        "RG1_UNCR.dcm",
+        "vlut_04.dcm",
+        "US1_UNCR.dcm",
+        "eCT_Supplemental.dcm",
+    ]
+    as_stored = ["JPEG2000.dcm", "mlut_18.dcm", "SC_rgb_32bit.dcm"]
+    files = [by_name[name] for name in transcoded + as_stored]
+    assert send_each(engine, files) == files
+    wait_until(lambda: drained(engine), 120, "the queue to drain")
+    for f in files:
+        got = central_dataset(orthanc, f.sop_instance_uid)
+        assert got is not None, f.path.name
+        if f.path.name in as_stored:
+            ts = f.transfer_syntax_uid
+            assert comparable(got, ts) == comparable(edge_dataset(engine, f.sop_instance_uid), ts)
+            continue
+        original = pydicom.dcmread(f.path)
+        fetched = orthanc.file(f.sop_instance_uid)
+        assert fetched is not None
+        copy = pydicom.dcmread(BytesIO(fetched))
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80", f.path.name
+        assert len(copy.PixelData) < len(original.PixelData), f.path.name
+        assert np.array_equal(copy.pixel_array, original.pixel_array), f.path.name
+        # Orthanc's own JPEG-LS decoder (DCMTK + CharLS) gives back the same samples.
+        plain = orthanc.file(f.sop_instance_uid, transcode="1.2.840.10008.1.2.1")
+        assert plain is not None
+        assert np.array_equal(pydicom.dcmread(BytesIO(plain)).pixel_array, original.pixel_array)
+        # Everything else is the modality's, element for element (Orthanc drops the
+        # trailing padding, see without_trailing_padding).
+        changed = (0x00280006, 0x7FE00010, 0xFFFCFFFC)
+        others = {e.tag: e.value for e in original if e.tag not in changed}
+        assert {e.tag: e.value for e in copy if e.tag in others} == others, f.path.name
+    metrics = engine.get_text("/metrics")
+    assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 6.0' in metrics
+    # mlut_18 and the 32-bit image: refused by the codec, sent as stored.
+    assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="not_representable"} 2.0' in metrics

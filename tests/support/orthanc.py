@@ -91,9 +91,13 @@ class OrthancProcess:
         found = json.loads(self._request("/tools/lookup", sop_instance_uid.encode()))
         return next((item["ID"] for item in found if item["Type"] == "Instance"), None)
 
-    def file(self, sop_instance_uid: str) -> bytes | None:
+    def file(self, sop_instance_uid: str, transcode: str = "") -> bytes | None:
+        """The stored file; with `transcode`, as Orthanc re-encodes it in that syntax."""
         orthanc_id = self._instance_id(sop_instance_uid)
-        return None if orthanc_id is None else self._request(f"/instances/{orthanc_id}/file")
+        if orthanc_id is None:
+            return None
+        query = f"?transcode={transcode}" if transcode else ""
+        return self._request(f"/instances/{orthanc_id}/file{query}")
 
     def tags(self, sop_instance_uid: str) -> dict[str, Any] | None:
         orthanc_id = self._instance_id(sop_instance_uid)

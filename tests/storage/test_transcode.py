@@ -1,0 +1,124 @@
+"""JPEG-LS lossless in core_rs against every pixel-bearing file of pydicom-data and
+pydicom's test files, cross-checked with pydicom + pylibjpeg-libjpeg (a different
+JPEG-LS implementation) in both directions."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from io import BytesIO
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import Dataset
+from pydicom.encaps import generate_frames
+
+import core_rs
+from storage.transcode import JPEG_LS_LOSSLESS, pixel_layout, to_jpegls
+from tests.support.corpus import SourceFile, public_corpus
+
+JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def read(f: SourceFile) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(f.path)
+
+
+def native_bytes(array: np.ndarray, ds: Dataset) -> bytes:
+    """pydicom's pixel array back to native little-endian samples."""
+    dtype = f"<{'i' if int(ds.PixelRepresentation) else 'u'}{int(ds.BitsAllocated) // 8}"
+    return np.ascontiguousarray(array).astype(dtype).tobytes()
+
+
+def test_every_native_image_round_trips_and_pylibjpeg_agrees() -> None:
+    files, _ = public_corpus()
+    done, refused = 0, Counter[str]()
+    for f in files:
+        ds = read(f)
+        before = {e.tag: e.value for e in ds if e.tag != 0x7FE00010}
+        try:
+            pixel_layout(ds, f.transfer_syntax_uid)  # compressed ones: no pixel_array here
+            try:
+                original = ds.pixel_array.copy()
+            except ValueError:  # pydicom cannot read it either: neither may we
+                with pytest.raises(core_rs.NotRepresentable):
+                    to_jpegls(ds, f.transfer_syntax_uid)
+                raise
+            result = to_jpegls(ds, f.transfer_syntax_uid)
+        except core_rs.NotRepresentable as exc:
+            refused[str(exc).split(" (")[0].split(":")[0]] += 1
+            continue
+        except ValueError:
+            refused["unreadable by pydicom too"] += 1
+            continue
+        done += 1
+        if result.native_bytes > 4096:  # a 3 x 3 image is smaller than JPEG-LS's headers
+            assert result.encoded_bytes < result.native_bytes, f.path.name
+        # Nothing but Pixel Data and (for planar colour) Planar Configuration changed.
+        after = {e.tag: e.value for e in ds if e.tag != 0x7FE00010}
+        changed = {t for t in before.keys() | after.keys() if before.get(t) != after.get(t)}
+        assert changed <= {0x00280006}, (f.path.name, changed)
+        # Written to a file and read back, pydicom decodes it with pylibjpeg-libjpeg.
+        out = BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        back = pydicom.dcmread(BytesIO(out.getvalue()))
+        assert back.file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
+        assert np.array_equal(back.pixel_array, original), f.path.name
+    # The public corpus has ~40 native images of 8/12/16 bits, signed, RGB, multi-frame.
+    assert done >= 40, (done, refused)
+    assert set(refused) <= {
+        "pixel data is compressed or big endian",
+        "no Pixel Data",
+        "not representable",  # 1 or 32 bits allocated, bits above Bits Stored
+        "unreadable by pydicom too",  # 8130 bytes of Pixel Data for 8192
+        "photometric interpretation YBR_FULL_422",
+        "Number of Frames is invalid",
+    }, refused
+
+
+def test_our_decoder_agrees_with_pylibjpeg_on_jpegls_files() -> None:
+    files, _ = public_corpus()
+    checked = 0
+    for f in files:
+        if f.transfer_syntax_uid not in JPEG_LS:
+            continue
+        ds = read(f)
+        layout = pixel_layout(ds, "1.2.840.10008.1.2.1")  # the layout, not the syntax
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        ours = b"".join(
+            core_rs.jpegls_decode(fragment, layout)
+            for fragment in generate_frames(ds.PixelData, number_of_frames=frames)
+        )
+        assert ours == native_bytes(ds.pixel_array, ds), f.path.name
+        checked += 1
+    assert checked >= 3, checked  # lossless and near-lossless, 8 and 16 bits
+
+
+def test_refusals_say_why_and_leave_the_dataset_alone() -> None:
+    files, _ = public_corpus()
+    by_name = {f.path.name: f for f in files}
+    for name, reason in [
+        ("JPEG2000.dcm", "compressed"),
+        ("rtplan.dcm", "no Pixel Data"),
+        ("mlut_18.dcm", "bits above Bits Stored"),
+    ]:
+        ds = read(by_name[name])
+        pixels = ds.get("PixelData")
+        with pytest.raises(core_rs.NotRepresentable, match=reason):
+            to_jpegls(ds, by_name[name].transfer_syntax_uid)
+        assert ds.get("PixelData") == pixels
+
+
+def test_a_frame_that_does_not_match_its_layout_is_refused() -> None:
+    layout = core_rs.PixelLayout(8, 8, 1, 16, 12, False)
+    frame = np.arange(64, dtype="<u2").tobytes()
+    encoded = core_rs.jpegls_encode(frame, layout)
+    assert core_rs.jpegls_decode(encoded, layout) == frame
+    with pytest.raises(core_rs.CodecError, match="the dataset says 8 x 8 x 1 of 16"):
+        core_rs.jpegls_decode(encoded, core_rs.PixelLayout(8, 8, 1, 16, 16, False))
+    with pytest.raises(core_rs.NotRepresentable, match="frame of 10 bytes"):
+        core_rs.jpegls_encode(frame[:10], layout)
