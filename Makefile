@@ -1,7 +1,8 @@
 # pacs-edge: every command CI and a developer need. `make test` is what .ci/run calls.
 #   make run     - set up .venv, build, start the engine on its embedded defaults
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
-#   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min)
+#   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
+#                  and JPEG-LS against imagecodecs (~1 min)
 #   make bench-full - the whole matrix, forward and scaling benchmarks, a 10-minute soak
 #   make fuzz    - libFuzzer on the PDU decoder and header parser
 SHELL := /bin/bash
@@ -17,17 +18,18 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip 'maturin>=1.7,<2'
 
-# What the Rust extension links: CharLS, the JPEG-LS codec (docs/decisions/0015).
+# What building the Rust extension needs besides cargo: cmake and a C++ compiler,
+# which build CharLS (JPEG-LS) from source (docs/decisions/0015).
 build-deps:
-	@if [ ! -e /usr/include/charls/charls.h ]; then \
-		echo "installing CharLS (libcharls-dev) from Debian..."; \
+	@if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then \
+		echo "installing cmake and g++ from Debian (to build CharLS)..."; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libcharls-dev >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake g++ >/dev/null; \
 	fi
 
 # Builds the Rust extension (release: the engine is only ever measured that way)
 # and installs the project with its test and bench extras into .venv.
-$(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES) core_rs/build.rs | build-deps
+$(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES) | build-deps
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q -E test,bench
 	@mkdir -p $(STAMPS) && touch $@
 
@@ -71,12 +73,14 @@ test: build-deps system-deps lint
 
 bench: system-deps build-dev
 	$(PY) -m bench.ingest --quick
+	$(PY) -m bench.codecs
 
 bench-full: system-deps build-dev
 	$(PY) -m bench.ingest
 	$(PY) -m bench.forward
 	$(PY) -m bench.scaling
 	$(PY) -m bench.soak --duration 600
+	$(PY) -m bench.codecs
 
 # libFuzzer on the PDU decoder and the header parser (cargo-fuzz; RUSTC_BOOTSTRAP lets
 # the stable toolchain take its nightly flags). FUZZ_SECONDS per target.

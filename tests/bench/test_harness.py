@@ -157,3 +157,19 @@ def test_soak_verdicts() -> None:
     result = soak.verdict(growing, intake_per_s=10)
     assert not result["queue_bounded"]
     assert not result["memory_flat"]
+
+
+def test_codec_bench_measures_both_codecs_on_the_same_pixels(tiny: corpus.Corpus) -> None:
+    from bench import codecs
+
+    rows = []
+    for item in tiny.items:
+        row = codecs.Row(item.modality)
+        codecs.measure(row, pydicom.dcmread(item.path))  # asserts both round-trip
+        rows.append(row)
+    for row in rows:
+        assert row.objects == 1
+        assert row.native / row.ours > 1.5  # real CT/MR/US pixels compress
+        assert abs(row.ours / row.theirs - 1) < 0.05  # the same codec, the same size
+        assert min(row.ours_encode_s, row.theirs_decode_s) > 0
+    assert "| CT | 16 | 1 |" in codecs.table(rows)

@@ -1,81 +1,25 @@
-//! JPEG-LS (ISO/IEC 14495-1) through the C API of `CharLS`: the one place with `unsafe`
-//! outside pyo3. Each call owns its encoder/decoder handle for one frame and frees it
+//! JPEG-LS (ISO/IEC 14495-1) through the C API of `CharLS` (crate charls-sys, which
+//! builds `CharLS` 2.4.5 from source and links it statically): the one place with
+//! `unsafe` outside pyo3. Each call owns its encoder/decoder handle for one frame and frees it
 //! on every path (`Handle`'s Drop).
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::CStr;
 
 use super::{CodecError, Layout};
 
-#[repr(C)]
-#[derive(Default)]
-struct FrameInfo {
-    width: u32,
-    height: u32,
-    bits_per_sample: i32,
-    component_count: i32,
-}
-
-#[repr(C)]
-struct Encoder {
-    _private: [u8; 0],
-}
-
-#[repr(C)]
-struct Decoder {
-    _private: [u8; 0],
-}
-
-const INTERLEAVE_NONE: i32 = 0;
-const INTERLEAVE_SAMPLE: i32 = 2;
-
-#[link(name = "charls")]
-extern "C" {
-    fn charls_jpegls_encoder_create() -> *mut Encoder;
-    fn charls_jpegls_encoder_destroy(encoder: *const Encoder);
-    fn charls_jpegls_encoder_set_frame_info(encoder: *mut Encoder, info: *const FrameInfo) -> i32;
-    fn charls_jpegls_encoder_set_near_lossless(encoder: *mut Encoder, near: i32) -> i32;
-    fn charls_jpegls_encoder_set_interleave_mode(encoder: *mut Encoder, mode: i32) -> i32;
-    fn charls_jpegls_encoder_get_estimated_destination_size(
-        encoder: *const Encoder,
-        size: *mut usize,
-    ) -> i32;
-    fn charls_jpegls_encoder_set_destination_buffer(
-        encoder: *mut Encoder,
-        destination: *mut c_void,
-        size: usize,
-    ) -> i32;
-    fn charls_jpegls_encoder_encode_from_buffer(
-        encoder: *mut Encoder,
-        source: *const c_void,
-        size: usize,
-        stride: u32,
-    ) -> i32;
-    fn charls_jpegls_encoder_get_bytes_written(encoder: *const Encoder, written: *mut usize)
-        -> i32;
-
-    fn charls_jpegls_decoder_create() -> *mut Decoder;
-    fn charls_jpegls_decoder_destroy(decoder: *const Decoder);
-    fn charls_jpegls_decoder_set_source_buffer(
-        decoder: *mut Decoder,
-        source: *const c_void,
-        size: usize,
-    ) -> i32;
-    fn charls_jpegls_decoder_read_header(decoder: *mut Decoder) -> i32;
-    fn charls_jpegls_decoder_get_frame_info(decoder: *const Decoder, info: *mut FrameInfo) -> i32;
-    fn charls_jpegls_decoder_get_destination_size(
-        decoder: *const Decoder,
-        stride: u32,
-        size: *mut usize,
-    ) -> i32;
-    fn charls_jpegls_decoder_decode_to_buffer(
-        decoder: *mut Decoder,
-        destination: *mut c_void,
-        size: usize,
-        stride: u32,
-    ) -> i32;
-
-    fn charls_get_error_message(error: i32) -> *const c_char;
-}
+use charls_sys::{
+    charls_frame_info as FrameInfo, charls_get_error_message,
+    charls_interleave_mode_none as INTERLEAVE_NONE,
+    charls_interleave_mode_sample as INTERLEAVE_SAMPLE, charls_jpegls_decoder_create,
+    charls_jpegls_decoder_decode_to_buffer, charls_jpegls_decoder_destroy,
+    charls_jpegls_decoder_get_destination_size, charls_jpegls_decoder_get_frame_info,
+    charls_jpegls_decoder_read_header, charls_jpegls_decoder_set_source_buffer,
+    charls_jpegls_encoder_create, charls_jpegls_encoder_destroy,
+    charls_jpegls_encoder_encode_from_buffer, charls_jpegls_encoder_get_bytes_written,
+    charls_jpegls_encoder_get_estimated_destination_size,
+    charls_jpegls_encoder_set_destination_buffer, charls_jpegls_encoder_set_frame_info,
+    charls_jpegls_encoder_set_interleave_mode, charls_jpegls_encoder_set_near_lossless,
+};
 
 fn check(code: i32, doing: &str) -> Result<(), CodecError> {
     if code == 0 {
@@ -202,7 +146,12 @@ pub fn decode(data: &[u8], max_bytes: usize) -> Result<(Vec<u8>, Layout), CodecE
             "source",
         )?;
         check(charls_jpegls_decoder_read_header(decoder.ptr), "header")?;
-        let mut info = FrameInfo::default();
+        let mut info = FrameInfo {
+            width: 0,
+            height: 0,
+            bits_per_sample: 0,
+            component_count: 0,
+        };
         check(
             charls_jpegls_decoder_get_frame_info(decoder.ptr, &raw mut info),
             "header",

@@ -83,28 +83,46 @@ fn masked<'a>(frame: &'a [u8], layout: &Layout) -> Result<Cow<'a, [u8]>, CodecEr
     if layout.bits_stored == layout.bits_allocated {
         return Ok(Cow::Borrowed(frame));
     }
-    let mask = (1u32 << layout.bits_stored) - 1;
-    let mut out = frame.to_vec();
+    let stored = u32::from(layout.bits_stored);
+    let shift = u32::from(layout.bits_allocated) - stored;
+    let mask = (1u32 << stored) - 1;
+    let mut out = Vec::with_capacity(frame.len());
+    let mut bad = None;
+    // One pass: mask each sample, and check that unmasking gives it back.
     if layout.bits_allocated == 8 {
-        for sample in &mut out {
-            *sample &= mask as u8;
+        for (n, &sample) in frame.iter().enumerate() {
+            let low = sample & mask as u8;
+            let back = if layout.signed {
+                ((low << shift).cast_signed() >> shift).cast_unsigned()
+            } else {
+                low
+            };
+            if back != sample && bad.is_none() {
+                bad = Some(n);
+            }
+            out.push(low);
         }
     } else {
-        for pair in out.chunks_exact_mut(2) {
-            let value = u16::from_le_bytes([pair[0], pair[1]]) & mask as u16;
-            pair.copy_from_slice(&value.to_le_bytes());
+        for (n, pair) in frame.chunks_exact(2).enumerate() {
+            let sample = u16::from_le_bytes([pair[0], pair[1]]);
+            let low = sample & mask as u16;
+            let back = if layout.signed {
+                ((low << shift).cast_signed() >> shift).cast_unsigned()
+            } else {
+                low
+            };
+            if back != sample && bad.is_none() {
+                bad = Some(n);
+            }
+            out.extend_from_slice(&low.to_le_bytes());
         }
     }
-    let mut restored = out.clone();
-    sign_extend(&mut restored, layout);
-    if let Some(at) = restored.iter().zip(frame).position(|(a, b)| a != b) {
-        return Err(CodecError::Unsupported(format!(
-            "sample {} uses bits above Bits Stored ({})",
-            at / layout.bytes_per_sample(),
-            layout.bits_stored
-        )));
+    match bad {
+        Some(n) => Err(CodecError::Unsupported(format!(
+            "sample {n} uses bits above Bits Stored ({stored})"
+        ))),
+        None => Ok(Cow::Owned(out)),
     }
-    Ok(Cow::Owned(out))
 }
 
 /// Undo `masked` for signed samples: sign-extend from `bits_stored`.
@@ -148,9 +166,11 @@ pub fn jpegls_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, 
     check_length(frame, layout)?;
     let encoded = charls::encode(&masked(frame, layout)?, layout)?;
     let decoded = jpegls_decode(&encoded, layout)?;
-    if let Some(at) = decoded.iter().zip(frame).position(|(a, b)| a != b) {
+    if decoded != frame {
+        let at = decoded.iter().zip(frame).position(|(a, b)| a != b);
         return Err(CodecError::Mismatch(format!(
-            "JPEG-LS frame differs from the original at byte {at}"
+            "JPEG-LS frame differs from the original at byte {}",
+            at.unwrap_or(decoded.len().min(frame.len()))
         )));
     }
     Ok(encoded)
