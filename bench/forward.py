@@ -13,6 +13,11 @@ machine is shared and noisy, so only figures from the same run compare.
 
     python -m bench.forward --quick     # ~130 MB corpus, one pass (make bench)
     python -m bench.forward             # ~400 MB corpus, median of 3 (make bench-full)
+    python -m bench.forward --wan 20    # also: a 20 MB/s link, as stored vs JPEG-LS
+
+The WAN scenario caps the destination's `bandwidth` (the forwarder's own throttle) and
+drains the same queue twice: objects as stored, then `transfer_syntax =
+"jpeg-ls-lossless"`. MB/s there is the corpus's native size over the drain time.
 """
 
 from __future__ import annotations
@@ -114,7 +119,16 @@ def _api(edge: PacsEdge, path: str, method: str = "GET") -> dict[str, object]:
         return dict(json.load(rsp))
 
 
-def edge_pass(corpus: Corpus, associations: int, workdir: Path, ordered: bool) -> Pass:
+def edge_pass(
+    corpus: Corpus,
+    associations: int,
+    workdir: Path,
+    ordered: bool,
+    extra: str = "",
+    label: str = "",
+) -> Pass:
+    """The edge's queue, filled while the archive was down, drained into it; `extra`
+    is more TOML for the destination."""
     archive_port = free_port()
     config = workdir / "edge.toml"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +136,7 @@ def edge_pass(corpus: Corpus, associations: int, workdir: Path, ordered: bool) -
         "[[destination]]\n"
         'name = "archive"\nkind = "dicom"\nhost = "127.0.0.1"\n'
         f'port = {archive_port}\ncalled_ae = "PACS_EDGE"\nassociations = {associations}\n'
-        f"ordered = {'true' if ordered else 'false'}\n"
+        f"ordered = {'true' if ordered else 'false'}\n{extra}"
         '[logging]\nlevel = "WARNING"\n'
     )
     edge = PacsEdge(workdir / "edge", "fsync", config)
@@ -145,7 +159,7 @@ def edge_pass(corpus: Corpus, associations: int, workdir: Path, ordered: bool) -
             time.sleep(0.02)
         seconds = time.perf_counter() - started
         cpu = edge.meter.cpu_seconds() - cpu_before
-        sender = SENDERS[0] if ordered else SENDERS[3]
+        sender = label or (SENDERS[0] if ordered else SENDERS[3])
         return _pass(sender, associations, seconds, cpu, corpus, archive.stored())
     finally:
         if archive is not None:
@@ -179,6 +193,20 @@ def measure(sender: str, corpus: Corpus, associations: int, workdir: Path, repea
     return passes[len(passes) // 2]
 
 
+def wan(corpus: Corpus, workdir: Path, mb_per_s: int, repeat: int) -> list[Pass]:
+    """The same queue over a `mb_per_s` link, as stored and as JPEG-LS (median each)."""
+    found = []
+    for syntax in ("as-stored", "jpeg-ls-lossless"):
+        extra = f'bandwidth = "{mb_per_s}MB"\ntransfer_syntax = "{syntax}"\n'
+        label = f"pacs-edge, {mb_per_s} MB/s link, {syntax}"
+        runs = sorted(
+            (edge_pass(corpus, 2, workdir, False, extra, label) for _ in range(repeat)),
+            key=lambda p: p.mb_per_s,
+        )
+        found.append(runs[len(runs) // 2])
+    return found
+
+
 def table(passes: list[Pass]) -> str:
     lines = []
     for n in sorted({p.associations for p in passes}):
@@ -205,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="small corpus, one pass")
     parser.add_argument("--associations", default="1,4")
+    parser.add_argument("--wan", type=int, default=0, help="also drain over a link of N MB/s")
+    parser.add_argument("--only-wan", action="store_true", help="only the WAN scenario")
     args = parser.parse_args(argv)
     corpus = build(Mix(ct=160, mr=10, cr=4) if args.quick else Mix(ct=480, mr=30, cr=12))
     repeat = 1 if args.quick else 3
@@ -215,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     passes: list[Pass] = []
     with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
-        print("warm-up pass (not measured) ...", flush=True)
-        for sender in SENDERS[:3]:
-            measure(sender, corpus, 1, Path(tmp) / "w", 1)
-        for step, n in enumerate(int(x) for x in args.associations.split(",")):
+        levels = [] if args.only_wan else [int(x) for x in args.associations.split(",")]
+        if levels:
+            print("warm-up pass (not measured) ...", flush=True)
+            for sender in SENDERS[:3]:
+                measure(sender, corpus, 1, Path(tmp) / "w", 1)
+        for step, n in enumerate(levels):
             # Unordered differs from ordered only when several associations share a study.
             senders = list(SENDERS if n > 1 else SENDERS[:3])
             for sender in senders[step:] + senders[:step]:  # rotate who goes first
@@ -230,7 +262,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.expected}",
                     flush=True,
                 )
+        if args.wan:
+            over_wan = wan(corpus, Path(tmp) / "wan", args.wan, repeat)
+            passes += over_wan
+            for p in over_wan:
+                print(f"  {p.sender:<44} drained in {p.seconds:>7} s  {p.mb_per_s:>7} MB/s")
     text = table(passes)
+    if args.wan:
+        stored, jpegls = passes[-2:]
+        text += (
+            f"\n\nOver a {args.wan} MB/s link, JPEG-LS drained the queue "
+            f"{stored.seconds / jpegls.seconds:.2f}x faster than sending as stored "
+            f"({stored.seconds} s -> {jpegls.seconds} s).\n"
+        )
     print(text)
     results.save_runs("forward", corpus, repeat, passes, text + "\n")
     lost = [p for p in passes if p.sender.startswith("pacs-edge") and p.arrived != p.expected]
