@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 import warnings
@@ -41,7 +42,7 @@ from policies.rules import Coercion
 from storage.index import Index, Instance
 from storage.layout import DataLayout
 from storage.queue import Job
-from storage.transcode import JPEG_LS_LOSSLESS, NATIVE_LITTLE_ENDIAN, dataset_bytes, to_jpegls
+from storage.transcode import JPEG_LS_LOSSLESS, NATIVE_LITTLE_ENDIAN, Transcoded, to_jpegls
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,13 @@ class ObjectReader:
         return Payload(data=data)
 
     async def _transcoded(self, job: Job, instance: Instance, path: Path) -> Payload:
-        """The object as JPEG-LS lossless; core_rs.NotRepresentable or
-        VerificationFailed when only the stored form can go."""
+        """The object as JPEG-LS lossless, in a spool file `release` deletes;
+        core_rs.NotRepresentable or VerificationFailed when only the stored form can go."""
         loop = asyncio.get_running_loop()
+        dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
         try:
-            data, ratio = await loop.run_in_executor(
-                self._io_pool, _jpegls_dataset, path, job.coerce, instance.transfer_syntax_uid
+            done = await loop.run_in_executor(
+                self._io_pool, _jpegls_file, path, job.coerce, instance.transfer_syntax_uid, dest
             )
         except core_rs.VerificationFailed as exc:
             self._metrics.transcoded("jpeg-ls", "mismatch")
@@ -120,8 +122,13 @@ class ObjectReader:
             log.info("%s: sent as stored, not JPEG-LS: %s", job.sop_instance_uid, exc)
             raise
         self._metrics.transcoded("jpeg-ls", "verified")
-        log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, ratio)
-        return Payload(data=data)
+        log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
+        return Payload(dest, 0, done.dataset_bytes)
+
+    def release(self, payload: Payload) -> None:
+        """A copy made for one send (a spool file) is deleted once it went, or did not."""
+        if payload.path is not None and payload.path.parent == self._layout.spool:
+            payload.path.unlink(missing_ok=True)
 
     async def part10(self, job: Job, instance: Instance) -> Payload:
         """The whole Part-10 file, for STOW-RS."""
@@ -151,11 +158,11 @@ def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax:
     return out.getvalue()
 
 
-def _jpegls_dataset(
-    path: Path, coerce: dict[str, Any] | None, stored_syntax: str
-) -> tuple[bytes, float]:
-    done = to_jpegls(_read(path, coerce), stored_syntax)
-    return dataset_bytes(done.dataset), done.ratio
+def _jpegls_file(
+    path: Path, coerce: dict[str, Any] | None, stored_syntax: str, dest: Path
+) -> Transcoded:
+    change = Coercion.model_validate(coerce).apply if coerce else None
+    return to_jpegls(path, stored_syntax, dest, change)
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
@@ -234,6 +241,8 @@ class DicomSender:
                 self._assoc = None
                 deliveries.append(Delivery(job, "unreachable", str(exc)))
                 break
+            finally:
+                self._objects.release(payload)
             kind = classify_status(response.status)
             seconds = time.perf_counter() - started
             deliveries.append(Delivery(job, kind, _describe(response), seconds))

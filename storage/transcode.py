@@ -7,6 +7,9 @@ pixels the modality sent. Everything else in the dataset is carried over as it i
 except what the standard ties to the new encoding: the transfer syntax, Pixel Data
 as encapsulated OB, and Planar Configuration 0 (PS3.5 8.2.3).
 
+The copy is written to a file frame by frame: Pixel Data is never read whole, so a
+2 GB multi-frame object costs one frame of memory, not two gigabytes.
+
 Objects the codec cannot carry (already compressed, no pixel data, 32-bit, YBR 4:2:2,
 big endian, ...) raise `core_rs.NotRepresentable` with the reason; a frame that does
 not round-trip raises `core_rs.VerificationFailed`. Callers keep the original then.
@@ -14,15 +17,18 @@ not round-trip raises `core_rs.VerificationFailed`. Callers keep the original th
 
 from __future__ import annotations
 
+import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from io import BufferedReader
+from pathlib import Path
 
 import numpy as np
-from pydicom import Dataset
-from pydicom.encaps import encapsulate
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import UID
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 
 import core_rs
 
@@ -31,19 +37,34 @@ JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 )
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"})
+_PIXEL_DATA = 0x7FE00010
+_PLANAR_CONFIGURATION = 0x00280006
+_ITEM = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_MAX_OFFSET = 0xFFFFFFFF  # a Basic Offset Table entry is 32 bits
 
 
 @dataclass(frozen=True)
 class Transcoded:
-    dataset: Dataset  # the same object, now encapsulated JPEG-LS
     frames: int
     native_bytes: int
     encoded_bytes: int
+    dataset_bytes: int  # the size of the written dataset
 
     @property
     def ratio(self) -> float:
         return self.native_bytes / max(self.encoded_bytes, 1)
+
+
+def read_header(path: Path, transfer_syntax: str) -> Dataset:
+    """A stored object with Pixel Data (and other large values) left on disk, except
+    when deflated: its file offsets mean nothing, so it is read whole."""
+    defer = None if transfer_syntax == _DEFLATED else 64 * 1024
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a modality's odd encoding is carried as it is
+        return dcmread(path, defer_size=defer)
 
 
 def pixel_layout(ds: Dataset, transfer_syntax: str) -> core_rs.PixelLayout:
@@ -52,7 +73,7 @@ def pixel_layout(ds: Dataset, transfer_syntax: str) -> core_rs.PixelLayout:
         raise core_rs.NotRepresentable(
             f"pixel data is compressed or big endian ({transfer_syntax})"
         )
-    if "PixelData" not in ds:
+    if _PIXEL_DATA not in ds:
         raise core_rs.NotRepresentable("no Pixel Data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in _PHOTOMETRIC:
@@ -70,55 +91,116 @@ def pixel_layout(ds: Dataset, transfer_syntax: str) -> core_rs.PixelLayout:
         raise core_rs.NotRepresentable(f"image pixel attributes missing or invalid: {exc}") from exc
 
 
-def _frames(ds: Dataset, layout: core_rs.PixelLayout) -> list[memoryview]:
+def _frame_count(ds: Dataset) -> int:
     try:
-        count = int(ds.get("NumberOfFrames", 1) or 1)
+        return int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError) as exc:
         raise core_rs.NotRepresentable(f"Number of Frames is invalid: {exc}") from exc
-    size = layout.frame_bytes
-    data = ds.PixelData
-    if not isinstance(data, bytes | bytearray) or len(data) < count * size:
-        raise core_rs.NotRepresentable(
-            f"Pixel Data holds {len(data)} bytes; {count} frame(s) of {size} expected"
-        )
-    view = memoryview(data)
-    frames = [view[n * size : (n + 1) * size] for n in range(count)]
-    if layout.samples_per_pixel > 1 and int(ds.get("PlanarConfiguration", 0)) == 1:
+
+
+class _Frames:
+    """Reads one native frame at a time: from the file where Pixel Data starts, or
+    (deflated objects, whose file offsets mean nothing) from the inflated value."""
+
+    def __init__(self, path: Path, ds: Dataset, layout: core_rs.PixelLayout, count: int):
+        self._size = layout.frame_bytes
+        self._layout = layout
+        self._planar = layout.samples_per_pixel > 1 and int(ds.get("PlanarConfiguration", 0)) == 1
+        raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+        self._offset: int | None = None
+        self._value: bytes | None = None
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.value_tell is not None:
+            length, self._offset = raw.length, raw.value_tell
+        else:
+            value = ds.PixelData
+            self._value = bytes(value) if isinstance(value, bytes | bytearray) else b""
+            length = len(self._value)
+        if length < count * self._size or length == 0xFFFFFFFF:
+            raise core_rs.NotRepresentable(
+                f"Pixel Data holds {length} bytes; {count} frame(s) of {self._size} expected"
+            )
+        self._path = path
+        self._buffer = bytearray(self._size)
+
+    def read(self, handle: BufferedReader, n: int) -> bytes | bytearray:
+        if self._value is not None:
+            frame: bytes | bytearray = self._value[n * self._size : (n + 1) * self._size]
+        else:
+            assert self._offset is not None
+            handle.seek(self._offset + n * self._size)
+            if handle.readinto(self._buffer) != self._size:
+                raise core_rs.NotRepresentable(f"{self._path} ends inside frame {n + 1}")
+            frame = self._buffer
+        if not self._planar:
+            return frame
         # Colour planes to interleaved samples: what JPEG-LS (and PS3.5) expects.
+        layout = self._layout
         dtype = np.uint8 if layout.bits_allocated == 8 else np.dtype("<u2")
-        shape = (layout.samples_per_pixel, layout.rows, layout.columns)
-        frames = [
-            memoryview(np.frombuffer(f, dtype).reshape(shape).transpose(1, 2, 0).tobytes())
-            for f in frames
-        ]
-    return frames
+        planes = np.frombuffer(frame, dtype).reshape(
+            layout.samples_per_pixel, layout.rows, layout.columns
+        )
+        return planes.transpose(1, 2, 0).tobytes()
 
 
-def to_jpegls(ds: Dataset, transfer_syntax: str) -> Transcoded:
-    """Re-encode `ds` (read from a file stored in `transfer_syntax`) in place as
-    JPEG-LS lossless, every frame verified; on any exception `ds` is unchanged."""
-    layout = pixel_layout(ds, transfer_syntax)
-    frames = _frames(ds, layout)
-    encoded = [core_rs.jpegls_encode(frame, layout) for frame in frames]
-    ds.PixelData = encapsulate(encoded, has_bot=len(encoded) > 1)
-    element = ds["PixelData"]
-    element.VR = "OB"
-    element.is_undefined_length = True
-    if layout.samples_per_pixel > 1 and "PlanarConfiguration" in ds:
-        ds.PlanarConfiguration = 0
-    ds.file_meta.TransferSyntaxUID = UID(JPEG_LS_LOSSLESS)
-    return Transcoded(
-        ds, len(frames), len(frames) * layout.frame_bytes, sum(len(e) for e in encoded)
-    )
-
-
-def dataset_bytes(ds: Dataset) -> bytes:
-    """`ds` without file meta, in explicit VR little endian (every compressed syntax's
-    encoding): what a C-STORE carries."""
-    out = DicomBytesIO()
-    out.is_little_endian = True
-    out.is_implicit_VR = False
+def _write_elements(out: DicomFileLike, ds: Dataset, tags: list[int]) -> None:
+    part = Dataset()
+    for tag in tags:
+        part.add(ds[tag])
+    implicit, little = ds.original_encoding
+    part.set_original_encoding(implicit, little, ds.original_character_set)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a modality's odd values are carried as they are
-        write_dataset(out, ds)
-    return out.getvalue()
+        warnings.simplefilter("ignore")  # odd values are carried as they are
+        write_dataset(out, correct_ambiguous_vr(part, True))
+
+
+def to_jpegls(
+    source: Path,
+    transfer_syntax: str,
+    dest: Path,
+    change: Callable[[Dataset], None] | None = None,
+) -> Transcoded:
+    """Write the dataset of the stored object `source` (no file meta; explicit VR
+    little endian) to `dest` with its pixels as verified JPEG-LS lossless. `change`
+    may alter the other attributes first (a routing rule's coercion). On any
+    exception nothing is left at `dest`."""
+    ds = read_header(source, transfer_syntax)
+    if change is not None:
+        change(ds)
+    layout = pixel_layout(ds, transfer_syntax)
+    count = _frame_count(ds)
+    frames = _Frames(source, ds, layout, count)
+    if _PLANAR_CONFIGURATION in ds and layout.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0
+    # A Basic Offset Table for several frames, unless offsets might pass 32 bits.
+    table = count > 1 and count * layout.frame_bytes < _MAX_OFFSET
+    tags = sorted(ds.keys())
+    try:
+        with source.open("rb") as handle, dest.open("wb") as file:
+            out = DicomFileLike(file)
+            out.is_little_endian = True
+            out.is_implicit_VR = False
+            _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
+            file.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
+            file.write(_ITEM + struct.pack("<I", 4 * count if table else 0))
+            table_at = file.tell()
+            file.write(bytes(4 * count if table else 0))
+            first_item = file.tell()
+            offsets, encoded = [], 0
+            for n in range(count):
+                coded = core_rs.jpegls_encode(frames.read(handle, n), layout)
+                offsets.append(file.tell() - first_item)
+                padded = len(coded) + len(coded) % 2
+                file.write(_ITEM + struct.pack("<I", padded) + coded)
+                if padded != len(coded):
+                    file.write(b"\x00")
+                encoded += len(coded)
+            file.write(_SEQUENCE_DELIMITER)
+            _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
+            size = file.tell()
+            if table:
+                file.seek(table_at)
+                file.write(struct.pack(f"<{count}I", *offsets))
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return Transcoded(count, count * layout.frame_bytes, encoded, size)

@@ -441,6 +441,7 @@ def test_jpegls_destination_gets_verified_lossless_copies(
         changed = (0x00280006, 0x7FE00010, 0xFFFCFFFC)
         others = {e.tag: e.value for e in original if e.tag not in changed}
         assert {e.tag: e.value for e in copy if e.tag in others} == others, f.path.name
+    assert list((engine.data_dir / "spool").glob("*transcode*")) == []  # copies deleted
     metrics = engine.get_text("/metrics")
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 6.0' in metrics
     # mlut_18 and the 32-bit image: refused by the codec, sent as stored.
