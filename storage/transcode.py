@@ -8,7 +8,10 @@ except what the standard ties to the new encoding: the transfer syntax, Pixel Da
 as encapsulated OB, and Planar Configuration 0 (PS3.5 8.2.3).
 
 The copy is written to a file frame by frame: Pixel Data is never read whole, so a
-2 GB multi-frame object costs one frame of memory, not two gigabytes.
+2 GB multi-frame object costs one frame of memory, not two gigabytes. When the object
+is stored in explicit VR little endian and no coercion applies (the usual case), the
+bytes around Pixel Data are copied as they are, not re-encoded by pydicom: they stay
+byte-identical and the copy costs a fraction of the CPU.
 
 Objects the codec cannot carry (already compressed, no pixel data, 32-bit, YBR 4:2:2,
 big endian, ...) raise `core_rs.NotRepresentable` with the reason; a frame that does
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydicom import Dataset, dcmread
@@ -44,6 +48,8 @@ _PLANAR_CONFIGURATION = 0x00280006
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _MAX_OFFSET = 0xFFFFFFFF  # a Basic Offset Table entry is 32 bits
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_PIXEL_GROUP_LENGTH = b"\xe0\x7f\x00\x00UL\x04\x00"  # (7FE0,0000), retired (PS3.5 7.2)
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,56 @@ def _write_elements(out: DicomFileLike, ds: Dataset, tags: list[int]) -> None:
         write_dataset(out, correct_ambiguous_vr(part, True))
 
 
+@dataclass(frozen=True)
+class _Verbatim:
+    """Byte ranges of the source to copy around Pixel Data, and where Planar
+    Configuration's value sits in the head (to write 0 there), if anywhere."""
+
+    head: tuple[int, int]
+    tail: int  # first byte after Pixel Data's value
+    planar_at: int | None
+
+
+def _verbatim(source: Path, ds: Dataset, transfer_syntax: str) -> _Verbatim | None:
+    """How to copy the non-pixel bytes as they are, or None (pydicom re-encodes)."""
+    if transfer_syntax != _EXPLICIT_LE:
+        return None
+    pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    planar = ds.get_item(_PLANAR_CONFIGURATION, keep_deferred=True)
+    group = ds.file_meta.get("FileMetaInformationGroupLength")
+    if not isinstance(pixels, RawDataElement) or pixels.value_tell is None or group is None:
+        return None
+    start = 128 + 4 + 12 + int(group)  # preamble, "DICM", (0002,0000), the meta
+    element = pixels.value_tell - 12  # tag, VR, 2 reserved bytes, 4-byte length
+    with source.open("rb") as handle:
+        handle.seek(start - 12 - int(group) - 4)
+        magic = handle.read(4)
+        handle.seek(element - 12)
+        before = handle.read(12)
+        header = handle.read(12)
+    if magic != b"DICM" or header[:4] != b"\xe0\x7f\x10\x00" or header[4:6] not in (b"OB", b"OW"):
+        return None
+    end = element - 12 if before[:8] == _PIXEL_GROUP_LENGTH else element
+    planar_at = None
+    if isinstance(planar, RawDataElement) and planar.value_tell is not None:
+        planar_at = planar.value_tell - start
+    return _Verbatim((start, end), pixels.value_tell + pixels.length, planar_at)
+
+
+def _copy(handle: BufferedReader, file: BinaryIO, start: int, end: int | None) -> None:
+    handle.seek(start)
+    left = None if end is None else end - start
+    while left is None or left > 0:
+        chunk = handle.read(1 << 20 if left is None else min(1 << 20, left))
+        if not chunk:
+            if left:
+                raise OSError(f"{handle.name} ends {left} bytes early")
+            return
+        file.write(chunk)
+        if left is not None:
+            left -= len(chunk)
+
+
 def to_jpegls(
     source: Path,
     transfer_syntax: str,
@@ -164,12 +220,14 @@ def to_jpegls(
     may alter the other attributes first (a routing rule's coercion). On any
     exception nothing is left at `dest`."""
     ds = read_header(source, transfer_syntax)
+    verbatim = _verbatim(source, ds, transfer_syntax) if change is None else None
     if change is not None:
         change(ds)
     layout = pixel_layout(ds, transfer_syntax)
     count = _frame_count(ds)
     frames = _Frames(source, ds, layout, count)
-    if _PLANAR_CONFIGURATION in ds and layout.samples_per_pixel > 1:
+    planar = layout.samples_per_pixel > 1 and _PLANAR_CONFIGURATION in ds
+    if planar:
         ds.PlanarConfiguration = 0
     # A Basic Offset Table for several frames, unless offsets might pass 32 bits.
     table = count > 1 and count * layout.frame_bytes < _MAX_OFFSET
@@ -179,7 +237,14 @@ def to_jpegls(
             out = DicomFileLike(file)
             out.is_little_endian = True
             out.is_implicit_VR = False
-            _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
+            if verbatim is None:
+                _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
+            else:
+                _copy(handle, file, *verbatim.head)
+                if planar and verbatim.planar_at is not None:
+                    file.seek(verbatim.planar_at)
+                    file.write(b"\x00\x00")
+                    file.seek(0, 2)
             file.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
             file.write(_ITEM + struct.pack("<I", 4 * count if table else 0))
             table_at = file.tell()
@@ -195,7 +260,10 @@ def to_jpegls(
                     file.write(b"\x00")
                 encoded += len(coded)
             file.write(_SEQUENCE_DELIMITER)
-            _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
+            if verbatim is None:
+                _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
+            else:
+                _copy(handle, file, verbatim.tail, None)
             size = file.tell()
             if table:
                 file.seek(table_at)
