@@ -153,7 +153,11 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         }
         engine = engine_factory(
             {
-                "destination": [dicom_destination(orthanc), down],
+                # JPEG-LS to central: the transcoding panel has data too.
+                "destination": [
+                    dicom_destination(orthanc, transfer_syntax="jpeg-ls-lossless"),
+                    down,
+                ],
                 "forward": {"retry_base_delay": 0.2, "retry_max_delay": 1.0},
                 "node": {"workers": workers},
             }
@@ -205,6 +209,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         )
         assert sent_bytes == central["bytes_sent_since_start"] == status["bytes"]
         assert metric(text, "pacs_edge_forward_duration_seconds_count", destination="central") == 16
+        assert metric(text, "pacs_edge_transcodes_total", codec="jpeg-ls", outcome="verified") == 16
         assert "SOPInstanceUID" not in text
         assert ct[0].sop_instance_uid not in text
 
@@ -220,6 +225,7 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             "PacsEdgeNotReady",
             "PacsEdgeDiskAlmostFull",
             "PacsEdgeDeadLetters",
+            "PacsEdgeTranscodeMismatch",
             "PacsEdgeSlowStores",
             "PacsEdgeNoIntakeInWorkingHours",
         ):
