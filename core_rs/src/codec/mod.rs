@@ -164,7 +164,14 @@ fn check_length(frame: &[u8], layout: &Layout) -> Result<(), CodecError> {
 pub fn jpegls_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     layout.check_jpegls()?;
     check_length(frame, layout)?;
-    let encoded = charls::encode(&masked(frame, layout)?, layout)?;
+    let samples = masked(frame, layout)?;
+    // CharLS takes samples of up to 8 bits one byte each, whatever holds them here.
+    let encoded = if layout.bits_allocated == 16 && layout.bits_stored <= 8 {
+        let narrow: Vec<u8> = samples.chunks_exact(2).map(|pair| pair[0]).collect();
+        charls::encode(&narrow, layout)?
+    } else {
+        charls::encode(&samples, layout)?
+    };
     let decoded = jpegls_decode(&encoded, layout)?;
     if decoded != frame {
         let at = decoded.iter().zip(frame).position(|(a, b)| a != b);
@@ -190,6 +197,9 @@ pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError
             "JPEG-LS stream is {} x {} x {} samples of {} bits; the dataset says {} x {} x {} of {}",
             coded.1, coded.0, coded.2, found.bits_stored, shape.1, shape.0, shape.2, layout.bits_stored
         )));
+    }
+    if layout.bits_allocated == 16 && found.bits_allocated == 8 {
+        frame = frame.iter().flat_map(|&low| [low, 0]).collect();
     }
     sign_extend(&mut frame, layout);
     Ok(frame)
@@ -242,6 +252,8 @@ mod tests {
             (16, 12, 1, false),
             (16, 12, 1, true),
             (16, 10, 3, false),
+            (16, 7, 1, false),
+            (16, 8, 1, true),
         ] {
             let l = layout(allocated, stored, components, signed);
             let frame = ramp(&l);
