@@ -104,14 +104,23 @@ class ObjectReader:
         )
         return Payload(data=data)
 
-    async def _transcoded(self, job: Job, instance: Instance, path: Path) -> Payload:
-        """The object as JPEG-LS lossless, in a spool file `release` deletes;
-        core_rs.NotRepresentable or VerificationFailed when only the stored form can go."""
+    async def _transcoded(
+        self, job: Job, instance: Instance, path: Path, part10: bool = False
+    ) -> Payload:
+        """The object's dataset (or, with `part10`, its file) as JPEG-LS lossless, in a
+        spool file `release` deletes; core_rs.NotRepresentable or VerificationFailed
+        when only the stored form can go."""
         loop = asyncio.get_running_loop()
         dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
         try:
             done = await loop.run_in_executor(
-                self._io_pool, _jpegls_file, path, job.coerce, instance.transfer_syntax_uid, dest
+                self._io_pool,
+                _jpegls_file,
+                path,
+                job.coerce,
+                instance.transfer_syntax_uid,
+                dest,
+                part10,
             )
         except core_rs.VerificationFailed as exc:
             self._metrics.transcoded("jpeg-ls", "mismatch")
@@ -123,16 +132,22 @@ class ObjectReader:
             raise
         self._metrics.transcoded("jpeg-ls", "verified")
         log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
-        return Payload(dest, 0, done.dataset_bytes)
+        return Payload(dest, 0, done.size)
 
     def release(self, payload: Payload) -> None:
         """A copy made for one send (a spool file) is deleted once it went, or did not."""
         if payload.path is not None and payload.path.parent == self._layout.spool:
             payload.path.unlink(missing_ok=True)
 
-    async def part10(self, job: Job, instance: Instance) -> Payload:
-        """The whole Part-10 file, for STOW-RS."""
+    async def part10(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
+        """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS when
+        `transfer_syntax` asks for it and the codec can carry the object."""
         path = self.path(instance)
+        if transfer_syntax == "jpeg-ls-lossless":
+            try:
+                return await self._transcoded(job, instance, path, part10=True)
+            except core_rs.CodecError:
+                pass  # counted and logged; the stored form goes
         if job.coerce is None:
             return Payload(path, 0, instance.meta_length + instance.dataset_length)
         loop = asyncio.get_running_loop()
@@ -159,10 +174,10 @@ def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax:
 
 
 def _jpegls_file(
-    path: Path, coerce: dict[str, Any] | None, stored_syntax: str, dest: Path
+    path: Path, coerce: dict[str, Any] | None, stored_syntax: str, dest: Path, part10: bool
 ) -> Transcoded:
     change = Coercion.model_validate(coerce).apply if coerce else None
-    return to_jpegls(path, stored_syntax, dest, change)
+    return to_jpegls(path, stored_syntax, dest, change, part10)
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
@@ -349,7 +364,9 @@ class StowSender:
                 deliveries.append(Delivery(job, "permanent", "object no longer stored on edge"))
                 continue
             try:
-                parts.append((job, await self._objects.part10(job, instance)))
+                parts.append(
+                    (job, await self._objects.part10(job, instance, self._dest.transfer_syntax))
+                )
             except (OSError, ValueError) as exc:
                 deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
         if not parts:
@@ -368,6 +385,9 @@ class StowSender:
         except httpx.HTTPError as exc:
             message = f"STOW-RS to {url} failed: {exc!r}"
             return deliveries + [Delivery(job, "unreachable", message) for job, _ in parts]
+        finally:
+            for _job, payload in parts:
+                self._objects.release(payload)
         each = (time.perf_counter() - started) / len(parts)  # one request carries them all
         outcome = _stow_outcome(response, [job for job, _ in parts])
         return deliveries + [replace(d, seconds=each) for d in outcome]

@@ -177,6 +177,10 @@ class _Destination(_Section):
     # A study's instances in arrival order: one association per study at a time.
     # false: a large study spreads over all associations, in no particular order.
     ordered: bool = True
+    # What the destination receives: objects as stored, or native pixel data as
+    # verified JPEG-LS lossless (storage.transcode). HTJ2K and "uncompressed" come
+    # with the decoders of issue 6.
+    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless"] = "as-stored"
 
 
 class DicomDestination(_Destination):
@@ -187,10 +191,6 @@ class DicomDestination(_Destination):
     calling_ae: AETitle | None = None  # default: [node] ae_title
     max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)] = 262144
     commitment: bool = False
-    # What the destination receives: objects as stored, or native pixel data as
-    # verified JPEG-LS lossless (storage.transcode). HTJ2K and "uncompressed" come
-    # with the decoders of issue 6.
-    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless"] = "as-stored"
 
 
 class DicomWebDestination(_Destination):

@@ -31,8 +31,10 @@ from typing import BinaryIO
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
-from pydicom.filebase import DicomFileLike
-from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO, DicomFileLike
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
+from pydicom.uid import UID
 
 import core_rs
 
@@ -57,7 +59,7 @@ class Transcoded:
     frames: int
     native_bytes: int
     encoded_bytes: int
-    dataset_bytes: int  # the size of the written dataset
+    size: int  # bytes written (the dataset, and the file meta when asked for)
 
     @property
     def ratio(self) -> float:
@@ -148,6 +150,21 @@ class _Frames:
         return planes.transpose(1, 2, 0).tobytes()
 
 
+def _file_meta(ds: Dataset) -> bytes:
+    """Preamble, "DICM" and file meta for the transcoded copy (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    meta.TransferSyntaxUID = UID(JPEG_LS_LOSSLESS)
+    meta.ImplementationClassUID = UID(core_rs.IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = core_rs.IMPLEMENTATION_VERSION_NAME
+    if "SourceApplicationEntityTitle" in ds.file_meta:
+        meta.SourceApplicationEntityTitle = ds.file_meta.SourceApplicationEntityTitle
+    out = DicomBytesIO()
+    write_file_meta_info(out, meta, enforce_standard=True)
+    return bytes(128) + b"DICM" + out.getvalue()
+
+
 def _write_elements(out: DicomFileLike, ds: Dataset, tags: list[int]) -> None:
     part = Dataset()
     for tag in tags:
@@ -214,11 +231,13 @@ def to_jpegls(
     transfer_syntax: str,
     dest: Path,
     change: Callable[[Dataset], None] | None = None,
+    part10: bool = False,
 ) -> Transcoded:
-    """Write the dataset of the stored object `source` (no file meta; explicit VR
-    little endian) to `dest` with its pixels as verified JPEG-LS lossless. `change`
-    may alter the other attributes first (a routing rule's coercion). On any
-    exception nothing is left at `dest`."""
+    """Write the dataset of the stored object `source` (explicit VR little endian) to
+    `dest` with its pixels as verified JPEG-LS lossless; with `part10`, preceded by
+    a preamble and file meta naming the new transfer syntax (a file, for STOW-RS).
+    `change` may alter the other attributes first (a routing rule's coercion). On
+    any exception nothing is left at `dest`."""
     ds = read_header(source, transfer_syntax)
     verbatim = _verbatim(source, ds, transfer_syntax) if change is None else None
     if change is not None:
@@ -234,15 +253,18 @@ def to_jpegls(
     tags = sorted(ds.keys())
     try:
         with source.open("rb") as handle, dest.open("wb") as file:
+            if part10:
+                file.write(_file_meta(ds))
             out = DicomFileLike(file)
             out.is_little_endian = True
             out.is_implicit_VR = False
             if verbatim is None:
                 _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
             else:
+                head_at = file.tell()
                 _copy(handle, file, *verbatim.head)
                 if planar and verbatim.planar_at is not None:
-                    file.seek(verbatim.planar_at)
+                    file.seek(head_at + verbatim.planar_at)
                     file.write(b"\x00\x00")
                     file.seek(0, 2)
             file.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")

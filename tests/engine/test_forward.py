@@ -446,3 +446,35 @@ def test_jpegls_destination_gets_verified_lossless_copies(
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 6.0' in metrics
     # mlut_18 and the 32-bit image: refused by the codec, sent as stored.
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="not_representable"} 2.0' in metrics
+
+
+@odd_corpus
+def test_stow_destination_gets_jpegls_files(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
+) -> None:
+    """The same over DICOMweb: STOW-RS carries JPEG-LS Part-10 files (file meta naming
+    the new transfer syntax) that Orthanc stores and decodes to the original pixels."""
+    destination = {
+        "name": "web",
+        "kind": "dicomweb",
+        "url": orthanc.dicomweb_url,
+        "transfer_syntax": "jpeg-ls-lossless",
+    }
+    engine = engine_factory({"destination": [destination], "forward": {"batch_size": 4}})
+    by_name = {f.path.name: f for f in public_corpus()[0]}
+    files = [by_name[n] for n in ("CT_small.dcm", "US1_UNCR.dcm", "JPEG2000.dcm")]
+    assert send_each(engine, files) == files
+    wait_until(lambda: drained(engine, "web"), 120, "STOW-RS to drain the queue")
+    for f in files:
+        fetched = orthanc.file(f.sop_instance_uid)
+        assert fetched is not None, f.path.name
+        copy = pydicom.dcmread(BytesIO(fetched))
+        original = pydicom.dcmread(f.path)
+        if f.path.name == "JPEG2000.dcm":
+            assert copy.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
+            continue
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.80", f.path.name
+        assert np.array_equal(copy.pixel_array, original.pixel_array), f.path.name
+    assert list((engine.data_dir / "spool").glob("*transcode*")) == []
+    metrics = engine.get_text("/metrics")
+    assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 2.0' in metrics

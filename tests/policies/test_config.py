@@ -114,6 +114,11 @@ CENTRAL = (
             CENTRAL.replace('kind = "dicom"\n', ""),
             "destination[0] \"central\".kind: needs kind = one of 'dicom', 'dicomweb'",
         ),
+        (
+            CENTRAL + 'transfer_syntax = "htj2k-lossless"\n',
+            "destination[0] \"central\".transfer_syntax: Input should be 'as-stored' or "
+            "'jpeg-ls-lossless'",
+        ),
     ],
 )
 def test_bad_destinations_and_routes_name_the_rule(
