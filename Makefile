@@ -4,7 +4,7 @@
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
 #   make bench-full - the whole matrix, forward and scaling benchmarks, a 10-minute soak
-#   make fuzz    - libFuzzer on the PDU decoder, the header parser and the JPEG-LS round trip
+#   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS round trip, RLE decoder
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -82,13 +82,13 @@ bench-full: system-deps build-dev
 	$(PY) -m bench.soak --duration 600
 	$(PY) -m bench.codecs
 
-# libFuzzer on the PDU decoder, the header parser and the JPEG-LS round trip
+# libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip and the RLE decoder
 # (cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its nightly flags).
 # FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 120
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd core_rs/fuzz && for target in pdu_decoder header_parser jpegls_roundtrip; do \
+	cd core_rs/fuzz && for target in pdu_decoder header_parser jpegls_roundtrip rle_decoder; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

@@ -1,6 +1,7 @@
 """Codec benchmark: pacs-edge's lossless JPEG-LS (core_rs over CharLS) beside the same
 codec as imagecodecs ships it (its own CharLS build) and zstd level 3 (zstandard),
-on the benchmark corpus's real images, in one run.
+and our RLE Lossless (plain Rust) beside imagecodecs' DICOM RLE decoder, on the
+benchmark corpus's real images, in one run.
 
 A verified encode in pacs-edge is an encode plus a decode and a comparison (no frame
 is used before it round-trips), so it is timed against imagecodecs doing the same
@@ -51,6 +52,10 @@ class Row:
     theirs_encode_s: float = 0.0
     ours_decode_s: float = 0.0
     theirs_decode_s: float = 0.0
+    rle: int = 0  # RLE Lossless: coded bytes, our verified encode, both decoders
+    rle_encode_s: float = 0.0
+    rle_decode_s: float = 0.0
+    theirs_rle_decode_s: float = 0.0
 
     def mb_per_s(self, seconds: float) -> float:
         return round(self.native / 1e6 / max(seconds, 1e-9), 1)
@@ -101,6 +106,16 @@ def measure(row: Row, ds: pydicom.Dataset) -> None:
     row.ours_decode_s += t
     t, _ = _cpu(lambda: [imagecodecs.jpegls_decode(c) for c in theirs])
     row.theirs_decode_s += t
+    t, rle = _cpu(lambda: [core_rs.rle_encode(r, layout) for r in raw])
+    row.rle_encode_s += t
+    assert isinstance(rle, list)
+    t, decoded = _cpu(lambda: [core_rs.rle_decode(c, layout) for c in rle])
+    assert decoded == raw, "core_rs RLE decode differs"
+    row.rle_decode_s += t
+    dtype = frames[0].dtype
+    t, _ = _cpu(lambda: [imagecodecs.dicomrle_decode(c, dtype) for c in rle])
+    row.theirs_rle_decode_s += t
+    row.rle += sum(len(c) for c in rle)
     row.objects += 1
     row.native += sum(len(r) for r in raw)
     row.ours += sum(len(c) for c in ours)
@@ -115,6 +130,21 @@ def _sum(label: str, rows: list[Row]) -> Row:
             if name not in ("modality", "bits"):
                 setattr(total, name, getattr(total, name) + getattr(r, name))
     return total
+
+
+def rle_table(rows: list[Row]) -> str:
+    lines = [
+        "| modality | RLE ratio | verified encode MB/s (ours) "
+        "| decode MB/s: ours / imagecodecs (x) |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        dec = (r.mb_per_s(r.rle_decode_s), r.mb_per_s(r.theirs_rle_decode_s))
+        lines.append(
+            f"| {r.modality} | {r.native / r.rle:.2f} | {r.mb_per_s(r.rle_encode_s)} "
+            f"| {dec[0]} / {dec[1]} ({dec[0] / dec[1]:.2f}) |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:
@@ -155,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # while we code Bits Stored (PS3.5 8.2.3: the stream must match the dataset).
     same = _sum("same precision (8/12/16 bits)", [r for r in ordered if r.bits in (8, 12, 16)])
     total = _sum("all", ordered)
-    text = table([*ordered, same, total])
+    text = table([*ordered, same, total]) + "\n\nRLE Lossless:\n\n" + rle_table([*ordered, total])
     goals = []
     for r in (same, total):
         enc = r.mb_per_s(r.ours_encode_s) / r.mb_per_s(r.theirs_encode_s)
@@ -164,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.modality}: verified encode {enc:.2f}x imagecodecs, decode {dec:.2f}x "
             f"(goal >= 0.9x: {'met' if min(enc, dec) >= 0.9 else 'NOT met'})",
         ]
+    rle = total.mb_per_s(total.rle_decode_s) / total.mb_per_s(total.theirs_rle_decode_s)
+    goals.append(
+        f"RLE decode {rle:.2f}x imagecodecs (goal >= 0.9x: {'met' if rle >= 0.9 else 'NOT met'})"
+    )
     ratio = (total.native / total.ours, total.native / total.theirs)
     goals.append(
         f"ratio: ours {ratio[0]:.3f}, imagecodecs {ratio[1]:.3f} "

@@ -25,6 +25,8 @@ from core_rs._core import (
     jpegls_decode,
     jpegls_encode,
     key_attributes,
+    rle_decode,
+    rle_encode,
 )
 from core_rs._errors import (
     CodecError,
@@ -67,4 +69,6 @@ __all__ = [
     "jpegls_decode",
     "jpegls_encode",
     "key_attributes",
+    "rle_decode",
+    "rle_encode",
 ]

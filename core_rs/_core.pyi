@@ -25,6 +25,8 @@ __all__ = [
     "jpegls_decode",
     "jpegls_encode",
     "key_attributes",
+    "rle_decode",
+    "rle_encode",
 ]
 
 __version__: str
@@ -161,3 +163,8 @@ def jpegls_decode(data: Buffer, layout: PixelLayout) -> bytes:
     """One JPEG-LS frame to native samples; CodecError if it does not fit `layout`."""
 
 def key_attributes(data: Buffer, transfer_syntax_uid: str) -> list[tuple[str, bytes]]: ...
+def rle_encode(frame: Buffer, layout: PixelLayout) -> bytes:
+    """DICOM RLE Lossless, returned only once it decodes back to `frame` exactly."""
+
+def rle_decode(data: Buffer, layout: PixelLayout) -> bytes:
+    """One RLE frame to native samples; CodecError if it does not fit `layout`."""

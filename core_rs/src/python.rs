@@ -453,6 +453,36 @@ fn jpegls_decode<'py>(
     Ok(PyBytes::new(py, &frame))
 }
 
+/// DICOM RLE Lossless of one native frame, verified by decoding; releases the GIL.
+#[pyfunction]
+fn rle_encode<'py>(
+    py: Python<'py>,
+    frame: PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let layout = codec::Layout::from(*layout.get());
+    let encoded = with_bytes(&frame, |bytes| {
+        py.detach(|| codec::rle_encode_verified(bytes, &layout))
+    })?
+    .map_err(|e| to_pyerr(e.into()))?;
+    Ok(PyBytes::new(py, &encoded))
+}
+
+/// One RLE frame back to native samples; releases the GIL.
+#[pyfunction]
+fn rle_decode<'py>(
+    py: Python<'py>,
+    data: PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let layout = codec::Layout::from(*layout.get());
+    let frame = with_bytes(&data, |bytes| {
+        py.detach(|| codec::rle_decode(bytes, &layout))
+    })?
+    .map_err(|e| to_pyerr(e.into()))?;
+    Ok(PyBytes::new(py, &frame))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -486,6 +516,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPixelLayout>()?;
     m.add_function(wrap_pyfunction!(jpegls_encode, m)?)?;
     m.add_function(wrap_pyfunction!(jpegls_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(rle_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(rle_decode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_response, m)?)?;
     m.add_function(wrap_pyfunction!(encode_message, m)?)?;
     m.add_function(wrap_pyfunction!(encode_store_request, m)?)?;

@@ -4,6 +4,7 @@
 //! samples interleaved (Planar Configuration 0), 8 or 16 bits allocated.
 
 mod charls;
+mod rle;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -203,6 +204,25 @@ pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError
     }
     sign_extend(&mut frame, layout);
     Ok(frame)
+}
+
+/// DICOM RLE Lossless of one native frame (any bit pattern: RLE codes bytes),
+/// returned only once it decodes back to exactly `frame`.
+pub fn rle_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    check_length(frame, layout)?;
+    let encoded = rle::encode(frame, layout)?;
+    if rle::decode(&encoded, layout)? != frame {
+        return Err(CodecError::Mismatch(
+            "RLE frame differs from the original".into(),
+        ));
+    }
+    Ok(encoded)
+}
+
+/// One RLE frame back to native samples laid out as `layout`. Linear in the frame
+/// size whatever the stream holds: safe on data from modalities.
+pub fn rle_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    rle::decode(data, layout)
 }
 
 #[cfg(test)]
