@@ -42,7 +42,9 @@ def test_a_killed_worker_restarts_and_loses_nothing(
     engine_factory: Callable[..., EngineProcess], tmp_path: Path
 ) -> None:
     node = engine_factory({"node": {"workers": 2}})
-    series = [make_series(tmp_path / f"s{i}", 30) for i in range(8)]
+    # 200 objects an association: ~3 s of ingest, a window wide enough to see both
+    # workers busy (30 took 0.4 s, and the poll could miss it).
+    series = [make_series(tmp_path / f"s{i}", 200) for i in range(8)]
     by_path = {str(f.path): f for files in series for f in files}
     procs = [storescu(node.port, files, f"CT{i}") for i, files in enumerate(series)]
     wait_until(
