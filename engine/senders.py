@@ -42,7 +42,14 @@ from policies.rules import Coercion
 from storage.index import Index, Instance
 from storage.layout import DataLayout
 from storage.queue import Job
-from storage.transcode import JPEG_LS_LOSSLESS, NATIVE_LITTLE_ENDIAN, Transcoded, to_jpegls
+from storage.transcode import (
+    JPEG_LS_LOSSLESS,
+    NATIVE_LITTLE_ENDIAN,
+    RLE_LOSSLESS,
+    Transcoded,
+    rle_to_native,
+    to_jpegls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,8 @@ class ObjectReader:
         loop = asyncio.get_running_loop()
         if transfer_syntax == JPEG_LS_LOSSLESS:
             return await self._transcoded(job, instance, path)
+        if instance.transfer_syntax_uid == RLE_LOSSLESS:
+            return await self._decoded(job, path)
         data = await loop.run_in_executor(
             self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
         )
@@ -134,20 +143,39 @@ class ObjectReader:
         log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
         return Payload(dest, 0, done.size)
 
+    async def _decoded(self, job: Job, path: Path, part10: bool = False) -> Payload:
+        """An RLE-stored object with native pixels (explicit VR LE), in a spool file
+        `release` deletes; core_rs.CodecError when its stream cannot be decoded."""
+        loop = asyncio.get_running_loop()
+        dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
+        try:
+            done = await loop.run_in_executor(
+                self._io_pool, _native_file, path, job.coerce, dest, part10
+            )
+        except core_rs.CodecError as exc:
+            self._metrics.transcoded("rle", "undecodable")
+            log.warning("%s: RLE cannot be decoded, sent as stored: %s", job.sop_instance_uid, exc)
+            raise
+        self._metrics.transcoded("rle", "decoded")
+        log.debug("%s: RLE decoded, %d frame(s)", job.sop_instance_uid, done.frames)
+        return Payload(dest, 0, done.size)
+
     def release(self, payload: Payload) -> None:
         """A copy made for one send (a spool file) is deleted once it went, or did not."""
         if payload.path is not None and payload.path.parent == self._layout.spool:
             payload.path.unlink(missing_ok=True)
 
     async def part10(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
-        """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS when
-        `transfer_syntax` asks for it and the codec can carry the object."""
+        """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS or with RLE
+        decoded when `transfer_syntax` asks for it and the codec can do it."""
         path = self.path(instance)
-        if transfer_syntax == "jpeg-ls-lossless":
-            try:
+        try:
+            if transfer_syntax == "jpeg-ls-lossless":
                 return await self._transcoded(job, instance, path, part10=True)
-            except core_rs.CodecError:
-                pass  # counted and logged; the stored form goes
+            if transfer_syntax == "uncompressed" and instance.transfer_syntax_uid == RLE_LOSSLESS:
+                return await self._decoded(job, path, part10=True)
+        except core_rs.CodecError:
+            pass  # counted and logged; the stored form goes
         if job.coerce is None:
             return Payload(path, 0, instance.meta_length + instance.dataset_length)
         loop = asyncio.get_running_loop()
@@ -178,6 +206,11 @@ def _jpegls_file(
 ) -> Transcoded:
     change = Coercion.model_validate(coerce).apply if coerce else None
     return to_jpegls(path, stored_syntax, dest, change, part10)
+
+
+def _native_file(path: Path, coerce: dict[str, Any] | None, dest: Path, part10: bool) -> Transcoded:
+    change = Coercion.model_validate(coerce).apply if coerce else None
+    return rle_to_native(path, dest, change, part10)
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
@@ -323,12 +356,15 @@ class DicomSender:
 
 def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list[str]:
     """Transfer syntaxes to offer, best first: JPEG-LS when the destination asks for
-    it and the pixels are native; as stored; then explicit VR LE when we can re-encode
-    to it without a codec (decompression comes with more codecs, issue 6)."""
+    it and the pixels are native; explicit VR LE first when it asks for uncompressed
+    and RLE can be decoded; as stored; then explicit VR LE when we can re-encode to it
+    without a codec (JPEG and JPEG 2000 decoders come later, issue 6)."""
     stored = instance.transfer_syntax_uid
     first = []
     if dest.transfer_syntax == "jpeg-ls-lossless" and stored in NATIVE_LITTLE_ENDIAN:
         first = [JPEG_LS_LOSSLESS]
+    if dest.transfer_syntax == "uncompressed" and stored == RLE_LOSSLESS:
+        return [EXPLICIT_LE, stored]
     if stored == DEFLATED and job.coerce is not None:
         return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated
     if stored in _REENCODABLE:

@@ -177,10 +177,10 @@ class _Destination(_Section):
     # A study's instances in arrival order: one association per study at a time.
     # false: a large study spreads over all associations, in no particular order.
     ordered: bool = True
-    # What the destination receives: objects as stored, or native pixel data as
-    # verified JPEG-LS lossless (storage.transcode). HTJ2K and "uncompressed" come
-    # with the decoders of issue 6.
-    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless"] = "as-stored"
+    # What the destination receives: objects as stored; native pixel data as
+    # verified JPEG-LS lossless; or "uncompressed": RLE objects decoded (storage.
+    # transcode). HTJ2K, and decoding JPEG and JPEG 2000, come later (issue 6).
+    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless", "uncompressed"] = "as-stored"
 
 
 class DicomDestination(_Destination):

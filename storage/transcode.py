@@ -32,6 +32,7 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset, write_file_meta_info
 from pydicom.uid import UID
@@ -39,6 +40,7 @@ from pydicom.uid import UID
 import core_rs
 
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 # Pixel data in these is stored as it is on the wire, little-endian.
 NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -50,7 +52,7 @@ _PLANAR_CONFIGURATION = 0x00280006
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _MAX_OFFSET = 0xFFFFFFFF  # a Basic Offset Table entry is 32 bits
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _PIXEL_GROUP_LENGTH = b"\xe0\x7f\x00\x00UL\x04\x00"  # (7FE0,0000), retired (PS3.5 7.2)
 
 
@@ -150,12 +152,12 @@ class _Frames:
         return planes.transpose(1, 2, 0).tobytes()
 
 
-def _file_meta(ds: Dataset) -> bytes:
+def _file_meta(ds: Dataset, transfer_syntax: str) -> bytes:
     """Preamble, "DICM" and file meta for the transcoded copy (PS3.10 7.1)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    meta.TransferSyntaxUID = UID(JPEG_LS_LOSSLESS)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = UID(core_rs.IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = core_rs.IMPLEMENTATION_VERSION_NAME
     if "SourceApplicationEntityTitle" in ds.file_meta:
@@ -188,7 +190,7 @@ class _Verbatim:
 
 def _verbatim(source: Path, ds: Dataset, transfer_syntax: str) -> _Verbatim | None:
     """How to copy the non-pixel bytes as they are, or None (pydicom re-encodes)."""
-    if transfer_syntax != _EXPLICIT_LE:
+    if transfer_syntax != EXPLICIT_LE:
         return None
     pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True)
     planar = ds.get_item(_PLANAR_CONFIGURATION, keep_deferred=True)
@@ -254,7 +256,7 @@ def to_jpegls(
     try:
         with source.open("rb") as handle, dest.open("wb") as file:
             if part10:
-                file.write(_file_meta(ds))
+                file.write(_file_meta(ds, JPEG_LS_LOSSLESS))
             out = DicomFileLike(file)
             out.is_little_endian = True
             out.is_implicit_VR = False
@@ -294,3 +296,50 @@ def to_jpegls(
         dest.unlink(missing_ok=True)
         raise
     return Transcoded(count, count * layout.frame_bytes, encoded, size)
+
+
+def rle_to_native(
+    source: Path,
+    dest: Path,
+    change: Callable[[Dataset], None] | None = None,
+    part10: bool = False,
+) -> Transcoded:
+    """Write the dataset of the RLE-stored object `source` to `dest` with native
+    pixels in explicit VR little endian (decoded by core_rs, one frame at a time;
+    only the compressed Pixel Data is held in memory); `change` and `part10` as for
+    `to_jpegls`. On any exception nothing is left at `dest`."""
+    ds = read_header(source, RLE_LOSSLESS)
+    if change is not None:
+        change(ds)
+    layout = pixel_layout(ds, EXPLICIT_LE)  # the frame layout; the syntax is RLE's
+    count = _frame_count(ds)
+    fragments = generate_frames(ds.PixelData, number_of_frames=count)
+    if layout.samples_per_pixel > 1:
+        ds.PlanarConfiguration = 0  # decoded samples are interleaved
+    size = count * layout.frame_bytes
+    vr = b"OB" if layout.bits_allocated == 8 else b"OW"
+    tags = sorted(ds.keys())
+    encoded = 0
+    try:
+        with dest.open("wb") as file:
+            if part10:
+                file.write(_file_meta(ds, EXPLICIT_LE))
+            out = DicomFileLike(file)
+            out.is_little_endian = True
+            out.is_implicit_VR = False
+            _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
+            file.write(b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + struct.pack("<I", size + size % 2))
+            for _ in range(count):
+                fragment = next(fragments, None)
+                if fragment is None:
+                    raise core_rs.CodecError(f"RLE Pixel Data holds fewer than {count} frames")
+                file.write(core_rs.rle_decode(fragment, layout))
+                encoded += len(fragment)
+            if size % 2:
+                file.write(b"\x00")
+            _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
+            written = file.tell()
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    return Transcoded(count, size, encoded, written)

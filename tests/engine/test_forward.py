@@ -478,3 +478,31 @@ def test_stow_destination_gets_jpegls_files(
     assert list((engine.data_dir / "spool").glob("*transcode*")) == []
     metrics = engine.get_text("/metrics")
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 2.0' in metrics
+
+
+@odd_corpus
+def test_uncompressed_destination_gets_rle_decoded(
+    engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
+) -> None:
+    """transfer_syntax = "uncompressed": RLE objects reach Orthanc in explicit VR little
+    endian, decoded by core_rs to the original pixels; what we cannot decode yet
+    (JPEG 2000 here) goes as stored."""
+    destination = dicom_destination(orthanc, transfer_syntax="uncompressed")
+    engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
+    by_name = {f.path.name: f for f in public_corpus()[0]}
+    rle = ["MR_small_RLE.dcm", "SC_rgb_rle_16bit_2frame.dcm"]
+    files = [by_name[n] for n in [*rle, "JPEG2000.dcm"]]
+    assert send_each(engine, files) == files
+    wait_until(lambda: drained(engine), 120, "the queue to drain")
+    for f in files:
+        fetched = orthanc.file(f.sop_instance_uid)
+        assert fetched is not None, f.path.name
+        copy = pydicom.dcmread(BytesIO(fetched))
+        if f.path.name not in rle:
+            assert copy.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
+            continue
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", f.path.name
+        assert np.array_equal(copy.pixel_array, pydicom.dcmread(f.path).pixel_array)
+    assert list((engine.data_dir / "spool").glob("*transcode*")) == []
+    metrics = engine.get_text("/metrics")
+    assert 'pacs_edge_transcodes_total{codec="rle",outcome="decoded"} 2.0' in metrics

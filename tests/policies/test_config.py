@@ -116,8 +116,8 @@ CENTRAL = (
         ),
         (
             CENTRAL + 'transfer_syntax = "htj2k-lossless"\n',
-            "destination[0] \"central\".transfer_syntax: Input should be 'as-stored' or "
-            "'jpeg-ls-lossless'",
+            "destination[0] \"central\".transfer_syntax: Input should be 'as-stored', "
+            "'jpeg-ls-lossless' or 'uncompressed'",
         ),
     ],
 )

@@ -214,3 +214,20 @@ def test_rle_round_trips_every_native_image_and_pydicom_reads_it() -> None:
         assert np.array_equal(ds.pixel_array, original), f.path.name
         done += 1
     assert done >= 35, done
+
+
+def test_rle_objects_decode_to_native_files(tmp_path: Path) -> None:
+    from storage.transcode import rle_to_native
+
+    checked = 0
+    for f in public_corpus()[0]:
+        if f.transfer_syntax_uid != RLE:
+            continue
+        out = tmp_path / f.path.name
+        result = rle_to_native(f.path, out, part10=True)
+        copy = pydicom.dcmread(out)
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert out.stat().st_size == result.size
+        assert np.array_equal(copy.pixel_array, read(f).pixel_array), f.path.name
+        checked += 1
+    assert checked >= 12, checked
