@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from bench import results
 from bench.corpus import Corpus, Mix, build
-from bench.peers import DcmtkStorescp, PacsEdge, free_port
+from bench.peers import DcmtkStorescp, PacsEdge, free_port, spread
 
 SENDERS = (
     "pacs-edge forwarder",
@@ -86,18 +85,8 @@ def _client(sender: str, port: int) -> list[str]:
 
 def _spread(client: list[str], files: list[Path], associations: int) -> None:
     """Send `files` with `associations` client processes at once (TCP_NODELAY=1)."""
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    procs = [
-        subprocess.Popen(
-            [*client, *map(str, files[i::associations])],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        for i in range(associations)
-    ]
-    for proc in procs:
-        proc.wait(timeout=1800)
+    for output in spread(lambda _i: client, files, associations):
+        print(f"  {client[0]} failed:\n{output}")
 
 
 def client_pass(sender: str, corpus: Corpus, associations: int, workdir: Path) -> Pass:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from bench.peers import (
     PacsEdge,
     Peer,
     PynetdicomStorescp,
+    spread,
 )
 
 LATENCY_RATE = 100.0  # objects/s of 0.5 MB over 16 associations: ~12x a 4,000-study/day peak
@@ -70,24 +70,12 @@ class Run:
 
 
 def _storescu(peer: Peer, corpus: Corpus, associations: int) -> None:
-    parts = [corpus.files[i::associations] for i in range(associations)]
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    clients = [
-        subprocess.Popen(
-            [
-                *("storescu", "-R", "-aec", peer.called_ae, "-aet", f"MOD{i:02d}"),
-                *("127.0.0.1", str(peer.port), *map(str, part)),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        for i, part in enumerate(parts)
-    ]
-    for client in clients:
-        output = client.communicate(timeout=1800)[0]
-        if client.returncode != 0:
-            print(f"  {peer.name}: storescu failed:\n{output.decode(errors='replace')[-1500:]}")
+    def command(i: int) -> list[str]:
+        aet = f"MOD{i:02d}"
+        return ["storescu", "-R", "-aec", peer.called_ae, "-aet", aet, "127.0.0.1", str(peer.port)]
+
+    for output in spread(command, corpus.files, associations):
+        print(f"  {peer.name}: storescu failed:\n{output}")
 
 
 def _loadgen(peer: Peer, streams: list[loadgen.Stream], duration: float) -> loadgen.Result:

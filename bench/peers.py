@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,29 @@ from bench import balancer
 from monitoring.metrics import descendants
 
 AE_TITLE = "PACS_EDGE"
+
+
+def spread(command: Callable[[int], list[str]], files: list[Path], associations: int) -> list[str]:
+    """Send `files`, dealt round-robin, with `associations` client processes at once
+    (TCP_NODELAY=1); `command(i)` is process i's command line before the files.
+    Returns the end of the output of each process that failed."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    procs = [
+        subprocess.Popen(
+            [*command(i), *map(str, files[i::associations])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        for i in range(associations)
+        if files[i::associations]
+    ]
+    failed = []
+    for proc in procs:
+        output = proc.communicate(timeout=1800)[0]
+        if proc.returncode != 0:
+            failed.append(output.decode(errors="replace")[-1500:])
+    return failed
 
 
 def free_port() -> int:
