@@ -423,64 +423,57 @@ impl From<PyPixelLayout> for codec::Layout {
     }
 }
 
-/// Lossless JPEG-LS of one native frame, verified by decoding; releases the GIL.
+/// One codec call on one frame's bytes, with the GIL released.
+fn run_codec<'py>(
+    py: Python<'py>,
+    data: &PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+    codec: fn(&[u8], &codec::Layout) -> Result<Vec<u8>, codec::CodecError>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let layout = codec::Layout::from(*layout.get());
+    let out = with_bytes(data, |bytes| py.detach(|| codec(bytes, &layout)))?
+        .map_err(|e| to_pyerr(e.into()))?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// Lossless JPEG-LS of one native frame, verified by decoding.
 #[pyfunction]
 fn jpegls_encode<'py>(
     py: Python<'py>,
     frame: PyBuffer<u8>,
     layout: &Bound<'py, PyPixelLayout>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let layout = codec::Layout::from(*layout.get());
-    let encoded = with_bytes(&frame, |bytes| {
-        py.detach(|| codec::jpegls_encode_verified(bytes, &layout))
-    })?
-    .map_err(|e| to_pyerr(e.into()))?;
-    Ok(PyBytes::new(py, &encoded))
+    run_codec(py, &frame, layout, codec::jpegls_encode_verified)
 }
 
-/// One JPEG-LS frame back to native samples; releases the GIL.
+/// One JPEG-LS frame back to native samples.
 #[pyfunction]
 fn jpegls_decode<'py>(
     py: Python<'py>,
     data: PyBuffer<u8>,
     layout: &Bound<'py, PyPixelLayout>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let layout = codec::Layout::from(*layout.get());
-    let frame = with_bytes(&data, |bytes| {
-        py.detach(|| codec::jpegls_decode(bytes, &layout))
-    })?
-    .map_err(|e| to_pyerr(e.into()))?;
-    Ok(PyBytes::new(py, &frame))
+    run_codec(py, &data, layout, codec::jpegls_decode)
 }
 
-/// DICOM RLE Lossless of one native frame, verified by decoding; releases the GIL.
+/// DICOM RLE Lossless of one native frame, verified by decoding.
 #[pyfunction]
 fn rle_encode<'py>(
     py: Python<'py>,
     frame: PyBuffer<u8>,
     layout: &Bound<'py, PyPixelLayout>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let layout = codec::Layout::from(*layout.get());
-    let encoded = with_bytes(&frame, |bytes| {
-        py.detach(|| codec::rle_encode_verified(bytes, &layout))
-    })?
-    .map_err(|e| to_pyerr(e.into()))?;
-    Ok(PyBytes::new(py, &encoded))
+    run_codec(py, &frame, layout, codec::rle_encode_verified)
 }
 
-/// One RLE frame back to native samples; releases the GIL.
+/// One RLE frame back to native samples.
 #[pyfunction]
 fn rle_decode<'py>(
     py: Python<'py>,
     data: PyBuffer<u8>,
     layout: &Bound<'py, PyPixelLayout>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let layout = codec::Layout::from(*layout.get());
-    let frame = with_bytes(&data, |bytes| {
-        py.detach(|| codec::rle_decode(bytes, &layout))
-    })?
-    .map_err(|e| to_pyerr(e.into()))?;
-    Ok(PyBytes::new(py, &frame))
+    run_codec(py, &data, layout, codec::rle_decode)
 }
 
 #[pymodule]

@@ -77,6 +77,36 @@ impl Layout {
     }
 }
 
+/// Apply `f(index, sample)` to every sample of a native frame of 8- or 16-bit
+/// samples, in place (8-bit samples travel as u16 and come back truncated).
+fn map_samples(frame: &mut [u8], layout: &Layout, mut f: impl FnMut(usize, u16) -> u16) {
+    if layout.bits_allocated == 8 {
+        for (n, sample) in frame.iter_mut().enumerate() {
+            *sample = f(n, u16::from(*sample)).to_le_bytes()[0];
+        }
+    } else {
+        for (n, pair) in frame.chunks_exact_mut(2).enumerate() {
+            let value = f(n, u16::from_le_bytes([pair[0], pair[1]]));
+            pair.copy_from_slice(&value.to_le_bytes());
+        }
+    }
+}
+
+/// A sample's `bits_stored` low bits as native data holds them: sign-extended to
+/// `bits_allocated` when signed, else as they are.
+fn widened(low: u16, layout: &Layout) -> u16 {
+    if !layout.signed {
+        return low;
+    }
+    let shift = 16 - u32::from(layout.bits_stored);
+    let container = if layout.bits_allocated == 8 {
+        0xFF
+    } else {
+        0xFFFF
+    };
+    ((low << shift).cast_signed() >> shift).cast_unsigned() & container
+}
+
 /// The samples a codec sees: only the `bits_stored` low bits. The bits above must be
 /// the sign extension (signed) or zero (unsigned), which `sign_extend` restores after
 /// decoding; anything else there cannot survive a codec that stores `bits_stored`.
@@ -84,43 +114,21 @@ fn masked<'a>(frame: &'a [u8], layout: &Layout) -> Result<Cow<'a, [u8]>, CodecEr
     if layout.bits_stored == layout.bits_allocated {
         return Ok(Cow::Borrowed(frame));
     }
-    let stored = u32::from(layout.bits_stored);
-    let shift = u32::from(layout.bits_allocated) - stored;
-    let mask = (1u32 << stored) - 1;
-    let mut out = Vec::with_capacity(frame.len());
+    let mask = (1u16 << layout.bits_stored) - 1;
+    let mut out = frame.to_vec();
     let mut bad = None;
-    // One pass: mask each sample, and check that unmasking gives it back.
-    if layout.bits_allocated == 8 {
-        for (n, &sample) in frame.iter().enumerate() {
-            let low = sample & mask as u8;
-            let back = if layout.signed {
-                ((low << shift).cast_signed() >> shift).cast_unsigned()
-            } else {
-                low
-            };
-            if back != sample && bad.is_none() {
-                bad = Some(n);
-            }
-            out.push(low);
+    // One pass: mask each sample, and check that widening gives it back.
+    map_samples(&mut out, layout, |n, sample| {
+        let low = sample & mask;
+        if bad.is_none() && widened(low, layout) != sample {
+            bad = Some(n);
         }
-    } else {
-        for (n, pair) in frame.chunks_exact(2).enumerate() {
-            let sample = u16::from_le_bytes([pair[0], pair[1]]);
-            let low = sample & mask as u16;
-            let back = if layout.signed {
-                ((low << shift).cast_signed() >> shift).cast_unsigned()
-            } else {
-                low
-            };
-            if back != sample && bad.is_none() {
-                bad = Some(n);
-            }
-            out.extend_from_slice(&low.to_le_bytes());
-        }
-    }
+        low
+    });
     match bad {
         Some(n) => Err(CodecError::Unsupported(format!(
-            "sample {n} uses bits above Bits Stored ({stored})"
+            "sample {n} uses bits above Bits Stored ({})",
+            layout.bits_stored
         ))),
         None => Ok(Cow::Owned(out)),
     }
@@ -128,20 +136,8 @@ fn masked<'a>(frame: &'a [u8], layout: &Layout) -> Result<Cow<'a, [u8]>, CodecEr
 
 /// Undo `masked` for signed samples: sign-extend from `bits_stored`.
 fn sign_extend(frame: &mut [u8], layout: &Layout) {
-    if !layout.signed || layout.bits_stored == layout.bits_allocated {
-        return;
-    }
-    let shift = u32::from(layout.bits_allocated - layout.bits_stored);
-    if layout.bits_allocated == 8 {
-        for sample in frame.iter_mut() {
-            *sample = ((*sample << shift).cast_signed() >> shift).cast_unsigned();
-        }
-    } else {
-        for pair in frame.chunks_exact_mut(2) {
-            let value = u16::from_le_bytes([pair[0], pair[1]]);
-            let extended = (value << shift).cast_signed() >> shift;
-            pair.copy_from_slice(&extended.to_le_bytes());
-        }
+    if layout.signed && layout.bits_stored < layout.bits_allocated {
+        map_samples(frame, layout, |_, low| widened(low, layout));
     }
 }
 
