@@ -25,12 +25,13 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset
 
@@ -103,34 +104,33 @@ class ObjectReader:
         path = self.path(instance)
         if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
             return Payload(path, instance.meta_length, instance.dataset_length)
-        loop = asyncio.get_running_loop()
         if transfer_syntax == JPEG_LS_LOSSLESS:
             return await self._transcoded(job, instance, path)
         if instance.transfer_syntax_uid == RLE_LOSSLESS:
             return await self._decoded(job, path)
+        loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
             self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
         )
         return Payload(data=data)
 
+    async def _spool_copy(self, make: Callable[[Path], Transcoded]) -> tuple[Payload, Transcoded]:
+        """`make(dest)` in the I/O pool, dest a fresh spool file: the copy as a payload
+        that `release` deletes."""
+        dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
+        done = await asyncio.get_running_loop().run_in_executor(self._io_pool, make, dest)
+        return Payload(dest, 0, done.size), done
+
     async def _transcoded(
         self, job: Job, instance: Instance, path: Path, part10: bool = False
     ) -> Payload:
-        """The object's dataset (or, with `part10`, its file) as JPEG-LS lossless, in a
-        spool file `release` deletes; core_rs.NotRepresentable or VerificationFailed
-        when only the stored form can go."""
-        loop = asyncio.get_running_loop()
-        dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
+        """The object's dataset (or, with `part10`, its file) as JPEG-LS lossless;
+        core_rs.NotRepresentable or VerificationFailed when only the stored form can go."""
+        make = partial(
+            to_jpegls, path, instance.transfer_syntax_uid, change=_change(job), part10=part10
+        )
         try:
-            done = await loop.run_in_executor(
-                self._io_pool,
-                _jpegls_file,
-                path,
-                job.coerce,
-                instance.transfer_syntax_uid,
-                dest,
-                part10,
-            )
+            payload, done = await self._spool_copy(make)
         except core_rs.VerificationFailed as exc:
             self._metrics.transcoded("jpeg-ls", "mismatch")
             log.error("%s: JPEG-LS copy NOT used, sending as stored: %s", job.sop_instance_uid, exc)
@@ -141,24 +141,21 @@ class ObjectReader:
             raise
         self._metrics.transcoded("jpeg-ls", "verified")
         log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
-        return Payload(dest, 0, done.size)
+        return payload
 
     async def _decoded(self, job: Job, path: Path, part10: bool = False) -> Payload:
-        """An RLE-stored object with native pixels (explicit VR LE), in a spool file
-        `release` deletes; core_rs.CodecError when its stream cannot be decoded."""
-        loop = asyncio.get_running_loop()
-        dest = self._layout.spool / f"{os.getpid()}-transcode-{uuid.uuid4().hex}"
+        """An RLE-stored object with native pixels (explicit VR LE); core_rs.CodecError
+        when its stream cannot be decoded."""
+        make = partial(rle_to_native, path, change=_change(job), part10=part10)
         try:
-            done = await loop.run_in_executor(
-                self._io_pool, _native_file, path, job.coerce, dest, part10
-            )
+            payload, done = await self._spool_copy(make)
         except core_rs.CodecError as exc:
             self._metrics.transcoded("rle", "undecodable")
             log.warning("%s: RLE cannot be decoded, sent as stored: %s", job.sop_instance_uid, exc)
             raise
         self._metrics.transcoded("rle", "decoded")
         log.debug("%s: RLE decoded, %d frame(s)", job.sop_instance_uid, done.frames)
-        return Payload(dest, 0, done.size)
+        return payload
 
     def release(self, payload: Payload) -> None:
         """A copy made for one send (a spool file) is deleted once it went, or did not."""
@@ -201,16 +198,9 @@ def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax:
     return out.getvalue()
 
 
-def _jpegls_file(
-    path: Path, coerce: dict[str, Any] | None, stored_syntax: str, dest: Path, part10: bool
-) -> Transcoded:
-    change = Coercion.model_validate(coerce).apply if coerce else None
-    return to_jpegls(path, stored_syntax, dest, change, part10)
-
-
-def _native_file(path: Path, coerce: dict[str, Any] | None, dest: Path, part10: bool) -> Transcoded:
-    change = Coercion.model_validate(coerce).apply if coerce else None
-    return rle_to_native(path, dest, change, part10)
+def _change(job: Job) -> Callable[[Dataset], None] | None:
+    """What a routing rule's coercion does to the forwarded copy, if it has one."""
+    return Coercion.model_validate(job.coerce).apply if job.coerce else None
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
