@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -167,15 +168,36 @@ def _file_meta(ds: Dataset, transfer_syntax: str) -> bytes:
     return bytes(128) + b"DICM" + out.getvalue()
 
 
-def _write_elements(out: DicomFileLike, ds: Dataset, tags: list[int]) -> None:
+def _write_elements(out: DicomFileLike, ds: Dataset, after_pixels: bool) -> None:
+    """The elements before (or after) Pixel Data, re-encoded by pydicom."""
     part = Dataset()
-    for tag in tags:
-        part.add(ds[tag])
+    for tag in sorted(ds.keys()):
+        if (tag > _PIXEL_DATA) if after_pixels else (tag < _PIXEL_DATA):
+            part.add(ds[tag])
     implicit, little = ds.original_encoding
     part.set_original_encoding(implicit, little, ds.original_character_set)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd values are carried as they are
         write_dataset(out, correct_ambiguous_vr(part, True))
+
+
+@contextmanager
+def _output(
+    dest: Path, ds: Dataset, transfer_syntax: str, part10: bool
+) -> Iterator[tuple[BinaryIO, DicomFileLike]]:
+    """`dest` open for an explicit VR little endian dataset (after file meta naming
+    `transfer_syntax`, with `part10`); deleted again if anything fails."""
+    try:
+        with dest.open("wb") as file:
+            if part10:
+                file.write(_file_meta(ds, transfer_syntax))
+            out = DicomFileLike(file)
+            out.is_little_endian = True
+            out.is_implicit_VR = False
+            yield file, out
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -252,49 +274,39 @@ def to_jpegls(
         ds.PlanarConfiguration = 0
     # A Basic Offset Table for several frames, unless offsets might pass 32 bits.
     table = count > 1 and count * layout.frame_bytes < _MAX_OFFSET
-    tags = sorted(ds.keys())
-    try:
-        with source.open("rb") as handle, dest.open("wb") as file:
-            if part10:
-                file.write(_file_meta(ds, JPEG_LS_LOSSLESS))
-            out = DicomFileLike(file)
-            out.is_little_endian = True
-            out.is_implicit_VR = False
-            if verbatim is None:
-                _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
-            else:
-                head_at = file.tell()
-                _copy(handle, file, *verbatim.head)
-                if planar and verbatim.planar_at is not None:
-                    file.seek(head_at + verbatim.planar_at)
-                    file.write(b"\x00\x00")
-                    file.seek(0, 2)
-            file.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
-            file.write(_ITEM + struct.pack("<I", 4 * count if table else 0))
-            table_at = file.tell()
-            file.write(bytes(4 * count if table else 0))
-            first_item = file.tell()
-            offsets, encoded = [], 0
-            for n in range(count):
-                coded = core_rs.jpegls_encode(frames.read(handle, n), layout)
-                offsets.append(file.tell() - first_item)
-                padded = len(coded) + len(coded) % 2
-                file.write(_ITEM + struct.pack("<I", padded) + coded)
-                if padded != len(coded):
-                    file.write(b"\x00")
-                encoded += len(coded)
-            file.write(_SEQUENCE_DELIMITER)
-            if verbatim is None:
-                _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
-            else:
-                _copy(handle, file, verbatim.tail, None)
-            size = file.tell()
-            if table:
-                file.seek(table_at)
-                file.write(struct.pack(f"<{count}I", *offsets))
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
+    with source.open("rb") as handle, _output(dest, ds, JPEG_LS_LOSSLESS, part10) as (file, out):
+        if verbatim is None:
+            _write_elements(out, ds, after_pixels=False)
+        else:
+            head_at = file.tell()
+            _copy(handle, file, *verbatim.head)
+            if planar and verbatim.planar_at is not None:
+                file.seek(head_at + verbatim.planar_at)
+                file.write(b"\x00\x00")
+                file.seek(0, 2)
+        file.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")
+        file.write(_ITEM + struct.pack("<I", 4 * count if table else 0))
+        table_at = file.tell()
+        file.write(bytes(4 * count if table else 0))
+        first_item = file.tell()
+        offsets, encoded = [], 0
+        for n in range(count):
+            coded = core_rs.jpegls_encode(frames.read(handle, n), layout)
+            offsets.append(file.tell() - first_item)
+            padded = len(coded) + len(coded) % 2
+            file.write(_ITEM + struct.pack("<I", padded) + coded)
+            if padded != len(coded):
+                file.write(b"\x00")
+            encoded += len(coded)
+        file.write(_SEQUENCE_DELIMITER)
+        if verbatim is None:
+            _write_elements(out, ds, after_pixels=True)
+        else:
+            _copy(handle, file, verbatim.tail, None)
+        size = file.tell()
+        if table:
+            file.seek(table_at)
+            file.write(struct.pack(f"<{count}I", *offsets))
     return Transcoded(count, count * layout.frame_bytes, encoded, size)
 
 
@@ -318,28 +330,18 @@ def rle_to_native(
         ds.PlanarConfiguration = 0  # decoded samples are interleaved
     size = count * layout.frame_bytes
     vr = b"OB" if layout.bits_allocated == 8 else b"OW"
-    tags = sorted(ds.keys())
     encoded = 0
-    try:
-        with dest.open("wb") as file:
-            if part10:
-                file.write(_file_meta(ds, EXPLICIT_LE))
-            out = DicomFileLike(file)
-            out.is_little_endian = True
-            out.is_implicit_VR = False
-            _write_elements(out, ds, [t for t in tags if t < _PIXEL_DATA])
-            file.write(b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + struct.pack("<I", size + size % 2))
-            for _ in range(count):
-                fragment = next(fragments, None)
-                if fragment is None:
-                    raise core_rs.CodecError(f"RLE Pixel Data holds fewer than {count} frames")
-                file.write(core_rs.rle_decode(fragment, layout))
-                encoded += len(fragment)
-            if size % 2:
-                file.write(b"\x00")
-            _write_elements(out, ds, [t for t in tags if t > _PIXEL_DATA])
-            written = file.tell()
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
+    with _output(dest, ds, EXPLICIT_LE, part10) as (file, out):
+        _write_elements(out, ds, after_pixels=False)
+        file.write(b"\xe0\x7f\x10\x00" + vr + b"\x00\x00" + struct.pack("<I", size + size % 2))
+        for _ in range(count):
+            fragment = next(fragments, None)
+            if fragment is None:
+                raise core_rs.CodecError(f"RLE Pixel Data holds fewer than {count} frames")
+            file.write(core_rs.rle_decode(fragment, layout))
+            encoded += len(fragment)
+        if size % 2:
+            file.write(b"\x00")
+        _write_elements(out, ds, after_pixels=True)
+        written = file.tell()
     return Transcoded(count, size, encoded, written)
