@@ -17,6 +17,7 @@ from core_rs._core import (
     Receiver,
     SpoolFile,
     StoredObject,
+    WarmPacked,
     __version__,
     encode_message,
     encode_response,
@@ -27,6 +28,8 @@ from core_rs._core import (
     key_attributes,
     rle_decode,
     rle_encode,
+    warm_pack,
+    warm_unpack,
 )
 from core_rs._errors import (
     CodecError,
@@ -61,6 +64,7 @@ __all__ = [
     "StorageError",
     "StoredObject",
     "VerificationFailed",
+    "WarmPacked",
     "__version__",
     "encode_message",
     "encode_response",
@@ -71,4 +75,6 @@ __all__ = [
     "key_attributes",
     "rle_decode",
     "rle_encode",
+    "warm_pack",
+    "warm_unpack",
 ]

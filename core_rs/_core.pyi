@@ -17,6 +17,7 @@ __all__ = [
     "Receiver",
     "SpoolFile",
     "StoredObject",
+    "WarmPacked",
     "__version__",
     "encode_message",
     "encode_response",
@@ -27,6 +28,8 @@ __all__ = [
     "key_attributes",
     "rle_decode",
     "rle_encode",
+    "warm_pack",
+    "warm_unpack",
 ]
 
 __version__: str
@@ -161,6 +164,40 @@ def jpegls_encode(frame: Buffer, layout: PixelLayout) -> bytes:
 
 def jpegls_decode(data: Buffer, layout: PixelLayout) -> bytes:
     """One JPEG-LS frame to native samples; CodecError if it does not fit `layout`."""
+
+@final
+class WarmPacked:
+    """What `warm_pack` did: bytes before and after, and how the frames went."""
+
+    @property
+    def original(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    @property
+    def jpegls_frames(self) -> int: ...
+    @property
+    def fallback_frames(self) -> int: ...
+    @property
+    def fallback_reason(self) -> str | None: ...
+
+def warm_pack(
+    src: str | PathLike[str],
+    dst: str | PathLike[str],
+    codec: str,
+    level: int,
+    durable: bool,
+    pixel_offset: int = 0,
+    frames: int = 0,
+    layout: PixelLayout | None = None,
+) -> WarmPacked:
+    """Compress a stored file into a warm file that restores byte for byte; it is
+    decoded and its length and BLAKE3 compared before this returns. `codec` is
+    "zstd" or "jpeg-ls" for the native pixel data that `pixel_offset`, `frames` and
+    `layout` locate. Raises VerificationFailed, DatasetError or StorageError."""
+
+def warm_unpack(src: str | PathLike[str], dst: str | PathLike[str], durable: bool) -> int:
+    """Restore a warm file's original bytes into `dst` (their length is returned);
+    CodecError or VerificationFailed if the file is damaged."""
 
 def key_attributes(data: Buffer, transfer_syntax_uid: str) -> list[tuple[str, bytes]]: ...
 def rle_encode(frame: Buffer, layout: PixelLayout) -> bytes:

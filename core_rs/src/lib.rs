@@ -11,6 +11,7 @@ pub mod part10;
 pub mod pdu;
 pub mod receiver;
 pub mod spool;
+pub mod warm;
 
 #[cfg(feature = "python")]
 mod python;

@@ -22,6 +22,7 @@ use crate::error::CoreError;
 use crate::pdu::Limits;
 use crate::receiver::{Receiver, RxEvent};
 use crate::spool::{self, SpoolWriter, StoredObject};
+use crate::warm;
 
 pyo3::import_exception!(core_rs._errors, ProtocolError);
 pyo3::import_exception!(core_rs._errors, CommandError);
@@ -476,6 +477,70 @@ fn rle_decode<'py>(
     run_codec(py, &data, layout, codec::rle_decode)
 }
 
+/// What packing an object into the warm tier did (`warm_pack`).
+#[pyclass(module = "core_rs._core", name = "WarmPacked", frozen, get_all)]
+pub struct PyWarmPacked {
+    original: u64,
+    stored: u64,
+    jpegls_frames: u32,
+    fallback_frames: u32,
+    fallback_reason: Option<String>,
+}
+
+/// Compress a stored file into a warm file that restores byte for byte, verified
+/// before it returns; `pixel_offset`/`frames`/`layout` locate native pixel data.
+#[pyfunction]
+#[pyo3(signature = (src, dst, codec, level, durable, pixel_offset = 0, frames = 0, layout = None))]
+#[allow(clippy::too_many_arguments)] // one keyword each, as Python calls it
+fn warm_pack(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    codec: &str,
+    level: i32,
+    durable: bool,
+    pixel_offset: u64,
+    frames: u32,
+    layout: Option<Bound<'_, PyPixelLayout>>,
+) -> PyResult<PyWarmPacked> {
+    let codec = match codec {
+        "zstd" => warm::PixelCodec::Zstd,
+        "jpeg-ls" => warm::PixelCodec::JpegLs,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "warm codec {other:?}: expected \"zstd\" or \"jpeg-ls\""
+            )))
+        }
+    };
+    let pixels = layout.map(|layout| warm::Pixels {
+        offset: pixel_offset,
+        frames,
+        layout: (*layout.get()).into(),
+    });
+    let plan = warm::Plan {
+        pixels,
+        codec,
+        level,
+    };
+    let packed = py
+        .detach(move || warm::pack(&src, &dst, &plan, durable))
+        .map_err(to_pyerr)?;
+    Ok(PyWarmPacked {
+        original: packed.original,
+        stored: packed.stored,
+        jpegls_frames: packed.jpegls_frames,
+        fallback_frames: packed.fallback_frames,
+        fallback_reason: packed.fallback_reason,
+    })
+}
+
+/// Restore a warm file's original bytes into `dst`; its length and BLAKE3 are checked.
+#[pyfunction]
+fn warm_unpack(py: Python<'_>, src: PathBuf, dst: PathBuf, durable: bool) -> PyResult<u64> {
+    py.detach(move || warm::unpack(&src, &dst, durable))
+        .map_err(to_pyerr)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -507,6 +572,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySpoolFile>()?;
     m.add_class::<PyStoredObject>()?;
     m.add_class::<PyPixelLayout>()?;
+    m.add_class::<PyWarmPacked>()?;
+    m.add_function(wrap_pyfunction!(warm_pack, m)?)?;
+    m.add_function(wrap_pyfunction!(warm_unpack, m)?)?;
     m.add_function(wrap_pyfunction!(jpegls_encode, m)?)?;
     m.add_function(wrap_pyfunction!(jpegls_decode, m)?)?;
     m.add_function(wrap_pyfunction!(rle_encode, m)?)?;
