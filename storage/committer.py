@@ -123,8 +123,10 @@ class GroupCommitter:
         _resolve_all(list(zip(ready, outcomes, strict=True)))
         if jobs and self.on_jobs is not None:
             self.on_jobs(jobs)
-        for blake3_hex in unreferenced:
-            self._layout.object_path(blake3_hex).unlink(missing_ok=True)
+        for blake3_hex, tier in unreferenced:
+            path = self._layout.tier_path(tier, blake3_hex)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def _resolve_all(results: list[tuple[_Pending, Outcome | Exception]]) -> None:

@@ -6,7 +6,13 @@ Named databases in one environment (multi-process safe, one writer at a time):
     series     Series Instance UID -> series record with its instance count
     studies    Study Instance UID -> study record with instance and byte counts
     objects    BLAKE3 hex -> how many instance records point at that file
-    totals     "instances", "bytes" -> integers
+    totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers
+    by_age     tier NUL received_at (µs, 8 bytes big-endian) SOP Instance UID -> ""
+               the objects kept on this node, oldest first per tier (storage.tiers)
+
+An instance lives in one tier: "hot" (objects/, as received), "warm" (warm/, a
+compressed file that restores byte for byte) or "central" (purged here once every
+destination it was routed to committed it; the record stays, so it can be recalled).
 
 `Index.apply` writes one batch in ONE write transaction: that is the group commit
 (storage.committer), and the forward jobs of each new instance (storage.queue) go
@@ -18,8 +24,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import struct
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,13 +59,25 @@ class Instance:
     meta_length: int
     dataset_length: int
     received_at: float
+    tier: str = "hot"  # "hot", "warm" or "central" (see the module docstring)
+    stored_length: int = 0  # bytes of its file on this node; 0 for "central"
+    destinations: tuple[str, ...] = ()  # where it was routed when it was indexed
+
+    @property
+    def local_length(self) -> int:
+        """Bytes its file takes here (records older than tiers lack stored_length)."""
+        if self.tier == "central":
+            return 0
+        return self.stored_length or self.meta_length + self.dataset_length
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Instance:
-        return cls(**json.loads(raw))
+        fields = json.loads(raw)
+        fields["destinations"] = tuple(fields.get("destinations", ()))
+        return cls(**fields)
 
 
 class Outcome(enum.Enum):
@@ -77,8 +96,24 @@ class Totals:
     bytes: int
 
 
+TIERS = ("hot", "warm", "central")
+LOCAL_TIERS = ("hot", "warm")
+_SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist
+
+
 def _key(uid: str) -> bytes:
     return uid.encode("ascii", "replace")
+
+
+def _age_key(instance: Instance) -> bytes:
+    micros = max(0, int(instance.received_at * 1e6))
+    return (
+        instance.tier.encode() + b"\0" + struct.pack(">Q", micros) + _key(instance.sop_instance_uid)
+    )
+
+
+# Files to delete once a commit is durable: (BLAKE3 hex, tier it is in).
+Unreferenced = list[tuple[str, str]]
 
 
 class Index:
@@ -97,6 +132,7 @@ class Index:
         self._studies = self._env.open_db(b"studies")
         self._objects = self._env.open_db(b"objects")
         self._totals = self._env.open_db(b"totals")
+        self._by_age = self._env.open_db(b"by_age")
         self.queues = Queues(self._env)
 
     def close(self) -> None:
@@ -116,6 +152,80 @@ class Index:
             for _, raw in txn.cursor():
                 yield Instance.decode(bytes(raw))
 
+    def upgrade(self) -> int:
+        """Build the by-age keys and tier counts of an index written before tiers
+        existed (every object then is hot). Start-up only, before workers start."""
+        with self._env.begin(write=True) as txn:
+            if txn.get(_SCHEMA, db=self._totals) is not None:
+                return 0
+            count = 0
+            for _, raw in txn.cursor(db=self._instances):
+                instance = Instance.decode(bytes(raw))
+                self._tier_account(txn, instance, +1)
+                count += 1
+            txn.put(_SCHEMA, b"2", db=self._totals)
+        if count:
+            log.info("index: %d instance(s) given tier records (all hot)", count)
+        return count
+
+    def by_age(self, tier: str, page: int = 256) -> Iterator[Instance]:
+        """A local tier's instances, oldest received first. Read a page at a time,
+        each in a short read transaction, so a long walk never pins old pages."""
+        prefix = tier.encode() + b"\0"
+        start = prefix
+        while True:
+            found: list[Instance] = []
+            with self._env.begin() as txn:
+                cursor = txn.cursor(db=self._by_age)
+                if not cursor.set_range(start):
+                    return
+                for raw_key in cursor.iternext(values=False):
+                    key = bytes(raw_key)
+                    if not key.startswith(prefix):
+                        break
+                    if key == start and start != prefix:
+                        continue  # the last key of the page before
+                    if len(found) >= page:
+                        break
+                    start = key
+                    raw = txn.get(key[len(prefix) + 8 :], db=self._instances)
+                    if raw is not None:
+                        found.append(Instance.decode(bytes(raw)))
+            if not found:
+                return
+            yield from found
+
+    def set_tier(
+        self, sop_instance_uid: str, blake3_hex: str, tier: str, stored_length: int
+    ) -> Instance | None:
+        """Move an instance to another tier, in one durable transaction. None (nothing
+        changed) if its record is gone, holds another version, is already there, or
+        shares its file with another record."""
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(_key(sop_instance_uid), db=self._instances)
+            if raw is None:
+                return None
+            old = Instance.decode(bytes(raw))
+            refs = int(txn.get(blake3_hex.encode(), b"0", db=self._objects))
+            if old.hash != blake3_hex or old.tier == tier or refs > 1:
+                return None
+            new = replace(old, tier=tier, stored_length=stored_length)
+            self._tier_account(txn, old, -1)
+            self._tier_account(txn, new, +1)
+            txn.put(_key(sop_instance_uid), new.encode(), db=self._instances)
+            return new
+
+    def tier_totals(self) -> dict[str, tuple[int, int]]:
+        """Per tier: (instances, bytes on this node; for "central", dataset bytes)."""
+        with self._env.begin(db=self._totals) as txn:
+            return {
+                tier: (
+                    self._count(txn, f"tier:{tier}:objects".encode()),
+                    self._count(txn, f"tier:{tier}:bytes".encode()),
+                )
+                for tier in TIERS
+            }
+
     def totals(self) -> Totals:
         with self._env.begin() as txn:
             return Totals(
@@ -131,17 +241,23 @@ class Index:
 
     def apply(
         self, batch: list[tuple[Instance, list[Target]]], on_duplicate: OnDuplicate
-    ) -> tuple[list[Outcome], list[str], list[Job]]:
+    ) -> tuple[list[Outcome], Unreferenced, list[Job]]:
         """Index a batch, with the forward jobs of what is new, in one durable transaction.
 
-        Returns each instance's outcome, the hashes whose files no record points at
-        any more (to delete after the commit) and the jobs queued.
+        Returns each instance's outcome, the files no record points at any more (to
+        delete after the commit) and the jobs queued.
         """
         outcomes: list[Outcome] = []
-        unreferenced: list[str] = []
+        unreferenced: Unreferenced = []
         jobs: list[Job] = []
         with self._env.begin(write=True) as txn:
-            for instance, targets in batch:
+            for received, targets in batch:
+                instance = replace(
+                    received,
+                    tier="hot",
+                    stored_length=received.meta_length + received.dataset_length,
+                    destinations=tuple(target.destination for target in targets),
+                )
                 outcome, freed = self._apply_one(txn, instance, on_duplicate)
                 outcomes.append(outcome)
                 unreferenced.extend(freed)
@@ -152,19 +268,28 @@ class Index:
                         instance.sop_class_uid,
                         instance.study_instance_uid,
                         instance.dataset_length,
+                        instance.hash,
                         targets,
                     )
         return outcomes, unreferenced, jobs
 
     def _apply_one(
         self, txn: lmdb.Transaction, new: Instance, on_duplicate: OnDuplicate
-    ) -> tuple[Outcome, list[str]]:
+    ) -> tuple[Outcome, Unreferenced]:
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
         if raw is not None:
             old = Instance.decode(bytes(raw))
             if old.hash == new.hash:
-                return Outcome.IDENTICAL, []
+                if old.tier == "hot":
+                    return Outcome.IDENTICAL, []
+                # Sent again after it went warm or central: the fresh hot file is
+                # the copy now, and the warm one goes.
+                restored = replace(old, tier="hot", stored_length=new.stored_length)
+                self._tier_account(txn, old, -1)
+                self._tier_account(txn, restored, +1)
+                txn.put(key, restored.encode(), db=self._instances)
+                return Outcome.IDENTICAL, [(old.hash, "warm")] if old.tier == "warm" else []
             if on_duplicate == "keep":
                 return Outcome.KEPT, self._unreferenced(txn, new.hash)
             if on_duplicate == "reject":
@@ -172,18 +297,18 @@ class Index:
             self._account(txn, old, -1)
             txn.put(key, new.encode(), db=self._instances)
             self._account(txn, new, +1)
-            return Outcome.REPLACED, self._release(txn, old.hash)
+            return Outcome.REPLACED, self._release(txn, old)
         txn.put(key, new.encode(), db=self._instances)
         self._account(txn, new, +1)
         return Outcome.STORED, []
 
-    def _unreferenced(self, txn: lmdb.Transaction, blake3_hex: str) -> list[str]:
+    def _unreferenced(self, txn: lmdb.Transaction, blake3_hex: str) -> Unreferenced:
         """A file that was written but will not be indexed: delete it unless in use."""
-        return [] if txn.get(blake3_hex.encode(), db=self._objects) else [blake3_hex]
+        return [] if txn.get(blake3_hex.encode(), db=self._objects) else [(blake3_hex, "hot")]
 
-    def _release(self, txn: lmdb.Transaction, blake3_hex: str) -> list[str]:
-        refs = self._bump(txn, self._objects, blake3_hex.encode(), -1)
-        return [blake3_hex] if refs == 0 else []
+    def _release(self, txn: lmdb.Transaction, old: Instance) -> Unreferenced:
+        refs = self._bump(txn, self._objects, old.hash.encode(), -1)
+        return [(old.hash, old.tier)] if refs == 0 and old.tier != "central" else []
 
     def _bump(self, txn: lmdb.Transaction, db: Any, key: bytes, delta: int) -> int:
         raw = txn.get(key, db=db)
@@ -194,8 +319,20 @@ class Index:
             txn.put(key, str(value).encode(), db=db)
         return value
 
+    def _tier_account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
+        """Add or remove an instance's by-age key and its tier's counts."""
+        if instance.tier in LOCAL_TIERS:
+            if sign > 0:
+                txn.put(_age_key(instance), b"", db=self._by_age)
+            else:
+                txn.delete(_age_key(instance), db=self._by_age)
+        size = instance.local_length if instance.tier != "central" else instance.dataset_length
+        self._bump(txn, self._totals, f"tier:{instance.tier}:objects".encode(), sign)
+        self._bump(txn, self._totals, f"tier:{instance.tier}:bytes".encode(), sign * size)
+
     def _account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """Add (sign=+1) or remove (-1) an instance from every count it is part of."""
+        self._tier_account(txn, instance, sign)
         if sign > 0:
             self._bump(txn, self._objects, instance.hash.encode(), +1)
         self._bump(txn, self._totals, b"instances", sign)

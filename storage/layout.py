@@ -2,7 +2,10 @@
 
 data_dir/
   spool/               objects being received (deleted at start-up: never acked)
-  objects/ab/<blake3>  content-addressed Part-10 files, named by the dataset hash
+  objects/ab/<blake3>  the hot tier: content-addressed Part-10 files as received,
+                       named by the dataset hash
+  warm/ab/<blake3>     the warm tier: the same files compressed so that they restore
+                       byte for byte (core_rs warm format, storage.tiers)
   index.lmdb/          the LMDB environment (see storage.index)
   run/                 with several worker processes: who is connected, metrics
                        files, the forwarder's wake socket (cleared at start-up)
@@ -32,6 +35,10 @@ class DataLayout:
         return self.root / "objects"
 
     @property
+    def warm(self) -> Path:
+        return self.root / "warm"
+
+    @property
     def index(self) -> Path:
         return self.root / "index.lmdb"
 
@@ -46,20 +53,49 @@ class DataLayout:
     def object_path(self, blake3_hex: str) -> Path:
         return self.objects / blake3_hex[:2] / blake3_hex
 
+    def warm_path(self, blake3_hex: str) -> Path:
+        return self.warm / blake3_hex[:2] / blake3_hex
+
+    def tier_path(self, tier: str, blake3_hex: str) -> Path | None:
+        """Where an object of `tier` is on this node; None once purged (central only)."""
+        if tier == "hot":
+            return self.object_path(blake3_hex)
+        if tier == "warm":
+            return self.warm_path(blake3_hex)
+        return None
+
     def prepare(self) -> None:
         """Create the tree once, durably, so that storing an object never has to
         create (and fsync) a directory on the hot path."""
-        for folder in (self.root, self.spool, self.objects, self.index):
+        for folder in (self.root, self.spool, self.objects, self.warm, self.index):
             folder.mkdir(parents=True, exist_ok=True)
         created = False
-        for byte in range(256):
-            sub = self.objects / f"{byte:02x}"
-            if not sub.is_dir():
-                sub.mkdir()
-                created = True
+        for tier in (self.objects, self.warm):
+            for byte in range(256):
+                sub = tier / f"{byte:02x}"
+                if not sub.is_dir():
+                    sub.mkdir()
+                    created = True
+            if created:
+                fsync_dir(tier)
         if created:
-            _fsync_dir(self.objects)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
+
+    def disk_used(self) -> float:
+        """The share of the data disk in use, 0..1."""
+        disk = shutil.disk_usage(self.root)
+        return 1 - disk.free / disk.total
+
+    def disk_full(self, watermark: float) -> str:
+        """Why no new object may come in ("" while there is room): above
+        storage.disk_high_watermark only purging or forwarding makes room."""
+        used = self.disk_used()
+        if used <= watermark:
+            return ""
+        return (
+            f"data disk {used:.1%} used, over storage.disk_high_watermark {watermark:.0%}: "
+            "stored objects wait for their destinations before they can be purged"
+        )
 
     def clear_run(self) -> None:
         """Start the process group with no leftovers of the previous one."""
@@ -79,7 +115,7 @@ class DataLayout:
         return removed
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -3,7 +3,8 @@
     queue    dest NUL priority(1) seq(8, big-endian)   -> Job   (waiting to be sent)
     dead     dest NUL seq(8)                           -> Job   (gave up; last status kept)
     waiting  transaction UID NUL dest NUL seq(8)       -> Job   (sent; storage commitment asked)
-    done     dest NUL SOP Instance UID                 -> {"state": "sent"|"committed", "at": t}
+    done     dest NUL SOP Instance UID                 -> {"state": "sent"|"committed", "at": t,
+                                                           "hash": BLAKE3 of the version sent}
     counts   dest NUL name                             -> integer
     meta     "seq"                                     -> the last job sequence number
 
@@ -54,6 +55,7 @@ class Job:
     last_error: str = ""
     transaction_uid: str = ""  # the storage commitment request it waits for
     sent_at: float = 0.0
+    hash: str = ""  # the version it was queued for (its delivery record names it)
 
     @property
     def key(self) -> bytes:
@@ -126,6 +128,7 @@ class Queues:
         sop_class_uid: str,
         study_uid: str,
         size: int,
+        blake3_hex: str,
         targets: Iterable[Target],
     ) -> list[Job]:
         now = time.time()
@@ -141,6 +144,7 @@ class Queues:
                 size=size,
                 enqueued_at=now,
                 coerce=target.coerce,
+                hash=blake3_hex,
             )
             txn.put(job.key, job.encode(), db=self._queue)
             self._count(txn, job.destination, "queued", +1)
@@ -237,7 +241,8 @@ class Queues:
 
     def _mark_done(self, txn: lmdb.Transaction, job: Job, state: str, now: float) -> None:
         key = _prefix(job.destination) + job.sop_instance_uid.encode()
-        txn.put(key, json.dumps({"state": state, "at": now}).encode(), db=self._done)
+        record = {"state": state, "at": now, "hash": job.hash}
+        txn.put(key, json.dumps(record).encode(), db=self._done)
         self._count(txn, job.destination, state, +1)
 
     # ---- storage commitment ------------------------------------------------------------

@@ -3,7 +3,9 @@
 Spool leftovers were never acknowledged and are deleted (DataLayout.clean_spool).
 Index records whose file is missing, has the wrong size or (with "hash") the wrong
 BLAKE3 are REPORTED, never silently dropped: an admin decides, since the record is
-the only trace that the modality was told Success.
+the only trace that the modality was told Success. Warm files are checked by size
+(their own trailer holds length and BLAKE3, checked on every restore); purged
+("central") records have no local file to check.
 """
 
 from __future__ import annotations
@@ -35,15 +37,20 @@ def verify(
         return report
     started, last_note = time.monotonic(), time.monotonic()
     for instance in index.instances():
+        path = layout.tier_path(instance.tier, instance.hash)
+        if path is None:
+            continue  # central only: nothing here to check
         report.checked += 1
-        path = layout.object_path(instance.hash)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             report.missing.append(instance.sop_instance_uid)
             continue
-        if size != instance.meta_length + instance.dataset_length or (
-            mode == "hash" and core_rs.hash_file(path, instance.meta_length) != instance.hash
+        hot = instance.tier == "hot"
+        if size != instance.local_length or (
+            hot
+            and mode == "hash"
+            and core_rs.hash_file(path, instance.meta_length) != instance.hash
         ):
             report.damaged.append(instance.sop_instance_uid)
         if time.monotonic() - last_note > 10:

@@ -1,0 +1,203 @@
+"""The warm tier restores every object byte for byte, and the index keeps each
+instance in exactly one tier with counts that add up."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydicom.data import get_testdata_files
+
+import core_rs
+from storage.index import Index, Instance, Outcome
+from storage.layout import DataLayout
+from storage.queue import Target
+from storage.tiers import Tiers, pixel_plan
+from tests.support.corpus import public_corpus
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def every_dicom_file() -> list[Path]:
+    """pydicom-data and pydicom's test files, sendable or not: packing takes any file."""
+    return sorted({Path(p) for p in get_testdata_files("**/*") if p.endswith(".dcm")})
+
+
+def test_every_test_file_restores_byte_for_byte(tmp_path: Path) -> None:
+    sendable = {f.path: f.transfer_syntax_uid for f in public_corpus()[0]}
+    sizes: Counter[str] = Counter()
+    planned = jpegls_frames = 0
+    files = every_dicom_file()
+    assert len(files) > 100
+    for n, path in enumerate(files):
+        original = path.read_bytes()
+        plan, _why = pixel_plan(path, sendable.get(path, ""))
+        planned += plan is not None
+        for codec in ("zstd", "jpeg-ls"):
+            warm, back = tmp_path / f"{n}.{codec}", tmp_path / f"{n}.back"
+            packed = core_rs.warm_pack(
+                path,
+                warm,
+                codec,
+                3,
+                durable=False,
+                pixel_offset=plan.offset if plan else 0,
+                frames=plan.frames if plan else 0,
+                layout=plan.layout if plan else None,
+            )
+            assert packed.original == len(original)
+            assert packed.stored == warm.stat().st_size
+            assert core_rs.warm_unpack(warm, back, durable=False) == len(original)
+            assert back.read_bytes() == original, f"{path.name} ({codec}) did not restore"
+            if plan is not None:
+                sizes[codec] += packed.stored
+                jpegls_frames += packed.jpegls_frames if codec == "jpeg-ls" else 0
+            warm.unlink()
+        sizes["native"] += len(original) if plan is not None else 0
+    # Native images exist in the corpus, and JPEG-LS packs them smaller than zstd does.
+    assert planned >= 40, planned
+    assert jpegls_frames >= 40, jpegls_frames
+    assert sizes["jpeg-ls"] < sizes["zstd"] < sizes["native"], sizes
+    print(
+        f"{planned} native images: zstd {sizes['native'] / sizes['zstd']:.2f}x, "
+        f"jpeg-ls {sizes['native'] / sizes['jpeg-ls']:.2f}x"
+    )
+
+
+def test_a_damaged_warm_file_is_refused_never_restored(tmp_path: Path) -> None:
+    source = next(f for f in public_corpus()[0] if f.path.name == "CT_small.dcm")
+    plan, _ = pixel_plan(source.path, source.transfer_syntax_uid)
+    assert plan is not None
+    warm = tmp_path / "ct.warm"
+    core_rs.warm_pack(source.path, warm, "jpeg-ls", 3, False, plan.offset, plan.frames, plan.layout)
+    good = warm.read_bytes()
+    for at in (10, len(good) // 3, len(good) // 2, len(good) - 5):
+        damaged = bytearray(good)
+        damaged[at] ^= 0x21
+        warm.write_bytes(bytes(damaged))
+        with pytest.raises(core_rs.CodecError):
+            core_rs.warm_unpack(warm, tmp_path / "out", False)
+    warm.write_bytes(good[: len(good) // 2])
+    with pytest.raises(core_rs.CodecError, match="damaged warm file"):
+        core_rs.warm_unpack(warm, tmp_path / "out", False)
+
+
+def record(uid: str, received_at: float, size: int = 1000) -> Instance:
+    return Instance(
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        patient_id="P",
+        patient_name="N",
+        modality="CT",
+        study_date="20261201",
+        study_description="",
+        accession_number="",
+        series_number="1",
+        instance_number="1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae="CT1",
+        hash=f"{abs(hash(uid)):064x}"[:64],
+        meta_length=200,
+        dataset_length=size,
+        received_at=received_at,
+    )
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    made = Index(tmp_path / "index.lmdb", 2**26, durable=False)
+    made.upgrade()
+    return made
+
+
+def test_tiers_by_age_and_counts_add_up(index: Index) -> None:
+    now = time.time()
+    batch = [(record(f"1.{n}", now - n * 60), [Target("central", 1)]) for n in range(5)]
+    outcomes, _, jobs = index.apply(batch, "replace")
+    assert outcomes == [Outcome.STORED] * 5
+    assert {job.hash for job in jobs} == {instance.hash for instance, _ in batch}
+    assert [i.sop_instance_uid for i in index.by_age("hot", page=2)] == [
+        "1.4",
+        "1.3",
+        "1.2",
+        "1.1",
+        "1.0",
+    ]
+    assert index.tier_totals()["hot"] == (5, 5 * 1200)
+    oldest = next(iter(index.by_age("hot")))
+    assert oldest.destinations == ("central",)
+    warm = index.set_tier(oldest.sop_instance_uid, oldest.hash, "warm", 300)
+    assert warm is not None
+    assert warm.local_length == 300
+    assert index.set_tier(oldest.sop_instance_uid, "0" * 64, "central", 0) is None  # other version
+    assert index.tier_totals() == {"hot": (4, 4800), "warm": (1, 300), "central": (0, 0)}
+    index.set_tier(oldest.sop_instance_uid, oldest.hash, "central", 0)
+    assert index.tier_totals()["central"] == (1, 1000)
+    assert [i.sop_instance_uid for i in index.by_age("warm")] == []
+    assert index.totals().instances == 5  # a purged instance is still indexed
+
+
+def test_sending_a_purged_object_again_makes_it_hot(index: Index) -> None:
+    first = record("1.9", time.time())
+    index.apply([(first, [Target("central", 1)])], "replace")
+    index.set_tier(first.sop_instance_uid, first.hash, "warm", 400)
+    outcomes, unreferenced, jobs = index.apply([(first, [Target("central", 1)])], "replace")
+    assert outcomes == [Outcome.IDENTICAL]
+    assert not jobs
+    assert unreferenced == [(first.hash, "warm")]  # the warm copy goes; the new hot file stays
+    again = index.get(first.sop_instance_uid)
+    assert again is not None
+    assert again.tier == "hot"
+    assert again.local_length == 1200
+    assert index.tier_totals()["warm"] == (0, 0)
+    # Replacing a warm instance with other content frees its warm file.
+    index.set_tier(first.sop_instance_uid, first.hash, "warm", 400)
+    other = replace(first, hash="f" * 64)
+    outcomes, unreferenced, _ = index.apply([(other, [])], "replace")
+    assert outcomes == [Outcome.REPLACED]
+    assert unreferenced == [(first.hash, "warm")]
+    assert index.tier_totals() == {"hot": (1, 1200), "warm": (0, 0), "central": (0, 0)}
+
+
+def test_an_index_from_before_tiers_is_upgraded_once(tmp_path: Path) -> None:
+    index = Index(tmp_path / "old.lmdb", 2**26, durable=False)
+    index.apply([(record(f"2.{n}", time.time()), []) for n in range(3)], "replace")
+    # What an index written before tiers looks like: no by-age keys, no tier counts.
+    with index._env.begin(write=True) as txn:
+        txn.drop(index._by_age, delete=False)
+        for tier in ("hot", "warm", "central"):
+            for what in ("objects", "bytes"):
+                txn.delete(f"tier:{tier}:{what}".encode(), db=index._totals)
+    assert index.upgrade() == 3
+    assert index.upgrade() == 0
+    assert index.tier_totals()["hot"] == (3, 3600)
+    assert len(list(index.by_age("hot"))) == 3
+
+
+def test_purge_needs_this_version_committed_everywhere(tmp_path: Path, index: Index) -> None:
+    layout = DataLayout(tmp_path / "data")
+    tiers = Tiers(index, layout, durable=False)
+    routed = record("3.1", time.time())
+    index.apply([(routed, [Target("a", 1), Target("b", 1)])], "replace")
+    instance = index.get("3.1")
+    assert instance is not None
+    assert "not yet delivered to a" in tiers.unsafe_to_purge(instance, "committed")
+    job_a, job_b = index.queues.jobs("a", 10)[0], index.queues.jobs("b", 10)[0]
+    with index._env.begin(write=True) as txn:
+        index.queues._mark_done(txn, job_a, "committed", time.time())
+        index.queues._mark_done(txn, replace(job_b, hash="e" * 64), "committed", time.time())
+    assert "b has another version" in tiers.unsafe_to_purge(instance, "committed")
+    with index._env.begin(write=True) as txn:
+        index.queues._mark_done(txn, job_b, "sent", time.time())
+    assert "not yet committed there" in tiers.unsafe_to_purge(instance, "committed")
+    assert tiers.unsafe_to_purge(instance, "sent") == ""
+    local_only = record("3.2", time.time())
+    index.apply([(local_only, [])], "replace")
+    kept = index.get("3.2")
+    assert kept is not None
+    assert "only copy" in tiers.unsafe_to_purge(kept, "sent")
