@@ -265,7 +265,10 @@ class Association(asyncio.BufferedProtocol):
         if static is not None:
             return static
         entry = svc.config.calling_ae_entry(request.calling_ae.strip())
-        return svc.hub.admit(self, entry.max_associations if entry else None)
+        # Echo and storage commitment reports need no disk, and the reports are how
+        # a full disk gets purged: only associations that may store meet that limit.
+        stores = any(cx.abstract_syntax not in neg.NEEDS_NO_DISK for cx in request.contexts)
+        return svc.hub.admit(self, entry.max_associations if entry else None, stores)
 
     def _ae7(
         self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]

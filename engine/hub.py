@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.live import LiveAssociation, LiveAssociations
@@ -29,9 +30,15 @@ _CUT_SECONDS = 10.0  # after the grace period, for the objects being received to
 
 class AssociationHub:
     def __init__(
-        self, limit: int, metrics: Metrics, audit: AuditLog, live: LiveAssociations
+        self,
+        limit: int,
+        metrics: Metrics,
+        audit: AuditLog,
+        live: LiveAssociations,
+        disk_full: Callable[[], str] = lambda: "",
     ) -> None:
         self.limit = limit
+        self._disk_full = disk_full
         self._metrics = metrics
         self._audit = audit
         self.live = live
@@ -51,11 +58,19 @@ class AssociationHub:
             self._metrics.association(association.calling_ae, "aborted", association.host)
         self._established.discard(association)
 
-    def admit(self, association: Association, ae_limit: int | None) -> access.Rejection | None:
+    def admit(
+        self, association: Association, ae_limit: int | None, stores: bool = True
+    ) -> access.Rejection | None:
         """The dynamic part of accepting an association (PS3.8 9.3.4 reasons): node
-        and calling-AE limits over every worker process; admitted means counted."""
+        and calling-AE limits over every worker process, and room on the data disk
+        for one that `stores`; admitted means counted."""
         if self.draining:
             return access.temporary_congestion("node is shutting down")
+        disk_full = self._disk_full() if stores else ""
+        if disk_full:
+            # Transient: the modality retries (or the balancer tries another node)
+            # once the destinations have caught up and purging made room.
+            return access.local_limit_exceeded(disk_full)
         entry = LiveAssociation(
             key=_key(association),
             calling_ae=association.calling_ae,

@@ -34,6 +34,8 @@ VERIFICATION = "1.2.840.10008.1.1"
 # Accepted only from a peer that takes the SCP role: an archive delivering its
 # N-EVENT-REPORT on an association of its own (engine.commitment).
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+# Services an association may carry that write no object to the data disk.
+NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT})
 
 # What we store, byte for byte, as the sender encoded it.
 TRANSFER_SYNTAXES: tuple[str, ...] = (

@@ -4,7 +4,8 @@ What can change without a restart takes effect at once: the calling-AE allowlist
 [[calling_ae]] rules, trusted proxies and called-AE check (for the next
 association), log level, audit patient fields, forward settings, destinations
 and routing rules (for the next object; only destinations whose settings changed
-restart their workers, and their jobs stay queued). Everything else (ports, data
+restart their workers, and their jobs stay queued), the lifecycle rules, watermarks
+and window (from the next pass) and storage.disk_high_watermark. Everything else (ports, data
 directory, durability, PDU size ...) is kept as it runs and reported as "needs a
 restart". A file that does not validate is
 refused with its field and reason, and the running configuration stays.
@@ -36,10 +37,16 @@ def merge(running: Config, new: Config) -> tuple[Config, list[str]]:
         }
     )
     audit = running.audit.model_copy(update={"patient_identifiers": new.audit.patient_identifiers})
+    # Validated together (lifecycle.high_watermark < storage.disk_high_watermark).
+    storage = running.storage.model_copy(
+        update={"disk_high_watermark": new.storage.disk_high_watermark}
+    )
     merged = running.model_copy(
         update={
             "dicom": dicom,
             "audit": audit,
+            "storage": storage,
+            "lifecycle": new.lifecycle,
             "logging": new.logging,
             "forward": new.forward,
             "destination": new.destination,
@@ -92,6 +99,8 @@ class Reloader:
         svc.audit.set_patient_identifiers(merged.audit.patient_identifiers)
         svc.store.use_router(Router(merged.route, [d.name for d in merged.destination]))
         restarted = await svc.forwarder.reconfigure(merged)
+        if svc.lifecycle is not None:
+            svc.lifecycle.use(merged)
         if needs_restart:
             log.warning(
                 "reload: %s changed but only apply after a restart", ", ".join(needs_restart)

@@ -43,6 +43,7 @@ from policies.rules import Coercion
 from storage.index import Index, Instance
 from storage.layout import DataLayout
 from storage.queue import Job
+from storage.tiers import NotLocal, Tiers
 from storage.transcode import (
     JPEG_LS_LOSSLESS,
     NATIVE_LITTLE_ENDIAN,
@@ -92,16 +93,44 @@ class ObjectReader:
         self._layout = layout
         self._io_pool = io_pool
         self._metrics = metrics
+        self._tiers = Tiers(index, layout, durable=False)
 
     def locate(self, job: Job) -> Instance | None:
         return self._index.get(job.sop_instance_uid)
 
-    def path(self, instance: Instance) -> Path:
-        return self._layout.object_path(instance.hash)
+    async def _local(self, instance: Instance) -> Path:
+        """The object's file as received: the hot file, or a warm one restored into
+        the spool (a spool file, so `release` deletes it with the payload)."""
+        if instance.tier == "hot":
+            return self._layout.object_path(instance.hash)
+        if instance.tier != "warm":
+            raise NotLocal(f"{instance.sop_instance_uid} was purged: only its destinations have it")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io_pool, self._tiers.restore, instance)
+
+    async def _from_local(
+        self, instance: Instance, make: Callable[[Path], Awaitable[Payload]]
+    ) -> Payload:
+        """`make(path)` on the object's local file; a restored file that did not
+        become the payload itself is deleted at once."""
+        path = await self._local(instance)
+        payload: Payload | None = None
+        try:
+            payload = await make(path)
+            return payload
+        finally:
+            if path.parent == self._layout.spool and (payload is None or payload.path != path):
+                path.unlink(missing_ok=True)
 
     async def dataset(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
         """The dataset (no meta) in `transfer_syntax`, coerced as the job says."""
-        path = self.path(instance)
+        return await self._from_local(
+            instance, partial(self._dataset, job, instance, transfer_syntax)
+        )
+
+    async def _dataset(
+        self, job: Job, instance: Instance, transfer_syntax: str, path: Path
+    ) -> Payload:
         if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
             return Payload(path, instance.meta_length, instance.dataset_length)
         if transfer_syntax == JPEG_LS_LOSSLESS:
@@ -165,7 +194,13 @@ class ObjectReader:
     async def part10(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
         """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS or with RLE
         decoded when `transfer_syntax` asks for it and the codec can do it."""
-        path = self.path(instance)
+        return await self._from_local(
+            instance, partial(self._part10, job, instance, transfer_syntax)
+        )
+
+    async def _part10(
+        self, job: Job, instance: Instance, transfer_syntax: str, path: Path
+    ) -> Payload:
         try:
             if transfer_syntax == "jpeg-ls-lossless":
                 return await self._transcoded(job, instance, path, part10=True)

@@ -6,11 +6,12 @@ several "ingest" processes sharing the DICOM port plus one "background" process
 that forwards and serves ops HTTP; they share the data directory and LMDB.
 
 Start-up:  data tree -> spool cleaned -> index opened and checked -> group commit
-           thread -> DICOM listener(s) -> ops HTTP -> forwarder -> ready.
+           thread -> DICOM listener(s) -> ops HTTP -> forwarder -> lifecycle -> ready.
 Shutdown (SIGTERM/SIGINT): not ready (/readyz 503) -> DICOM listeners closed ->
            open associations finish (release) within dicom.shutdown_grace, then
-           end after their current object -> store tasks awaited -> forwarder
-           stopped (unsent jobs stay queued) -> group commit flushed -> index closed.
+           end after their current object -> store tasks awaited -> lifecycle and
+           forwarder stopped (unsent jobs stay queued) -> group commit flushed ->
+           index closed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine import queue_api, tls_listener, wake
 from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
+from engine.lifecycle import LifecycleWorker
 from engine.live import LiveAssociations
 from engine.ops_http import OpsHttp, Raw, Route
 from engine.reload import Reloader
@@ -68,6 +70,7 @@ class Services:
     forwarder: Forwarder
     metrics: Metrics
     audit: AuditLog
+    lifecycle: LifecycleWorker | None = None  # in the process that forwards
     role: Role = "all"
     ready: bool = False
 
@@ -93,6 +96,7 @@ async def serve(
     run_dir = None if role == "all" else layout.run
     index = Index(layout.index, config.storage.index_map_size, config.durable)
     if role == "all":
+        index.upgrade()
         await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     else:
         index.check_readers()  # slots a killed worker held
@@ -106,7 +110,13 @@ async def serve(
     )
     metrics = Metrics(None if run_dir is None else layout.metrics)
     audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
-    hub = AssociationHub(config.dicom.max_associations, metrics, audit, LiveAssociations(run_dir))
+    hub = AssociationHub(
+        config.dicom.max_associations,
+        metrics,
+        audit,
+        LiveAssociations(run_dir),
+        disk_full=lambda: layout.disk_full(svc.config.storage.disk_high_watermark),
+    )
     router = Router(config.route, [dest.name for dest in config.destination])
     forwarder = Forwarder(config, index, layout, io_pool, metrics, audit)
     if role == "all":
@@ -115,8 +125,19 @@ async def serve(
         waker = wake.WakeSender(wake.socket_path(layout.run))
         committer.on_jobs = lambda jobs: waker.notify(job.destination for job in jobs)
     store = StoreService(config, layout, committer, io_pool, router, audit)
+    lifecycle = None if role == "ingest" else LifecycleWorker(config, index, layout, metrics, audit)
     svc = Services(
-        config, layout, index, committer, store, hub, forwarder, metrics, audit, role=role
+        config,
+        layout,
+        index,
+        committer,
+        store,
+        hub,
+        forwarder,
+        metrics,
+        audit,
+        lifecycle=lifecycle,
+        role=role,
     )
     metrics.watch(lambda: status.metrics_state(svc))
     reloader = Reloader(svc, load or (lambda: config), lambda: _signal_workers(hub.live))
@@ -137,11 +158,15 @@ async def serve(
         if role != "ingest":
             services.append(await _serve_http(svc, reloader))
             forwarder.start()
+            if lifecycle is not None:
+                lifecycle.start()
         if role == "background":
             services.append(wake.listen(wake.socket_path(layout.run), forwarder.wake))
     except StartupError:
         await _close_all(listeners + services)
         await forwarder.stop()
+        if lifecycle is not None:
+            await lifecycle.stop()
         committer.close()
         index.close()
         raise
@@ -162,6 +187,8 @@ async def serve(
             # /readyz answers 503 while the workers drain, so the balancer sees it.
             await _wait_for_workers(hub.live, config.dicom.shutdown_grace + 5)
         await _close_all(services)
+        if lifecycle is not None:
+            await lifecycle.stop()  # between two objects; each move is whole or not done
         await forwarder.stop()  # what is not sent stays queued on disk
         committer.close()
         io_pool.shutdown(wait=True)

@@ -143,6 +143,7 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(layout.metrics)
         index = Index(layout.index, self._config.storage.index_map_size, self._config.durable)
         try:
+            index.upgrade()
             recovery.verify(index, layout, self._config.storage.verify_on_start)
         finally:
             index.close()

@@ -86,6 +86,8 @@ class State:
     bytes_stored: int
     data_paths: dict[str, Path]
     destinations: dict[str, DestinationState]
+    tiers: dict[str, tuple[int, int]]  # tier: (instances, bytes; see Index.tier_totals)
+    refusing: bool  # new associations refused: data disk over storage.disk_high_watermark
 
 
 class Metrics:
@@ -165,6 +167,20 @@ class Metrics:
             ["codec", "outcome"],
             registry=r,
         )
+        self.lifecycle_objects = Counter(
+            "pacs_edge_lifecycle_objects",
+            "Lifecycle actions on stored objects: migrated (hot to warm, verified), purged "
+            "(local copy deleted, destinations committed it), mismatch (warm copy did not "
+            "restore; kept hot), failed.",
+            ["action"],
+            registry=r,
+        )
+        self.lifecycle_freed = Counter(
+            "pacs_edge_lifecycle_freed_bytes",
+            "Data disk bytes freed by lifecycle actions (migrated: saved by packing).",
+            ["action"],
+            registry=r,
+        )
         self.forward_duration = Histogram(
             "pacs_edge_forward_duration_seconds",
             "Sending one instance to a destination, until its answer.",
@@ -218,6 +234,11 @@ class Metrics:
     def transcoded(self, codec: str, outcome: str) -> None:
         self.transcodes.labels(codec, outcome).inc()
 
+    def lifecycle(self, action: str, freed: int) -> None:
+        self.lifecycle_objects.labels(action).inc()
+        if freed > 0:
+            self.lifecycle_freed.labels(action).inc(freed)
+
     def render(self) -> bytes:
         return generate_latest(self._exposed)
 
@@ -246,17 +267,26 @@ class StateCollector(Collector):
             "pacs_edge_instances_stored", "Instances in the index.", state.instances_stored
         )
         yield _gauge("pacs_edge_stored_bytes", "Dataset bytes in the index.", state.bytes_stored)
-        # One tier until tiers exist (issue 6): every object is on the hot data path.
         tier_bytes = GaugeMetricFamily(
-            "pacs_edge_tier_bytes", "Dataset bytes kept in a storage tier.", labels=["tier"]
+            "pacs_edge_tier_bytes",
+            "Bytes of a storage tier's files on this node (hot, warm); for central, the "
+            "dataset bytes only the destinations now hold.",
+            labels=["tier"],
         )
-        tier_bytes.add_metric(["hot"], state.bytes_stored)
-        yield tier_bytes
         tier_objects = GaugeMetricFamily(
-            "pacs_edge_tier_objects", "Instances kept in a storage tier.", labels=["tier"]
+            "pacs_edge_tier_objects", "Instances in a storage tier.", labels=["tier"]
         )
-        tier_objects.add_metric(["hot"], state.instances_stored)
+        for tier, (objects, size) in state.tiers.items():
+            tier_objects.add_metric([tier], objects)
+            tier_bytes.add_metric([tier], size)
+        yield tier_bytes
         yield tier_objects
+        yield _gauge(
+            "pacs_edge_disk_refusing",
+            "1 while new associations are refused because the data disk is over "
+            "storage.disk_high_watermark (objects wait for their destinations), else 0.",
+            float(state.refusing),
+        )
         yield from _destinations(state.destinations)
         yield from _disks(state.data_paths)
         yield from _host()

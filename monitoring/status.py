@@ -47,8 +47,18 @@ def status(svc: Services) -> dict[str, Any]:
             "durability": svc.config.storage.durability,
             "disk_free_bytes": disk.free,
             "disk_total_bytes": disk.total,
+            "refusing_associations": bool(_refusal(svc)),
+            "tiers": {
+                tier: {"instances": count, "bytes": size}
+                for tier, (count, size) in svc.index.tier_totals().items()
+            },
         },
+        **({"lifecycle": svc.lifecycle.status()} if svc.lifecycle else {}),
     }
+
+
+def _refusal(svc: Services) -> str:
+    return svc.layout.disk_full(svc.config.storage.disk_high_watermark)
 
 
 def _workers(svc: Services) -> dict[str, int]:
@@ -97,14 +107,12 @@ def readyz(svc: Services) -> tuple[int, dict[str, Any]]:
         return 503, {"status": "starting", "reason": "index not open yet"}
     if svc.role == "background" and svc.hub.live.workers() == 0:
         return 503, {"status": "no ingest worker", "reason": "every ingest worker is starting"}
-    disk = shutil.disk_usage(svc.layout.root)
-    used = 1 - disk.free / disk.total
-    watermark = svc.config.storage.disk_high_watermark
-    if used > watermark:
+    full = _refusal(svc)
+    if full:
         return 503, {
             "status": "disk full",
-            "reason": f"data disk {used:.1%} used, over storage.disk_high_watermark "
-            f"{watermark:.0%}: send modalities elsewhere until space is freed",
+            "reason": f"{full}; new associations are refused: send modalities elsewhere "
+            "until space is freed",
         }
     return 200, {"status": "ready"}
 
@@ -133,4 +141,6 @@ def metrics_state(svc: Services) -> State:
         bytes_stored=totals.bytes,
         data_paths={"data": svc.layout.root},
         destinations=destinations,
+        tiers=svc.index.tier_totals(),
+        refusing=bool(_refusal(svc)),
     )

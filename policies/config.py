@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from policies.lifecycle import LifecycleConfig
 from policies.rules import RouteConfig
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no controls
@@ -137,6 +138,8 @@ class StorageConfig(_Section):
     on_duplicate: Literal["replace", "keep", "reject"]
     index_map_size: ByteSize
     verify_on_start: Literal["none", "size", "hash"]
+    # Above this share of the data disk used: /readyz 503 and new associations are
+    # refused (transient), so that nothing accepted is ever dropped.
     disk_high_watermark: Annotated[float, Field(gt=0, le=1)]
 
 
@@ -213,6 +216,7 @@ class Config(_Section):
     destination: list[Destination]
     route: list[RouteConfig]
     calling_ae: list[CallingAEConfig]
+    lifecycle: LifecycleConfig
 
     @property
     def durable(self) -> bool:
@@ -243,6 +247,13 @@ class Config(_Section):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"destination name {name!r} is used twice; names are unique")
+        refuse = self.storage.disk_high_watermark
+        if self.lifecycle.high_watermark >= refuse:
+            raise ValueError(
+                f"lifecycle.high_watermark {self.lifecycle.high_watermark} must be below "
+                f"storage.disk_high_watermark {refuse}, where new associations are refused: "
+                "purging has to start first"
+            )
         for rule in self.route:
             unknown = [d for d in rule.destinations if d != "*" and d not in names]
             if unknown:
@@ -283,7 +294,8 @@ def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
             expected = item["ctx"].get("expected_tags", "'dicom', 'dicomweb'")
             message = f"needs {tag} = one of {expected}"
             field = f"{field}.{tag}"
-        found.setdefault(field, []).append((item["type"], f"  {field}: {message}{shown}"))
+        where = f"{field}: " if field else ""  # a check across sections names its fields
+        found.setdefault(field, []).append((item["type"], f"  {where}{message}{shown}"))
     lines = [f"invalid configuration in {source}:"]
     for field, errors in found.items():
         # A value that may be a string or a table fails both ways; the type
@@ -351,7 +363,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 
 def _name_list_items(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     """`route.2.match.Modalty` -> `route[2] "mg-both".match.Modalty`: admins know names."""
-    if len(loc) >= 2 and loc[0] in ("route", "destination") and isinstance(loc[1], int):
+    if loc[:2] == ("lifecycle", "rule"):  # lifecycle.rule[1] "ct-mr".warm_codec
+        rules = data.get("lifecycle", {})
+        named = _name_list_items(loc[1:], rules if isinstance(rules, dict) else {})
+        return f"lifecycle.{named}"
+    if len(loc) >= 2 and loc[0] in ("route", "destination", "rule") and isinstance(loc[1], int):
         items = data.get(str(loc[0]), [])
         if loc[1] < len(items) and isinstance(items[loc[1]], dict) and "name" in items[loc[1]]:
             rest = ".".join(str(part) for part in loc[2:])

@@ -117,7 +117,8 @@ class _Compiled:
     stop: bool
 
 
-def _predicate(spec: str | Condition) -> Any:
+def predicate(spec: str | Condition) -> Any:
+    """A compiled test of one attribute's text (None when absent)."""
     if isinstance(spec, str):
         return lambda value: value == spec
     if spec.equals is not None:
@@ -140,7 +141,7 @@ class Router:
             names = destinations if "*" in rule.destinations else rule.destinations
             coerce = rule.coerce or None
             routes = tuple(Route(d, PRIORITIES[rule.priority], coerce) for d in names)
-            tests = tuple((key, _predicate(spec)) for key, spec in rule.match.items())
+            tests = tuple((key, predicate(spec)) for key, spec in rule.match.items())
             self._compiled.append(_Compiled(rule.name, tests, routes, rule.stop))
         self._everywhere = tuple(Route(d, PRIORITIES["normal"], None) for d in destinations)
         self.keywords = frozenset(key for rule in self._compiled for key, _ in rule.tests)

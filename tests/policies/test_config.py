@@ -156,3 +156,33 @@ def test_routes_compile_and_route(tmp_path: Path) -> None:
     assert names(calling_ae="X", Modality="MG") == [("a", 1), ("b", 1)]  # default: all
     assert names(calling_ae="X", Modality="US") == []  # kept local
     assert Router([], ["a", "b"]).route({}) == Router([], ["a", "b"]).route({"x": "y"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            "[lifecycle]\nlow_watermark = 0.9\n",
+            "lifecycle: low_watermark 0.9 must be below high_watermark 0.85",
+        ),
+        (
+            "[lifecycle]\nhigh_watermark = 0.97\n",
+            "lifecycle.high_watermark 0.97 must be below storage.disk_high_watermark 0.95",
+        ),
+        ('[lifecycle]\nwindow = "22:00-6:00"\n', 'lifecycle.window: a window is "HH:MM-HH:MM"'),
+        (
+            '[[lifecycle.rule]]\nname = "x"\nmatch = { StationName = "A" }\n',
+            "lifecycle.rule[0] \"x\".match.StationName: 'StationName' cannot be matched here",
+        ),
+        (
+            '[[lifecycle.rule]]\nname = "ct"\nwarm_codec = "htj2k"\n',
+            "lifecycle.rule[0] \"ct\".warm_codec: Input should be 'none', 'zstd' or 'jpeg-ls'",
+        ),
+    ],
+)
+def test_bad_lifecycle_settings_name_the_field(tmp_path: Path, toml: str, expected: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert expected in str(caught.value)
