@@ -81,6 +81,15 @@ def pixel_plan(path: Path, transfer_syntax: str) -> tuple[PixelPlan | None, str]
     return PixelPlan(raw.value_tell, frames, layout), ""
 
 
+def pack(
+    src: Path, dst: Path, plan: PixelPlan | None, codec: WarmCodec, level: int, durable: bool
+) -> core_rs.WarmPacked:
+    """core_rs.warm_pack with a pixel plan (None: the whole file in zstd chunks)."""
+    if plan is None:
+        return core_rs.warm_pack(src, dst, codec, level, durable)
+    return core_rs.warm_pack(src, dst, codec, level, durable, plan.offset, plan.frames, plan.layout)
+
+
 class Tiers:
     def __init__(self, index: Index, layout: DataLayout, durable: bool) -> None:
         self._index = index
@@ -95,16 +104,7 @@ class Tiers:
             log.debug("%s: packed with zstd only: %s", instance.sop_instance_uid, why)
         spool = self._layout.spool / f"{os.getpid()}-warm-{uuid.uuid4().hex}"
         try:
-            packed = core_rs.warm_pack(
-                hot,
-                spool,
-                codec,
-                level,
-                self._durable,
-                pixel_offset=plan.offset if plan else 0,
-                frames=plan.frames if plan else 0,
-                layout=plan.layout if plan else None,
-            )
+            packed = pack(hot, spool, plan, codec, level, self._durable)
             warm = self._layout.warm_path(instance.hash)
             os.replace(spool, warm)
         finally:

@@ -11,7 +11,8 @@
 //!
 //! Kinds: zstd of the bytes; zstd of 16-bit samples byte-shuffled (all low bytes,
 //! then all high bytes: each plane compresses far better than the interleave); and
-//! one JPEG-LS frame (a 12-byte layout header, then the stream). Native pixel data
+//! one JPEG-LS frame (a 12-byte layout header, then the stream), used where it is
+//! smaller than the frame's shuffled zstd. Native pixel data
 //! goes frame by frame, everything else in zstd chunks, so memory stays at one frame
 //! plus one chunk whatever the object's size. `pack` returns only after decoding its
 //! own output and finding the original's length and hash: the trailer is the proof,
@@ -186,7 +187,10 @@ impl Writer {
         Ok(())
     }
 
+    /// One native frame: with `JpegLs`, whichever of JPEG-LS and shuffled zstd is
+    /// smaller (zstd wins on flat colour and repeated content); else shuffled zstd.
     fn frame(&mut self, frame: &[u8], layout: &Layout, codec: PixelCodec) -> Result<()> {
+        let zstd = self.zstd_frame(frame, layout)?;
         if codec == PixelCodec::JpegLs {
             let attempt = if frame.len() > MAX_JPEGLS_FRAME {
                 Err(CodecError::Unsupported(format!(
@@ -197,24 +201,40 @@ impl Writer {
                 codec::jpegls_encode_verified(frame, layout)
             };
             match attempt {
-                Ok(stream) if stream.len() + LAYOUT_HEADER < frame.len() => {
-                    self.packed.jpegls_frames += 1;
-                    return self.segment(JPEGLS, frame.len(), &[&layout_header(layout), &stream]);
+                Ok(stream) => {
+                    let zstd_size: usize = zstd.iter().map(|(_, _, c)| c.len() + 9).sum();
+                    if stream.len() + LAYOUT_HEADER + 9 < zstd_size {
+                        self.packed.jpegls_frames += 1;
+                        let header = layout_header(layout);
+                        return self.segment(JPEGLS, frame.len(), &[&header, &stream]);
+                    }
                 }
-                Ok(_) => self.fell_back("JPEG-LS did not make the frame smaller".into()),
                 Err(e) => self.fell_back(e.to_string()),
             }
         }
-        // An even chunk size keeps every 16-bit sample whole within one segment.
-        let shuffle = layout.bits_allocated == 16;
-        for piece in frame.chunks(CHUNK) {
-            if shuffle {
-                self.zstd(SHUFFLED16, piece.len(), &shuffle16(piece))?;
-            } else {
-                self.zstd(ZSTD, piece.len(), piece)?;
-            }
+        for (kind, raw, compressed) in zstd {
+            self.segment(kind, raw, &[&compressed])?;
         }
         Ok(())
+    }
+
+    /// A frame's zstd segments, 16-bit samples byte-shuffled (an even chunk size
+    /// keeps every sample whole within one segment).
+    fn zstd_frame(&mut self, frame: &[u8], layout: &Layout) -> Result<Vec<(u8, usize, Vec<u8>)>> {
+        let shuffle = layout.bits_allocated == 16;
+        let mut out = Vec::new();
+        for piece in frame.chunks(CHUNK) {
+            if shuffle {
+                out.push((
+                    SHUFFLED16,
+                    piece.len(),
+                    self.compressor.compress(&shuffle16(piece))?,
+                ));
+            } else {
+                out.push((ZSTD, piece.len(), self.compressor.compress(piece)?));
+            }
+        }
+        Ok(out)
     }
 
     fn fell_back(&mut self, why: String) {
@@ -382,9 +402,14 @@ mod tests {
     fn object(dir: &Path, l: &Layout, frames: u32) -> (std::path::PathBuf, Pixels) {
         let mut bytes = b"DICM header bytes that are not pixels ".repeat(40);
         let offset = bytes.len() as u64;
+        let mut noise = 12_345u32;
         for f in 0..frames {
             for i in 0..l.frame_bytes() / l.bytes_per_sample() {
-                let v = ((i % 97) * 13 + i / 480 + f as usize) % (1 << l.bits_stored);
+                // A gradient with noise in the low bits: JPEG-LS beats zstd on it.
+                noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let (x, y) = (i % l.columns as usize, i / l.columns as usize);
+                let v =
+                    (x * 5 + y * 3 + (noise >> 29) as usize + f as usize) % (1 << l.bits_stored);
                 if l.bits_allocated == 16 {
                     bytes.extend_from_slice(&(v as u16).to_le_bytes());
                 } else {
@@ -417,23 +442,17 @@ mod tests {
         let dir = tempdir();
         for l in [layout(16, 12), layout(8, 8)] {
             let (src, pixels) = object(&dir, &l, 3);
-            for codec in [PixelCodec::Zstd, PixelCodec::JpegLs] {
-                let packed = round_trip(
-                    &src,
-                    &Plan {
-                        pixels: Some(pixels),
-                        codec,
-                        level: 3,
-                    },
-                );
-                assert!(
-                    packed.stored < packed.original / 2,
-                    "{l:?} {codec:?}: {packed:?}"
-                );
-                if codec == PixelCodec::JpegLs {
-                    assert_eq!(packed.jpegls_frames, 3);
-                }
-            }
+            let plan = |codec| Plan {
+                pixels: Some(pixels),
+                codec,
+                level: 3,
+            };
+            let zstd = round_trip(&src, &plan(PixelCodec::Zstd));
+            let jpegls = round_trip(&src, &plan(PixelCodec::JpegLs));
+            assert!(zstd.stored < zstd.original, "{l:?}: {zstd:?}");
+            // A noisy gradient: JPEG-LS is the smaller coding of every frame.
+            assert_eq!(jpegls.jpegls_frames, 3, "{l:?}: {jpegls:?}");
+            assert!(jpegls.stored < zstd.stored, "{l:?}: {jpegls:?} vs {zstd:?}");
             round_trip(
                 &src,
                 &Plan {
@@ -443,6 +462,24 @@ mod tests {
                 },
             );
         }
+    }
+
+    #[test]
+    fn a_frame_zstd_packs_smaller_is_not_jpegls() {
+        let dir = tempdir();
+        let l = layout(16, 12);
+        let (src, pixels) = object(&dir, &l, 2);
+        let mut bytes = std::fs::read(&src).unwrap();
+        let start = pixels.offset as usize;
+        bytes[start..start + l.frame_bytes()].fill(0); // a flat frame: zstd's case
+        std::fs::write(&src, &bytes).unwrap();
+        let plan = Plan {
+            pixels: Some(pixels),
+            codec: PixelCodec::JpegLs,
+            level: 3,
+        };
+        let packed = round_trip(&src, &plan);
+        assert_eq!((packed.jpegls_frames, packed.fallback_frames), (1, 0));
     }
 
     #[test]

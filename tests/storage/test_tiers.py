@@ -15,7 +15,7 @@ import core_rs
 from storage.index import Index, Instance, Outcome
 from storage.layout import DataLayout
 from storage.queue import Target
-from storage.tiers import Tiers, pixel_plan
+from storage.tiers import Tiers, pack, pixel_plan
 from tests.support.corpus import public_corpus
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -38,16 +38,7 @@ def test_every_test_file_restores_byte_for_byte(tmp_path: Path) -> None:
         planned += plan is not None
         for codec in ("zstd", "jpeg-ls"):
             warm, back = tmp_path / f"{n}.{codec}", tmp_path / f"{n}.back"
-            packed = core_rs.warm_pack(
-                path,
-                warm,
-                codec,
-                3,
-                durable=False,
-                pixel_offset=plan.offset if plan else 0,
-                frames=plan.frames if plan else 0,
-                layout=plan.layout if plan else None,
-            )
+            packed = pack(path, warm, plan, codec, 3, durable=False)
             assert packed.original == len(original)
             assert packed.stored == warm.stat().st_size
             assert core_rs.warm_unpack(warm, back, durable=False) == len(original)
@@ -57,9 +48,10 @@ def test_every_test_file_restores_byte_for_byte(tmp_path: Path) -> None:
                 jpegls_frames += packed.jpegls_frames if codec == "jpeg-ls" else 0
             warm.unlink()
         sizes["native"] += len(original) if plan is not None else 0
-    # Native images exist in the corpus, and JPEG-LS packs them smaller than zstd does.
+    # Native images exist in the corpus; "jpeg-ls" keeps each frame's smaller coding
+    # (JPEG-LS for most, shuffled zstd where that wins) and packs smaller than zstd.
     assert planned >= 40, planned
-    assert jpegls_frames >= 40, jpegls_frames
+    assert jpegls_frames >= 25, jpegls_frames
     assert sizes["jpeg-ls"] < sizes["zstd"] < sizes["native"], sizes
     print(
         f"{planned} native images: zstd {sizes['native'] / sizes['zstd']:.2f}x, "
