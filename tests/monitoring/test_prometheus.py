@@ -160,6 +160,13 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
                 ],
                 "forward": {"retry_base_delay": 0.2, "retry_max_delay": 1.0},
                 "node": {"workers": workers},
+                # Packed warm at once: the lifecycle panel has data, and JPEG-LS
+                # forwarding is fed from restored warm copies as often as not.
+                "lifecycle": {
+                    "window": "",
+                    "interval": 1.0,
+                    "rule": [{"name": "all", "warm_codec": "zstd", "hot_days": 0}],
+                },
             }
         )
         prometheus = prometheus_for(tmp_path / "prometheus", engine.http_port)
@@ -171,6 +178,11 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         assert storescu(engine.port, [f.path for f in ct], calling_ae="CT1").returncode == 0
         assert storescu(engine.port, [f.path for f in mr], calling_ae="MR1").returncode == 0
         wait_until(lambda: drained(engine), 60, "the forward to Orthanc")
+        wait_until(
+            lambda: engine.status()["storage"]["tiers"]["warm"]["instances"] == 16,
+            60,
+            "every object packed warm",
+        )
         wait_until(
             lambda: bool(prometheus.query("pacs_edge_forward_circuit_open == 1")),
             60,
@@ -210,6 +222,9 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         assert sent_bytes == central["bytes_sent_since_start"] == status["bytes"]
         assert metric(text, "pacs_edge_forward_duration_seconds_count", destination="central") == 16
         assert metric(text, "pacs_edge_transcodes_total", codec="jpeg-ls", outcome="verified") == 16
+        assert metric(text, "pacs_edge_lifecycle_objects_total", action="migrated") == 16
+        assert metric(text, "pacs_edge_tier_objects", tier="warm") == 16
+        assert metric(text, "pacs_edge_disk_refusing") == 0
         assert "SOPInstanceUID" not in text
         assert ct[0].sop_instance_uid not in text
 
@@ -228,6 +243,8 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             "PacsEdgeTranscodeMismatch",
             "PacsEdgeSlowStores",
             "PacsEdgeNoIntakeInWorkingHours",
+            "PacsEdgeRefusingStores",
+            "PacsEdgeWarmCopyMismatch",
         ):
             assert results[quiet] == [], (quiet, results[quiet])
         # Prometheus loaded the rules and evaluates them (state pending/firing/inactive).
