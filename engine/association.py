@@ -434,6 +434,7 @@ class Association(asyncio.BufferedProtocol):
             command.affected_sop_instance_uid,
             context.transfer_syntax,
             self.calling_ae,
+            command.move_originator_ae,
         )
         self._svc.hub.record_store(result, self.calling_ae, time.perf_counter() - started)
         if result.status == SUCCESS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -145,6 +146,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"  disk: {disk['disk_free_bytes'] / 2**30:.1f} GiB free of "
         f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})"
+        + ("  REFUSING NEW STORES: disk full" if disk.get("refusing_associations") else "")
+    )
+    tiers = disk.get("tiers", {})
+    print(
+        "  tiers: "
+        + ", ".join(
+            f"{tier} {t['instances']} ({t['bytes'] / 2**30:.2f} GiB"
+            + (" at the destinations)" if tier == "central" else ")")
+            for tier, t in tiers.items()
+        )
     )
     for name, dest in data.get("destinations", {}).items():
         print(f"  -> {name}: {_destination_line(dest)}")
@@ -220,6 +231,36 @@ def cmd_dead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recall_line(progress: dict[str, Any]) -> str:
+    remaining = progress["remaining"]
+    left = "" if remaining is None else f", {remaining} to go"
+    return (
+        f"{progress['state']}: {progress['completed']} instance(s) back from "
+        f"{progress['source']}{left}, {progress['failed']} failed"
+    )
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    """Start a recall and follow it with a progress line until it ends."""
+    path = f"/api/v1/recalls/{args.study_uid}"
+    progress = _api(args, path, method="POST")
+    deadline = time.monotonic() + args.timeout
+    while progress["state"] == "running" and time.monotonic() < deadline:
+        if not args.json:
+            print(f"\r  {_recall_line(progress)}   ", end="", flush=True)
+        time.sleep(0.5)
+        progress = _api(args, path)
+    if args.json:
+        print(json.dumps(progress, indent=2))
+    else:
+        print(f"\r  {_recall_line(progress)} in {progress['seconds'] or args.timeout:.1f} s   ")
+        if progress["error"]:
+            print(f"  {progress['error']}")
+    if progress["state"] == "running":
+        print(f"  still running after {args.timeout:.0f} s; follow it: GET {path}")
+    return 0 if progress["state"] == "done" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pacs-edge", description="DICOM ingest engine for PACS edge servers"
@@ -275,10 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["ls", "requeue"])
     dead.add_argument("--uid", help="requeue only this SOP Instance UID")
     dead.set_defaults(run=cmd_dead)
+    rc = sub.add_parser("recall", help="bring a purged study back from central storage")
+    rc.add_argument("study_uid", metavar="STUDY_UID")
+    rc.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow it")
+    rc.set_defaults(run=cmd_recall)
     for p in (queue, dead):
         p.add_argument("destination", nargs="?", help="a [[destination]] name")
         p.add_argument("--limit", type=int, default=20, help="jobs to list (default 20)")
-    for p in (st, queue, dead):
+    for p in (st, queue, dead, rc):
         p.add_argument("--url", default="http://127.0.0.1:9112", help="the engine's ops HTTP")
         p.add_argument("--json", action="store_true")
     return parser

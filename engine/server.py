@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import core_rs
-from engine import queue_api, tls_listener, wake
+from engine import queue_api, recall, tls_listener, wake
 from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
@@ -156,7 +156,7 @@ async def serve(
             listeners += await _listen_dicom(svc, reuse_port=role == "ingest")
             hub.live.start()
         if role != "ingest":
-            services.append(await _serve_http(svc, reloader))
+            services.append(await _serve_http(svc, reloader, recall.Recaller(svc)))
             forwarder.start()
             if lifecycle is not None:
                 lifecycle.start()
@@ -267,7 +267,9 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     return context
 
 
-async def _serve_http(svc: Services, reloader: Reloader) -> Callable[[], None]:
+async def _serve_http(
+    svc: Services, reloader: Reloader, recaller: recall.Recaller
+) -> Callable[[], None]:
     config, metrics = svc.config, svc.metrics
     http = OpsHttp(
         [
@@ -278,6 +280,7 @@ async def _serve_http(svc: Services, reloader: Reloader) -> Callable[[], None]:
             Route("POST", "/api/v1/reload", lambda query: reloader.reload(from_api=True)),
             Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
             *queue_api.routes(svc),
+            *recall.routes(svc, recaller),
         ]
     )
     try:

@@ -26,7 +26,7 @@ from monitoring.audit import AuditLog
 from policies.config import Config
 from policies.rules import CALLING_AE, Router
 from storage.committer import GroupCommitter, IndexUnavailable
-from storage.index import Instance, Outcome
+from storage.index import Instance, Outcome, Recalled
 from storage.layout import DataLayout
 from storage.queue import Target
 
@@ -122,6 +122,17 @@ class StoreService:
             for r in self._router.route(facts)
         ]
 
+    def _recall_source(self, calling_ae: str, move_originator: str) -> str:
+        """The destination a C-STORE comes back from on a C-MOVE this node asked for
+        (engine.recall): it names us as Move Originator and comes from an archive
+        with `recall = true`. "" for anything else."""
+        if move_originator.strip() != self._config.node.ae_title:
+            return ""
+        for dest in self._config.destination:
+            if dest.kind == "dicom" and dest.recall and dest.called_ae == calling_ae.strip():
+                return dest.name
+        return ""
+
     async def store(
         self,
         spool: core_rs.SpoolFile,
@@ -129,6 +140,7 @@ class StoreService:
         sop_instance_uid: str,
         transfer_syntax_uid: str,
         calling_ae: str,
+        move_originator: str = "",
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         try:
@@ -175,7 +187,12 @@ class StoreService:
                 sop_instance_uid,
                 attrs["SOPInstanceUID"],
             )
-        targets = await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
+        source = self._recall_source(calling_ae, move_originator)
+        targets: list[Target] | Recalled = (
+            Recalled(source)
+            if source
+            else await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
+        )
         try:
             outcome = await self._committer.submit(
                 instance, targets, Path(stored.path), stored.existed
@@ -213,7 +230,11 @@ class StoreService:
             size=size,
             hash=instance.hash,
             outcome=outcome.value,
-            destinations=[t.destination for t in targets],
+            **(
+                {"recalled_from": targets.source}
+                if isinstance(targets, Recalled)
+                else {"destinations": [t.destination for t in targets]}
+            ),
             **self._audit.patient(instance.patient_id, instance.patient_name),
         )
         return StoreResult(SUCCESS, "", outcome, size, modality)

@@ -194,6 +194,9 @@ class DicomDestination(_Destination):
     calling_ae: AETitle | None = None  # default: [node] ae_title
     max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)] = 262144
     commitment: bool = False
+    # It sends studies back on C-MOVE to our AE title (it must know our address):
+    # `pacs-edge recall` asks it. What comes back is not forwarded again.
+    recall: bool = False
 
 
 class DicomWebDestination(_Destination):

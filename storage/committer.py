@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lmdb
 
-from storage.index import Index, Instance, OnDuplicate, Outcome
+from storage.index import Index, Instance, OnDuplicate, Outcome, Recalled
 from storage.layout import DataLayout
 from storage.queue import Job, Target
 
@@ -49,7 +49,7 @@ class CommitStats:
 @dataclass
 class _Pending:
     instance: Instance
-    targets: list[Target]
+    targets: list[Target] | Recalled
     path: Path
     deduplicated: bool
     future: asyncio.Future[Outcome]
@@ -76,7 +76,11 @@ class GroupCommitter:
         self._thread.join()
 
     async def submit(
-        self, instance: Instance, targets: list[Target], path: Path, deduplicated: bool
+        self,
+        instance: Instance,
+        targets: list[Target] | Recalled,
+        path: Path,
+        deduplicated: bool,
     ) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()

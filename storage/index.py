@@ -116,6 +116,15 @@ def _age_key(instance: Instance) -> bytes:
 Unreferenced = list[tuple[str, str]]
 
 
+@dataclass(frozen=True)
+class Recalled:
+    """In place of routing targets: the object came back from `source` on a C-MOVE
+    we asked for (engine.recall). It is the local copy now, is not forwarded again,
+    and counts as committed at `source`, which just sent it."""
+
+    source: str
+
+
 class Index:
     def __init__(self, path: Path, map_size: int, durable: bool) -> None:
         # sync/metasync off only with durability = "os": then the OS decides when.
@@ -240,7 +249,7 @@ class Index:
         return 0 if raw is None else int(raw)
 
     def apply(
-        self, batch: list[tuple[Instance, list[Target]]], on_duplicate: OnDuplicate
+        self, batch: list[tuple[Instance, list[Target] | Recalled]], on_duplicate: OnDuplicate
     ) -> tuple[list[Outcome], Unreferenced, list[Job]]:
         """Index a batch, with the forward jobs of what is new, in one durable transaction.
 
@@ -252,6 +261,11 @@ class Index:
         jobs: list[Job] = []
         with self._env.begin(write=True) as txn:
             for received, targets in batch:
+                if isinstance(targets, Recalled):
+                    outcome, freed = self._apply_recalled(txn, received, targets.source)
+                    outcomes.append(outcome)
+                    unreferenced.extend(freed)
+                    continue
                 instance = replace(
                     received,
                     tier="hot",
@@ -301,6 +315,45 @@ class Index:
         txn.put(key, new.encode(), db=self._instances)
         self._account(txn, new, +1)
         return Outcome.STORED, []
+
+    def _apply_recalled(
+        self, txn: lmdb.Transaction, received: Instance, source: str
+    ) -> tuple[Outcome, Unreferenced]:
+        key = _key(received.sop_instance_uid)
+        raw = txn.get(key, db=self._instances)
+        old = None if raw is None else Instance.decode(bytes(raw))
+        new = replace(
+            received,
+            tier="hot",
+            stored_length=received.meta_length + received.dataset_length,
+            destinations=old.destinations if old and old.destinations else (source,),
+        )
+        freed: Unreferenced = []
+        if old is not None and old.hash == new.hash:
+            # What we sent, back byte for byte: hot again, and young again.
+            self._tier_account(txn, old, -1)
+            restored = replace(old, tier="hot", stored_length=new.stored_length)
+            restored = replace(restored, received_at=new.received_at)
+            self._tier_account(txn, restored, +1)
+            txn.put(key, restored.encode(), db=self._instances)
+            outcome = Outcome.IDENTICAL
+            freed = [(old.hash, "warm")] if old.tier == "warm" else []
+        elif old is not None:  # the archive's own encoding of it: that is the copy now
+            self._account(txn, old, -1)
+            txn.put(key, new.encode(), db=self._instances)
+            self._account(txn, new, +1)
+            outcome, freed = Outcome.REPLACED, self._release(txn, old)
+        else:
+            txn.put(key, new.encode(), db=self._instances)
+            self._account(txn, new, +1)
+            outcome = Outcome.STORED
+        self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")
+        return outcome, freed
+
+    def study(self, study_instance_uid: str) -> dict[str, Any] | None:
+        with self._env.begin(db=self._studies) as txn:
+            raw = txn.get(_key(study_instance_uid))
+        return None if raw is None else dict(json.loads(bytes(raw)))
 
     def _unreferenced(self, txn: lmdb.Transaction, blake3_hex: str) -> Unreferenced:
         """A file that was written but will not be indexed: delete it unless in use."""

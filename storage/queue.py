@@ -240,10 +240,22 @@ class Queues:
                     self._count(txn, job.destination, "waiting", +1)
 
     def _mark_done(self, txn: lmdb.Transaction, job: Job, state: str, now: float) -> None:
-        key = _prefix(job.destination) + job.sop_instance_uid.encode()
-        record = {"state": state, "at": now, "hash": job.hash}
-        txn.put(key, json.dumps(record).encode(), db=self._done)
+        self.mark_delivered(txn, job.destination, job.sop_instance_uid, job.hash, state, now)
         self._count(txn, job.destination, state, +1)
+
+    def mark_delivered(
+        self,
+        txn: lmdb.Transaction,
+        dest: str,
+        sop_instance_uid: str,
+        blake3_hex: str,
+        state: str,
+        now: float | None = None,
+    ) -> None:
+        """Record that `dest` holds this version ("sent" or "committed")."""
+        record = {"state": state, "at": time.time() if now is None else now, "hash": blake3_hex}
+        key = _prefix(dest) + sop_instance_uid.encode()
+        txn.put(key, json.dumps(record).encode(), db=self._done)
 
     # ---- storage commitment ------------------------------------------------------------
 
