@@ -43,6 +43,9 @@ from storage.tiers import Tiers
 log = logging.getLogger(__name__)
 
 _PASS_SECONDS = 50.0  # at most per pass, so a reload or a stop is never kept waiting long
+# Objects a purge pass looks at: behind a dead destination the oldest ones all wait,
+# and walking a million of them every pass would only burn CPU.
+_MAX_EXAMINED = 20_000
 _DAY = 86400.0
 _WARN_EVERY = 600.0  # seconds between two warnings that the disk stays too full
 
@@ -139,9 +142,12 @@ class LifecycleWorker:
         if 1 - disk.free / disk.total > config.high_watermark:
             need = int((disk.total - disk.free) - config.low_watermark * disk.total)
         youngest_due = self._lifecycle.shortest_keep_days
-        for instance in self._oldest_local():
+        for examined, instance in enumerate(self._oldest_local()):
             if self._stopping.is_set() or time.monotonic() > deadline:
                 report.notes.append("purge pass ended by its time limit")
+                break
+            if examined >= _MAX_EXAMINED:
+                report.notes.append(f"purge pass looked at its {_MAX_EXAMINED} oldest objects")
                 break
             age_days = (now - instance.received_at) / _DAY
             if need <= 0 and (youngest_due is None or age_days < youngest_due):
@@ -191,10 +197,11 @@ class LifecycleWorker:
             if soonest is None or age_days < soonest:
                 break
             policy = self._lifecycle.policy(instance)
-            if policy.warm_codec == "none" or age_days < policy.hot_days:
+            codec = policy.warm_codec
+            if codec == "none" or age_days < policy.hot_days:
                 continue
             try:
-                moved = self._tiers.migrate(instance, policy.warm_codec, level)  # type: ignore[arg-type]
+                moved = self._tiers.migrate(instance, codec, level)
             except core_rs.VerificationFailed as exc:
                 report.failed += 1
                 self._metrics.lifecycle("mismatch", 0)

@@ -89,7 +89,7 @@ class Policy:
     """What applies to one object (a rule, or the defaults when none matches)."""
 
     rule: str
-    warm_codec: str
+    warm_codec: Literal["none", "zstd", "jpeg-ls"]
     hot_days: float
     keep_days: float | None
     purge: bool
