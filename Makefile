@@ -3,7 +3,7 @@
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
-#   make bench-full - the whole matrix, forward and scaling benchmarks, a 10-minute soak
+#   make bench-full - the whole matrix, forward, scaling and recall benchmarks, a 10-minute soak
 #   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS round trip, RLE decoder
 SHELL := /bin/bash
 VENV ?= .venv
@@ -81,6 +81,7 @@ bench-full: system-deps build-dev
 	$(PY) -m bench.scaling
 	$(PY) -m bench.soak --duration 600
 	$(PY) -m bench.codecs
+	$(PY) -m bench.recall
 
 # libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip and the RLE decoder
 # (cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its nightly flags).
