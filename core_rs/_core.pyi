@@ -23,6 +23,7 @@ __all__ = [
     "encode_response",
     "encode_store_request",
     "hash_file",
+    "j2k_decode",
     "jpegls_decode",
     "jpegls_encode",
     "key_attributes",
@@ -157,6 +158,10 @@ class PixelLayout:
     def signed(self) -> bool: ...
     @property
     def frame_bytes(self) -> int: ...
+
+def j2k_decode(data: Buffer, layout: PixelLayout) -> bytes:
+    """One JPEG 2000 or HTJ2K frame (J2K codestream or JP2) to native samples;
+    CodecError if it does not fit `layout`, NotRepresentable for other layouts."""
 
 def jpegls_encode(frame: Buffer, layout: PixelLayout) -> bytes:
     """Lossless JPEG-LS, returned only once it decodes back to `frame` exactly.

@@ -4,6 +4,7 @@
 //! samples interleaved (Planar Configuration 0), 8 or 16 bits allocated.
 
 mod charls;
+mod openjpeg;
 mod rle;
 
 use std::borrow::Cow;
@@ -198,6 +199,23 @@ pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError
     if layout.bits_allocated == 16 && found.bits_allocated == 8 {
         frame = frame.iter().flat_map(|&low| [low, 0]).collect();
     }
+    sign_extend(&mut frame, layout);
+    Ok(frame)
+}
+
+/// One JPEG 2000 or HTJ2K frame (lossless or lossy; J2K codestream or JP2) back to
+/// native samples laid out as `layout`. A codestream whose header disagrees with
+/// `layout` is refused before it is decoded.
+pub fn j2k_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    if !matches!(layout.bits_allocated, 8 | 16) || !matches!(layout.components, 1 | 3) {
+        return Err(CodecError::Unsupported(format!(
+            "{} samples of {} bits allocated (JPEG 2000 here: 1 or 3 of 8 or 16)",
+            layout.components, layout.bits_allocated
+        )));
+    }
+    let mut frame = openjpeg::decode(data, layout)?;
+    // Native samples follow the dataset: a codestream coded unsigned for a signed
+    // dataset (seen in the wild) is sign-extended from Bits Stored, like pydicom does.
     sign_extend(&mut frame, layout);
     Ok(frame)
 }

@@ -1,0 +1,270 @@
+//! JPEG 2000 and HTJ2K decoding (ISO/IEC 15444-1 and -15) through `OpenJPEG` 2.5
+//! (crate openjpeg-sys, which builds it from source and links it statically). The
+//! codestream is read from memory; every handle is freed on every path (`Owned`);
+//! the image header is checked against the dataset's layout before anything is
+//! decoded, so the peer's codestream never sizes an allocation of ours.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ptr;
+
+use openjpeg_sys as opj;
+
+use super::{CodecError, Layout};
+
+/// The codestream being read, and how far.
+struct Source<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+unsafe extern "C" fn read(buffer: *mut c_void, wanted: usize, user: *mut c_void) -> usize {
+    // SAFETY: `user` is the `Source` that `decode` owns for the whole decode, and
+    // OpenJPEG hands a `buffer` with room for `wanted` bytes; we copy at most that.
+    unsafe {
+        let source = &mut *user.cast::<Source>();
+        let left = source.data.len() - source.at;
+        if left == 0 {
+            return usize::MAX; // OpenJPEG's "end of stream"
+        }
+        let count = wanted.min(left);
+        ptr::copy_nonoverlapping(source.data.as_ptr().add(source.at), buffer.cast(), count);
+        source.at += count;
+        count
+    }
+}
+
+unsafe extern "C" fn skip(count: i64, user: *mut c_void) -> i64 {
+    // SAFETY: as in `read`; only `at` changes, kept within the data.
+    let source = unsafe { &mut *user.cast::<Source>() };
+    let target = i64::try_from(source.at)
+        .unwrap_or(i64::MAX)
+        .saturating_add(count);
+    match usize::try_from(target) {
+        Ok(to) if to <= source.data.len() => {
+            source.at = to;
+            count
+        }
+        _ => -1,
+    }
+}
+
+unsafe extern "C" fn seek(position: i64, user: *mut c_void) -> c_int {
+    // SAFETY: as in `skip`.
+    let source = unsafe { &mut *user.cast::<Source>() };
+    match usize::try_from(position) {
+        Ok(to) if to <= source.data.len() => {
+            source.at = to;
+            1
+        }
+        _ => 0,
+    }
+}
+
+unsafe extern "C" fn collect(message: *const c_char, user: *mut c_void) {
+    // SAFETY: `user` is the `String` that `decode` owns for the whole decode, and
+    // OpenJPEG passes a NUL-terminated message valid for this call.
+    unsafe {
+        let errors = &mut *user.cast::<String>();
+        if errors.len() < 1000 {
+            errors.push_str(CStr::from_ptr(message).to_string_lossy().trim());
+            errors.push_str("; ");
+        }
+    }
+}
+
+unsafe extern "C" fn ignore(_message: *const c_char, _user: *mut c_void) {}
+
+/// An `OpenJPEG` object, destroyed once on every path out of `decode`.
+struct Owned<T> {
+    ptr: *mut T,
+    destroy: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: `ptr` came from the matching OpenJPEG constructor and is
+            // destroyed exactly once, here.
+            unsafe { (self.destroy)(self.ptr) }
+        }
+    }
+}
+
+fn corrupt(doing: &str, errors: &str) -> CodecError {
+    let why = errors.trim_end_matches("; ");
+    CodecError::Corrupt(format!(
+        "JPEG 2000 {doing} failed{}",
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(": {why}")
+        }
+    ))
+}
+
+/// One JPEG 2000 or HTJ2K frame (a J2K codestream, or a JP2 file) to native samples
+/// laid out as `layout` (interleaved, little-endian; signed samples sign-extended).
+pub fn decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    let format = if data.get(4..8) == Some(b"jP  ") {
+        opj::OPJ_CODEC_FORMAT::OPJ_CODEC_JP2
+    } else {
+        opj::OPJ_CODEC_FORMAT::OPJ_CODEC_J2K
+    };
+    let mut source = Source { data, at: 0 };
+    let mut errors = String::new();
+    // SAFETY: every pointer handed to OpenJPEG stays valid while it is used:
+    // `source` and `errors` outlive `stream` and `codec`, which `Owned` destroys
+    // (in reverse order) before this block ends; the image is read only after a
+    // successful decode, within the bounds its header gave and we checked.
+    unsafe {
+        let codec = Owned {
+            ptr: opj::opj_create_decompress(format),
+            destroy: opj::opj_destroy_codec,
+        };
+        if codec.ptr.is_null() {
+            return Err(corrupt("set-up", "no codec"));
+        }
+        let user = (&raw mut errors).cast::<c_void>();
+        opj::opj_set_error_handler(codec.ptr, Some(collect), user);
+        opj::opj_set_warning_handler(codec.ptr, Some(ignore), ptr::null_mut());
+        opj::opj_set_info_handler(codec.ptr, Some(ignore), ptr::null_mut());
+        let mut parameters = std::mem::zeroed::<opj::opj_dparameters_t>();
+        opj::opj_set_default_decoder_parameters(&raw mut parameters);
+        if opj::opj_setup_decoder(codec.ptr, &raw mut parameters) == 0 {
+            return Err(corrupt("set-up", &errors));
+        }
+        let stream = Owned {
+            ptr: opj::opj_stream_create(1 << 16, 1),
+            destroy: opj::opj_stream_destroy,
+        };
+        if stream.ptr.is_null() {
+            return Err(corrupt("set-up", "no stream"));
+        }
+        opj::opj_stream_set_read_function(stream.ptr, Some(read));
+        opj::opj_stream_set_skip_function(stream.ptr, Some(skip));
+        opj::opj_stream_set_seek_function(stream.ptr, Some(seek));
+        opj::opj_stream_set_user_data(stream.ptr, (&raw mut source).cast(), None);
+        opj::opj_stream_set_user_data_length(stream.ptr, data.len() as u64);
+        let mut image = Owned {
+            ptr: ptr::null_mut::<opj::opj_image_t>(),
+            destroy: opj::opj_image_destroy,
+        };
+        if opj::opj_read_header(stream.ptr, codec.ptr, &raw mut image.ptr) == 0
+            || image.ptr.is_null()
+        {
+            return Err(corrupt("header", &errors));
+        }
+        check_header(&*image.ptr, layout)?;
+        if opj::opj_decode(codec.ptr, stream.ptr, image.ptr) == 0
+            || opj::opj_end_decompress(codec.ptr, stream.ptr) == 0
+        {
+            return Err(corrupt("decode", &errors));
+        }
+        let header = &*image.ptr;
+        let samples = layout.rows as usize * layout.columns as usize;
+        let mut planes = Vec::with_capacity(usize::from(layout.components));
+        for n in 0..usize::from(layout.components) {
+            let component = &*header.comps.add(n);
+            if component.data.is_null() || component.w as usize * component.h as usize != samples {
+                return Err(corrupt("decode", "a component came out of another size"));
+            }
+            planes.push(std::slice::from_raw_parts(component.data, samples));
+        }
+        Ok(interleave(&planes, layout))
+    }
+}
+
+/// The header must describe exactly the frame the dataset says, in samples no wider
+/// than Bits Allocated: anything else is refused before decoding.
+fn check_header(image: &opj::opj_image_t, layout: &Layout) -> Result<(), CodecError> {
+    let width = image.x1.saturating_sub(image.x0);
+    let height = image.y1.saturating_sub(image.y0);
+    let mismatch = |what: String| {
+        Err(CodecError::Corrupt(format!(
+            "JPEG 2000 codestream is {what}; the dataset says {} x {} x {} of {} bits",
+            layout.columns, layout.rows, layout.components, layout.bits_stored
+        )))
+    };
+    if width != layout.columns
+        || height != layout.rows
+        || image.numcomps != u32::from(layout.components)
+        || image.comps.is_null()
+    {
+        return mismatch(format!("{width} x {height} x {}", image.numcomps));
+    }
+    for n in 0..usize::from(layout.components) {
+        // SAFETY: `comps` holds `numcomps` components (OpenJPEG's header contract),
+        // and `n` is below `numcomps`, checked just above.
+        let component = unsafe { &*image.comps.add(n) };
+        if component.dx != 1 || component.dy != 1 {
+            return mismatch(format!("subsampled (component {n})"));
+        }
+        if component.prec == 0 || component.prec > u32::from(layout.bits_allocated) {
+            return mismatch(format!("{} bits in component {n}", component.prec));
+        }
+    }
+    Ok(())
+}
+
+/// Planes of decoded samples to interleaved little-endian native samples.
+fn interleave(planes: &[&[i32]], layout: &Layout) -> Vec<u8> {
+    let mut out = Vec::with_capacity(layout.frame_bytes());
+    let samples = planes.first().map_or(0, |plane| plane.len());
+    for i in 0..samples {
+        for plane in planes {
+            // Two's complement truncation: a signed sample comes out sign-extended to
+            // the container, an unsigned one as it is (both checked to fit).
+            let value = plane[i].cast_unsigned();
+            if layout.bits_allocated == 8 {
+                out.push(value.to_le_bytes()[0]);
+            } else {
+                out.extend_from_slice(&value.to_le_bytes()[..2]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            rows: 4,
+            columns: 4,
+            components: 1,
+            bits_allocated: 16,
+            bits_stored: 12,
+            signed: false,
+        }
+    }
+
+    #[test]
+    fn garbage_and_cut_streams_fail_cleanly() {
+        assert!(matches!(
+            decode(b"not a codestream at all", &layout()),
+            Err(CodecError::Corrupt(_))
+        ));
+        // SOC, then a SIZ marker cut short.
+        assert!(decode(&[0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00], &layout()).is_err());
+        assert!(decode(&[], &layout()).is_err());
+    }
+
+    #[test]
+    fn signed_samples_come_out_sign_extended() {
+        let plane = [-5i32, 7, 0, -2048];
+        let signed = Layout {
+            rows: 1,
+            columns: 4,
+            signed: true,
+            ..layout()
+        };
+        let out = interleave(&[&plane], &signed);
+        let back: Vec<i16> = out
+            .chunks_exact(2)
+            .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        assert_eq!(back, [-5, 7, 0, -2048]);
+    }
+}
