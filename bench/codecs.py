@@ -66,6 +66,12 @@ class Row:
     rle_encode_s: float = 0.0
     rle_decode_s: float = 0.0
     theirs_rle_decode_s: float = 0.0
+    j2k: int = 0  # lossless JPEG 2000 and HTJ2K made by imagecodecs; both decoders
+    j2k_decode_s: float = 0.0
+    theirs_j2k_decode_s: float = 0.0
+    htj2k: int = 0
+    htj2k_decode_s: float = 0.0
+    theirs_htj2k_decode_s: float = 0.0
 
     def mb_per_s(self, seconds: float) -> float:
         return round(self.native / 1e6 / max(seconds, 1e-9), 1)
@@ -126,6 +132,7 @@ def measure(row: Row, ds: pydicom.Dataset) -> None:
     t, _ = _cpu(lambda: [imagecodecs.dicomrle_decode(c, dtype) for c in rle])
     row.theirs_rle_decode_s += t
     row.rle += sum(len(c) for c in rle)
+    _measure_j2k(row, layout, frames, raw)
     row.objects += 1
     row.native += sum(len(r) for r in raw)
     row.ours += sum(len(c) for c in ours)
@@ -261,6 +268,46 @@ def warm_table(rows: list[WarmRow]) -> str:
     return _markdown(header, cells)
 
 
+def _measure_j2k(
+    row: Row, layout: core_rs.PixelLayout, frames: list[np.ndarray], raw: list[bytes]
+) -> None:
+    """Lossless JPEG 2000 (OpenJPEG, through imagecodecs) and HTJ2K (OpenJPH) of the
+    same frames, decoded by core_rs (OpenJPEG 2.5 for both) and by imagecodecs."""
+    j2k = [bytes(imagecodecs.jpeg2k_encode(f, level=0, codecformat="J2K")) for f in frames]
+    ht = [bytes(imagecodecs.htj2k_encode(f)) for f in frames]
+    for coded, theirs, field in (
+        (j2k, imagecodecs.jpeg2k_decode, "j2k"),
+        (ht, imagecodecs.htj2k_decode, "htj2k"),
+    ):
+        t, decoded = _cpu(lambda c=coded: [core_rs.j2k_decode(x, layout) for x in c])  # type: ignore[misc]
+        assert decoded == raw, f"core_rs {field} decode differs"
+        setattr(row, f"{field}_decode_s", getattr(row, f"{field}_decode_s") + t)
+        t, _ = _cpu(lambda c=coded, d=theirs: [d(x) for x in c])  # type: ignore[misc]
+        setattr(row, f"theirs_{field}_decode_s", getattr(row, f"theirs_{field}_decode_s") + t)
+        setattr(row, field, getattr(row, field) + sum(len(x) for x in coded))
+
+
+def j2k_table(rows: list[Row]) -> str:
+    header = [
+        "modality",
+        "JPEG 2000 ratio",
+        "decode MB/s: ours / imagecodecs-OpenJPEG (x)",
+        "HTJ2K ratio",
+        "decode MB/s: ours / imagecodecs-OpenJPH (x)",
+    ]
+    cells = [
+        [
+            r.modality,
+            f"{r.native / r.j2k:.2f}",
+            _versus(r.mb_per_s(r.j2k_decode_s), r.mb_per_s(r.theirs_j2k_decode_s)),
+            f"{r.native / r.htj2k:.2f}",
+            _versus(r.mb_per_s(r.htj2k_decode_s), r.mb_per_s(r.theirs_htj2k_decode_s)),
+        ]
+        for r in rows
+    ]
+    return _markdown(header, cells)
+
+
 def _sum(label: str, rows: list[Row]) -> Row:
     total = Row(label)
     for r in rows:
@@ -352,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         table([*ordered, same, total])
         + "\n\nRLE Lossless:\n\n"
         + rle_table([*ordered, total])
+        + "\n\nJPEG 2000 and HTJ2K decoding (lossless streams made by imagecodecs):\n\n"
+        + j2k_table([*ordered, total])
         + "\n\nWarm tier (whole files, restored byte for byte):\n\n"
         + warm_table([*warm_ordered, warm_total])
     )
@@ -363,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.modality}: verified encode {enc:.2f}x imagecodecs, decode {dec:.2f}x "
             f"(goal >= 0.9x: {'met' if min(enc, dec) >= 0.9 else 'NOT met'})",
         ]
+    for label, ours_s, theirs_s in (
+        ("JPEG 2000", total.j2k_decode_s, total.theirs_j2k_decode_s),
+        ("HTJ2K", total.htj2k_decode_s, total.theirs_htj2k_decode_s),
+    ):
+        x = total.mb_per_s(ours_s) / total.mb_per_s(theirs_s)
+        verdict = "met" if x >= 0.9 else "NOT met"
+        goals.append(f"{label} decode {x:.2f}x imagecodecs (goal >= 0.9x: {verdict})")
     rle = total.mb_per_s(total.rle_decode_s) / total.mb_per_s(total.theirs_rle_decode_s)
     goals.append(
         f"RLE decode {rle:.2f}x imagecodecs (goal >= 0.9x: {'met' if rle >= 0.9 else 'NOT met'})"

@@ -45,11 +45,12 @@ from storage.layout import DataLayout
 from storage.queue import Job
 from storage.tiers import NotLocal, Tiers
 from storage.transcode import (
+    DECODERS,
     JPEG_LS_LOSSLESS,
     NATIVE_LITTLE_ENDIAN,
     RLE_LOSSLESS,
     Transcoded,
-    rle_to_native,
+    decode_to_native,
     to_jpegls,
 )
 
@@ -135,8 +136,8 @@ class ObjectReader:
             return Payload(path, instance.meta_length, instance.dataset_length)
         if transfer_syntax == JPEG_LS_LOSSLESS:
             return await self._transcoded(job, instance, path)
-        if instance.transfer_syntax_uid == RLE_LOSSLESS:
-            return await self._decoded(job, path)
+        if instance.transfer_syntax_uid in DECODERS:
+            return await self._decoded(job, instance, path)
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
             self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
@@ -172,18 +173,24 @@ class ObjectReader:
         log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
         return payload
 
-    async def _decoded(self, job: Job, path: Path, part10: bool = False) -> Payload:
-        """An RLE-stored object with native pixels (explicit VR LE); core_rs.CodecError
-        when its stream cannot be decoded."""
-        make = partial(rle_to_native, path, change=_change(job), part10=part10)
+    async def _decoded(
+        self, job: Job, instance: Instance, path: Path, part10: bool = False
+    ) -> Payload:
+        """An RLE, JPEG 2000 or HTJ2K object with native pixels (explicit VR LE);
+        core_rs.CodecError when its stream cannot be decoded."""
+        stored = instance.transfer_syntax_uid
+        codec = "rle" if stored == RLE_LOSSLESS else "jpeg2000"
+        make = partial(decode_to_native, path, stored, change=_change(job), part10=part10)
         try:
             payload, done = await self._spool_copy(make)
         except core_rs.CodecError as exc:
-            self._metrics.transcoded("rle", "undecodable")
-            log.warning("%s: RLE cannot be decoded, sent as stored: %s", job.sop_instance_uid, exc)
+            self._metrics.transcoded(codec, "undecodable")
+            log.warning(
+                "%s: %s cannot be decoded, sent as stored: %s", job.sop_instance_uid, codec, exc
+            )
             raise
-        self._metrics.transcoded("rle", "decoded")
-        log.debug("%s: RLE decoded, %d frame(s)", job.sop_instance_uid, done.frames)
+        self._metrics.transcoded(codec, "decoded")
+        log.debug("%s: %s decoded, %d frame(s)", job.sop_instance_uid, codec, done.frames)
         return payload
 
     def release(self, payload: Payload) -> None:
@@ -204,8 +211,8 @@ class ObjectReader:
         try:
             if transfer_syntax == "jpeg-ls-lossless":
                 return await self._transcoded(job, instance, path, part10=True)
-            if transfer_syntax == "uncompressed" and instance.transfer_syntax_uid == RLE_LOSSLESS:
-                return await self._decoded(job, path, part10=True)
+            if transfer_syntax == "uncompressed" and instance.transfer_syntax_uid in DECODERS:
+                return await self._decoded(job, instance, path, part10=True)
         except core_rs.CodecError:
             pass  # counted and logged; the stored form goes
         if job.coerce is None:
@@ -382,13 +389,14 @@ class DicomSender:
 def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list[str]:
     """Transfer syntaxes to offer, best first: JPEG-LS when the destination asks for
     it and the pixels are native; explicit VR LE first when it asks for uncompressed
-    and RLE can be decoded; as stored; then explicit VR LE when we can re-encode to it
-    without a codec (JPEG and JPEG 2000 decoders come later, issue 6)."""
+    and core_rs can decode the stored syntax (RLE, JPEG 2000, HTJ2K); as stored; then
+    explicit VR LE when we can re-encode to it without a codec (a JPEG decoder comes
+    later, issue 6)."""
     stored = instance.transfer_syntax_uid
     first = []
     if dest.transfer_syntax == "jpeg-ls-lossless" and stored in NATIVE_LITTLE_ENDIAN:
         first = [JPEG_LS_LOSSLESS]
-    if dest.transfer_syntax == "uncompressed" and stored == RLE_LOSSLESS:
+    if dest.transfer_syntax == "uncompressed" and stored in DECODERS:
         return [EXPLICIT_LE, stored]
     if stored == DEFLATED and job.coerce is not None:
         return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated

@@ -42,6 +42,23 @@ import core_rs
 
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+# JPEG 2000 (lossless, lossy) and HTJ2K (lossless, RPCL, any): core_rs decodes them.
+JPEG_2000 = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+# What core_rs can turn back into native pixels, by transfer syntax.
+DECODERS: dict[str, Callable[[bytes, core_rs.PixelLayout], bytes]] = {
+    RLE_LOSSLESS: core_rs.rle_decode,
+    **dict.fromkeys(JPEG_2000, core_rs.j2k_decode),
+}
+# JPEG 2000's colour transforms are undone by the decoder: the samples come out RGB.
+_DECODED_AS_RGB = frozenset({"YBR_RCT", "YBR_ICT"})
 # Pixel data in these is stored as it is on the wire, little-endian.
 NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -310,20 +327,27 @@ def to_jpegls(
     return Transcoded(count, count * layout.frame_bytes, encoded, size)
 
 
-def rle_to_native(
+def decode_to_native(
     source: Path,
+    transfer_syntax: str,
     dest: Path,
     change: Callable[[Dataset], None] | None = None,
     part10: bool = False,
 ) -> Transcoded:
-    """Write the dataset of the RLE-stored object `source` to `dest` with native
-    pixels in explicit VR little endian (decoded by core_rs, one frame at a time;
-    only the compressed Pixel Data is held in memory); `change` and `part10` as for
-    `to_jpegls`. On any exception nothing is left at `dest`."""
-    ds = read_header(source, RLE_LOSSLESS)
+    """Write the dataset of `source`, stored compressed in `transfer_syntax` (one of
+    DECODERS), to `dest` with native pixels in explicit VR little endian (decoded by
+    core_rs, one frame at a time; only the compressed Pixel Data is held in memory);
+    `change` and `part10` as for `to_jpegls`. On any exception nothing is left at
+    `dest`."""
+    decode = DECODERS.get(transfer_syntax)
+    if decode is None:
+        raise core_rs.NotRepresentable(f"no decoder here for {transfer_syntax}")
+    ds = read_header(source, transfer_syntax)
     if change is not None:
         change(ds)
-    layout = pixel_layout(ds, EXPLICIT_LE)  # the frame layout; the syntax is RLE's
+    if str(ds.get("PhotometricInterpretation", "")).strip() in _DECODED_AS_RGB:
+        ds.PhotometricInterpretation = "RGB"
+    layout = pixel_layout(ds, EXPLICIT_LE)  # the frame layout; the syntax is compressed
     count = _frame_count(ds)
     fragments = generate_frames(ds.PixelData, number_of_frames=count)
     if layout.samples_per_pixel > 1:
@@ -337,8 +361,8 @@ def rle_to_native(
         for _ in range(count):
             fragment = next(fragments, None)
             if fragment is None:
-                raise core_rs.CodecError(f"RLE Pixel Data holds fewer than {count} frames")
-            file.write(core_rs.rle_decode(fragment, layout))
+                raise core_rs.CodecError(f"Pixel Data holds fewer than {count} frames")
+            file.write(decode(fragment, layout))
             encoded += len(fragment)
         if size % 2:
             file.write(b"\x00")

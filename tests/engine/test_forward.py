@@ -481,28 +481,34 @@ def test_stow_destination_gets_jpegls_files(
 
 
 @odd_corpus
-def test_uncompressed_destination_gets_rle_decoded(
+def test_uncompressed_destination_gets_rle_and_jpeg2000_decoded(
     engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
 ) -> None:
-    """transfer_syntax = "uncompressed": RLE objects reach Orthanc in explicit VR little
-    endian, decoded by core_rs to the original pixels; what we cannot decode yet
-    (JPEG 2000 here) goes as stored."""
+    """transfer_syntax = "uncompressed": RLE and JPEG 2000 objects reach Orthanc in
+    explicit VR little endian, decoded by core_rs to the original pixels (YBR_RCT as
+    RGB); what we cannot decode yet (JPEG baseline here) goes as stored."""
     destination = dicom_destination(orthanc, transfer_syntax="uncompressed")
     engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
     by_name = {f.path.name: f for f in public_corpus()[0]}
     rle = ["MR_small_RLE.dcm", "SC_rgb_rle_16bit_2frame.dcm"]
-    files = [by_name[n] for n in [*rle, "JPEG2000.dcm"]]
+    j2k = ["JPEG2000.dcm", "US1_J2KR.dcm", "MR2_J2KI.dcm"]
+    baseline = next(f for f in by_name.values() if f.transfer_syntax_uid.endswith(".4.50"))
+    files = [*(by_name[n] for n in [*rle, *j2k]), baseline]
     assert send_each(engine, files) == files
     wait_until(lambda: drained(engine), 120, "the queue to drain")
     for f in files:
         fetched = orthanc.file(f.sop_instance_uid)
         assert fetched is not None, f.path.name
         copy = pydicom.dcmread(BytesIO(fetched))
-        if f.path.name not in rle:
+        if f is baseline:
             assert copy.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
             continue
         assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", f.path.name
         assert np.array_equal(copy.pixel_array, pydicom.dcmread(f.path).pixel_array)
+    assert orthanc.tags(by_name["US1_J2KR.dcm"].sop_instance_uid)["PhotometricInterpretation"] == (
+        "RGB"
+    )
     assert list((engine.data_dir / "spool").glob("*transcode*")) == []
     metrics = engine.get_text("/metrics")
     assert 'pacs_edge_transcodes_total{codec="rle",outcome="decoded"} 2.0' in metrics
+    assert 'pacs_edge_transcodes_total{codec="jpeg2000",outcome="decoded"} 3.0' in metrics
