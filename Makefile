@@ -4,7 +4,7 @@
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
 #   make bench-full - the whole matrix, forward, scaling and recall benchmarks, a 10-minute soak
-#   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS round trip, RLE decoder
+#   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS round trip, RLE and JPEG 2000 decoders
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -83,13 +83,14 @@ bench-full: system-deps build-dev
 	$(PY) -m bench.codecs
 	$(PY) -m bench.recall
 
-# libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip and the RLE decoder
+# libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip, the RLE decoder
+# and the JPEG 2000 decoder
 # (cargo-fuzz; RUSTC_BOOTSTRAP lets the stable toolchain take its nightly flags).
 # FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 120
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd core_rs/fuzz && for target in pdu_decoder header_parser jpegls_roundtrip rle_decoder; do \
+	cd core_rs/fuzz && for target in pdu_decoder header_parser jpegls_roundtrip rle_decoder j2k_decoder; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

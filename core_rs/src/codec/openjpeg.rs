@@ -102,9 +102,59 @@ fn corrupt(doing: &str, errors: &str) -> CodecError {
     ))
 }
 
+/// At most this many tiles: `OpenJPEG` allocates per tile while reading the main
+/// header, so a forged SIZ with millions of tiles costs gigabytes before any check of
+/// ours could run (found by the `j2k_decoder` fuzz target). Real images use 1 to ~100.
+const MAX_TILES: u64 = 4096;
+
+/// Check a J2K codestream's SIZ marker (ISO/IEC 15444-1 A.5.1) against `layout`
+/// before `OpenJPEG` reads anything: image size, components and tile count. A JP2
+/// file is checked at its contiguous codestream box.
+fn check_siz(data: &[u8], layout: &Layout) -> Result<(), CodecError> {
+    let start = if data.get(4..8) == Some(b"jP  ") {
+        data.windows(4)
+            .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+            .ok_or_else(|| corrupt("header", "no codestream in the JP2 file"))?
+    } else {
+        0
+    };
+    let siz = data.get(start..).unwrap_or_default();
+    if siz.len() < 42 || siz[..4] != [0xFF, 0x4F, 0xFF, 0x51] {
+        return Err(corrupt("header", "no SOC and SIZ markers at the start"));
+    }
+    let word = |at: usize| u32::from_be_bytes([siz[at], siz[at + 1], siz[at + 2], siz[at + 3]]);
+    let (x1, y1, x0, y0) = (word(8), word(12), word(16), word(20));
+    let (tile_w, tile_h, tile_x0, tile_y0) = (word(24), word(28), word(32), word(36));
+    let components = u16::from_be_bytes([siz[40], siz[41]]);
+    let width = x1.saturating_sub(x0);
+    let height = y1.saturating_sub(y0);
+    if width != layout.columns
+        || height != layout.rows
+        || components != u16::from(layout.components)
+    {
+        return Err(CodecError::Corrupt(format!(
+            "JPEG 2000 codestream is {width} x {height} x {components}; the dataset says {} x {} x {}",
+            layout.columns, layout.rows, layout.components
+        )));
+    }
+    if tile_w == 0 || tile_h == 0 || tile_x0 > x0 || tile_y0 > y0 {
+        return Err(corrupt("header", "invalid tile grid"));
+    }
+    let across = u64::from(x1 - tile_x0).div_ceil(u64::from(tile_w));
+    let down = u64::from(y1 - tile_y0).div_ceil(u64::from(tile_h));
+    if across * down > MAX_TILES {
+        return Err(CodecError::Corrupt(format!(
+            "JPEG 2000 codestream claims {} tiles (at most {MAX_TILES} taken)",
+            across * down
+        )));
+    }
+    Ok(())
+}
+
 /// One JPEG 2000 or HTJ2K frame (a J2K codestream, or a JP2 file) to native samples
 /// laid out as `layout` (interleaved, little-endian; signed samples sign-extended).
 pub fn decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    check_siz(data, layout)?;
     let format = if data.get(4..8) == Some(b"jP  ") {
         opj::OPJ_CODEC_FORMAT::OPJ_CODEC_JP2
     } else {
@@ -249,6 +299,38 @@ mod tests {
         // SOC, then a SIZ marker cut short.
         assert!(decode(&[0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00], &layout()).is_err());
         assert!(decode(&[], &layout()).is_err());
+    }
+
+    /// SOC + a SIZ for a 4 x 4 image of one component in one tile.
+    fn siz() -> Vec<u8> {
+        let mut out = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00, 0x00];
+        for value in [4u32, 4, 0, 0, 4, 4, 0, 0] {
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        out.extend_from_slice(&[0x00, 0x01, 0x0B, 0x01, 0x01]);
+        out
+    }
+
+    #[test]
+    fn the_siz_marker_is_checked_before_openjpeg_reads_it() {
+        let l = layout();
+        assert!(check_siz(&siz(), &l).is_ok());
+        let other = Layout { columns: 5, ..l };
+        assert!(check_siz(&siz(), &other).is_err());
+        // Forged: a million 1 x 1 tiles of a 1000 x 1000 image.
+        let mut forged = siz();
+        forged[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        forged[12..16].copy_from_slice(&1000u32.to_be_bytes());
+        forged[24..28].copy_from_slice(&1u32.to_be_bytes());
+        forged[28..32].copy_from_slice(&1u32.to_be_bytes());
+        let big = Layout {
+            rows: 1000,
+            columns: 1000,
+            ..l
+        };
+        let err = check_siz(&forged, &big).unwrap_err();
+        assert!(err.to_string().contains("1000000 tiles"), "{err}");
+        assert!(check_siz(&siz()[..20], &l).is_err());
     }
 
     #[test]
