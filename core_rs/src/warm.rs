@@ -464,38 +464,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_frame_zstd_packs_smaller_is_not_jpegls() {
+    /// Two 16-bit frames (12 bits stored), edited by `edit` (the file's bytes and
+    /// where Pixel Data starts), packed with JPEG-LS asked for and restored.
+    fn jpegls_after(edit: impl FnOnce(&mut [u8], usize, usize)) -> Packed {
         let dir = tempdir();
         let l = layout(16, 12);
         let (src, pixels) = object(&dir, &l, 2);
         let mut bytes = std::fs::read(&src).unwrap();
-        let start = pixels.offset as usize;
-        bytes[start..start + l.frame_bytes()].fill(0); // a flat frame: zstd's case
+        edit(&mut bytes, pixels.offset as usize, l.frame_bytes());
         std::fs::write(&src, &bytes).unwrap();
         let plan = Plan {
             pixels: Some(pixels),
             codec: PixelCodec::JpegLs,
             level: 3,
         };
-        let packed = round_trip(&src, &plan);
+        round_trip(&src, &plan)
+    }
+
+    #[test]
+    fn a_frame_zstd_packs_smaller_is_not_jpegls() {
+        // A flat first frame: zstd's case.
+        let packed = jpegls_after(|bytes, start, size| bytes[start..start + size].fill(0));
         assert_eq!((packed.jpegls_frames, packed.fallback_frames), (1, 0));
     }
 
     #[test]
     fn frames_jpegls_refuses_go_through_zstd_and_still_restore() {
-        let dir = tempdir();
-        let l = layout(16, 12);
-        let (src, pixels) = object(&dir, &l, 2);
-        let mut bytes = std::fs::read(&src).unwrap();
-        bytes[pixels.offset as usize + 1] |= 0x80; // a bit above Bits Stored
-        std::fs::write(&src, &bytes).unwrap();
-        let plan = Plan {
-            pixels: Some(pixels),
-            codec: PixelCodec::JpegLs,
-            level: 3,
-        };
-        let packed = round_trip(&src, &plan);
+        // A bit above Bits Stored in the first frame's first sample.
+        let packed = jpegls_after(|bytes, start, _| bytes[start + 1] |= 0x80);
         assert_eq!((packed.jpegls_frames, packed.fallback_frames), (1, 1));
         assert!(packed.fallback_reason.unwrap().contains("Bits Stored"));
     }
