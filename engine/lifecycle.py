@@ -83,8 +83,7 @@ class LifecycleWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last: PassReport | None = None
-        self._over_since: float | None = None
-        self._warned_at: float | None = None
+        self._warned_at: float | None = None  # set while the disk stays over the mark
 
     def use(self, config: Config) -> None:
         """New lifecycle settings, from the next pass on (hot reload)."""
@@ -92,9 +91,6 @@ class LifecycleWorker:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lifecycle")
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -119,28 +115,23 @@ class LifecycleWorker:
     def run_pass(self, now: float | None = None) -> PassReport:
         """One pass (see the module docstring); `now` as Unix time, for tests."""
         now = time.time() if now is None else now
-        report = PassReport(started_at=now, disk_used_before=self._disk_used())
-        report.disk_used_after = report.disk_used_before
+        disk = shutil.disk_usage(self._layout.root)
+        report = PassReport(started_at=now, disk_used_before=1 - disk.free / disk.total)
         deadline = time.monotonic() + _PASS_SECONDS
-        self._purge(report, now, deadline)
+        self._purge(report, disk.total, now, deadline)
         report.window_open = self._lifecycle.in_window(datetime.fromtimestamp(now))
         if self._lifecycle.packs and report.window_open:
             self._pack(report, now, deadline)
-        report.disk_used_after = self._disk_used()
+        report.disk_used_after = self._layout.disk_used()
         report.seconds = round(time.monotonic() - (deadline - _PASS_SECONDS), 3)
         self._log(report)
         return report
 
-    def _disk_used(self) -> float:
-        disk = shutil.disk_usage(self._layout.root)
-        return 1 - disk.free / disk.total
-
-    def _purge(self, report: PassReport, now: float, deadline: float) -> None:
+    def _purge(self, report: PassReport, disk_total: int, now: float, deadline: float) -> None:
         config = self._lifecycle.config
-        disk = shutil.disk_usage(self._layout.root)
         need = 0
-        if 1 - disk.free / disk.total > config.high_watermark:
-            need = int((disk.total - disk.free) - config.low_watermark * disk.total)
+        if report.disk_used_before > config.high_watermark:
+            need = int((report.disk_used_before - config.low_watermark) * disk_total)
         youngest_due = self._lifecycle.shortest_keep_days
         for examined, instance in enumerate(self._oldest_local()):
             if self._stopping.is_set() or time.monotonic() > deadline:
@@ -262,12 +253,10 @@ class LifecycleWorker:
         high = self._lifecycle.config.high_watermark
         now = time.monotonic()
         if report.disk_used_after <= high:
-            if self._over_since is not None:
+            if self._warned_at is not None:
                 log.info("lifecycle: data disk back below lifecycle.high_watermark")
-            self._over_since = self._warned_at = None
+            self._warned_at = None
             return
-        if self._over_since is None:
-            self._over_since = now
         if self._warned_at is not None and now - self._warned_at < _WARN_EVERY:
             return
         self._warned_at = now
