@@ -112,6 +112,16 @@ def _age_key(instance: Instance) -> bytes:
     )
 
 
+def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
+    """A just-received instance as its record starts: hot, its whole file local."""
+    return replace(
+        received,
+        tier="hot",
+        stored_length=received.meta_length + received.dataset_length,
+        destinations=destinations,
+    )
+
+
 # Files to delete once a commit is durable: (BLAKE3 hex, tier it is in).
 Unreferenced = list[tuple[str, str]]
 
@@ -218,11 +228,7 @@ class Index:
             refs = int(txn.get(blake3_hex.encode(), b"0", db=self._objects))
             if old.hash != blake3_hex or old.tier == tier or refs > 1:
                 return None
-            new = replace(old, tier=tier, stored_length=stored_length)
-            self._tier_account(txn, old, -1)
-            self._tier_account(txn, new, +1)
-            txn.put(_key(sop_instance_uid), new.encode(), db=self._instances)
-            return new
+            return self._retier(txn, old, replace(old, tier=tier, stored_length=stored_length))
 
     def tier_totals(self) -> dict[str, tuple[int, int]]:
         """Per tier: (instances, bytes on this node; for "central", dataset bytes)."""
@@ -266,12 +272,7 @@ class Index:
                     outcomes.append(outcome)
                     unreferenced.extend(freed)
                     continue
-                instance = replace(
-                    received,
-                    tier="hot",
-                    stored_length=received.meta_length + received.dataset_length,
-                    destinations=tuple(target.destination for target in targets),
-                )
+                instance = _as_stored(received, tuple(t.destination for t in targets))
                 outcome, freed = self._apply_one(txn, instance, on_duplicate)
                 outcomes.append(outcome)
                 unreferenced.extend(freed)
@@ -288,21 +289,27 @@ class Index:
         return outcomes, unreferenced, jobs
 
     def _apply_one(
-        self, txn: lmdb.Transaction, new: Instance, on_duplicate: OnDuplicate
+        self,
+        txn: lmdb.Transaction,
+        new: Instance,
+        on_duplicate: OnDuplicate,
+        renew: bool = False,
     ) -> tuple[Outcome, Unreferenced]:
+        """`renew`: an identical object makes the record young again (a recall)."""
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
         if raw is not None:
             old = Instance.decode(bytes(raw))
             if old.hash == new.hash:
-                if old.tier == "hot":
+                if old.tier == "hot" and not renew:
                     return Outcome.IDENTICAL, []
                 # Sent again after it went warm or central: the fresh hot file is
                 # the copy now, and the warm one goes.
-                restored = replace(old, tier="hot", stored_length=new.stored_length)
-                self._tier_account(txn, old, -1)
-                self._tier_account(txn, restored, +1)
-                txn.put(key, restored.encode(), db=self._instances)
+                received_at = new.received_at if renew else old.received_at
+                restored = replace(
+                    old, tier="hot", stored_length=new.stored_length, received_at=received_at
+                )
+                self._retier(txn, old, restored)
                 return Outcome.IDENTICAL, [(old.hash, "warm")] if old.tier == "warm" else []
             if on_duplicate == "keep":
                 return Outcome.KEPT, self._unreferenced(txn, new.hash)
@@ -319,34 +326,12 @@ class Index:
     def _apply_recalled(
         self, txn: lmdb.Transaction, received: Instance, source: str
     ) -> tuple[Outcome, Unreferenced]:
-        key = _key(received.sop_instance_uid)
-        raw = txn.get(key, db=self._instances)
+        """What the archive sent back replaces (or renews) the record, as the archive
+        holds it: routed where the record was, committed at `source`, no new jobs."""
+        raw = txn.get(_key(received.sop_instance_uid), db=self._instances)
         old = None if raw is None else Instance.decode(bytes(raw))
-        new = replace(
-            received,
-            tier="hot",
-            stored_length=received.meta_length + received.dataset_length,
-            destinations=old.destinations if old and old.destinations else (source,),
-        )
-        freed: Unreferenced = []
-        if old is not None and old.hash == new.hash:
-            # What we sent, back byte for byte: hot again, and young again.
-            self._tier_account(txn, old, -1)
-            restored = replace(old, tier="hot", stored_length=new.stored_length)
-            restored = replace(restored, received_at=new.received_at)
-            self._tier_account(txn, restored, +1)
-            txn.put(key, restored.encode(), db=self._instances)
-            outcome = Outcome.IDENTICAL
-            freed = [(old.hash, "warm")] if old.tier == "warm" else []
-        elif old is not None:  # the archive's own encoding of it: that is the copy now
-            self._account(txn, old, -1)
-            txn.put(key, new.encode(), db=self._instances)
-            self._account(txn, new, +1)
-            outcome, freed = Outcome.REPLACED, self._release(txn, old)
-        else:
-            txn.put(key, new.encode(), db=self._instances)
-            self._account(txn, new, +1)
-            outcome = Outcome.STORED
+        new = _as_stored(received, old.destinations if old and old.destinations else (source,))
+        outcome, freed = self._apply_one(txn, new, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")
         return outcome, freed
 
@@ -371,6 +356,13 @@ class Index:
         else:
             txn.put(key, str(value).encode(), db=db)
         return value
+
+    def _retier(self, txn: lmdb.Transaction, old: Instance, new: Instance) -> Instance:
+        """Write `new` over `old` (same instance, same file) with its tier's accounting."""
+        self._tier_account(txn, old, -1)
+        self._tier_account(txn, new, +1)
+        txn.put(_key(new.sop_instance_uid), new.encode(), db=self._instances)
+        return new
 
     def _tier_account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """Add or remove an instance's by-age key and its tier's counts."""
