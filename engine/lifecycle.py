@@ -166,7 +166,7 @@ class LifecycleWorker:
                 tier=instance.tier,
                 size=size,
                 destinations=list(instance.destinations),
-                why=f"rule {policy.rule!r} keep_days" if due else "disk above high watermark",
+                why=f"rule {policy.name!r} keep_days" if due else "disk above high watermark",
             )
 
     def _oldest_local(self) -> Iterator[Instance]:

@@ -10,7 +10,6 @@ purged only when the disk needs the space (and its destinations committed it).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -84,30 +83,20 @@ class LifecycleConfig(_Strict):
         return self
 
 
-@dataclass(frozen=True)
-class Policy:
-    """What applies to one object (a rule, or the defaults when none matches)."""
-
-    rule: str
-    warm_codec: Literal["none", "zstd", "jpeg-ls"]
-    hot_days: float
-    keep_days: float | None
-    purge: bool
-
-
-_DEFAULT = Policy(rule="", warm_codec="none", hot_days=7.0, keep_days=None, purge=True)
+# What applies to an object no rule matches: stay hot, purge when the disk needs it.
+_DEFAULT = LifecycleRule.model_construct(name="")
 
 
 class Lifecycle:
     def __init__(self, config: LifecycleConfig) -> None:
         self.config = config
-        self._rules: list[tuple[tuple[tuple[str, Any], ...], Policy]] = []
+        self._rules: list[tuple[tuple[tuple[str, Any], ...], LifecycleRule]] = []
         for rule in config.rule:
             tests = tuple((MATCHABLE[key], predicate(spec)) for key, spec in rule.match.items())
-            policy = Policy(rule.name, rule.warm_codec, rule.hot_days, rule.keep_days, rule.purge)
-            self._rules.append((tests, policy))
+            self._rules.append((tests, rule))
 
-    def policy(self, instance: Instance) -> Policy:
+    def policy(self, instance: Instance) -> LifecycleRule:
+        """The first rule that matches `instance`, else the defaults (name "")."""
         for tests, policy in self._rules:
             if all(test(getattr(instance, field) or None) for field, test in tests):
                 return policy
@@ -128,7 +117,7 @@ class Lifecycle:
     @property
     def packs(self) -> bool:
         """Does any rule move objects to the warm tier?"""
-        return any(policy.warm_codec != "none" for _, policy in self._rules)
+        return self.shortest_hot_days is not None
 
     def in_window(self, now: datetime) -> bool:
         window = self.config.window

@@ -41,15 +41,15 @@ def test_first_matching_rule_wins_on_index_fields() -> None:
         ]
     )
     ct = record("1.1", 0.0)
-    assert rules.policy(ct).rule == "ct-mr"  # before the calling-AE rule
+    assert rules.policy(ct).name == "ct-mr"  # before the calling-AE rule
     assert rules.policy(ct).warm_codec == "jpeg-ls"
     sc = replace(ct, sop_class_uid="1.2.840.10008.5.1.4.1.1.7.4")
     assert rules.policy(sc).keep_days == 15
     us = replace(ct, modality="US")
-    assert rules.policy(us).rule == "ct1"
+    assert rules.policy(us).name == "ct1"
     assert not rules.policy(us).purge
     nothing = replace(us, calling_ae="US2")
-    assert rules.policy(nothing).rule == ""  # the defaults: stay hot, purge when needed
+    assert rules.policy(nothing).name == ""  # the defaults: stay hot, purge when needed
     assert rules.policy(nothing).purge
     assert rules.shortest_keep_days == 15
     assert rules.shortest_hot_days == 7.0
