@@ -103,7 +103,7 @@ pub fn pack(src: &Path, dst: &Path, plan: &Plan, durable: bool) -> Result<Packed
                     pixels.frames, pixels.offset
                 ))
             })?;
-        writer.bytes(&mut input, pixels.offset, ZSTD)?;
+        writer.bytes(&mut input, pixels.offset)?;
         let mut frame = vec![0u8; frame_bytes as usize];
         for _ in 0..pixels.frames {
             input.read_exact(&mut frame)?;
@@ -112,7 +112,7 @@ pub fn pack(src: &Path, dst: &Path, plan: &Plan, durable: bool) -> Result<Packed
         }
         done = end;
     }
-    writer.bytes(&mut input, total - done, ZSTD)?;
+    writer.bytes(&mut input, total - done)?;
     let hash = writer.hasher.finalize();
     writer.out.write_all(&[END])?;
     writer.out.write_all(&total.to_le_bytes())?;
@@ -168,20 +168,20 @@ impl Writer {
         Ok(())
     }
 
-    fn zstd(&mut self, kind: u8, raw: usize, data: &[u8]) -> Result<()> {
+    fn zstd(&mut self, raw: usize, data: &[u8]) -> Result<()> {
         let compressed = self.compressor.compress(data)?;
-        self.segment(kind, raw, &[&compressed])
+        self.segment(ZSTD, raw, &[&compressed])
     }
 
     /// `count` bytes of `input`, hashed, as zstd chunks.
-    fn bytes(&mut self, input: &mut impl Read, count: u64, kind: u8) -> Result<()> {
+    fn bytes(&mut self, input: &mut impl Read, count: u64) -> Result<()> {
         let mut left = count;
         let mut chunk = vec![0u8; CHUNK.min(count as usize)];
         while left > 0 {
             let n = CHUNK.min(left as usize);
             input.read_exact(&mut chunk[..n])?;
             self.hasher.update(&chunk[..n]);
-            self.zstd(kind, n, &chunk[..n])?;
+            self.zstd(n, &chunk[..n])?;
             left -= n as u64;
         }
         Ok(())

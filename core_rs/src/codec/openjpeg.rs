@@ -1,8 +1,8 @@
 //! JPEG 2000 and HTJ2K decoding (ISO/IEC 15444-1 and -15) through `OpenJPEG` 2.5
 //! (crate openjpeg-sys, which builds it from source and links it statically). The
 //! codestream is read from memory; every handle is freed on every path (`Owned`);
-//! the image header is checked against the dataset's layout before anything is
-//! decoded, so the peer's codestream never sizes an allocation of ours.
+//! the SIZ marker is checked against the dataset's layout before `OpenJPEG` reads
+//! it, so the peer's codestream never sizes an allocation of ours.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
@@ -108,7 +108,8 @@ fn corrupt(doing: &str, errors: &str) -> CodecError {
 const MAX_TILES: u64 = 4096;
 
 /// Check a J2K codestream's SIZ marker (ISO/IEC 15444-1 A.5.1) against `layout`
-/// before `OpenJPEG` reads anything: image size, components and tile count. A JP2
+/// before `OpenJPEG` reads anything: image size, components, their precision (no
+/// wider than Bits Allocated) and subsampling (none), and tile count. A JP2
 /// file is checked at its contiguous codestream box.
 fn check_siz(data: &[u8], layout: &Layout) -> Result<(), CodecError> {
     let start = if data.get(4..8) == Some(b"jP  ") {
@@ -136,6 +137,24 @@ fn check_siz(data: &[u8], layout: &Layout) -> Result<(), CodecError> {
             "JPEG 2000 codestream is {width} x {height} x {components}; the dataset says {} x {} x {}",
             layout.columns, layout.rows, layout.components
         )));
+    }
+    let parameters = siz.get(42..42 + 3 * usize::from(components));
+    for (n, ssiz) in parameters.unwrap_or_default().chunks_exact(3).enumerate() {
+        let precision = u32::from(ssiz[0] & 0x7F) + 1;
+        if ssiz[1] != 1 || ssiz[2] != 1 {
+            return Err(CodecError::Corrupt(format!(
+                "JPEG 2000 codestream is subsampled (component {n}); the dataset is not"
+            )));
+        }
+        if precision > u32::from(layout.bits_allocated) {
+            return Err(CodecError::Corrupt(format!(
+                "JPEG 2000 component {n} has {precision} bits; the dataset allocates {}",
+                layout.bits_allocated
+            )));
+        }
+    }
+    if parameters.is_none() {
+        return Err(corrupt("header", "SIZ cut in its component list"));
     }
     if tile_w == 0 || tile_h == 0 || tile_x0 > x0 || tile_y0 > y0 {
         return Err(corrupt("header", "invalid tile grid"));
@@ -165,7 +184,8 @@ pub fn decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     // SAFETY: every pointer handed to OpenJPEG stays valid while it is used:
     // `source` and `errors` outlive `stream` and `codec`, which `Owned` destroys
     // (in reverse order) before this block ends; the image is read only after a
-    // successful decode, within the bounds its header gave and we checked.
+    // successful decode, `numcomps` (checked to be `layout.components`) components
+    // of exactly `samples` values each (checked before each is read).
     unsafe {
         let codec = Owned {
             ptr: opj::opj_create_decompress(format),
@@ -204,13 +224,18 @@ pub fn decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
         {
             return Err(corrupt("header", &errors));
         }
-        check_header(&*image.ptr, layout)?;
         if opj::opj_decode(codec.ptr, stream.ptr, image.ptr) == 0
             || opj::opj_end_decompress(codec.ptr, stream.ptr) == 0
         {
             return Err(corrupt("decode", &errors));
         }
         let header = &*image.ptr;
+        if header.comps.is_null() || header.numcomps != u32::from(layout.components) {
+            return Err(corrupt(
+                "decode",
+                "the image has another number of components",
+            ));
+        }
         let samples = layout.rows as usize * layout.columns as usize;
         let mut planes = Vec::with_capacity(usize::from(layout.components));
         for n in 0..usize::from(layout.components) {
@@ -222,38 +247,6 @@ pub fn decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
         }
         Ok(interleave(&planes, layout))
     }
-}
-
-/// The header must describe exactly the frame the dataset says, in samples no wider
-/// than Bits Allocated: anything else is refused before decoding.
-fn check_header(image: &opj::opj_image_t, layout: &Layout) -> Result<(), CodecError> {
-    let width = image.x1.saturating_sub(image.x0);
-    let height = image.y1.saturating_sub(image.y0);
-    let mismatch = |what: String| {
-        Err(CodecError::Corrupt(format!(
-            "JPEG 2000 codestream is {what}; the dataset says {} x {} x {} of {} bits",
-            layout.columns, layout.rows, layout.components, layout.bits_stored
-        )))
-    };
-    if width != layout.columns
-        || height != layout.rows
-        || image.numcomps != u32::from(layout.components)
-        || image.comps.is_null()
-    {
-        return mismatch(format!("{width} x {height} x {}", image.numcomps));
-    }
-    for n in 0..usize::from(layout.components) {
-        // SAFETY: `comps` holds `numcomps` components (OpenJPEG's header contract),
-        // and `n` is below `numcomps`, checked just above.
-        let component = unsafe { &*image.comps.add(n) };
-        if component.dx != 1 || component.dy != 1 {
-            return mismatch(format!("subsampled (component {n})"));
-        }
-        if component.prec == 0 || component.prec > u32::from(layout.bits_allocated) {
-            return mismatch(format!("{} bits in component {n}", component.prec));
-        }
-    }
-    Ok(())
 }
 
 /// Planes of decoded samples to interleaved little-endian native samples.
