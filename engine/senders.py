@@ -46,6 +46,7 @@ from storage.queue import Job
 from storage.tiers import NotLocal, Tiers
 from storage.transcode import (
     DECODERS,
+    DEFLATED,
     JPEG_LS_LOSSLESS,
     NATIVE_LITTLE_ENDIAN,
     RLE_LOSSLESS,
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
-DEFLATED = "1.2.840.10008.1.2.1.99"
 # Stored in these, an object can be re-encoded as explicit VR LE without a codec.
 _REENCODABLE = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.2", DEFLATED})
 _MAX_CONTEXTS = 128

@@ -16,11 +16,9 @@ without its file. An object routed nowhere is never purged: the edge has the onl
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,14 +28,19 @@ from pydicom.dataelem import RawDataElement
 import core_rs
 from storage.index import Index, Instance
 from storage.layout import DataLayout, fsync_dir
-from storage.transcode import NATIVE_LITTLE_ENDIAN, pixel_layout, read_header
+from storage.transcode import (
+    DEFLATED,
+    NATIVE_LITTLE_ENDIAN,
+    PIXEL_DATA,
+    frame_count,
+    pixel_layout,
+    read_header,
+)
 
 log = logging.getLogger(__name__)
 
 WarmCodec = Literal["zstd", "jpeg-ls"]
 PurgeWhen = Literal["committed", "sent"]
-_PIXEL_DATA = 0x7FE00010
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 class NotLocal(FileNotFoundError):
@@ -61,17 +64,17 @@ def pixel_plan(path: Path, transfer_syntax: str) -> tuple[PixelPlan | None, str]
     """Where a stored file's native pixel data lies, or None and why it is packed
     as plain bytes (compressed pixels, none, deflated, an odd layout). A wrong plan
     costs ratio, never bytes: every segment restores exactly what it was given."""
-    if transfer_syntax not in NATIVE_LITTLE_ENDIAN or transfer_syntax == _DEFLATED:
+    if transfer_syntax not in NATIVE_LITTLE_ENDIAN or transfer_syntax == DEFLATED:
         return None, f"pixel data not native little endian in the file ({transfer_syntax})"
     try:
         ds = read_header(path, transfer_syntax)
         layout = pixel_layout(ds, transfer_syntax)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = frame_count(ds)
     except core_rs.NotRepresentable as exc:
         return None, str(exc)
     except (OSError, ValueError, TypeError) as exc:
         return None, f"header not readable: {exc}"
-    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if not isinstance(raw, RawDataElement) or raw.value_tell is None:
         return None, "Pixel Data has no file offset"
     if layout.bits_allocated not in (8, 16) or raw.length < frames * layout.frame_bytes:
@@ -143,21 +146,6 @@ class Tiers:
             if delivery["state"] not in wanted:
                 return f"sent to {destination}, not yet committed there"
         return ""
-
-    @contextlib.contextmanager
-    def local_file(self, instance: Instance) -> Iterator[Path]:
-        """The object's Part-10 file, as received: the hot file itself, or a warm
-        one restored (and checked) into the spool for as long as the block runs."""
-        if instance.tier == "hot":
-            yield self._layout.object_path(instance.hash)
-            return
-        if instance.tier != "warm":
-            raise NotLocal(f"{instance.sop_instance_uid} was purged: only its destinations have it")
-        restored = self.restore(instance)
-        try:
-            yield restored
-        finally:
-            restored.unlink(missing_ok=True)
 
     def restore(self, instance: Instance) -> Path:
         """A warm object's original bytes in a new spool file; the caller deletes it."""

@@ -63,9 +63,9 @@ _DECODED_AS_RGB = frozenset({"YBR_RCT", "YBR_ICT"})
 NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
 )
-_DEFLATED = "1.2.840.10008.1.2.1.99"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 _PHOTOMETRIC = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL"})
-_PIXEL_DATA = 0x7FE00010
+PIXEL_DATA = 0x7FE00010
 _PLANAR_CONFIGURATION = 0x00280006
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -89,7 +89,7 @@ class Transcoded:
 def read_header(path: Path, transfer_syntax: str) -> Dataset:
     """A stored object with Pixel Data (and other large values) left on disk, except
     when deflated: its file offsets mean nothing, so it is read whole."""
-    defer = None if transfer_syntax == _DEFLATED else 64 * 1024
+    defer = None if transfer_syntax == DEFLATED else 64 * 1024
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a modality's odd encoding is carried as it is
         return dcmread(path, defer_size=defer)
@@ -101,7 +101,7 @@ def pixel_layout(ds: Dataset, transfer_syntax: str) -> core_rs.PixelLayout:
         raise core_rs.NotRepresentable(
             f"pixel data is compressed or big endian ({transfer_syntax})"
         )
-    if _PIXEL_DATA not in ds:
+    if PIXEL_DATA not in ds:
         raise core_rs.NotRepresentable("no Pixel Data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in _PHOTOMETRIC:
@@ -119,7 +119,7 @@ def pixel_layout(ds: Dataset, transfer_syntax: str) -> core_rs.PixelLayout:
         raise core_rs.NotRepresentable(f"image pixel attributes missing or invalid: {exc}") from exc
 
 
-def _frame_count(ds: Dataset) -> int:
+def frame_count(ds: Dataset) -> int:
     try:
         return int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError) as exc:
@@ -134,7 +134,7 @@ class _Frames:
         self._size = layout.frame_bytes
         self._layout = layout
         self._planar = layout.samples_per_pixel > 1 and int(ds.get("PlanarConfiguration", 0)) == 1
-        raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
         self._offset: int | None = None
         self._value: bytes | None = None
         if isinstance(raw, RawDataElement) and raw.value is None and raw.value_tell is not None:
@@ -189,7 +189,7 @@ def _write_elements(out: DicomFileLike, ds: Dataset, after_pixels: bool) -> None
     """The elements before (or after) Pixel Data, re-encoded by pydicom."""
     part = Dataset()
     for tag in sorted(ds.keys()):
-        if (tag > _PIXEL_DATA) if after_pixels else (tag < _PIXEL_DATA):
+        if (tag > PIXEL_DATA) if after_pixels else (tag < PIXEL_DATA):
             part.add(ds[tag])
     implicit, little = ds.original_encoding
     part.set_original_encoding(implicit, little, ds.original_character_set)
@@ -231,7 +231,7 @@ def _verbatim(source: Path, ds: Dataset, transfer_syntax: str) -> _Verbatim | No
     """How to copy the non-pixel bytes as they are, or None (pydicom re-encodes)."""
     if transfer_syntax != EXPLICIT_LE:
         return None
-    pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    pixels = ds.get_item(PIXEL_DATA, keep_deferred=True)
     planar = ds.get_item(_PLANAR_CONFIGURATION, keep_deferred=True)
     group = ds.file_meta.get("FileMetaInformationGroupLength")
     if not isinstance(pixels, RawDataElement) or pixels.value_tell is None or group is None:
@@ -284,7 +284,7 @@ def to_jpegls(
     if change is not None:
         change(ds)
     layout = pixel_layout(ds, transfer_syntax)
-    count = _frame_count(ds)
+    count = frame_count(ds)
     frames = _Frames(source, ds, layout, count)
     planar = layout.samples_per_pixel > 1 and _PLANAR_CONFIGURATION in ds
     if planar:
@@ -348,7 +348,7 @@ def decode_to_native(
     if str(ds.get("PhotometricInterpretation", "")).strip() in _DECODED_AS_RGB:
         ds.PhotometricInterpretation = "RGB"
     layout = pixel_layout(ds, EXPLICIT_LE)  # the frame layout; the syntax is compressed
-    count = _frame_count(ds)
+    count = frame_count(ds)
     fragments = generate_frames(ds.PixelData, number_of_frames=count)
     if layout.samples_per_pixel > 1:
         ds.PlanarConfiguration = 0  # decoded samples are interleaved
