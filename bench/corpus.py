@@ -110,7 +110,7 @@ def new_uid() -> UID:
     return uid
 
 
-def _ct_slice() -> Dataset:
+def ct_slice() -> Dataset:
     """A 512x512 16-bit CT Image Storage slice with real CT pixels."""
     enhanced = _read("eCT_Supplemental.dcm")
     ds = copy.deepcopy(_read("CT_small.dcm"))
@@ -149,7 +149,7 @@ def _dx() -> Dataset:
 def _xa_run(frames: int = 400) -> Dataset:
     """A multi-frame XA run of real CT frames: 512x512x16-bit, ~210 MB for 400."""
     enhanced = _read("eCT_Supplemental.dcm")
-    ds = _ct_slice()
+    ds = ct_slice()
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(_XA_CLASS)
     ds.NumberOfFrames = frames
     ds.FrameIncrementPointer = 0x00181063  # Frame Time
@@ -159,7 +159,7 @@ def _xa_run(frames: int = 400) -> Dataset:
     return ds
 
 
-def _series(
+def write_series(
     template: Dataset, count: int, modality: str, folder: Path, prefix: str = ""
 ) -> list[Path]:
     study, series = new_uid(), new_uid()
@@ -214,7 +214,7 @@ def build(mix: Mix) -> Corpus:
     folder.mkdir(parents=True, exist_ok=True)
     print(f"building corpus {mix.name} in {folder} ...", flush=True)
     makers = {
-        "ct": ("CT", _ct_slice),
+        "ct": ("CT", ct_slice),
         "mr": ("MR", lambda: _read("MR2_UNCR.dcm")),
         "cr": ("CR", lambda: _read("RG1_UNCR.dcm")),
         "dx": ("DX", _dx),
@@ -225,13 +225,13 @@ def build(mix: Mix) -> Corpus:
     for kind, (modality, make) in makers.items():
         count = getattr(mix, kind)
         if count:
-            paths += _series(make(), count, modality, folder)
+            paths += write_series(make(), count, modality, folder)
     if mix.mg:
         # Every fourth mammogram is a large-detector one: 27 MB and 70 MB objects.
         large = mix.mg // 4
-        paths += _series(_mammogram(4096, 3328), mix.mg - large, "MG", folder)
+        paths += write_series(_mammogram(4096, 3328), mix.mg - large, "MG", folder)
         if large:
-            paths += _series(_mammogram(7000, 5000), large, "MG", folder, "MG-large")
+            paths += write_series(_mammogram(7000, 5000), large, "MG", folder, "MG-large")
     items = [_item(p) for p in paths]
     rows = [{**asdict(i), "path": str(i.path.relative_to(folder))} for i in items]
     manifest.write_text(json.dumps(rows))

@@ -23,13 +23,11 @@ drains the same queue twice: objects as stored, then `transfer_syntax =
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +100,6 @@ def client_pass(sender: str, corpus: Corpus, associations: int, workdir: Path) -
         archive.stop()
 
 
-def _api(edge: PacsEdge, path: str, method: str = "GET") -> dict[str, object]:
-    url = f"http://127.0.0.1:{edge.http_port}{path}"
-    with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=30) as rsp:
-        return dict(json.load(rsp))
-
-
 def edge_pass(
     corpus: Corpus,
     associations: int,
@@ -138,10 +130,10 @@ def edge_pass(
         assert edge.meter is not None
         cpu_before = edge.meter.cpu_seconds()
         started = time.perf_counter()
-        _api(edge, "/api/v1/queues/archive/retry", "POST")
+        edge.api("/api/v1/queues/archive/retry", "POST")
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            dest = _api(edge, "/api/v1/queues")["archive"]
+            dest = edge.api("/api/v1/queues")["archive"]
             assert isinstance(dest, dict)
             if dest["depth"] == 0 and dest["in_flight"] == 0:
                 break

@@ -270,10 +270,14 @@ class PacsEdge(Peer):
             raise RuntimeError(f"{self.name}: not every worker started within 60 s")
         time.sleep(1.0)
 
-    def status(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.http_port}/api/v1/status"
-        with urllib.request.urlopen(url, timeout=10) as rsp:
+    def api(self, path: str, method: str = "GET") -> dict[str, Any]:
+        """One ops HTTP call, its JSON answer."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
+        with urllib.request.urlopen(request, timeout=30) as rsp:
             return dict(json.load(rsp))
+
+    def status(self) -> dict[str, Any]:
+        return self.api("/api/v1/status")
 
     def stored(self) -> int:
         return int(self.status()["instances"])

@@ -20,14 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pydicom
 
 from bench import results
-from bench.corpus import _ct_slice, _series
+from bench.corpus import ct_slice, write_series
 from bench.peers import Orthanc, PacsEdge, free_port
 
 _MOVESCU_AE = "MOVESCU"
@@ -48,12 +47,6 @@ class CentralOrthanc(Orthanc):
         path.write_text(json.dumps(config))
 
 
-def _api(edge: PacsEdge, path: str, method: str = "GET") -> dict[str, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{edge.http_port}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=30) as rsp:
-        return dict(json.load(rsp))
-
-
 def _wait(what: str, done: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -71,7 +64,7 @@ def run(instances: int, workdir: Path, movescu_first: bool) -> dict[str, Any]:
     print(f"making a {instances}-instance CT study (512x512x16-bit) ...", flush=True)
     study_dir = workdir / "study"
     study_dir.mkdir()
-    files = _series(_ct_slice(), instances, "CT", study_dir)
+    files = write_series(ct_slice(), instances, "CT", study_dir)
     megabytes = sum(f.stat().st_size for f in files) / 1e6
     config = workdir / "edge.toml"
     edge = PacsEdge(workdir / "edge", "fsync", config=config)
@@ -103,22 +96,22 @@ def run(instances: int, workdir: Path, movescu_first: bool) -> dict[str, Any]:
             timeout=600,
         )
         _wait("the study purged", lambda: _tiers(edge)["central"] == instances, 600)
-        study = _api(edge, f"/api/v1/instances/{_first_uid(files[0])}")["study_instance_uid"]
+        study = edge.api(f"/api/v1/instances/{_first_uid(files[0])}")["study_instance_uid"]
         # Stop purging what comes back: the recalled study is what a user needs now.
         config.write_text(config.read_text().split("[[lifecycle.rule]]")[0])
-        _api(edge, "/api/v1/reload", method="POST")
+        edge.api("/api/v1/reload", method="POST")
 
         def recall() -> tuple[float, dict[str, Any], int]:
             print("recall into pacs-edge ...", flush=True)
             started = time.monotonic()
-            _api(edge, f"/api/v1/recalls/{study}", method="POST")
+            edge.api(f"/api/v1/recalls/{study}", method="POST")
             _wait(
                 "the recall",
-                lambda: _api(edge, f"/api/v1/recalls/{study}")["state"] != "running",
+                lambda: edge.api(f"/api/v1/recalls/{study}")["state"] != "running",
                 600,
             )
             seconds = time.monotonic() - started
-            return seconds, _api(edge, f"/api/v1/recalls/{study}"), _tiers(edge)["hot"]
+            return seconds, edge.api(f"/api/v1/recalls/{study}"), _tiers(edge)["hot"]
 
         if movescu_first:
             movescu_seconds, received, moved = _movescu(study, central, movescu_port, workdir)
