@@ -6,15 +6,14 @@ back, commits, and purging makes room. Nothing acknowledged is lost on the way."
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pynetdicom import AE
 
+from tests.engine.test_access import audit_events
 from tests.engine.test_forward import central_dataset, comparable, dicom_destination
 from tests.storage.test_durability import verify_every_indexed_object
 from tests.support.corpus import SourceFile, make_large, make_series
@@ -36,12 +35,6 @@ def tiers(engine: EngineProcess) -> dict[str, int]:
 def disk_used(path: Path) -> float:
     usage = shutil.disk_usage(path)
     return 1 - usage.free / usage.total
-
-
-def audit_events(engine: EngineProcess, event: str) -> list[dict[str, Any]]:
-    path = engine.data_dir / "audit.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [e for e in map(json.loads, lines) if e["event"] == event]
 
 
 def orthanc_for(engine: EngineProcess, workdir: Path) -> OrthancProcess:

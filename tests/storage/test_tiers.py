@@ -16,6 +16,7 @@ from storage.index import Index, Instance, Outcome
 from storage.layout import DataLayout
 from storage.queue import Target
 from storage.tiers import Tiers, pack, pixel_plan
+from tests.storage.test_queue import instance
 from tests.support.corpus import public_corpus
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -78,26 +79,8 @@ def test_a_damaged_warm_file_is_refused_never_restored(tmp_path: Path) -> None:
 
 
 def record(uid: str, received_at: float, size: int = 1000) -> Instance:
-    return Instance(
-        sop_instance_uid=uid,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.4",
-        patient_id="P",
-        patient_name="N",
-        modality="CT",
-        study_date="20261201",
-        study_description="",
-        accession_number="",
-        series_number="1",
-        instance_number="1",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        calling_ae="CT1",
-        hash=f"{abs(hash(uid)):064x}"[:64],
-        meta_length=200,
-        dataset_length=size,
-        received_at=received_at,
-    )
+    """test_queue's instance, with a 200-byte file meta and a chosen arrival time."""
+    return replace(instance(uid, "1.2.3", size), meta_length=200, received_at=received_at)
 
 
 @pytest.fixture
