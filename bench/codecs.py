@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -74,7 +75,12 @@ class Row:
     theirs_htj2k_decode_s: float = 0.0
 
     def mb_per_s(self, seconds: float) -> float:
-        return round(self.native / 1e6 / max(seconds, 1e-9), 1)
+        return _mb_per_s(self.native, seconds)
+
+
+def _mb_per_s(size: int, seconds: float) -> float:
+    """MB per CPU-second, as the tables print it."""
+    return round(size / 1e6 / max(seconds, 1e-9), 1)
 
 
 def _cpu(work: Callable[[], object]) -> tuple[float, object]:
@@ -155,7 +161,7 @@ class WarmRow:
     reference_unpack_s: float = 0.0
 
     def mb_per_s(self, seconds: float) -> float:
-        return round(self.original / 1e6 / max(seconds, 1e-9), 1)
+        return _mb_per_s(self.original, seconds)
 
 
 _CHUNK = 4 << 20  # core_rs.warm's zstd segment size
@@ -308,8 +314,12 @@ def j2k_table(rows: list[Row]) -> str:
     return _markdown(header, cells)
 
 
-def _sum(label: str, rows: list[Row]) -> Row:
-    total = Row(label)
+_R = TypeVar("_R", Row, WarmRow)
+
+
+def _sum(label: str, rows: list[_R], kind: type[_R]) -> _R:
+    """One row adding up `rows`' counts and seconds (not their labels)."""
+    total = kind(label)
     for r in rows:
         for name in vars(total):
             if name not in ("modality", "bits"):
@@ -386,15 +396,12 @@ def main(argv: list[str] | None = None) -> int:
             )
     ordered = sorted(rows.values(), key=lambda r: r.modality)
     warm_ordered = sorted(warm_rows.values(), key=lambda r: r.modality)
-    warm_total = WarmRow("all")
-    for each in warm_ordered:
-        for name in vars(warm_total):
-            if name != "modality":
-                setattr(warm_total, name, getattr(warm_total, name) + getattr(each, name))
+    warm_total = _sum("all", warm_ordered, WarmRow)
     # CharLS has fast paths for 8, 12 and 16 bits; imagecodecs always codes 8 or 16,
     # while we code Bits Stored (PS3.5 8.2.3: the stream must match the dataset).
-    same = _sum("same precision (8/12/16 bits)", [r for r in ordered if r.bits in (8, 12, 16)])
-    total = _sum("all", ordered)
+    same_precision = [r for r in ordered if r.bits in (8, 12, 16)]
+    same = _sum("same precision (8/12/16 bits)", same_precision, Row)
+    total = _sum("all", ordered, Row)
     text = (
         table([*ordered, same, total])
         + "\n\nRLE Lossless:\n\n"
