@@ -49,10 +49,42 @@ def spread(command: Callable[[int], list[str]], files: list[Path], associations:
     return failed
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default floor
+
+
+_PORT_FLOOR = 10000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 for a server this process is about to start.
+
+    Asking the kernel for port 0 returns one from the ephemeral range, and the
+    server binds it some time later: in between, any outgoing connection (a test
+    opens thousands) may take it, and the server fails with "address already in
+    use". Ports below the ephemeral range are never picked for outgoing
+    connections, so we hand those out, each once per process, starting at a place
+    that depends on the pid so that two runs side by side rarely meet.
+    """
+    ceiling = max(_ephemeral_floor(), _PORT_FLOOR + 1000)
+    span = ceiling - _PORT_FLOOR
+    start = os.getpid() * 97 % span
+    for step in range(span):
+        port = _PORT_FLOOR + (start + step) % span
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or in TIME_WAIT
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {_PORT_FLOOR} and {ceiling}")
 
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -14,7 +14,8 @@ import pytest
 
 from bench import corpus, limits, loadgen, plots, soak
 from bench.ingest import Run
-from tests.support.process import EngineProcess, free_port, launch, wait_until
+from bench.peers import free_port
+from tests.support.process import EngineProcess, launch, wait_until
 
 TINY = corpus.Mix(ct=3, mr=1, us=1)
 

@@ -15,11 +15,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 
+from bench.peers import free_port
 from tests.engine.test_forward import dicom_destination, drained
 from tests.support.corpus import make_series
 from tests.support.dcmtk import storescu
 from tests.support.orthanc import OrthancProcess
-from tests.support.process import AE_TITLE, EngineProcess, free_port, wait_until
+from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 

@@ -18,10 +18,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from bench.peers import free_port
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import propose_flag, storescu
 from tests.support.orthanc import OrthancProcess
-from tests.support.process import EngineProcess, free_port, wait_until
+from tests.support.process import EngineProcess, wait_until
 
 odd_corpus = pytest.mark.filterwarnings("ignore::UserWarning")
 FAST_RETRY = {

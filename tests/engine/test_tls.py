@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from bench.balancer import Node
+from bench.peers import free_port
 from tests.support.corpus import SourceFile, make_series
 from tests.support.haproxy import SOURCE, HAProxyProcess
-from tests.support.process import AE_TITLE, EngineProcess, free_port, wait_until
+from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
 
 def openssl(*args: str, cwd: Path) -> None:

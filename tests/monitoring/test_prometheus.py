@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.peers import free_port
 from tests.engine.test_forward import dicom_destination, drained
 from tests.support.corpus import make_series
 from tests.support.dcmtk import storescu
 from tests.support.orthanc import OrthancProcess
-from tests.support.process import EngineProcess, free_port, launch, wait_until, wait_up
+from tests.support.process import EngineProcess, launch, wait_until, wait_up
 
 MONITORING = Path(__file__).parents[2] / "monitoring"
 ALERTS = MONITORING / "prometheus" / "alerts.yml"

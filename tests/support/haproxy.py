@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 from bench import balancer
-from tests.support.process import free_port, launch, wait_until
+from bench.peers import free_port
+from tests.support.process import launch, wait_until
 
 SOURCE = balancer.SOURCE
 

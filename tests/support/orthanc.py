@@ -10,7 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.process import free_port, launch, wait_up
+from bench.peers import free_port
+from tests.support.process import launch, wait_up
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.peers import free_port
 from monitoring.metrics import descendants
 
 AE_TITLE = "PACS_EDGE"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml_value(value: Any) -> str:
