@@ -23,6 +23,7 @@ __all__ = [
     "encode_response",
     "encode_store_request",
     "hash_file",
+    "htj2k_encode",
     "j2k_decode",
     "jpegls_decode",
     "jpegls_encode",
@@ -158,6 +159,10 @@ class PixelLayout:
     def signed(self) -> bool: ...
     @property
     def frame_bytes(self) -> int: ...
+
+def htj2k_encode(frame: Buffer, layout: PixelLayout) -> bytes:
+    """Lossless HTJ2K, returned only once OpenJPEG decodes it back to `frame` exactly.
+    Raises NotRepresentable, VerificationFailed or CodecError."""
 
 def j2k_decode(data: Buffer, layout: PixelLayout) -> bytes:
     """One JPEG 2000 or HTJ2K frame (J2K codestream or JP2) to native samples;

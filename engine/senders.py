@@ -7,8 +7,9 @@ take this object). Jobs it did not get to are left alone; engine.forwarder decid
 what each answer costs (docs/decisions/0009).
 
 Objects go as stored, byte for byte, unless a routing rule coerces them, the
-destination takes only explicit VR little endian, or it asks for JPEG-LS
-(`transfer_syntax = "jpeg-ls-lossless"`): then pydicom makes the forwarded copy,
+destination takes only explicit VR little endian, or it asks for JPEG-LS or HTJ2K
+(`transfer_syntax = "jpeg-ls-lossless"` or `"htj2k-lossless"`): then the forwarded
+copy is made
 with frames encoded and verified by core_rs (storage.transcode; the slow path, in a
 worker thread). An object the codec cannot carry goes as stored.
 """
@@ -47,17 +48,19 @@ from storage.tiers import NotLocal, Tiers
 from storage.transcode import (
     DECODERS,
     DEFLATED,
-    JPEG_LS_LOSSLESS,
+    ENCODERS,
     NATIVE_LITTLE_ENDIAN,
     RLE_LOSSLESS,
     Transcoded,
     decode_to_native,
-    to_jpegls,
+    encode_lossless,
 )
 
 log = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+# A negotiated transfer syntax back to the ENCODERS key that makes it.
+_ENCODED_AS = {uid: codec for codec, (uid, _) in ENCODERS.items()}
 IMPLICIT_LE = "1.2.840.10008.1.2"
 # Stored in these, an object can be re-encoded as explicit VR LE without a codec.
 _REENCODABLE = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.2", DEFLATED})
@@ -134,8 +137,8 @@ class ObjectReader:
     ) -> Payload:
         if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
             return Payload(path, instance.meta_length, instance.dataset_length)
-        if transfer_syntax == JPEG_LS_LOSSLESS:
-            return await self._transcoded(job, instance, path)
+        if transfer_syntax in _ENCODED_AS:
+            return await self._transcoded(job, instance, path, _ENCODED_AS[transfer_syntax])
         if instance.transfer_syntax_uid in DECODERS:
             return await self._decoded(job, instance, path)
         loop = asyncio.get_running_loop()
@@ -152,25 +155,35 @@ class ObjectReader:
         return Payload(dest, 0, done.size), done
 
     async def _transcoded(
-        self, job: Job, instance: Instance, path: Path, part10: bool = False
+        self, job: Job, instance: Instance, path: Path, codec: str, part10: bool = False
     ) -> Payload:
-        """The object's dataset (or, with `part10`, its file) as JPEG-LS lossless;
-        core_rs.NotRepresentable or VerificationFailed when only the stored form can go."""
+        """The object's dataset (or, with `part10`, its file) encoded by `codec` (a
+        key of ENCODERS); core_rs.NotRepresentable or VerificationFailed when only the
+        stored form can go."""
         make = partial(
-            to_jpegls, path, instance.transfer_syntax_uid, change=_change(job), part10=part10
+            encode_lossless,
+            path,
+            instance.transfer_syntax_uid,
+            codec=codec,
+            change=_change(job),
+            part10=part10,
         )
+        label = codec.removesuffix("-lossless")  # the metric's codec: jpeg-ls, htj2k
+        name = label.upper()
         try:
             payload, done = await self._spool_copy(make)
         except core_rs.VerificationFailed as exc:
-            self._metrics.transcoded("jpeg-ls", "mismatch")
-            log.error("%s: JPEG-LS copy NOT used, sending as stored: %s", job.sop_instance_uid, exc)
+            self._metrics.transcoded(label, "mismatch")
+            log.error(
+                "%s: %s copy NOT used, sending as stored: %s", job.sop_instance_uid, name, exc
+            )
             raise
         except core_rs.NotRepresentable as exc:
-            self._metrics.transcoded("jpeg-ls", "not_representable")
-            log.info("%s: sent as stored, not JPEG-LS: %s", job.sop_instance_uid, exc)
+            self._metrics.transcoded(label, "not_representable")
+            log.info("%s: sent as stored, not %s: %s", job.sop_instance_uid, name, exc)
             raise
-        self._metrics.transcoded("jpeg-ls", "verified")
-        log.debug("%s: JPEG-LS lossless, %.2fx smaller", job.sop_instance_uid, done.ratio)
+        self._metrics.transcoded(label, "verified")
+        log.debug("%s: %s lossless, %.2fx smaller", job.sop_instance_uid, name, done.ratio)
         return payload
 
     async def _decoded(
@@ -199,8 +212,8 @@ class ObjectReader:
             payload.path.unlink(missing_ok=True)
 
     async def part10(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
-        """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS or with RLE
-        decoded when `transfer_syntax` asks for it and the codec can do it."""
+        """The whole Part-10 file, for STOW-RS: as stored, or as JPEG-LS or HTJ2K, or
+        decoded, when `transfer_syntax` asks for it and the codec can do it."""
         return await self._from_local(
             instance, partial(self._part10, job, instance, transfer_syntax)
         )
@@ -209,8 +222,8 @@ class ObjectReader:
         self, job: Job, instance: Instance, transfer_syntax: str, path: Path
     ) -> Payload:
         try:
-            if transfer_syntax == "jpeg-ls-lossless":
-                return await self._transcoded(job, instance, path, part10=True)
+            if transfer_syntax in ENCODERS:
+                return await self._transcoded(job, instance, path, transfer_syntax, part10=True)
             if transfer_syntax == "uncompressed" and instance.transfer_syntax_uid in DECODERS:
                 return await self._decoded(job, instance, path, part10=True)
         except core_rs.CodecError:
@@ -387,15 +400,15 @@ class DicomSender:
 
 
 def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list[str]:
-    """Transfer syntaxes to offer, best first: JPEG-LS when the destination asks for
-    it and the pixels are native; explicit VR LE first when it asks for uncompressed
+    """Transfer syntaxes to offer, best first: JPEG-LS or HTJ2K when the destination
+    asks for it and the pixels are native; explicit VR LE first when it asks for uncompressed
     and core_rs can decode the stored syntax (RLE, JPEG 2000, HTJ2K); as stored; then
     explicit VR LE when we can re-encode to it without a codec (a JPEG decoder comes
     later, issue 6)."""
     stored = instance.transfer_syntax_uid
     first = []
-    if dest.transfer_syntax == "jpeg-ls-lossless" and stored in NATIVE_LITTLE_ENDIAN:
-        first = [JPEG_LS_LOSSLESS]
+    if dest.transfer_syntax in ENCODERS and stored in NATIVE_LITTLE_ENDIAN:
+        first = [ENCODERS[dest.transfer_syntax][0]]
     if dest.transfer_syntax == "uncompressed" and stored in DECODERS:
         return [EXPLICIT_LE, stored]
     if stored == DEFLATED and job.coerce is not None:

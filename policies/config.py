@@ -181,9 +181,11 @@ class _Destination(_Section):
     # false: a large study spreads over all associations, in no particular order.
     ordered: bool = True
     # What the destination receives: objects as stored; native pixel data as
-    # verified JPEG-LS lossless; or "uncompressed": RLE, JPEG 2000 and HTJ2K objects
-    # decoded (storage.transcode). HTJ2K encoding and decoding JPEG come later (issue 6).
-    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless", "uncompressed"] = "as-stored"
+    # verified JPEG-LS or HTJ2K lossless; or "uncompressed": compressed objects
+    # decoded (storage.transcode.DECODERS).
+    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless", "htj2k-lossless", "uncompressed"] = (
+        "as-stored"
+    )
 
 
 class DicomDestination(_Destination):

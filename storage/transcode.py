@@ -1,11 +1,13 @@
 """Lossless transcoding of a stored object's pixel data, one frame at a time in core_rs.
 
 Native (uncompressed, little-endian) pixel data becomes JPEG-LS lossless
-(1.2.840.10008.1.2.4.80). core_rs returns a frame only after decoding it again and
-finding every byte equal to the original, so a transcoded copy carries exactly the
-pixels the modality sent. Everything else in the dataset is carried over as it is,
-except what the standard ties to the new encoding: the transfer syntax, Pixel Data
-as encapsulated OB, and Planar Configuration 0 (PS3.5 8.2.3).
+(1.2.840.10008.1.2.4.80) or HTJ2K lossless (1.2.840.10008.1.2.4.201). core_rs returns
+a frame only after decoding it again and finding every byte equal to the original,
+so a transcoded copy carries exactly the pixels the modality sent. Everything else
+in the dataset is carried over as it is, except what the standard ties to the new
+encoding: the transfer syntax, Pixel Data as encapsulated OB, and Planar
+Configuration 0 (PS3.5 8.2.3). HTJ2K is coded without a colour transform, so the
+Photometric Interpretation (RGB, YBR_FULL) stays what it was.
 
 The copy is written to a file frame by frame: Pixel Data is never read whole, so a
 2 GB multi-frame object costs one frame of memory, not two gigabytes. When the object
@@ -41,6 +43,7 @@ from pydicom.uid import UID
 import core_rs
 
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+HTJ2K_LOSSLESS = "1.2.840.10008.1.2.4.201"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 # JPEG 2000 (lossless, lossy) and HTJ2K (lossless, RPCL, any): core_rs decodes them.
 JPEG_2000 = frozenset(
@@ -56,6 +59,11 @@ JPEG_2000 = frozenset(
 DECODERS: dict[str, Callable[[bytes, core_rs.PixelLayout], bytes]] = {
     RLE_LOSSLESS: core_rs.rle_decode,
     **dict.fromkeys(JPEG_2000, core_rs.j2k_decode),
+}
+# What a destination's `transfer_syntax` may ask for: the syntax and its encoder.
+ENCODERS: dict[str, tuple[str, Callable[[bytes | bytearray, core_rs.PixelLayout], bytes]]] = {
+    "jpeg-ls-lossless": (JPEG_LS_LOSSLESS, core_rs.jpegls_encode),
+    "htj2k-lossless": (HTJ2K_LOSSLESS, core_rs.htj2k_encode),
 }
 # JPEG 2000's colour transforms are undone by the decoder: the samples come out RGB.
 _DECODED_AS_RGB = frozenset({"YBR_RCT", "YBR_ICT"})
@@ -267,18 +275,20 @@ def _copy(handle: BufferedReader, file: BinaryIO, start: int, end: int | None) -
             left -= len(chunk)
 
 
-def to_jpegls(
+def encode_lossless(
     source: Path,
     transfer_syntax: str,
     dest: Path,
+    codec: str = "jpeg-ls-lossless",
     change: Callable[[Dataset], None] | None = None,
     part10: bool = False,
 ) -> Transcoded:
-    """Write the dataset of the stored object `source` (explicit VR little endian) to
-    `dest` with its pixels as verified JPEG-LS lossless; with `part10`, preceded by
-    a preamble and file meta naming the new transfer syntax (a file, for STOW-RS).
-    `change` may alter the other attributes first (a routing rule's coercion). On
-    any exception nothing is left at `dest`."""
+    """Write the dataset of the stored object `source` (native pixels) to `dest`
+    with its pixels encoded and verified by `codec` (a key of ENCODERS); with
+    `part10`, preceded by a preamble and file meta naming the new transfer syntax
+    (a file, for STOW-RS). `change` may alter the other attributes first (a routing
+    rule's coercion). On any exception nothing is left at `dest`."""
+    target, encode = ENCODERS[codec]
     ds = read_header(source, transfer_syntax)
     verbatim = _verbatim(source, ds, transfer_syntax) if change is None else None
     if change is not None:
@@ -291,7 +301,7 @@ def to_jpegls(
         ds.PlanarConfiguration = 0
     # A Basic Offset Table for several frames, unless offsets might pass 32 bits.
     table = count > 1 and count * layout.frame_bytes < _MAX_OFFSET
-    with source.open("rb") as handle, _output(dest, ds, JPEG_LS_LOSSLESS, part10) as (file, out):
+    with source.open("rb") as handle, _output(dest, ds, target, part10) as (file, out):
         if verbatim is None:
             _write_elements(out, ds, after_pixels=False)
         else:
@@ -308,7 +318,7 @@ def to_jpegls(
         first_item = file.tell()
         offsets, encoded = [], 0
         for n in range(count):
-            coded = core_rs.jpegls_encode(frames.read(handle, n), layout)
+            coded = encode(frames.read(handle, n), layout)
             offsets.append(file.tell() - first_item)
             padded = len(coded) + len(coded) % 2
             file.write(_ITEM + struct.pack("<I", padded) + coded)
@@ -337,7 +347,7 @@ def decode_to_native(
     """Write the dataset of `source`, stored compressed in `transfer_syntax` (one of
     DECODERS), to `dest` with native pixels in explicit VR little endian (decoded by
     core_rs, one frame at a time; only the compressed Pixel Data is held in memory);
-    `change` and `part10` as for `to_jpegls`. On any exception nothing is left at
+    `change` and `part10` as for `encode_lossless`. On any exception nothing is left at
     `dest`."""
     decode = DECODERS.get(transfer_syntax)
     if decode is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,16 @@ PEER_TOOLS = (
     *("storescu", "storescp", "echoscu", "dcmdump", "Orthanc", "prometheus", "promtool"),
     *("haproxy", "openssl"),
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With the venv activated, its bin/ comes first on PATH, and pynetdicom puts
+    apps there named like DCMTK's (storescu, storescp, echoscu, movescu...) that
+    take other arguments. The tests' peers are DCMTK's: the venv's bin/ goes."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    if sys.prefix != sys.base_prefix:
+        kept = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin]
+        os.environ["PATH"] = os.pathsep.join(kept)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -457,6 +457,16 @@ fn jpegls_decode<'py>(
     run_codec(py, &data, layout, codec::jpegls_decode)
 }
 
+/// Lossless HTJ2K of one native frame, verified by decoding with `OpenJPEG`.
+#[pyfunction]
+fn htj2k_encode<'py>(
+    py: Python<'py>,
+    frame: PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    run_codec(py, &frame, layout, codec::htj2k_encode_verified)
+}
+
 /// One JPEG 2000 or HTJ2K frame back to native samples.
 #[pyfunction]
 fn j2k_decode<'py>(
@@ -587,6 +597,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(warm_unpack, m)?)?;
     m.add_function(wrap_pyfunction!(jpegls_encode, m)?)?;
     m.add_function(wrap_pyfunction!(jpegls_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(htj2k_encode, m)?)?;
     m.add_function(wrap_pyfunction!(j2k_decode, m)?)?;
     m.add_function(wrap_pyfunction!(rle_encode, m)?)?;
     m.add_function(wrap_pyfunction!(rle_decode, m)?)?;

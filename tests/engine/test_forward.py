@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import pydicom.pixels
 import pytest
 
 from bench.peers import free_port
+from tests.storage.test_transcode import assert_openjph_decodes
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import propose_flag, storescu
 from tests.support.orthanc import OrthancProcess
@@ -447,6 +449,49 @@ def test_jpegls_destination_gets_verified_lossless_copies(
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="verified"} 6.0' in metrics
     # mlut_18 and the 32-bit image: refused by the codec, sent as stored.
     assert 'pacs_edge_transcodes_total{codec="jpeg-ls",outcome="not_representable"} 2.0' in metrics
+
+
+@odd_corpus
+def test_htj2k_destination_gets_verified_lossless_copies(
+    engine_factory: Callable[..., EngineProcess],
+) -> None:
+    """transfer_syntax = "htj2k-lossless": native images arrive as HTJ2K Lossless whose
+    pixels, decoded by pydicom + pylibjpeg-openjpeg and by OpenJPH, are the modality's.
+    The archive is a second pacs-edge: the Debian Orthanc (1.10) and DCMTK (3.6.7)
+    predate HTJ2K and refuse its transfer syntax."""
+    central = engine_factory({"node": {"ae_title": "CENTRAL"}}, name="central")
+    destination = {
+        "name": "central",
+        "kind": "dicom",
+        "host": "127.0.0.1",
+        "port": central.port,
+        "called_ae": "CENTRAL",
+        "transfer_syntax": "htj2k-lossless",
+    }
+    engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
+    by_name = {f.path.name: f for f in public_corpus()[0]}
+    transcoded = ["CT_small.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm", "eCT_Supplemental.dcm"]
+    files = [by_name[name] for name in [*transcoded, "JPEG2000.dcm"]]
+    assert send_each(engine, files) == files
+    wait_until(lambda: drained(engine), 120, "the queue to drain")
+    for f in files:
+        record = central.instance(f.sop_instance_uid)
+        assert record is not None, f.path.name
+        copy = pydicom.dcmread(central.object_path(record["hash"]))
+        if f.path.name == "JPEG2000.dcm":  # already compressed: as stored
+            assert copy.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
+            continue
+        original = pydicom.dcmread(f.path)
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.201", f.path.name
+        assert len(copy.PixelData) < len(original.PixelData), f.path.name
+        assert np.array_equal(copy.pixel_array, original.pixel_array), f.path.name
+        assert_openjph_decodes(copy, pydicom.pixels.pixel_array(original, raw=True), f.path.name)
+        # Every other element as the edge stored it (storescu dropped the padding).
+        stored = pydicom.dcmread(engine.object_path(engine.instance(f.sop_instance_uid)["hash"]))
+        others = {e.tag: e.value for e in stored if e.tag not in (0x00280006, 0x7FE00010)}
+        assert {e.tag: e.value for e in copy if e.tag in others} == others, f.path.name
+    metrics = engine.get_text("/metrics")
+    assert 'pacs_edge_transcodes_total{codec="htj2k",outcome="verified"} 4.0' in metrics
 
 
 @odd_corpus

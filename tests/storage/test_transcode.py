@@ -1,6 +1,7 @@
-"""JPEG-LS lossless in core_rs against every pixel-bearing file of pydicom-data and
-pydicom's test files, cross-checked with pydicom + pylibjpeg-libjpeg (a different
-JPEG-LS implementation) in both directions."""
+"""Lossless JPEG-LS and HTJ2K in core_rs against every pixel-bearing file of
+pydicom-data and pydicom's test files, cross-checked with other implementations:
+pydicom + pylibjpeg-libjpeg (JPEG-LS) and OpenJPH through imagecodecs (HTJ2K); and
+our decoders against pydicom + pylibjpeg on the compressed files."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pydicom
+import pydicom.pixels
 import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
 
 import core_rs
-from storage.transcode import JPEG_LS_LOSSLESS, pixel_layout, to_jpegls
+from storage.transcode import ENCODERS, encode_lossless, pixel_layout
 from tests.support.corpus import SourceFile, public_corpus
 
 JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
@@ -30,11 +33,11 @@ def read(f: SourceFile) -> Dataset:
         return pydicom.dcmread(f.path)
 
 
-def read_copy(path: Path) -> Dataset:
-    """A transcoded dataset (no file meta) as pydicom sees it in JPEG-LS Lossless."""
+def read_copy(path: Path, codec: str = "jpeg-ls-lossless") -> Dataset:
+    """A transcoded dataset (no file meta) as pydicom sees it, encoded by `codec`."""
     ds = pydicom.dcmread(path, force=True)
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = JPEG_LS_LOSSLESS
+    ds.file_meta.TransferSyntaxUID = ENCODERS[codec][0]
     return ds
 
 
@@ -44,9 +47,12 @@ def native_bytes(array: np.ndarray, ds: Dataset) -> bytes:
     return np.ascontiguousarray(array).astype(dtype).tobytes()
 
 
-def test_every_native_image_round_trips_and_pylibjpeg_agrees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["jpeg-ls-lossless", "htj2k-lossless"])
+def test_every_native_image_round_trips_and_another_decoder_agrees(
+    tmp_path: Path, codec: str
+) -> None:
     files, _ = public_corpus()
-    done, refused = 0, Counter[str]()
+    done, refused, checked = 0, Counter[str](), Counter[tuple[int, int]]()
     for n, f in enumerate(files):
         out = tmp_path / f"{n}-{f.path.name}"
         ds = read(f)
@@ -56,9 +62,9 @@ def test_every_native_image_round_trips_and_pylibjpeg_agrees(tmp_path: Path) -> 
                 original = ds.pixel_array.copy()
             except ValueError:  # pydicom cannot read it either: neither may we
                 with pytest.raises(core_rs.NotRepresentable):
-                    to_jpegls(f.path, f.transfer_syntax_uid, out)
+                    encode_lossless(f.path, f.transfer_syntax_uid, out, codec)
                 raise
-            result = to_jpegls(f.path, f.transfer_syntax_uid, out)
+            result = encode_lossless(f.path, f.transfer_syntax_uid, out, codec)
         except core_rs.NotRepresentable as exc:
             refused[str(exc).split(" (")[0].split(":")[0]] += 1
             assert not out.exists()
@@ -70,9 +76,11 @@ def test_every_native_image_round_trips_and_pylibjpeg_agrees(tmp_path: Path) -> 
         assert out.stat().st_size == result.size
         if result.native_bytes > 4096:  # a 3 x 3 image is smaller than JPEG-LS's headers
             assert result.encoded_bytes < result.native_bytes, f.path.name
-        # pydicom decodes the copy with pylibjpeg-libjpeg: the original pixels.
-        copy = read_copy(out)
+        # pydicom decodes the copy with pylibjpeg(-libjpeg, -openjpeg): the original.
+        copy = read_copy(out, codec)
         assert np.array_equal(copy.pixel_array, original), f.path.name
+        if codec == "htj2k-lossless":  # and OpenJPH, HTJ2K's reference, agrees
+            assert_openjph_decodes(copy, pydicom.pixels.pixel_array(ds, raw=True), f.path.name)
         # Nothing but Pixel Data and (for planar colour) Planar Configuration changed;
         # retired Group Lengths (gggg,0000) may go, as PS3.5 7.2 asks.
         before = {e.tag: e.value for e in ds if e.tag != 0x7FE00010 and e.tag.element}
@@ -81,8 +89,10 @@ def test_every_native_image_round_trips_and_pylibjpeg_agrees(tmp_path: Path) -> 
         assert changed <= {0x00280006}, (f.path.name, changed)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         assert len(list(generate_frames(copy.PixelData, number_of_frames=frames))) == frames
+        checked[int(ds.BitsAllocated), int(ds.SamplesPerPixel)] += 1
     # The public corpus has ~40 native images of 8/12/16 bits, signed, RGB, multi-frame.
     assert done >= 40, (done, refused)
+    assert {(8, 1), (8, 3), (16, 1), (16, 3)} <= set(checked), checked
     assert set(refused) <= {
         "pixel data is compressed or big endian",
         "no Pixel Data",
@@ -91,6 +101,20 @@ def test_every_native_image_round_trips_and_pylibjpeg_agrees(tmp_path: Path) -> 
         "photometric interpretation YBR_FULL_422",
         "Number of Frames is invalid",
     }, refused
+
+
+def assert_openjph_decodes(copy: Dataset, original: np.ndarray, name: str) -> None:
+    """OpenJPH decodes every frame of `copy` to `original` (samples as stored: YBR
+    stays YBR)."""
+    frames = int(copy.get("NumberOfFrames", 1) or 1)
+    decoded = [
+        imagecodecs.htj2k_decode(fragment)
+        for fragment in generate_frames(copy.PixelData, number_of_frames=frames)
+    ]
+    if int(copy.SamplesPerPixel) > 1:  # OpenJPH gives colour planes, not pixels
+        decoded = [np.moveaxis(frame, 0, -1) for frame in decoded]
+    expected = original if frames > 1 else original[np.newaxis]
+    assert np.array_equal(np.stack(decoded).reshape(expected.shape), expected), name
 
 
 def agreeing(syntaxes: tuple[str, ...], decode: Callable[..., bytes]) -> int:
@@ -126,7 +150,7 @@ def test_refusals_say_why_and_leave_nothing(tmp_path: Path) -> None:
         ("mlut_18.dcm", "bits above Bits Stored"),
     ]:
         with pytest.raises(core_rs.NotRepresentable, match=reason):
-            to_jpegls(by_name[name].path, by_name[name].transfer_syntax_uid, tmp_path / name)
+            encode_lossless(by_name[name].path, by_name[name].transfer_syntax_uid, tmp_path / name)
         assert not (tmp_path / name).exists()
 
 
@@ -137,7 +161,7 @@ def test_a_coercion_changes_the_copy_only(tmp_path: Path) -> None:
     def coerce(ds: Dataset) -> None:
         ds.PatientID = "SITE1-" + str(ds.PatientID)
 
-    to_jpegls(source.path, source.transfer_syntax_uid, tmp_path / "copy", coerce)
+    encode_lossless(source.path, source.transfer_syntax_uid, tmp_path / "copy", change=coerce)
     assert read_copy(tmp_path / "copy").PatientID == "SITE1-1CT1"
     assert source.path.read_bytes() == before
 
@@ -163,7 +187,7 @@ def test_explicit_little_endian_keeps_every_other_byte(tmp_path: Path) -> None:
             continue
         out = tmp_path / f.path.name
         try:
-            to_jpegls(f.path, f.transfer_syntax_uid, out)
+            encode_lossless(f.path, f.transfer_syntax_uid, out)
         except core_rs.NotRepresentable:
             continue
         source, copy = f.dataset_bytes, out.read_bytes()

@@ -4,6 +4,7 @@
 //! samples interleaved (Planar Configuration 0), 8 or 16 bits allocated.
 
 mod charls;
+mod htj2k;
 mod openjpeg;
 mod rle;
 
@@ -59,9 +60,9 @@ impl Layout {
             .saturating_mul(self.bytes_per_sample())
     }
 
-    fn check_jpegls(&self) -> Result<(), CodecError> {
+    fn check_encodable(&self) -> Result<(), CodecError> {
         let why = if !matches!(self.bits_allocated, 8 | 16) {
-            format!("{} bits allocated (JPEG-LS: 8 or 16)", self.bits_allocated)
+            format!("{} bits allocated (8 or 16 here)", self.bits_allocated)
         } else if !(2..=self.bits_allocated).contains(&self.bits_stored) {
             format!(
                 "{} bits stored in {} allocated",
@@ -160,7 +161,7 @@ fn check_length(frame: &[u8], layout: &Layout) -> Result<(), CodecError> {
 /// Lossless JPEG-LS of one native frame, returned only once it decodes back to
 /// exactly `frame`.
 pub fn jpegls_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
-    layout.check_jpegls()?;
+    layout.check_encodable()?;
     check_length(frame, layout)?;
     let samples = masked(frame, layout)?;
     // CharLS takes samples of up to 8 bits one byte each, whatever holds them here.
@@ -170,21 +171,26 @@ pub fn jpegls_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, 
     } else {
         charls::encode(&samples, layout)?
     };
-    let decoded = jpegls_decode(&encoded, layout)?;
-    if decoded != frame {
-        let at = decoded.iter().zip(frame).position(|(a, b)| a != b);
-        return Err(CodecError::Mismatch(format!(
-            "JPEG-LS frame differs from the original at byte {}",
-            at.unwrap_or(decoded.len().min(frame.len()))
-        )));
-    }
+    same("JPEG-LS", &jpegls_decode(&encoded, layout)?, frame)?;
     Ok(encoded)
+}
+
+/// The check behind every lossless encode: the decoded frame is the original.
+fn same(codec: &str, decoded: &[u8], frame: &[u8]) -> Result<(), CodecError> {
+    if decoded == frame {
+        return Ok(());
+    }
+    let at = decoded.iter().zip(frame).position(|(a, b)| a != b);
+    Err(CodecError::Mismatch(format!(
+        "{codec} frame differs from the original at byte {}",
+        at.unwrap_or(decoded.len().min(frame.len()))
+    )))
 }
 
 /// One JPEG-LS frame back to native samples laid out as `layout`; a stream whose
 /// own header disagrees with `layout` is refused.
 pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
-    layout.check_jpegls()?;
+    layout.check_encodable()?;
     let (mut frame, found) = charls::decode(data, layout.frame_bytes())?;
     let shape = (layout.rows, layout.columns, layout.components);
     let coded = (found.rows, found.columns, found.components);
@@ -220,16 +226,22 @@ pub fn j2k_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     Ok(frame)
 }
 
+/// Lossless HTJ2K of one native frame, returned only once `OpenJPEG` (not the
+/// encoder's own decoder) decodes it back to exactly `frame`.
+pub fn htj2k_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    layout.check_encodable()?;
+    check_length(frame, layout)?;
+    let encoded = htj2k::encode(&masked(frame, layout)?, layout)?;
+    same("HTJ2K", &j2k_decode(&encoded, layout)?, frame)?;
+    Ok(encoded)
+}
+
 /// DICOM RLE Lossless of one native frame (any bit pattern: RLE codes bytes),
 /// returned only once it decodes back to exactly `frame`.
 pub fn rle_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     check_length(frame, layout)?;
     let encoded = rle::encode(frame, layout)?;
-    if rle::decode(&encoded, layout)? != frame {
-        return Err(CodecError::Mismatch(
-            "RLE frame differs from the original".into(),
-        ));
-    }
+    same("RLE", &rle::decode(&encoded, layout)?, frame)?;
     Ok(encoded)
 }
 
@@ -298,15 +310,50 @@ mod tests {
     }
 
     #[test]
+    fn htj2k_round_trips_through_openjpeg() {
+        for (allocated, stored, components, signed) in [
+            (8, 8, 1, false),
+            (8, 8, 3, false),
+            (8, 7, 1, true),
+            (16, 16, 1, false),
+            (16, 16, 1, true),
+            (16, 12, 1, true),
+            (16, 10, 3, false),
+            (16, 7, 1, false),
+        ] {
+            let l = layout(allocated, stored, components, signed);
+            let frame = ramp(&l);
+            // Not asserted smaller: the ramp's sawtooth is no image for a wavelet.
+            let encoded = htj2k_encode_verified(&frame, &l).unwrap();
+            assert_eq!(j2k_decode(&encoded, &l).unwrap(), frame, "{l:?}");
+        }
+        // Smaller than one halving per level, and a single row: fewer levels.
+        for (rows, columns) in [(1, 1), (1, 300), (3, 2)] {
+            let l = Layout {
+                rows,
+                columns,
+                ..layout(16, 12, 1, false)
+            };
+            let frame = ramp(&l);
+            assert_eq!(
+                j2k_decode(&htj2k_encode_verified(&frame, &l).unwrap(), &l).unwrap(),
+                frame
+            );
+        }
+    }
+
+    #[test]
     fn bits_above_bits_stored_are_refused_not_lost() {
         for signed in [false, true] {
             let l = layout(16, 12, 1, signed);
             let mut frame = ramp(&l);
             frame[1] ^= 0x40; // bit 14 of the first sample, above Bits Stored
-            assert!(matches!(
-                jpegls_encode_verified(&frame, &l),
-                Err(CodecError::Unsupported(_))
-            ));
+            for encode in [jpegls_encode_verified, htj2k_encode_verified] {
+                assert!(matches!(
+                    encode(&frame, &l),
+                    Err(CodecError::Unsupported(_))
+                ));
+            }
         }
     }
 
