@@ -19,12 +19,14 @@ $(PY):
 	$(PY) -m pip install -q -U pip 'maturin>=1.7,<2'
 
 # What building the Rust extension needs besides cargo: cmake and a C++ compiler,
-# which build CharLS (JPEG-LS) from source (docs/decisions/0015).
+# which build CharLS (JPEG-LS) and libjpeg-turbo from source, and nasm for
+# libjpeg-turbo's SIMD code (docs/decisions/0015, 0021).
 build-deps:
-	@if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null; then \
-		echo "installing cmake and g++ from Debian (to build CharLS)..."; \
+	@if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null \
+		|| ! command -v nasm >/dev/null; then \
+		echo "installing cmake, g++ and nasm from Debian (to build CharLS, libjpeg-turbo)..."; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake g++ >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake g++ nasm >/dev/null; \
 	fi
 
 # Builds the Rust extension (release: the engine is only ever measured that way)

@@ -25,6 +25,8 @@ __all__ = [
     "hash_file",
     "htj2k_encode",
     "j2k_decode",
+    "jpeg_decode",
+    "jpeg_decode_ybr",
     "jpegls_decode",
     "jpegls_encode",
     "key_attributes",
@@ -167,6 +169,14 @@ def htj2k_encode(frame: Buffer, layout: PixelLayout) -> bytes:
 def j2k_decode(data: Buffer, layout: PixelLayout) -> bytes:
     """One JPEG 2000 or HTJ2K frame (J2K codestream or JP2) to native samples;
     CodecError if it does not fit `layout`, NotRepresentable for other layouts."""
+
+def jpeg_decode(data: Buffer, layout: PixelLayout) -> bytes:
+    """One JPEG frame (baseline, extended 12-bit, lossless any predictor) to native
+    samples exactly as coded; NotRepresentable for a colour stream libjpeg reads as
+    YCbCr (see jpeg_decode_ybr), CodecError if it does not fit `layout`."""
+
+def jpeg_decode_ybr(data: Buffer, layout: PixelLayout) -> bytes:
+    """As jpeg_decode, for a YBR_FULL(_422) dataset: YCbCr streams come out RGB."""
 
 def jpegls_encode(frame: Buffer, layout: PixelLayout) -> bytes:
     """Lossless JPEG-LS, returned only once it decodes back to `frame` exactly.

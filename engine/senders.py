@@ -49,6 +49,7 @@ from storage.transcode import (
     DECODERS,
     DEFLATED,
     ENCODERS,
+    JPEG,
     NATIVE_LITTLE_ENDIAN,
     RLE_LOSSLESS,
     Transcoded,
@@ -189,13 +190,18 @@ class ObjectReader:
     async def _decoded(
         self, job: Job, instance: Instance, path: Path, part10: bool = False
     ) -> Payload:
-        """An RLE, JPEG 2000 or HTJ2K object with native pixels (explicit VR LE);
-        core_rs.CodecError when its stream cannot be decoded."""
+        """An RLE, JPEG, JPEG 2000 or HTJ2K object with native pixels (explicit VR
+        LE); core_rs.CodecError when its stream cannot be decoded, NotRepresentable
+        when its samples cannot be given as native pixels faithfully."""
         stored = instance.transfer_syntax_uid
-        codec = "rle" if stored == RLE_LOSSLESS else "jpeg2000"
+        codec = "rle" if stored == RLE_LOSSLESS else "jpeg" if stored in JPEG else "jpeg2000"
         make = partial(decode_to_native, path, stored, change=_change(job), part10=part10)
         try:
             payload, done = await self._spool_copy(make)
+        except core_rs.NotRepresentable as exc:
+            self._metrics.transcoded(codec, "not_representable")
+            log.info("%s: sent as stored, not decoded: %s", job.sop_instance_uid, exc)
+            raise
         except core_rs.CodecError as exc:
             self._metrics.transcoded(codec, "undecodable")
             log.warning(
@@ -379,15 +385,15 @@ class DicomSender:
         return self._assoc
 
     def _best_on_reuse(self, options: list[tuple[str, str]]) -> bool:
-        """Would the open association carry this object in the best syntax a new one
-        could? Options it was never offered might be accepted (the stored syntax,
-        sent as it is, rather than a re-encoding); options it refused stay refused
+        """Would the open association carry this object as a new one could? Every
+        option must have been offered on it: the later ones are the fallbacks (the
+        stored syntax when a transcode is refused). Options it refused stay refused
         until a new association, when the destination's configuration may be fixed."""
         assert self._assoc is not None
         accepted = self._assoc.accepted.keys()
         refused = self._proposed - accepted
         best = next((option for option in options if option not in refused), None)
-        return best is not None and best in accepted
+        return best is not None and best in accepted and set(options) <= self._proposed
 
     async def idle(self) -> None:
         """Nothing to send for a while: give the destination its association back."""
@@ -401,10 +407,9 @@ class DicomSender:
 
 def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list[str]:
     """Transfer syntaxes to offer, best first: JPEG-LS or HTJ2K when the destination
-    asks for it and the pixels are native; explicit VR LE first when it asks for uncompressed
-    and core_rs can decode the stored syntax (RLE, JPEG 2000, HTJ2K); as stored; then
-    explicit VR LE when we can re-encode to it without a codec (a JPEG decoder comes
-    later, issue 6)."""
+    asks for it and the pixels are native; explicit VR LE first when it asks for
+    uncompressed and core_rs can decode the stored syntax (storage.transcode.DECODERS);
+    as stored; then explicit VR LE when we can re-encode to it without a codec."""
     stored = instance.transfer_syntax_uid
     first = []
     if dest.transfer_syntax in ENCODERS and stored in NATIVE_LITTLE_ENDIAN:

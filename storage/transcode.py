@@ -55,10 +55,20 @@ JPEG_2000 = frozenset(
         "1.2.840.10008.1.2.4.203",
     }
 )
+# JPEG baseline, extended (12-bit), lossless and lossless SV1: core_rs decodes them.
+JPEG = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+    }
+)
 # What core_rs can turn back into native pixels, by transfer syntax.
 DECODERS: dict[str, Callable[[bytes, core_rs.PixelLayout], bytes]] = {
     RLE_LOSSLESS: core_rs.rle_decode,
     **dict.fromkeys(JPEG_2000, core_rs.j2k_decode),
+    **dict.fromkeys(JPEG, core_rs.jpeg_decode),
 }
 # What a destination's `transfer_syntax` may ask for: the syntax and its encoder.
 ENCODERS: dict[str, tuple[str, Callable[[bytes | bytearray, core_rs.PixelLayout], bytes]]] = {
@@ -67,6 +77,8 @@ ENCODERS: dict[str, tuple[str, Callable[[bytes | bytearray, core_rs.PixelLayout]
 }
 # JPEG 2000's colour transforms are undone by the decoder: the samples come out RGB.
 _DECODED_AS_RGB = frozenset({"YBR_RCT", "YBR_ICT"})
+# JPEG's YCbCr (YBR_FULL_422 from most modalities) is converted to RGB on decoding.
+_JPEG_YBR = frozenset({"YBR_FULL", "YBR_FULL_422"})
 # Pixel data in these is stored as it is on the wire, little-endian.
 NATIVE_LITTLE_ENDIAN = frozenset(
     {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99"}
@@ -355,7 +367,11 @@ def decode_to_native(
     ds = read_header(source, transfer_syntax)
     if change is not None:
         change(ds)
-    if str(ds.get("PhotometricInterpretation", "")).strip() in _DECODED_AS_RGB:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if transfer_syntax in JPEG and photometric in _JPEG_YBR:
+        decode = core_rs.jpeg_decode_ybr
+        ds.PhotometricInterpretation = "RGB"
+    elif photometric in _DECODED_AS_RGB:
         ds.PhotometricInterpretation = "RGB"
     layout = pixel_layout(ds, EXPLICIT_LE)  # the frame layout; the syntax is compressed
     count = frame_count(ds)

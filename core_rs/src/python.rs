@@ -467,6 +467,26 @@ fn htj2k_encode<'py>(
     run_codec(py, &frame, layout, codec::htj2k_encode_verified)
 }
 
+/// One JPEG frame (baseline, extended, lossless) back to native samples as coded.
+#[pyfunction]
+fn jpeg_decode<'py>(
+    py: Python<'py>,
+    data: PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    run_codec(py, &data, layout, codec::jpeg_decode)
+}
+
+/// One JPEG frame of a `YBR_FULL(_422)` dataset back to RGB samples.
+#[pyfunction]
+fn jpeg_decode_ybr<'py>(
+    py: Python<'py>,
+    data: PyBuffer<u8>,
+    layout: &Bound<'py, PyPixelLayout>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    run_codec(py, &data, layout, codec::jpeg_decode_ybr)
+}
+
 /// One JPEG 2000 or HTJ2K frame back to native samples.
 #[pyfunction]
 fn j2k_decode<'py>(
@@ -599,6 +619,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jpegls_decode, m)?)?;
     m.add_function(wrap_pyfunction!(htj2k_encode, m)?)?;
     m.add_function(wrap_pyfunction!(j2k_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(jpeg_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(jpeg_decode_ybr, m)?)?;
     m.add_function(wrap_pyfunction!(rle_encode, m)?)?;
     m.add_function(wrap_pyfunction!(rle_decode, m)?)?;
     m.add_function(wrap_pyfunction!(encode_response, m)?)?;

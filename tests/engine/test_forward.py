@@ -20,7 +20,7 @@ import pydicom.pixels
 import pytest
 
 from bench.peers import free_port
-from tests.storage.test_transcode import assert_openjph_decodes
+from tests.storage.test_transcode import assert_lossy_jpeg_agrees, assert_openjph_decodes
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import propose_flag, storescu
 from tests.support.orthanc import OrthancProcess
@@ -527,34 +527,41 @@ def test_stow_destination_gets_jpegls_files(
 
 
 @odd_corpus
-def test_uncompressed_destination_gets_rle_and_jpeg2000_decoded(
+def test_uncompressed_destination_gets_compressed_objects_decoded(
     engine_factory: Callable[..., EngineProcess], orthanc: OrthancProcess
 ) -> None:
-    """transfer_syntax = "uncompressed": RLE and JPEG 2000 objects reach Orthanc in
-    explicit VR little endian, decoded by core_rs to the original pixels (YBR_RCT as
-    RGB); what we cannot decode yet (JPEG baseline here) goes as stored."""
+    """transfer_syntax = "uncompressed": RLE, JPEG 2000 and JPEG objects reach
+    Orthanc in explicit VR little endian, decoded by core_rs to the original pixels
+    (YBR_RCT and JPEG's YCbCr as RGB; lossy JPEG as close as two decoders agree);
+    an RGB dataset whose JPEG stream is coded YCbCr goes as stored."""
     destination = dicom_destination(orthanc, transfer_syntax="uncompressed")
     engine = engine_factory({"destination": [destination], "forward": FAST_RETRY})
     by_name = {f.path.name: f for f in public_corpus()[0]}
     rle = ["MR_small_RLE.dcm", "SC_rgb_rle_16bit_2frame.dcm"]
     j2k = ["JPEG2000.dcm", "US1_J2KR.dcm", "MR2_J2KI.dcm"]
-    baseline = next(f for f in by_name.values() if f.transfer_syntax_uid.endswith(".4.50"))
-    files = [*(by_name[n] for n in [*rle, *j2k]), baseline]
+    jpeg = ["JPEG-LL.dcm", "JPGExtended.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"]
+    ambiguous = "SC_jpeg_no_color_transform.dcm"
+    files = [by_name[n] for n in [*rle, *j2k, *jpeg, ambiguous]]
     assert send_each(engine, files) == files
     wait_until(lambda: drained(engine), 120, "the queue to drain")
     for f in files:
         fetched = orthanc.file(f.sop_instance_uid)
         assert fetched is not None, f.path.name
         copy = pydicom.dcmread(BytesIO(fetched))
-        if f is baseline:
+        if f.path.name == ambiguous:
             assert copy.file_meta.TransferSyntaxUID == f.transfer_syntax_uid
             continue
         assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1", f.path.name
-        assert np.array_equal(copy.pixel_array, pydicom.dcmread(f.path).pixel_array)
-    assert orthanc.tags(by_name["US1_J2KR.dcm"].sop_instance_uid)["PhotometricInterpretation"] == (
-        "RGB"
-    )
+        ours, theirs = copy.pixel_array, pydicom.dcmread(f.path).pixel_array
+        if f.path.name in ("JPGExtended.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"):  # lossy
+            assert_lossy_jpeg_agrees(ours, theirs, f.path.name)
+        else:
+            assert np.array_equal(ours, theirs), f.path.name
+    for name in ("US1_J2KR.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"):
+        assert orthanc.tags(by_name[name].sop_instance_uid)["PhotometricInterpretation"] == "RGB"
     assert list((engine.data_dir / "spool").glob("*transcode*")) == []
     metrics = engine.get_text("/metrics")
     assert 'pacs_edge_transcodes_total{codec="rle",outcome="decoded"} 2.0' in metrics
     assert 'pacs_edge_transcodes_total{codec="jpeg2000",outcome="decoded"} 3.0' in metrics
+    assert 'pacs_edge_transcodes_total{codec="jpeg",outcome="decoded"} 3.0' in metrics
+    assert 'pacs_edge_transcodes_total{codec="jpeg",outcome="not_representable"} 1.0' in metrics

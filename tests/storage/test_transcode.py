@@ -338,3 +338,62 @@ def test_j2k_objects_decode_to_native_files(tmp_path: Path) -> None:
         assert np.array_equal(copy.pixel_array, expected), f.path.name
         checked += 1
     assert checked >= 15, checked
+
+
+JPEG_LOSSLESS = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+# Photometric RGB, but a stream libjpeg reads as YCbCr (no JFIF/Adobe marker saying
+# otherwise): refused rather than guessed (pydicom trusts the dataset).
+YCBCR_CODED_RGB = ("SC_jpeg_no_color_transform.dcm", "SC_rgb_jpeg.dcm")
+
+
+def assert_lossy_jpeg_agrees(ours: np.ndarray, theirs: np.ndarray, name: str) -> None:
+    """Two lossy JPEG decoders (IDCT, upsampling) differ by a few levels at most: a
+    wrong colour conversion or a shifted row would differ by tens to hundreds."""
+    diff = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
+    assert diff.max() <= 8, (name, diff.max())
+    assert diff.mean() < 0.2, (name, diff.mean())
+
+
+def test_jpeg_objects_decode_as_pydicom_and_pylibjpeg_libjpeg_do(tmp_path: Path) -> None:
+    """Every JPEG file (baseline, extended 12-bit, lossless SV1) through
+    decode_to_native, against pydicom + pylibjpeg-libjpeg: lossless bit for bit,
+    lossy as close as two decoders agree (assert_lossy_jpeg_agrees)."""
+    from storage.transcode import JPEG, decode_to_native
+
+    checked, refused = Counter[str](), Counter[str]()
+    for f in public_corpus()[0]:
+        if f.transfer_syntax_uid not in JPEG:
+            continue
+        source = read(f)
+        out = tmp_path / f.path.name
+        try:
+            expected = source.pixel_array
+        except (ValueError, AttributeError, RuntimeError):
+            with pytest.raises(core_rs.CodecError):  # JPEG-lossy.dcm: broken for both
+                decode_to_native(f.path, f.transfer_syntax_uid, out, part10=True)
+            refused["unreadable by pydicom too"] += 1
+            continue
+        if f.path.name in YCBCR_CODED_RGB:
+            with pytest.raises(core_rs.NotRepresentable, match="converting would change"):
+                decode_to_native(f.path, f.transfer_syntax_uid, out, part10=True)
+            assert not out.exists()
+            refused["RGB dataset, YCbCr-coded stream"] += 1
+            continue
+        result = decode_to_native(f.path, f.transfer_syntax_uid, out, part10=True)
+        copy = pydicom.dcmread(out)
+        assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+        assert out.stat().st_size == result.size
+        if str(source.PhotometricInterpretation).startswith("YBR"):
+            assert copy.PhotometricInterpretation == "RGB", f.path.name
+        ours = copy.pixel_array
+        assert ours.shape == expected.shape, f.path.name
+        if f.transfer_syntax_uid in JPEG_LOSSLESS:
+            assert np.array_equal(ours, expected), f.path.name
+        else:
+            assert_lossy_jpeg_agrees(ours, expected, f.path.name)
+        checked[f.transfer_syntax_uid] += 1
+    # Baseline (mono, RGB, YBR_FULL(_422), multi-frame), extended 12-bit, SV1 8-16 bit.
+    assert checked["1.2.840.10008.1.2.4.50"] >= 10, checked
+    assert checked["1.2.840.10008.1.2.4.51"] >= 1, checked
+    assert checked["1.2.840.10008.1.2.4.70"] >= 4, checked
+    assert refused["RGB dataset, YCbCr-coded stream"] == len(YCBCR_CODED_RGB), refused

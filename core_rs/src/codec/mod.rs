@@ -5,6 +5,7 @@
 
 mod charls;
 mod htj2k;
+mod jpeg;
 mod openjpeg;
 mod rle;
 
@@ -209,6 +210,68 @@ pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError
     Ok(frame)
 }
 
+/// One JPEG frame (baseline, extended, lossless) back to native samples laid out
+/// as `layout`, exactly as coded: a colour stream that libjpeg reads as `YCbCr` is
+/// refused, since converting it would change the samples of an RGB dataset.
+pub fn jpeg_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    jpeg_frame(data, layout, false)
+}
+
+/// One JPEG frame of a `YBR_FULL(_422)` dataset back to RGB samples: the `YCbCr`
+/// stream is converted (and upsampled) by libjpeg-turbo, as pydicom does. A colour
+/// stream not coded `YCbCr` is refused: it would come out labelled wrongly.
+pub fn jpeg_decode_ybr(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    jpeg_frame(data, layout, true)
+}
+
+fn jpeg_frame(data: &[u8], layout: &Layout, to_rgb: bool) -> Result<Vec<u8>, CodecError> {
+    if !matches!(layout.bits_allocated, 8 | 16) || !matches!(layout.components, 1 | 3) {
+        return Err(CodecError::Unsupported(format!(
+            "{} samples of {} bits allocated (JPEG here: 1 or 3 of 8 or 16)",
+            layout.components, layout.bits_allocated
+        )));
+    }
+    let (mut frame, header) = jpeg::decode(data, layout, |h| {
+        let colour_ok = if layout.components == 1 {
+            h.colorspace == jpeg::GRAY
+        } else {
+            // YBR: converted, so it must be coded YCbCr; else as coded: RGB.
+            if to_rgb {
+                !h.lossless && h.colorspace == jpeg::YCBCR
+            } else {
+                h.colorspace == jpeg::RGB
+            }
+        };
+        if !colour_ok {
+            return Err(CodecError::Unsupported(format!(
+                "a {} JPEG stream in colour space {} for {} sample(s) per pixel{}",
+                if h.lossless { "lossless" } else { "lossy" },
+                jpeg::colour_name(h.colorspace),
+                layout.components,
+                if h.colorspace == jpeg::YCBCR && !to_rgb {
+                    " said to be RGB: converting would change its samples"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if (h.rows, h.columns) != (layout.rows, layout.columns)
+            || !(2..=layout.bits_allocated).contains(&h.precision)
+        {
+            return Err(CodecError::Corrupt(format!(
+                "JPEG stream is {} x {} of {} bits; the dataset says {} x {} in {} bits allocated",
+                h.columns, h.rows, h.precision, layout.columns, layout.rows, layout.bits_allocated
+            )));
+        }
+        Ok(())
+    })?;
+    if layout.bits_allocated == 16 && header.precision <= 8 {
+        frame = frame.iter().flat_map(|&low| [low, 0]).collect();
+    }
+    sign_extend(&mut frame, layout);
+    Ok(frame)
+}
+
 /// One JPEG 2000 or HTJ2K frame (lossless or lossy; J2K codestream or JP2) back to
 /// native samples laid out as `layout`. A codestream whose header disagrees with
 /// `layout` is refused before it is decoded.
@@ -340,6 +403,65 @@ mod tests {
                 frame
             );
         }
+    }
+
+    #[test]
+    fn lossless_jpeg_decodes_exactly() {
+        for (allocated, stored, components, signed, predictor) in [
+            (8, 8, 1, false, 1),
+            (8, 8, 3, false, 1),
+            (16, 12, 1, false, 1),
+            (16, 12, 1, true, 1),
+            (16, 16, 1, false, 1),
+            (16, 16, 1, true, 4),
+            (16, 10, 3, false, 7),
+            (16, 14, 1, false, 6),
+        ] {
+            let l = layout(allocated, stored, components, signed);
+            let frame = ramp(&l);
+            let samples = masked(&frame, &l).unwrap();
+            let jpeg = jpeg::encode_for_tests(&samples, &l, Some(stored), predictor);
+            assert_eq!(jpeg_decode(&jpeg, &l).unwrap(), frame, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn lossy_colour_jpeg_is_converted_only_for_ybr_datasets() {
+        let l = layout(8, 8, 3, false);
+        let frame = ramp(&l);
+        let jpeg = jpeg::encode_for_tests(&frame, &l, None, 0); // YCbCr 4:2:0
+        assert!(matches!(
+            jpeg_decode(&jpeg, &l),
+            Err(CodecError::Unsupported(m)) if m.contains("converting would change")
+        ));
+        let rgb = jpeg_decode_ybr(&jpeg, &l).unwrap();
+        assert_eq!(rgb.len(), frame.len());
+        let grey = Layout { components: 1, ..l };
+        let jpeg = jpeg::encode_for_tests(&ramp(&grey), &grey, None, 0);
+        assert_eq!(jpeg_decode(&jpeg, &grey).unwrap().len(), grey.frame_bytes());
+    }
+
+    #[test]
+    fn bad_jpeg_streams_are_refused() {
+        let l = layout(16, 12, 1, false);
+        let jpeg = jpeg::encode_for_tests(&masked(&ramp(&l), &l).unwrap(), &l, Some(12), 1);
+        assert!(matches!(
+            jpeg_decode(b"not a jpeg", &l),
+            Err(CodecError::Corrupt(_))
+        ));
+        let other = Layout { rows: 36, ..l };
+        assert!(matches!(
+            jpeg_decode(&jpeg, &other),
+            Err(CodecError::Corrupt(_))
+        ));
+        // A cut scan: libjpeg would fill the rest; the warning stops it here.
+        let cut = &jpeg[..jpeg.len() / 2];
+        assert!(matches!(jpeg_decode(cut, &l), Err(CodecError::Corrupt(_))));
+        let colour = layout(16, 12, 3, false);
+        assert!(matches!(
+            jpeg_decode(&jpeg, &colour),
+            Err(CodecError::Unsupported(_))
+        ));
     }
 
     #[test]
