@@ -1,10 +1,14 @@
-//! Any frame in any layout the codec accepts: a verified JPEG-LS encode either
-//! refuses it with a reason or returns a stream that decodes back to exactly that
-//! frame. Never a panic, never a silent difference.
+//! Any frame in any layout the codecs accept: a verified JPEG-LS or HTJ2K encode
+//! either refuses it with a reason or returns a stream that decodes back to exactly
+//! that frame. Never a panic, never a silent difference.
 #![no_main]
 
-use core_rs::codec::{jpegls_decode, jpegls_encode_verified, CodecError, Layout};
+use core_rs::codec::{
+    htj2k_encode_verified, j2k_decode, jpegls_decode, jpegls_encode_verified, CodecError, Layout,
+};
 use libfuzzer_sys::fuzz_target;
+
+type Codec = fn(&[u8], &Layout) -> Result<Vec<u8>, CodecError>;
 
 fuzz_target!(|data: &[u8]| {
     let Some((head, pixels)) = data.split_first_chunk::<4>() else {
@@ -25,8 +29,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let frame = &pixels[..size];
-    match jpegls_encode_verified(frame, &layout) {
-        Ok(encoded) => assert_eq!(jpegls_decode(&encoded, &layout).unwrap(), frame),
+    let (encode, decode): (Codec, Codec) = if head[0] & 8 == 0 {
+        (jpegls_encode_verified, jpegls_decode)
+    } else {
+        (htj2k_encode_verified, j2k_decode)
+    };
+    match encode(frame, &layout) {
+        Ok(encoded) => assert_eq!(decode(&encoded, &layout).unwrap(), frame),
         Err(CodecError::Unsupported(_)) => {}
         Err(other) => panic!("{layout:?}: {other}"),
     }
