@@ -27,6 +27,11 @@ JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+# Native images for which openjph-core 0.1 writes a codestream that neither OpenJPEG
+# nor OpenJPH decodes (decision 0020); the verification refuses them.
+OPENJPH_CORE_FAILS = ["RG1_UNCI.dcm", "RG1_UNCR.dcm"]
+
+
 def read(f: SourceFile) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -53,6 +58,7 @@ def test_every_native_image_round_trips_and_another_decoder_agrees(
 ) -> None:
     files, _ = public_corpus()
     done, refused, checked = 0, Counter[str](), Counter[tuple[int, int]]()
+    unverified: list[str] = []
     for n, f in enumerate(files):
         out = tmp_path / f"{n}-{f.path.name}"
         ds = read(f)
@@ -63,14 +69,17 @@ def test_every_native_image_round_trips_and_another_decoder_agrees(
             except ValueError:  # pydicom cannot read it either: neither may we
                 with pytest.raises(core_rs.NotRepresentable):
                     encode_lossless(f.path, f.transfer_syntax_uid, out, codec)
-                raise
+                refused["unreadable by pydicom too"] += 1
+                continue
             result = encode_lossless(f.path, f.transfer_syntax_uid, out, codec)
         except core_rs.NotRepresentable as exc:
             refused[str(exc).split(" (")[0].split(":")[0]] += 1
             assert not out.exists()
             continue
-        except ValueError:
-            refused["unreadable by pydicom too"] += 1
+        except core_rs.VerificationFailed:
+            # Nothing unverified is ever written; which files fail is checked below.
+            assert not out.exists()
+            unverified.append(f.path.name)
             continue
         done += 1
         assert out.stat().st_size == result.size
@@ -91,6 +100,9 @@ def test_every_native_image_round_trips_and_another_decoder_agrees(
         assert len(list(generate_frames(copy.PixelData, number_of_frames=frames))) == frames
         checked[int(ds.BitsAllocated), int(ds.SamplesPerPixel)] += 1
     # The public corpus has ~40 native images of 8/12/16 bits, signed, RGB, multi-frame.
+    # CharLS never fails its verification here. openjph-core 0.1 writes undecodable
+    # codestreams for some images (decision 0020): refused, never used.
+    assert unverified == ([] if codec == "jpeg-ls-lossless" else OPENJPH_CORE_FAILS), unverified
     assert done >= 40, (done, refused)
     assert {(8, 1), (8, 3), (16, 1), (16, 3)} <= set(checked), checked
     assert set(refused) <= {
