@@ -317,10 +317,10 @@ def _measure_j2k(
     row.htj2k_unverified += ours.count(None)
     row.htj2k_ours += sum(len(x) for x in ours if x is not None)
     row.htj2k_verified_native += sum(len(r) for r, o in zip(raw, ours, strict=True) if o)
-    t, theirs = _cpu(lambda: [_openjph_verified(f) for f in frames])
-    assert isinstance(theirs, list)
+    t, openjph = _cpu(lambda: [_openjph_verified(f) for f in frames])
+    assert isinstance(openjph, list)
     row.theirs_htj2k_encode_s += t
-    row.htj2k_verified_theirs += sum(len(x) for x, o in zip(theirs, ours, strict=True) if o)
+    row.htj2k_verified_theirs += sum(len(x) for x, o in zip(openjph, ours, strict=True) if o)
 
 
 def _htj2k_or_none(frame: bytes, layout: core_rs.PixelLayout) -> bytes | None:
