@@ -332,9 +332,13 @@ def _htj2k_or_none(frame: bytes, layout: core_rs.PixelLayout) -> bytes | None:
 
 
 def _openjph_verified(frame: np.ndarray) -> bytes:
-    # No colour transform, as ours: the copy keeps its Photometric Interpretation.
-    coded = bytes(imagecodecs.htj2k_encode(frame, rgb=False))
-    if not np.array_equal(imagecodecs.htj2k_decode(coded), frame):
+    # No colour transform on colour frames, as ours: the copy keeps its Photometric
+    # Interpretation (the rgb keyword is for 3-sample frames only).
+    coded = bytes(imagecodecs.htj2k_encode(frame, rgb=False if frame.ndim == 3 else None))
+    decoded = imagecodecs.htj2k_decode(coded)
+    if decoded.shape != frame.shape:  # colour planes, without the colour transform
+        decoded = np.moveaxis(decoded, 0, -1)
+    if not np.array_equal(decoded, frame):
         raise AssertionError("imagecodecs HTJ2K did not round-trip")
     return coded
 

@@ -1,7 +1,8 @@
 //! Lossless HTJ2K (ISO/IEC 15444-15) encoding through `openjph-core`, a pure-Rust
 //! port of `OpenJPH` (decision 0020): no C++ to build and no `unsafe` here. A young
-//! crate, so a panic inside it is caught and becomes an error, and every frame it
-//! makes is decoded again by `OpenJPEG`, an independent implementation, before use.
+//! crate, vendored with a fix (core_rs/vendor/openjph-core/PATCHED.md): a panic
+//! inside it is caught and becomes an error, and every frame it makes is decoded
+//! again by `OpenJPEG`, an independent implementation, before use.
 //!
 //! The codestream is one tile, reversible 5/3 wavelet, no colour transform (so an
 //! RGB or `YBR_FULL` dataset keeps its Photometric Interpretation), 64 x 64 blocks.

@@ -177,8 +177,8 @@ pub fn jpegls_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, 
 }
 
 /// The check behind every lossless encode: the frame made decodes, to the original.
-/// A frame that does not decode fails it too: openjph-core 0.1 writes, for some
-/// images, codestreams that neither `OpenJPEG` nor `OpenJPH` can decode (decision 0020).
+/// A frame that does not decode fails it too (as openjph-core 0.1 as published did
+/// for some images: core_rs/vendor/openjph-core/PATCHED.md).
 fn same(codec: &str, decoded: Result<Vec<u8>, CodecError>, frame: &[u8]) -> Result<(), CodecError> {
     let decoded = decoded.map_err(|e| {
         CodecError::Mismatch(format!("the {codec} frame made does not decode: {e}"))
