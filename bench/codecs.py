@@ -20,7 +20,7 @@ files and computes BLAKE3 twice; the reference works in memory.
 Speeds are native MB per CPU-second on one core (the best of 3 runs of each object, to
 shed the shared host's noise); ratios are native bytes / coded bytes.
 
-    python -m bench.codecs            # ~1 min, prints a table, saves JSON + markdown
+    python -m bench.codecs            # ~2 min, prints the tables, saves JSON + markdown
 """
 
 from __future__ import annotations
