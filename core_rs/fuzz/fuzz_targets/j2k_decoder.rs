@@ -3,21 +3,13 @@
 //! (the dataset sizes it; a codestream that says otherwise is refused).
 #![no_main]
 
-use core_rs::codec::{j2k_decode, Layout};
+use core_rs::codec::j2k_decode;
+use core_rs_fuzz::small_layout;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((head, stream)) = data.split_first_chunk::<3>() else {
+    let Some((layout, _, stream)) = small_layout(data) else {
         return;
-    };
-    let bits_allocated = if head[2] & 2 == 0 { 8 } else { 16 };
-    let layout = Layout {
-        rows: u32::from(head[0] % 64) + 1,
-        columns: u32::from(head[1] % 64) + 1,
-        components: if head[2] & 1 == 0 { 1 } else { 3 },
-        bits_allocated,
-        bits_stored: bits_allocated,
-        signed: head[2] & 4 != 0,
     };
     if let Ok(frame) = j2k_decode(stream, &layout) {
         assert_eq!(frame.len(), layout.frame_bytes());

@@ -4,23 +4,15 @@
 //! refused, and so is one that only warns, such as a cut scan).
 #![no_main]
 
-use core_rs::codec::{jpeg_decode, jpeg_decode_ybr, Layout};
+use core_rs::codec::{jpeg_decode, jpeg_decode_ybr};
+use core_rs_fuzz::small_layout;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((head, stream)) = data.split_first_chunk::<3>() else {
+    let Some((layout, flags, stream)) = small_layout(data) else {
         return;
     };
-    let bits_allocated = if head[2] & 2 == 0 { 8 } else { 16 };
-    let layout = Layout {
-        rows: u32::from(head[0] % 64) + 1,
-        columns: u32::from(head[1] % 64) + 1,
-        components: if head[2] & 1 == 0 { 1 } else { 3 },
-        bits_allocated,
-        bits_stored: bits_allocated,
-        signed: head[2] & 4 != 0,
-    };
-    let decode = if head[2] & 8 == 0 {
+    let decode = if flags & 8 == 0 {
         jpeg_decode
     } else {
         jpeg_decode_ybr

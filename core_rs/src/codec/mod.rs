@@ -355,8 +355,15 @@ mod tests {
         out
     }
 
+    type Encode = fn(&[u8], &Layout) -> Result<Vec<u8>, CodecError>;
+
     #[test]
     fn round_trips_every_supported_layout() {
+        // JPEG-LS decoded by CharLS, HTJ2K by OpenJPEG (not its encoder's own decoder).
+        let codecs: [(Encode, Encode); 2] = [
+            (jpegls_encode_verified, jpegls_decode),
+            (htj2k_encode_verified, j2k_decode),
+        ];
         for (allocated, stored, components, signed) in [
             (8, 8, 1, false),
             (8, 8, 3, false),
@@ -371,31 +378,21 @@ mod tests {
         ] {
             let l = layout(allocated, stored, components, signed);
             let frame = ramp(&l);
-            let encoded = jpegls_encode_verified(&frame, &l).unwrap();
-            assert!(encoded.len() < frame.len(), "{l:?} did not compress");
-            assert_eq!(jpegls_decode(&encoded, &l).unwrap(), frame, "{l:?}");
+            for (n, (encode, decode)) in codecs.iter().enumerate() {
+                let encoded = encode(&frame, &l).unwrap();
+                // Only JPEG-LS is held to compressing: the ramp's sawtooth is no
+                // image for a wavelet.
+                assert!(
+                    n > 0 || encoded.len() < frame.len(),
+                    "{l:?} did not compress"
+                );
+                assert_eq!(decode(&encoded, &l).unwrap(), frame, "{l:?}");
+            }
         }
     }
 
     #[test]
-    fn htj2k_round_trips_through_openjpeg() {
-        for (allocated, stored, components, signed) in [
-            (8, 8, 1, false),
-            (8, 8, 3, false),
-            (8, 7, 1, true),
-            (16, 16, 1, false),
-            (16, 16, 1, true),
-            (16, 12, 1, true),
-            (16, 10, 3, false),
-            (16, 7, 1, false),
-        ] {
-            let l = layout(allocated, stored, components, signed);
-            let frame = ramp(&l);
-            // Not asserted smaller: the ramp's sawtooth is no image for a wavelet.
-            let encoded = htj2k_encode_verified(&frame, &l).unwrap();
-            assert_eq!(j2k_decode(&encoded, &l).unwrap(), frame, "{l:?}");
-        }
-        // Smaller than one halving per level, and a single row: fewer levels.
+    fn htj2k_takes_images_too_small_for_five_levels() {
         for (rows, columns) in [(1, 1), (1, 300), (3, 2)] {
             let l = Layout {
                 rows,
