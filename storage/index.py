@@ -101,6 +101,9 @@ LOCAL_TIERS = ("hot", "warm")
 _SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist
 
 
+_MOVE = b"tier_move"
+
+
 def _key(uid: str) -> bytes:
     return uid.encode("ascii", "replace")
 
@@ -152,6 +155,9 @@ class Index:
         self._objects = self._env.open_db(b"objects")
         self._totals = self._env.open_db(b"totals")
         self._by_age = self._env.open_db(b"by_age")
+        # The tier move in flight (at most one: the lifecycle worker moves one object
+        # at a time), so start-up can delete the file a crash left behind.
+        self._moves = self._env.open_db(b"tier_moves")
         self.queues = Queues(self._env)
 
     def close(self) -> None:
@@ -214,12 +220,47 @@ class Index:
                 return
             yield from found
 
+    def begin_tier_move(self, instance: Instance, tier: str) -> None:
+        """Journal a move of `instance` to `tier` before its first file is written (a
+        warm copy): a crash between that file and `set_tier` leaves it behind, and
+        `tier_move` tells start-up which it is. A durable transaction of its own."""
+        with self._env.begin(write=True) as txn:
+            self._journal(txn, instance, tier)
+
+    def _journal(self, txn: lmdb.Transaction, instance: Instance, tier: str) -> None:
+        move = {"sop": instance.sop_instance_uid, "hash": instance.hash}
+        txn.put(
+            _MOVE, json.dumps({**move, "from": instance.tier, "to": tier}).encode(), db=self._moves
+        )
+
+    def tier_move(self) -> dict[str, str] | None:
+        """The last tier move journalled: {"sop", "hash", "from", "to"}, or None."""
+        with self._env.begin(db=self._moves) as txn:
+            raw = txn.get(_MOVE)
+        return None if raw is None else dict(json.loads(bytes(raw)))
+
+    def end_tier_move(self) -> None:
+        with self._env.begin(write=True, db=self._moves) as txn:
+            txn.delete(_MOVE)
+
+    def holds(self, sop_instance_uid: str, blake3_hex: str, tier: str) -> bool:
+        """Whether the file of `blake3_hex` in `tier` is still needed: the instance's
+        record is that version in that tier, or (its record gone or another version)
+        any record still counts the file."""
+        with self._env.begin() as txn:
+            raw = txn.get(_key(sop_instance_uid), db=self._instances)
+            record = None if raw is None else Instance.decode(bytes(raw))
+            if record is not None and record.hash == blake3_hex:
+                return record.tier == tier
+            return int(txn.get(blake3_hex.encode(), b"0", db=self._objects)) > 0
+
     def set_tier(
         self, sop_instance_uid: str, blake3_hex: str, tier: str, stored_length: int
     ) -> Instance | None:
-        """Move an instance to another tier, in one durable transaction. None (nothing
-        changed) if its record is gone, holds another version, is already there, or
-        shares its file with another record."""
+        """Move an instance to another tier, in one durable transaction that also
+        journals the move (see `begin_tier_move`: the old tier's file is deleted after
+        it). None (nothing changed) if its record is gone, holds another version, is
+        already there, or shares its file with another record."""
         with self._env.begin(write=True) as txn:
             raw = txn.get(_key(sop_instance_uid), db=self._instances)
             if raw is None:
@@ -228,6 +269,7 @@ class Index:
             refs = int(txn.get(blake3_hex.encode(), b"0", db=self._objects))
             if old.hash != blake3_hex or old.tier == tier or refs > 1:
                 return None
+            self._journal(txn, old, tier)
             return self._retier(txn, old, replace(old, tier=tier, stored_length=stored_length))
 
     def tier_totals(self) -> dict[str, tuple[int, int]]:

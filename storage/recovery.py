@@ -5,7 +5,8 @@ Index records whose file is missing, has the wrong size or (with "hash") the wro
 BLAKE3 are REPORTED, never silently dropped: an admin decides, since the record is
 the only trace that the modality was told Success. Warm files are checked by size
 (their own trailer holds length and BLAKE3, checked on every restore); purged
-("central") records have no local file to check.
+("central") records have no local file to check. A tier move a crash interrupted
+is finished first (`finish_tier_move`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import core_rs
@@ -29,10 +31,40 @@ class RecoveryReport:
     damaged: list[str] = field(default_factory=list)
 
 
+def finish_tier_move(index: Index, layout: DataLayout) -> list[Path]:
+    """Delete the copy a crash mid-move left behind (Tiers.migrate, Tiers.purge): of
+    the move journalled last, the file of each tier its record does not name (and no
+    other record counts). Idempotent: a move that finished leaves nothing to delete."""
+    move = index.tier_move()
+    if move is None:
+        return []
+    deleted = []
+    for tier in (move["from"], move["to"]):
+        path = layout.tier_path(tier, move["hash"])
+        if path is None or index.holds(move["sop"], move["hash"], tier):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        deleted.append(path)
+        log.warning(
+            "recovery: deleted %s, the %s copy of %s that a stop mid-move (%s -> %s) left",
+            path,
+            tier,
+            move["sop"],
+            move["from"],
+            move["to"],
+        )
+    index.end_tier_move()
+    return deleted
+
+
 def verify(
     index: Index, layout: DataLayout, mode: Literal["none", "size", "hash"]
 ) -> RecoveryReport:
     report = RecoveryReport()
+    finish_tier_move(index, layout)
     if mode == "none":
         return report
     started, last_note = time.monotonic(), time.monotonic()

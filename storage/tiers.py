@@ -5,13 +5,16 @@ byte: native pixel data frame by frame (JPEG-LS or byte-shuffled zstd), the rest
 zstd. core_rs decodes the packed file and compares its length and BLAKE3 with the
 original before it returns; only then is the warm file moved into place, the
 index switched to it, and the hot file deleted, in that order. A crash in between
-leaves two copies, never none.
+leaves two copies, never none; the move is journalled in the index (before the warm
+file appears, and in the transaction that switches the record), so start-up
+recovery deletes whichever copy the record no longer names.
 
 Central only ("purge"): the local file is deleted once every destination the object
 was routed to holds THIS version (its delivery record names the hash) and, unless
 `purge_when = "sent"`, has committed it (storage commitment). The index is updated
-first, then the file goes: a crash in between leaves an orphan file, never a record
-without its file. An object routed nowhere is never purged: the edge has the only copy.
+first, journalling the move, then the file goes: a crash in between leaves a file
+that start-up recovery deletes, never a record without its file. An object routed
+nowhere is never purged: the edge has the only copy.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class Tiers:
         try:
             packed = pack(hot, spool, plan, codec, level, self._durable)
             warm = self._layout.warm_path(instance.hash)
+            self._index.begin_tier_move(instance, "warm")  # before the warm file exists
             os.replace(spool, warm)
         finally:
             spool.unlink(missing_ok=True)

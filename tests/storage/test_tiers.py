@@ -176,3 +176,52 @@ def test_purge_needs_this_version_committed_everywhere(tmp_path: Path, index: In
     kept = index.get("3.2")
     assert kept is not None
     assert "only copy" in tiers.unsafe_to_purge(kept, "sent")
+
+
+def test_start_up_finishes_a_tier_move_a_crash_cut_short(tmp_path: Path, index: Index) -> None:
+    """Each point a stop can fall between a move's steps leaves one copy too many;
+    recovery deletes exactly the one the record does not name, never the other."""
+    from storage.recovery import finish_tier_move
+
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+
+    def stored(uid: str) -> tuple[Instance, Path, Path]:
+        index.apply([(record(uid, time.time()), [])], "replace")
+        found = index.get(uid)
+        assert found is not None
+        hot, warm = layout.object_path(found.hash), layout.warm_path(found.hash)
+        for path in (hot, warm):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        hot.write_bytes(b"hot")
+        return found, hot, warm
+
+    # Migrate cut after the warm file's rename, before the record switched: the warm
+    # copy goes, the hot one (the record's) stays.
+    one, hot, warm = stored("4.1")
+    index.begin_tier_move(one, "warm")
+    warm.write_bytes(b"warm")
+    assert finish_tier_move(index, layout) == [warm]
+    assert hot.exists()
+    assert index.tier_move() is None
+    # Migrate cut after the switch, before the hot file was deleted: the hot one goes.
+    two, hot, warm = stored("4.2")
+    index.begin_tier_move(two, "warm")
+    warm.write_bytes(b"warm")
+    assert index.set_tier(two.sop_instance_uid, two.hash, "warm", 4) is not None
+    assert finish_tier_move(index, layout) == [hot]
+    assert warm.exists()
+    # Purge cut after the switch to central: the local file goes.
+    moved = index.get("4.2")
+    assert moved is not None
+    assert index.set_tier(moved.sop_instance_uid, moved.hash, "central", 0) is not None
+    assert finish_tier_move(index, layout) == [warm]
+    # A move that finished, then the object came back (re-sent): nothing is deleted.
+    three, hot, warm = stored("4.3")
+    assert index.set_tier(three.sop_instance_uid, three.hash, "central", 0) is not None
+    hot.unlink()  # the purge finished
+    index.apply([(record("4.3", time.time()), [])], "replace")  # hot again
+    hot.write_bytes(b"hot")
+    assert finish_tier_move(index, layout) == []
+    assert hot.exists()
+    assert finish_tier_move(index, layout) == []  # nothing journalled any more
