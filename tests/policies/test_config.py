@@ -115,9 +115,9 @@ CENTRAL = (
             "destination[0] \"central\".kind: needs kind = one of 'dicom', 'dicomweb'",
         ),
         (
-            CENTRAL + 'transfer_syntax = "htj2k-lossless"\n',
+            CENTRAL + 'transfer_syntax = "jpeg2000-lossless"\n',
             "destination[0] \"central\".transfer_syntax: Input should be 'as-stored', "
-            "'jpeg-ls-lossless' or 'uncompressed'",
+            "'jpeg-ls-lossless', 'htj2k-lossless' or 'uncompressed'",
         ),
     ],
 )
