@@ -61,6 +61,18 @@ impl Layout {
             .saturating_mul(self.bytes_per_sample())
     }
 
+    /// The layouts our decoders give native samples for: 1 or 3 samples of 8 or
+    /// 16 bits allocated.
+    fn check_decodable(&self, codec: &str) -> Result<(), CodecError> {
+        if matches!(self.bits_allocated, 8 | 16) && matches!(self.components, 1 | 3) {
+            return Ok(());
+        }
+        Err(CodecError::Unsupported(format!(
+            "{} samples of {} bits allocated ({codec} here: 1 or 3 of 8 or 16)",
+            self.components, self.bits_allocated
+        )))
+    }
+
     fn check_encodable(&self) -> Result<(), CodecError> {
         let why = if !matches!(self.bits_allocated, 8 | 16) {
             format!("{} bits allocated (8 or 16 here)", self.bits_allocated)
@@ -137,6 +149,11 @@ fn masked<'a>(frame: &'a [u8], layout: &Layout) -> Result<Cow<'a, [u8]>, CodecEr
     }
 }
 
+/// Samples decoded one byte each, for a dataset that allocates 16 bits to them.
+fn to_16_bit(frame: &[u8]) -> Vec<u8> {
+    frame.iter().flat_map(|&low| [low, 0]).collect()
+}
+
 /// Undo `masked` for signed samples: sign-extend from `bits_stored`.
 fn sign_extend(frame: &mut [u8], layout: &Layout) {
     if layout.signed && layout.bits_stored < layout.bits_allocated {
@@ -209,7 +226,7 @@ pub fn jpegls_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError
         )));
     }
     if layout.bits_allocated == 16 && found.bits_allocated == 8 {
-        frame = frame.iter().flat_map(|&low| [low, 0]).collect();
+        frame = to_16_bit(&frame);
     }
     sign_extend(&mut frame, layout);
     Ok(frame)
@@ -230,12 +247,7 @@ pub fn jpeg_decode_ybr(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecErr
 }
 
 fn jpeg_frame(data: &[u8], layout: &Layout, to_rgb: bool) -> Result<Vec<u8>, CodecError> {
-    if !matches!(layout.bits_allocated, 8 | 16) || !matches!(layout.components, 1 | 3) {
-        return Err(CodecError::Unsupported(format!(
-            "{} samples of {} bits allocated (JPEG here: 1 or 3 of 8 or 16)",
-            layout.components, layout.bits_allocated
-        )));
-    }
+    layout.check_decodable("JPEG")?;
     let (mut frame, header) = jpeg::decode(data, layout, |h| {
         let colour_ok = if layout.components == 1 {
             h.colorspace == jpeg::GRAY
@@ -271,7 +283,7 @@ fn jpeg_frame(data: &[u8], layout: &Layout, to_rgb: bool) -> Result<Vec<u8>, Cod
         Ok(())
     })?;
     if layout.bits_allocated == 16 && header.precision <= 8 {
-        frame = frame.iter().flat_map(|&low| [low, 0]).collect();
+        frame = to_16_bit(&frame);
     }
     sign_extend(&mut frame, layout);
     Ok(frame)
@@ -281,12 +293,7 @@ fn jpeg_frame(data: &[u8], layout: &Layout, to_rgb: bool) -> Result<Vec<u8>, Cod
 /// native samples laid out as `layout`. A codestream whose header disagrees with
 /// `layout` is refused before it is decoded.
 pub fn j2k_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
-    if !matches!(layout.bits_allocated, 8 | 16) || !matches!(layout.components, 1 | 3) {
-        return Err(CodecError::Unsupported(format!(
-            "{} samples of {} bits allocated (JPEG 2000 here: 1 or 3 of 8 or 16)",
-            layout.components, layout.bits_allocated
-        )));
-    }
+    layout.check_decodable("JPEG 2000")?;
     let mut frame = openjpeg::decode(data, layout)?;
     // Native samples follow the dataset: a codestream coded unsigned for a signed
     // dataset (seen in the wild) is sign-extended from Bits Stored, like pydicom does.
