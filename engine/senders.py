@@ -8,10 +8,10 @@ what each answer costs (docs/decisions/0009).
 
 Objects go as stored, byte for byte, unless a routing rule coerces them, the
 destination takes only explicit VR little endian, or it asks for JPEG-LS or HTJ2K
-(`transfer_syntax = "jpeg-ls-lossless"` or `"htj2k-lossless"`): then the forwarded
-copy is made
-with frames encoded and verified by core_rs (storage.transcode; the slow path, in a
-worker thread). An object the codec cannot carry goes as stored.
+(`transfer_syntax = "jpeg-ls-lossless"` or `"htj2k-lossless"`) or for decoded pixels
+(`"uncompressed"`): then the forwarded copy is made with frames encoded and verified,
+or decoded, by core_rs (storage.transcode; the slow path, in a worker thread). An
+object the codec cannot carry goes as stored.
 """
 
 from __future__ import annotations

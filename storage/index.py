@@ -228,10 +228,13 @@ class Index:
             self._journal(txn, instance, tier)
 
     def _journal(self, txn: lmdb.Transaction, instance: Instance, tier: str) -> None:
-        move = {"sop": instance.sop_instance_uid, "hash": instance.hash}
-        txn.put(
-            _MOVE, json.dumps({**move, "from": instance.tier, "to": tier}).encode(), db=self._moves
-        )
+        move = {
+            "sop": instance.sop_instance_uid,
+            "hash": instance.hash,
+            "from": instance.tier,
+            "to": tier,
+        }
+        txn.put(_MOVE, json.dumps(move).encode(), db=self._moves)
 
     def tier_move(self) -> dict[str, str] | None:
         """The last tier move journalled: {"sop", "hash", "from", "to"}, or None."""
