@@ -437,84 +437,40 @@ fn run_codec<'py>(
     Ok(PyBytes::new(py, &out))
 }
 
-/// Lossless JPEG-LS of one native frame, verified by decoding.
-#[pyfunction]
-fn jpegls_encode<'py>(
-    py: Python<'py>,
-    frame: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &frame, layout, codec::jpegls_encode_verified)
+/// One `#[pyfunction]` per codec call, each a frame's bytes and its layout in and
+/// bytes out through `run_codec`; the argument keeps its name (`frame` to encode,
+/// `data` to decode) for the stub.
+macro_rules! codec_functions {
+    ($($(#[doc = $doc:literal])* $name:ident($arg:ident) => $codec:path;)*) => {$(
+        $(#[doc = $doc])*
+        #[pyfunction]
+        fn $name<'py>(
+            py: Python<'py>,
+            $arg: PyBuffer<u8>,
+            layout: &Bound<'py, PyPixelLayout>,
+        ) -> PyResult<Bound<'py, PyBytes>> {
+            run_codec(py, &$arg, layout, $codec)
+        }
+    )*};
 }
 
-/// One JPEG-LS frame back to native samples.
-#[pyfunction]
-fn jpegls_decode<'py>(
-    py: Python<'py>,
-    data: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &data, layout, codec::jpegls_decode)
-}
-
-/// Lossless HTJ2K of one native frame, verified by decoding with `OpenJPEG`.
-#[pyfunction]
-fn htj2k_encode<'py>(
-    py: Python<'py>,
-    frame: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &frame, layout, codec::htj2k_encode_verified)
-}
-
-/// One JPEG frame (baseline, extended, lossless) back to native samples as coded.
-#[pyfunction]
-fn jpeg_decode<'py>(
-    py: Python<'py>,
-    data: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &data, layout, codec::jpeg_decode)
-}
-
-/// One JPEG frame of a `YBR_FULL(_422)` dataset back to RGB samples.
-#[pyfunction]
-fn jpeg_decode_ybr<'py>(
-    py: Python<'py>,
-    data: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &data, layout, codec::jpeg_decode_ybr)
-}
-
-/// One JPEG 2000 or HTJ2K frame back to native samples.
-#[pyfunction]
-fn j2k_decode<'py>(
-    py: Python<'py>,
-    data: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &data, layout, codec::j2k_decode)
-}
-
-/// DICOM RLE Lossless of one native frame, verified by decoding.
-#[pyfunction]
-fn rle_encode<'py>(
-    py: Python<'py>,
-    frame: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &frame, layout, codec::rle_encode_verified)
-}
-
-/// One RLE frame back to native samples.
-#[pyfunction]
-fn rle_decode<'py>(
-    py: Python<'py>,
-    data: PyBuffer<u8>,
-    layout: &Bound<'py, PyPixelLayout>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    run_codec(py, &data, layout, codec::rle_decode)
+codec_functions! {
+    /// Lossless JPEG-LS of one native frame, verified by decoding.
+    jpegls_encode(frame) => codec::jpegls_encode_verified;
+    /// One JPEG-LS frame back to native samples.
+    jpegls_decode(data) => codec::jpegls_decode;
+    /// Lossless HTJ2K of one native frame, verified by decoding with `OpenJPEG`.
+    htj2k_encode(frame) => codec::htj2k_encode_verified;
+    /// One JPEG frame (baseline, extended, lossless) back to native samples as coded.
+    jpeg_decode(data) => codec::jpeg_decode;
+    /// One JPEG frame of a `YBR_FULL(_422)` dataset back to RGB samples.
+    jpeg_decode_ybr(data) => codec::jpeg_decode_ybr;
+    /// One JPEG 2000 or HTJ2K frame back to native samples.
+    j2k_decode(data) => codec::j2k_decode;
+    /// DICOM RLE Lossless of one native frame, verified by decoding.
+    rle_encode(frame) => codec::rle_encode_verified;
+    /// One RLE frame back to native samples.
+    rle_decode(data) => codec::rle_decode;
 }
 
 /// What packing an object into the warm tier did (`warm_pack`).
