@@ -60,6 +60,11 @@ _CONTROL_EVENTS = {
 # (a well-behaved SCU without asynchronous operations has at most one).
 _MAX_STORES_IN_FLIGHT = 2
 _ids = itertools.count(1)
+# Until its A-ASSOCIATE-RQ is accepted, a connection reads into this one buffer
+# of the process's instead of a max-PDU buffer of its own, so idle or hostile
+# connections cost little. Sharing is safe: get_buffer and buffer_updated run back
+# to back on the loop, and the receiver copies whatever it keeps.
+_BEFORE_ASSOCIATION = memoryview(bytearray(64 * 1024))
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,7 @@ class Association(asyncio.BufferedProtocol):
         self._proxy: ProxyHeaderParser | None = None
         self._first_read = True
         self.calling_ae = ""
-        # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
-        self._buffer = bytearray(config.max_pdu + 1024)
-        self._view = memoryview(self._buffer)
+        self._view = _BEFORE_ASSOCIATION  # our own buffer once accepted (AE-7)
         self._receiver = core_rs.Receiver(
             services.layout.spool, f"{os.getpid()}-{self.id}", config.max_pdu
         )
@@ -128,7 +131,9 @@ class Association(asyncio.BufferedProtocol):
             self._proxy = ProxyHeaderParser()
         if transport.get_extra_info("sslcontext") is not None:
             self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))
-        self._svc.hub.add(self)
+        if not self._svc.hub.add(self):
+            self.transport.abort()  # connection_lost follows; still Sta1, nothing to undo
+            return
         self._handle(Event.Evt5)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -260,6 +265,8 @@ class Association(asyncio.BufferedProtocol):
             return access.protocol_version_not_supported(request.protocol_version)
         if request.application_context != neg.APPLICATION_CONTEXT:
             return access.application_context_not_supported(request.application_context)
+        if request.context_problem is not None:
+            return access.protocol_error(request.context_problem)
         peer = access.Peer(self.address, self.tls_names)
         static = access.check_peer(request.calling_ae, request.called_ae, peer, svc.config)
         if static is not None:
@@ -279,6 +286,9 @@ class Association(asyncio.BufferedProtocol):
         self._receiver.establish(
             request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
         )
+        # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
+        self._view = memoryview(bytearray(self._svc.config.dicom.max_pdu + 1024))
+        self._svc.hub.associated(self)
         self.transport.write(neg.encode_accept(request, results, self._svc.config.dicom.max_pdu))
         self._svc.hub.established(self)
         log.info(
@@ -370,6 +380,7 @@ class Association(asyncio.BufferedProtocol):
     def _send_abort(self, reason: int | None, why: str) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_abort(reason))
+        self._svc.hub.free_slot(self)
         log.error(
             "[%s] A-ABORT sent%s: %s", self, "" if reason is None else f" (reason {reason})", why
         )

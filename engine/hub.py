@@ -8,6 +8,7 @@ flight before the index closes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import time
@@ -26,18 +27,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CUT_SECONDS = 10.0  # after the grace period, for the objects being received to finish
+_TRIM_AFTER = 64  # connections at once that make it worth giving memory back after
 
 
 class AssociationHub:
     def __init__(
         self,
         limit: int,
+        max_pending: int,
         metrics: Metrics,
         audit: AuditLog,
         live: LiveAssociations,
         disk_full: Callable[[], str] = lambda: "",
     ) -> None:
         self.limit = limit
+        self.max_pending = max_pending
+        self._pending: set[Association] = set()  # connected, no A-ASSOCIATE-RQ answered
+        self._pending_warned = -60.0
+        self._peak = 0  # most connections at once since memory was last given back
         self._disk_full = disk_full
         self._metrics = metrics
         self._audit = audit
@@ -48,12 +55,48 @@ class AssociationHub:
         self.draining = False  # refuse new associations
         self.cutting = False  # grace is over: end each association after its object
 
-    def add(self, association: Association) -> None:
+    def add(self, association: Association) -> bool:
+        """A new connection; False when too many have not associated yet (the
+        caller closes it: before association, each costs memory and a file
+        descriptor, and ARTIM alone lets an idle flood hold them for 30 s)."""
+        if len(self._pending) >= self.max_pending:
+            self._metrics.refused_connections.inc()
+            now = time.monotonic()
+            if now - self._pending_warned >= 60:
+                self._pending_warned = now
+                log.warning(
+                    "refusing connections: %d have not sent an A-ASSOCIATE-RQ yet "
+                    "(dicom.max_pending_connections); a port scan or a stuck client?",
+                    len(self._pending),
+                )
+            return False
         self._all.add(association)
+        self._pending.add(association)
+        self._peak = max(self._peak, len(self._all))
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def associated(self, association: Association) -> None:
+        """Its A-ASSOCIATE-RQ was answered: no longer pending."""
+        self._pending.discard(association)
+
+    def free_slot(self, association: Association) -> None:
+        """An association we aborted stops counting against the limits at once,
+        not when its peer gets round to closing the connection."""
+        self.live.remove(_key(association))
 
     def remove(self, association: Association) -> None:
         self._all.discard(association)
+        self._pending.discard(association)
         self.live.remove(_key(association))
+        if not self._all and self._peak >= _TRIM_AFTER:
+            # A flood of connections is over. glibc keeps freed memory in its
+            # arenas; without this the RSS of a scan's peak stays for good.
+            self._peak = 0
+            _malloc_trim()
         if association in self._established and not association.released:
             self._metrics.association(association.calling_ae, "aborted", association.host)
         self._established.discard(association)
@@ -147,6 +190,16 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+
+
+def _malloc_trim() -> None:
+    """Return the C heap's free pages to the kernel (glibc; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _key(association: Association) -> str:

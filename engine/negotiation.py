@@ -14,6 +14,7 @@ from typing import Any
 
 from pydicom._uid_dict import UID_dictionary  # the registry pydicom.uid itself reads
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP
+from pynetdicom.pdu_items import PresentationContextItemRQ
 from pynetdicom.pdu_primitives import (
     A_ABORT,
     A_ASSOCIATE,
@@ -57,6 +58,9 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
 _SUPPORTED_TS = frozenset(TRANSFER_SYNTAXES)
+
+# Odd IDs 1-255 (PS3.8 9.3.2.2): no request can carry more distinct contexts.
+MAX_CONTEXTS = 128
 
 # Presentation context results (PS3.8 9.3.3.2, Table 9-18).
 ACCEPTANCE, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
@@ -103,6 +107,8 @@ class AssociationRequest:
     implementation_class_uid: str
     implementation_version_name: str
     role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]
+    # Why the presentation context list breaks PS3.8 (then `contexts` is empty).
+    context_problem: str | None = None
 
 
 class MalformedRequest(ValueError):
@@ -113,10 +119,16 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
     pdu = A_ASSOCIATE_RQ()
     try:
         pdu.decode(pdu_bytes)
+        ids = [i.context_id for i in pdu.variable_items if isinstance(i, PresentationContextItemRQ)]
+        problem = context_problem(ids)
+        if problem is not None:  # pynetdicom's primitive refuses bad IDs: drop the list
+            pdu.variable_items = [
+                i for i in pdu.variable_items if not isinstance(i, PresentationContextItemRQ)
+            ]
         primitive = pdu.to_primitive()
         contexts = tuple(
             ProposedContext(
-                _context_id(cx.context_id),
+                cx.context_id or 0,
                 str(cx.abstract_syntax),
                 tuple(str(ts) for ts in cx.transfer_syntax),
             )
@@ -147,13 +159,27 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
         implementation_class_uid=impl_uid,
         implementation_version_name=impl_version,
         role_items=tuple(roles),
+        context_problem=problem,
     )
 
 
-def _context_id(value: int | None) -> int:
-    if value is None or not 1 <= value <= 255 or value % 2 == 0:
-        raise ValueError(f"presentation context ID {value} is not an odd number 1-255")
-    return value
+def context_problem(ids: list[int | None]) -> str | None:
+    """Why a request's presentation context list breaks PS3.8 9.3.2.2, or None:
+    IDs are odd integers 1-255, unique within the request, so at most 128 of them.
+    An acceptance cannot answer two contexts that share an ID, so the whole request
+    is refused rather than guessed at."""
+    if not ids:
+        return "no presentation context proposed"
+    if len(ids) > MAX_CONTEXTS:
+        return f"{len(ids)} presentation contexts proposed; at most {MAX_CONTEXTS} fit"
+    seen: set[int] = set()
+    for cid in ids:
+        if cid is None or not 1 <= cid <= 255 or cid % 2 == 0:
+            return f"presentation context ID {cid} is not an odd number 1-255"
+        if cid in seen:
+            return f"presentation context ID {cid} is proposed twice"
+        seen.add(cid)
+    return None
 
 
 def choose_transfer_syntax(proposed: tuple[str, ...]) -> str | None:

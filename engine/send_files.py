@@ -22,8 +22,8 @@ from pydicom.errors import InvalidDicomError
 from pynetdicom.dsutils import split_dataset
 
 from engine.dicom_client import Payload, PeerUnavailable, Requestor
+from engine.negotiation import MAX_CONTEXTS
 
-_MAX_CONTEXTS = 128  # PS3.8: at most 128 presentation contexts per association
 _DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
 _OK = (0x0000, 0xB000, 0xB006, 0xB007)
 _DICOMDIR = "DICOMDIR (an index: the images it lists are in its folder)"
@@ -86,7 +86,7 @@ def _batches(files: list[DicomFile]) -> Iterator[list[DicomFile]]:
     contexts: set[tuple[str, str]] = set()
     for f in files:
         key = (f.sop_class_uid, f.transfer_syntax_uid)
-        if key not in contexts and len(contexts) == _MAX_CONTEXTS:
+        if key not in contexts and len(contexts) == MAX_CONTEXTS:
             yield batch
             batch, contexts = [], set()
         contexts.add(key)

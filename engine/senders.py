@@ -38,6 +38,7 @@ from pydicom.filewriter import dcmwrite, write_dataset
 
 import core_rs
 from engine.dicom_client import Payload, PeerUnavailable, Requestor, StoreResponse
+from engine.negotiation import MAX_CONTEXTS
 from monitoring.metrics import Metrics
 from policies.config import DicomDestination, DicomWebDestination
 from policies.rules import Coercion
@@ -65,7 +66,6 @@ _ENCODED_AS = {uid: codec for codec, (uid, _) in ENCODERS.items()}
 IMPLICIT_LE = "1.2.840.10008.1.2"
 # Stored in these, an object can be re-encoded as explicit VR LE without a codec.
 _REENCODABLE = frozenset({IMPLICIT_LE, "1.2.840.10008.1.2.2", DEFLATED})
-_MAX_CONTEXTS = 128
 
 Kind = Literal["sent", "retry", "unreachable", "permanent"]
 Throttle = Callable[[int], Awaitable[None]]
@@ -301,7 +301,7 @@ class DicomSender:
         if not plans:
             return deliveries
         wanted = [[(job.sop_class_uid, ts) for ts in tss] for job, _, tss in plans]
-        assoc = await self._association(needed[:_MAX_CONTEXTS], wanted)
+        assoc = await self._association(needed[:MAX_CONTEXTS], wanted)
         for job, instance, syntaxes in plans:
             options = [
                 (ts, assoc.accepted[(job.sop_class_uid, ts)])

@@ -112,6 +112,7 @@ async def serve(
     audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
     hub = AssociationHub(
         config.dicom.max_associations,
+        config.dicom.max_pending_connections,
         metrics,
         audit,
         LiveAssociations(run_dir),

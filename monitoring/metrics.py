@@ -117,6 +117,12 @@ class Metrics:
             ["address", "result"],
             registry=r,
         )
+        self.refused_connections = Counter(
+            "pacs_edge_refused_connections",
+            "TCP connections closed at accept: too many had not associated yet "
+            "(dicom.max_pending_connections).",
+            registry=r,
+        )
         self.instances_received = Counter(
             "pacs_edge_instances_received",
             "Instances acknowledged with Success, by calling AE and modality.",

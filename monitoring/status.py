@@ -76,6 +76,8 @@ def _associations(svc: Services, results: dict[str, float]) -> dict[str, Any]:
         "accepted_total": int(results.get("accepted", 0)),
         "rejected_total": int(results.get("rejected", 0)),
         "aborted_total": int(results.get("aborted", 0)),
+        # Connections of this process that have not associated yet (dicom.max_pending_connections).
+        "pending_connections": svc.hub.pending,
         "live": [
             {
                 "calling_ae": a.calling_ae,

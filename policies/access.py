@@ -49,6 +49,11 @@ def protocol_version_not_supported(version: int) -> Rejection:
     return Rejection(PERMANENT, PROVIDER_ACSE, 2, f"protocol version {version} not supported")
 
 
+def protocol_error(message: str) -> Rejection:
+    """A request the ACSE cannot answer as sent (PS3.8 Table 9-21: source 2, reason 1)."""
+    return Rejection(PERMANENT, PROVIDER_ACSE, 1, message)
+
+
 def temporary_congestion(message: str) -> Rejection:
     return Rejection(TRANSIENT, PROVIDER_PRESENTATION, 1, message)
 

@@ -86,6 +86,8 @@ class DicomConfig(_Section):
     # The floor keeps per-PDU overhead sane; the ceiling bounds memory per association.
     max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)]
     max_associations: Annotated[int, Field(ge=1, le=10_000)]
+    # Connections that have not associated yet; more are closed at accept.
+    max_pending_connections: Annotated[int, Field(ge=1, le=100_000)]
     check_called_ae: bool
     allowed_calling_aes: list[AETitle]
     artim_timeout: Seconds

@@ -60,7 +60,9 @@ impl Receiver {
         Self {
             decoder: Decoder::new(limits),
             assembler: Assembler {
-                contexts: vec![None; 256],
+                // Sized at `establish`: ~10 KB a connection that never associates
+                // would otherwise pay for nothing.
+                contexts: Vec::new(),
                 established: false,
                 spool_dir,
                 spool_prefix,
@@ -78,6 +80,7 @@ impl Receiver {
     pub fn establish(&mut self, calling_ae: &str, contexts: &[(u8, String)]) {
         let asm = &mut self.assembler;
         calling_ae.trim().clone_into(&mut asm.calling_ae);
+        asm.contexts = vec![None; 256];
         for (id, ts) in contexts {
             asm.contexts[usize::from(*id)] = Some((ts.clone(), Syntax::from_uid(ts)));
         }
@@ -125,7 +128,12 @@ impl Assembler {
                 "P-DATA-TF before the association was accepted".into(),
             ));
         }
-        let Some((ts_uid, syntax)) = self.contexts[usize::from(context_id)].clone() else {
+        let Some((ts_uid, syntax)) = self
+            .contexts
+            .get(usize::from(context_id))
+            .cloned()
+            .flatten()
+        else {
             return Err(CoreError::protocol(
                 abort_reason::INVALID_PDU_PARAMETER,
                 format!("PDV for presentation context {context_id}, which was not accepted"),

@@ -14,6 +14,7 @@ from tests.support.wire import (
     CT_IMAGE,
     EXPLICIT_LE,
     Client,
+    associate_rq,
     c_store_rq,
     command_set,
     pdata,
@@ -212,3 +213,58 @@ def test_proxy_header_from_an_untrusted_address(node: EngineProcess, bystander: 
     expect_abort(client, UNRECOGNIZED_PDU)
     audit = node.data_dir / "audit.jsonl"
     wait_until(lambda: '"event":"proxy_header_refused"' in audit.read_text(), 5, "the audit line")
+
+
+def _with_context_id(request: bytes, index: int, context_id: int) -> bytes:
+    """Overwrite the ID of the `index`-th presentation context item (type 0x20):
+    pynetdicom refuses to encode an even one."""
+    at, seen = 74, -1  # PDU header (6) + fixed fields (68); then the variable items
+    while at < len(request):
+        item_type, (length,) = request[at], struct.unpack(">H", request[at + 2 : at + 4])
+        if item_type == 0x20:
+            seen += 1
+            if seen == index:
+                return request[: at + 4] + bytes([context_id]) + request[at + 5 :]
+        at += 4 + length
+    raise AssertionError(f"no presentation context item {index}")
+
+
+@pytest.mark.parametrize(
+    ("case", "ids"),
+    [
+        ("duplicate", [1, 3, 1]),
+        ("even", [1, 2]),
+        ("300 wrapping", [(2 * n + 1) % 256 for n in range(300)]),
+    ],
+)
+def test_presentation_context_ids_are_checked(
+    node: EngineProcess, bystander: Client, case: str, ids: list[int]
+) -> None:
+    """PS3.8 9.3.2.2: IDs are odd, 1-255 and unique, so at most 128 contexts.
+    An acceptance could not say which of two same-ID contexts it answers, so the
+    request is refused whole: permanent, service-provider (ACSE), no reason given."""
+    contexts = [(1, CT_IMAGE, [EXPLICIT_LE]) for _ in ids]
+    request = associate_rq("TESTSCU", "PACS_EDGE", contexts)
+    for index, context_id in enumerate(ids):
+        request = _with_context_id(request, index, context_id)
+    client = Client(node.port)
+    client.send(request)
+    assert client.read_pdu().reject == (1, 2, 1), case
+    client.close()
+    wait_until(lambda: "presentation context" in node.log(), 5, "the reason in the log")
+
+
+def test_aborted_association_frees_its_slot_at_once(node: EngineProcess, bystander: Client) -> None:
+    """After our A-ABORT the peer may keep the connection open until ARTIM; its
+    slot under max_associations is free the moment the abort is sent."""
+    held = [established(node) for _ in range(2)]  # with the bystander: 3 of 4
+    rude = established(node)
+    rude.send(b"\x0a\x00\x00\x00\x00\x00")  # unknown PDU type: A-ABORT, socket left open
+    assert rude.read_pdu().type == 7
+    started = time.monotonic()
+    fresh = Client(node.port)
+    assert fresh.associate().type == 2, "the aborted association still held a slot"
+    assert time.monotonic() - started < 1.5  # long before ARTIM (2 s) closes the socket
+    assert fresh.echo() == 0x0000
+    for client in (*held, rude, fresh):
+        client.close()
