@@ -1,9 +1,10 @@
 """The forwarder: durable queues (storage.queue) to destinations (engine.senders).
 
 Per destination, `associations` worker tasks each claim a batch of jobs in queue
-order, send it and settle the outcome in LMDB in one transaction. The queue on disk
-is the only truth: a job leaves it only once the destination said Success (or it
-is dead-lettered), so a crash at any point means a resend, never a loss.
+order and send it; each answer is settled in LMDB (in the next group commit) before
+the next object goes. The queue on disk is the only truth: a job leaves it only
+once the destination said Success (or it is dead-lettered), so a crash at any point
+means a resend of at most the object in flight on each association, never a loss.
 
 Failures that are the destination's (refused, unreachable, timeout, abort, out of
 resources) pause the whole destination: a circuit breaker with exponential backoff
@@ -20,17 +21,19 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Protocol
 
 from pydicom.uid import generate_uid
 
 from engine import commitment
 from engine.dicom_client import PeerUnavailable
-from engine.senders import Delivery, DicomSender, ObjectReader, StowSender
+from engine.senders import Delivery, DicomSender, ObjectReader, Settle, StowSender
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config, DicomDestination, ForwardConfig
+from storage.committer import GroupCommitter
 from storage.index import Index
 from storage.layout import DataLayout
 from storage.queue import Job, Outcome, Settlement
@@ -43,7 +46,7 @@ _COMMITMENT_WAIT = 5.0  # seconds to wait for a report on the N-ACTION's associa
 
 
 class Sender(Protocol):
-    async def send(self, jobs: list[Job]) -> list[Delivery]: ...
+    async def send(self, jobs: list[Job], settle: Settle) -> None: ...
     async def idle(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -126,6 +129,16 @@ class TokenBucket:
 
 
 @dataclass
+class _Batch:
+    """What one claimed batch has come to so far."""
+
+    transaction_uid: str  # its storage commitment request; "": none
+    deliveries: list[Delivery] = field(default_factory=list)
+    settled: set[bytes] = field(default_factory=set)
+    committed_refs: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
 class Activity:
     sent: int = 0
     sent_bytes: int = 0
@@ -138,12 +151,14 @@ class DestinationRunner:
         config: Config,
         dest: Any,
         index: Index,
+        committer: GroupCommitter,
         objects: ObjectReader,
         io_pool: Executor,
         metrics: Metrics,
         audit: AuditLog,
     ) -> None:
         self.dest = dest
+        self._committer = committer
         self._metrics = metrics
         self._audit = audit
         forward: ForwardConfig = config.forward
@@ -234,56 +249,64 @@ class DestinationRunner:
         studies = [job.study_instance_uid for job in jobs]
         self.in_flight.update(keys)
         self._busy_studies.update(studies)
+        batch = _Batch(str(generate_uid()) if self._wants_commitment() else "")
         try:
             try:
-                deliveries = await sender.send(jobs)
+                await sender.send(jobs, partial(self._settle, batch))
             except PeerUnavailable as exc:
-                deliveries = [Delivery(job, "unreachable", str(exc)) for job in jobs]
-            await self._settle(deliveries)
+                untried = [job for job in jobs if job.key not in batch.settled]
+                await self._settle(batch, [Delivery(j, "unreachable", str(exc)) for j in untried])
+            self._judge(batch.deliveries)
+            if batch.committed_refs:
+                await self._request_commitment(batch.transaction_uid, batch.committed_refs)
         finally:
             self.in_flight.difference_update(keys)
             self._busy_studies.subtract(studies)
             self._busy_studies += Counter()  # drop zero counts
         await self.wake()  # jobs held back behind this batch's studies may go now
 
-    async def _settle(self, deliveries: list[Delivery]) -> None:
+    async def _settle(self, batch: _Batch, deliveries: list[Delivery]) -> None:
+        """Record answers in the next group commit, as they come: the sender waits
+        for this before its next object, so a crash resends at most the object in
+        flight on each association, never what the destination already has."""
         now = time.time()
-        settlements: list[Settlement] = []
-        committed_refs: list[tuple[str, str]] = []
-        transaction_uid = str(generate_uid()) if self._wants_commitment() else ""
-        for delivery in deliveries:
-            job = delivery.job
-            result = "sent" if delivery.kind == "sent" else "failed"
-            self._metrics.forward(self.dest.name, result, job.size, delivery.seconds)
-            if delivery.kind == "sent":
-                self.activity.sent += 1
-                self.activity.sent_bytes += job.size
-                if transaction_uid:
-                    waiting = replace(job, transaction_uid=transaction_uid, sent_at=now)
-                    settlements.append(Settlement(waiting, Outcome.AWAIT_COMMITMENT))
-                    committed_refs.append((job.sop_class_uid, job.sop_instance_uid))
-                else:
-                    settlements.append(Settlement(job, Outcome.SENT))
-                self._audit.write(
-                    "instance_forwarded",
-                    destination=self.dest.name,
-                    sop_instance_uid=job.sop_instance_uid,
-                    size=job.size,
-                    commitment_transaction=transaction_uid or None,
-                )
-            elif delivery.kind == "permanent":
-                settlements.append(self._failed(job, delivery.message, now, self._max_attempts))
-            elif delivery.kind == "retry":
-                # "Not now" may be the destination's state (disk full) or this object's
-                # (archives answer 0xA700 to what they cannot index): a larger budget.
-                budget = self._forward.max_busy_attempts
-                settlements.append(self._failed(job, delivery.message, now, budget))
-            else:
-                retry = replace(job, last_error=delivery.message)
-                settlements.append(Settlement(retry, Outcome.RETRY))
+        settlements = [self._settlement(batch, delivery, now) for delivery in deliveries]
+        batch.deliveries += deliveries
+        batch.settled.update(delivery.job.key for delivery in deliveries)
+        await self._committer.settle(settlements)
+
+    def _settlement(self, batch: _Batch, delivery: Delivery, now: float) -> Settlement:
+        job = delivery.job
+        result = "sent" if delivery.kind == "sent" else "failed"
+        self._metrics.forward(self.dest.name, result, job.size, delivery.seconds)
+        if delivery.kind == "sent":
+            self.activity.sent += 1
+            self.activity.sent_bytes += job.size
+            self._audit.write(
+                "instance_forwarded",
+                destination=self.dest.name,
+                sop_instance_uid=job.sop_instance_uid,
+                size=job.size,
+                commitment_transaction=batch.transaction_uid or None,
+            )
+            if not batch.transaction_uid:
+                return Settlement(job, Outcome.SENT)
+            batch.committed_refs.append((job.sop_class_uid, job.sop_instance_uid))
+            waiting = replace(job, transaction_uid=batch.transaction_uid, sent_at=now)
+            return Settlement(waiting, Outcome.AWAIT_COMMITMENT)
+        if delivery.kind == "permanent":
+            return self._failed(job, delivery.message, now, self._max_attempts)
+        if delivery.kind == "retry":
+            # "Not now" may be the destination's state (disk full) or this object's
+            # (archives answer 0xA700 to what they cannot index): a larger budget.
+            return self._failed(job, delivery.message, now, self._forward.max_busy_attempts)
+        return Settlement(replace(job, last_error=delivery.message), Outcome.RETRY)
+
+    def _judge(self, deliveries: list[Delivery]) -> None:
+        """The batch as a whole says whether the destination is well."""
         trouble = [d for d in deliveries if d.kind in ("retry", "unreachable")]
         if trouble:
-            delay = self.breaker.failure(trouble[0].message, now)
+            delay = self.breaker.failure(trouble[0].message, time.time())
             log.warning(
                 "%s: %s; pausing %.1f s (failure %d in a row)",
                 self.dest.name,
@@ -293,10 +316,6 @@ class DestinationRunner:
             )
         elif deliveries:
             self.breaker.success()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._io_pool, self._queues.settle, settlements)
-        if committed_refs:
-            await self._request_commitment(transaction_uid, committed_refs)
 
     def _failed(self, job: Job, why: str, now: float, budget: int) -> Settlement:
         """One attempt spent: back off this job, or dead-letter it."""
@@ -423,11 +442,13 @@ class Forwarder:
         self,
         config: Config,
         index: Index,
+        committer: GroupCommitter,
         layout: DataLayout,
         io_pool: Executor,
         metrics: Metrics,
         audit: AuditLog,
     ) -> None:
+        self._committer = committer
         self._objects = ObjectReader(index, layout, io_pool, metrics)
         self._index = index
         self._io_pool = io_pool
@@ -440,7 +461,14 @@ class Forwarder:
 
     def _runner(self, config: Config, dest: Any) -> DestinationRunner:
         return DestinationRunner(
-            config, dest, self._index, self._objects, self._io_pool, self._metrics, self._audit
+            config,
+            dest,
+            self._index,
+            self._committer,
+            self._objects,
+            self._io_pool,
+            self._metrics,
+            self._audit,
         )
 
     async def reconfigure(self, config: Config) -> list[str]:

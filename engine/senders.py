@@ -1,6 +1,7 @@
 """How a batch of queued objects reaches one destination: C-STORE or STOW-RS.
 
-A sender answers for each job it tried with a `Delivery`: sent; unreachable (no
+A sender answers for each job it tried with a `Delivery`, handed to the forwarder's
+`settle` as soon as it is known: sent; unreachable (no
 usable association or HTTP exchange: the destination is down); retry (the
 destination answered "not now": out of resources, busy); permanent (it will not
 take this object). Jobs it did not get to are left alone; engine.forwarder decides
@@ -77,6 +78,10 @@ class Delivery:
     kind: Kind
     message: str = ""
     seconds: float = 0.0  # sending it, until the answer (0: not sent)
+
+
+# Called with each answer as it comes (engine.forwarder records it durably).
+Settle = Callable[[list[Delivery]], Awaitable[None]]
 
 
 def classify_status(status: int) -> Kind:
@@ -288,66 +293,65 @@ class DicomSender:
         self._assoc: Requestor | None = None
         self._proposed: set[tuple[str, str]] = set()  # what self._assoc was opened with
 
-    async def send(self, jobs: list[Job]) -> list[Delivery]:
-        deliveries: list[Delivery] = []
+    async def send(self, jobs: list[Job], settle: Settle) -> None:
         plans: list[tuple[Job, Instance, list[str]]] = []
         for job in jobs:
             instance = self._objects.locate(job)
             if instance is None:
-                deliveries.append(Delivery(job, "permanent", "object no longer stored on edge"))
+                await settle([Delivery(job, "permanent", "object no longer stored on edge")])
                 continue
             plans.append((job, instance, _wire_syntaxes(job, instance, self._dest)))
         needed = list(dict.fromkeys((j.sop_class_uid, ts) for j, _, tss in plans for ts in tss))
         if not plans:
-            return deliveries
+            return
         wanted = [[(job.sop_class_uid, ts) for ts in tss] for job, _, tss in plans]
         assoc = await self._association(needed[:MAX_CONTEXTS], wanted)
         for job, instance, syntaxes in plans:
-            options = [
-                (ts, assoc.accepted[(job.sop_class_uid, ts)])
-                for ts in syntaxes
-                if (job.sop_class_uid, ts) in assoc.accepted
-            ]
-            if not options:
-                deliveries.append(
-                    Delivery(
-                        job,
-                        "permanent",
-                        f"destination accepts no presentation context for SOP class "
-                        f"{job.sop_class_uid} in {', '.join(syntaxes)}",
-                    )
-                )
-                continue
-            try:
-                context_id, payload = await self._payload(job, instance, options)
-            except (OSError, ValueError) as exc:
-                deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
-                continue
-            started = time.perf_counter()
-            try:
-                response = await assoc.store(
-                    context_id,
-                    job.sop_class_uid,
-                    job.sop_instance_uid,
-                    payload,
-                    job.priority,
-                    self._throttle,
-                )
-            except asyncio.CancelledError:
-                assoc.broken = True  # cut mid-message: only an A-ABORT can end it now
-                raise
-            except PeerUnavailable as exc:
-                self._assoc = None
-                deliveries.append(Delivery(job, "unreachable", str(exc)))
-                break
-            finally:
-                self._objects.release(payload)
-            kind = classify_status(response.status)
-            seconds = time.perf_counter() - started
-            deliveries.append(Delivery(job, kind, _describe(response), seconds))
-            if kind == "retry":
-                break
-        return deliveries
+            delivery = await self._send_one(assoc, job, instance, syntaxes)
+            # Durable before the next object goes: see DestinationRunner._settle.
+            await settle([delivery])
+            if delivery.kind in ("retry", "unreachable"):
+                return
+
+    async def _send_one(
+        self, assoc: Requestor, job: Job, instance: Instance, syntaxes: list[str]
+    ) -> Delivery:
+        options = [
+            (ts, assoc.accepted[(job.sop_class_uid, ts)])
+            for ts in syntaxes
+            if (job.sop_class_uid, ts) in assoc.accepted
+        ]
+        if not options:
+            return Delivery(
+                job,
+                "permanent",
+                f"destination accepts no presentation context for SOP class "
+                f"{job.sop_class_uid} in {', '.join(syntaxes)}",
+            )
+        try:
+            context_id, payload = await self._payload(job, instance, options)
+        except (OSError, ValueError) as exc:
+            return Delivery(job, "permanent", f"cannot read stored object: {exc}")
+        started = time.perf_counter()
+        try:
+            response = await assoc.store(
+                context_id,
+                job.sop_class_uid,
+                job.sop_instance_uid,
+                payload,
+                job.priority,
+                self._throttle,
+            )
+        except asyncio.CancelledError:
+            assoc.broken = True  # cut mid-message: only an A-ABORT can end it now
+            raise
+        except PeerUnavailable as exc:
+            self._assoc = None
+            return Delivery(job, "unreachable", str(exc))
+        finally:
+            self._objects.release(payload)
+        seconds = time.perf_counter() - started
+        return Delivery(job, classify_status(response.status), _describe(response), seconds)
 
     async def _payload(
         self, job: Job, instance: Instance, options: list[tuple[str, int]]
@@ -442,7 +446,9 @@ class StowSender:
             headers=dest.headers,
         )
 
-    async def send(self, jobs: list[Job]) -> list[Delivery]:
+    async def send(self, jobs: list[Job], settle: Settle) -> None:
+        """One request carries the batch: its answers are settled together (a
+        crash mid-request sends the whole batch again)."""
         deliveries: list[Delivery] = []
         parts: list[tuple[Job, Payload]] = []
         for job in jobs:
@@ -456,8 +462,11 @@ class StowSender:
                 )
             except (OSError, ValueError) as exc:
                 deliveries.append(Delivery(job, "permanent", f"cannot read stored object: {exc}"))
-        if not parts:
-            return deliveries
+        if parts:
+            deliveries += await self._post(parts)
+        await settle(deliveries)
+
+    async def _post(self, parts: list[tuple[Job, Payload]]) -> list[Delivery]:
         boundary = uuid.uuid4().hex
         url = self._dest.url.rstrip("/") + "/studies"
         headers = {
@@ -471,13 +480,13 @@ class StowSender:
             )
         except httpx.HTTPError as exc:
             message = f"STOW-RS to {url} failed: {exc!r}"
-            return deliveries + [Delivery(job, "unreachable", message) for job, _ in parts]
+            return [Delivery(job, "unreachable", message) for job, _ in parts]
         finally:
             for _job, payload in parts:
                 self._objects.release(payload)
         each = (time.perf_counter() - started) / len(parts)  # one request carries them all
         outcome = _stow_outcome(response, [job for job, _ in parts])
-        return deliveries + [replace(d, seconds=each) for d in outcome]
+        return [replace(d, seconds=each) for d in outcome]
 
     async def _body(self, parts: list[tuple[Job, Payload]], boundary: str) -> AsyncIterator[bytes]:
         for _job, payload in parts:

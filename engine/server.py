@@ -119,7 +119,7 @@ async def serve(
         disk_full=lambda: layout.disk_full(svc.config.storage.disk_high_watermark),
     )
     router = Router(config.route, [dest.name for dest in config.destination])
-    forwarder = Forwarder(config, index, layout, io_pool, metrics, audit)
+    forwarder = Forwarder(config, index, committer, layout, io_pool, metrics, audit)
     if role == "all":
         committer.on_jobs = forwarder.jobs_queued
     elif role == "ingest":

@@ -21,7 +21,7 @@ import lmdb
 
 from storage.index import Index, Instance, OnDuplicate, Outcome, Recalled
 from storage.layout import DataLayout
-from storage.queue import Job, Target
+from storage.queue import Job, Settlement, Target
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,21 @@ class _Pending:
     loop: asyncio.AbstractEventLoop = field(repr=False)
 
 
+@dataclass
+class _Settling:
+    """The forwarder's record of what destinations answered."""
+
+    settlements: list[Settlement]
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+
+
 class GroupCommitter:
     def __init__(self, index: Index, layout: DataLayout, on_duplicate: OnDuplicate) -> None:
         self._index = index
         self._layout = layout
         self._on_duplicate = on_duplicate
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | _Settling | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self.stats = CommitStats()
         # Called on this thread after each commit with the jobs it queued.
@@ -87,6 +96,14 @@ class GroupCommitter:
         self._queue.put(_Pending(instance, targets, path, deduplicated, future, loop))
         return await future
 
+    async def settle(self, settlements: list[Settlement]) -> None:
+        """Record forward outcomes in the next group commit; returns once durable,
+        so a job the destination acknowledged is not sent again after a crash."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Settling(settlements, future, loop))
+        await future
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
@@ -105,26 +122,31 @@ class GroupCommitter:
                 batch.append(item)
             self._commit(batch)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending | _Settling]) -> None:
+        settling = [item for item in batch if isinstance(item, _Settling)]
+        pending = [item for item in batch if isinstance(item, _Pending)]
         # An identical object found on disk may have been deleted since, by a
         # "replace" of the instance that owned it: then it is not indexed.
-        ready = [p for p in batch if not p.deduplicated or p.path.exists()]
+        ready = [p for p in pending if not p.deduplicated or p.path.exists()]
         vanished = IndexUnavailable("object file vanished before indexing; send again")
-        _resolve_all([(lost, vanished) for lost in batch if lost not in ready])
+        _resolve_all([(lost, vanished) for lost in pending if lost not in ready])
         try:
             outcomes, unreferenced, jobs = self._index.apply(
-                [(p.instance, p.targets) for p in ready], self._on_duplicate
+                [(p.instance, p.targets) for p in ready],
+                self._on_duplicate,
+                [settlement for item in settling for settlement in item.settlements],
             )
         except (lmdb.Error, OSError) as exc:
             self.stats.failures += 1
             log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
             failed = IndexUnavailable(f"index write failed: {exc}")
-            _resolve_all([(pending, failed) for pending in ready])
+            everyone: list[_Pending | _Settling] = [*ready, *settling]
+            _resolve_all([(item, failed) for item in everyone])
             return
         self.stats.batches += 1
         self.stats.instances += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
-        _resolve_all(list(zip(ready, outcomes, strict=True)))
+        _resolve_all([*zip(ready, outcomes, strict=True), *((item, None) for item in settling)])
         if jobs and self.on_jobs is not None:
             self.on_jobs(jobs)
         for blake3_hex, tier in unreferenced:
@@ -133,20 +155,23 @@ class GroupCommitter:
                 path.unlink(missing_ok=True)
 
 
-def _resolve_all(results: list[tuple[_Pending, Outcome | Exception]]) -> None:
+_Result = tuple[_Pending | _Settling, Outcome | Exception | None]
+
+
+def _resolve_all(results: list[_Result]) -> None:
     """Settle a batch's futures with ONE wake-up per event loop, not one per object."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome | Exception]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
     for pending, result in results:
         by_loop.setdefault(pending.loop, []).append((pending, result))
 
-    def settle(batch: list[tuple[_Pending, Outcome | Exception]]) -> None:
+    def settle(batch: list[_Result]) -> None:
         for pending, result in batch:
             if pending.future.done():  # the waiting association was cancelled
                 continue
             if isinstance(result, Exception):
                 pending.future.set_exception(result)
             else:
-                pending.future.set_result(result)
+                pending.future.set_result(result)  # type: ignore[arg-type]
 
     for loop, batch in by_loop.items():
         loop.call_soon_threadsafe(settle, batch)

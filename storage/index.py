@@ -25,14 +25,14 @@ import enum
 import json
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import lmdb
 
-from storage.queue import Job, Queues, Target
+from storage.queue import Job, Queues, Settlement, Target
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +300,13 @@ class Index:
         return 0 if raw is None else int(raw)
 
     def apply(
-        self, batch: list[tuple[Instance, list[Target] | Recalled]], on_duplicate: OnDuplicate
+        self,
+        batch: list[tuple[Instance, list[Target] | Recalled]],
+        on_duplicate: OnDuplicate,
+        settlements: Sequence[Settlement] = (),
     ) -> tuple[list[Outcome], Unreferenced, list[Job]]:
-        """Index a batch, with the forward jobs of what is new, in one durable transaction.
+        """Index a batch, with the forward jobs of what is new, and record the
+        forwarder's `settlements`, in one durable transaction.
 
         Returns each instance's outcome, the files no record points at any more (to
         delete after the commit) and the jobs queued.
@@ -311,6 +315,7 @@ class Index:
         unreferenced: Unreferenced = []
         jobs: list[Job] = []
         with self._env.begin(write=True) as txn:
+            self.queues.settle_in(txn, list(settlements))
             for received, targets in batch:
                 if isinstance(targets, Recalled):
                     outcome, freed = self._apply_recalled(txn, received, targets.source)

@@ -220,24 +220,28 @@ class Queues:
 
     def settle(self, settlements: list[Settlement]) -> None:
         """Record what happened to jobs, in one durable transaction."""
-        now = time.time()
         with self._env.begin(write=True) as txn:
-            for item in settlements:
-                job = item.job
-                if not txn.delete(job.key, db=self._queue):
-                    continue  # purged by an admin meanwhile: nothing to record
-                if item.outcome is Outcome.RETRY:
-                    txn.put(job.key, job.encode(), db=self._queue)
-                    continue
-                self._count(txn, job.destination, "queued", -1)
-                if item.outcome is Outcome.SENT:
-                    self._mark_done(txn, job, "sent", now)
-                elif item.outcome is Outcome.DEAD:
-                    txn.put(_dead_key(job.destination, job.seq), job.encode(), db=self._dead)
-                    self._count(txn, job.destination, "dead", +1)
-                else:
-                    txn.put(_waiting_key(job), job.encode(), db=self._waiting)
-                    self._count(txn, job.destination, "waiting", +1)
+            self.settle_in(txn, settlements)
+
+    def settle_in(self, txn: lmdb.Transaction, settlements: list[Settlement]) -> None:
+        """Record what happened to jobs inside `txn` (the group commit's)."""
+        now = time.time()
+        for item in settlements:
+            job = item.job
+            if not txn.delete(job.key, db=self._queue):
+                continue  # purged by an admin meanwhile: nothing to record
+            if item.outcome is Outcome.RETRY:
+                txn.put(job.key, job.encode(), db=self._queue)
+                continue
+            self._count(txn, job.destination, "queued", -1)
+            if item.outcome is Outcome.SENT:
+                self._mark_done(txn, job, "sent", now)
+            elif item.outcome is Outcome.DEAD:
+                txn.put(_dead_key(job.destination, job.seq), job.encode(), db=self._dead)
+                self._count(txn, job.destination, "dead", +1)
+            else:
+                txn.put(_waiting_key(job), job.encode(), db=self._waiting)
+                self._count(txn, job.destination, "waiting", +1)
 
     def _mark_done(self, txn: lmdb.Transaction, job: Job, state: str, now: float) -> None:
         self.mark_delivered(txn, job.destination, job.sop_instance_uid, job.hash, state, now)

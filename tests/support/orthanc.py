@@ -17,7 +17,12 @@ DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 class OrthancProcess:
-    def __init__(self, workdir: Path, modalities: dict[str, tuple[str, str, int]] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        count_receptions: bool = False,
+    ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -44,6 +49,19 @@ class OrthancProcess:
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
+        # Every instance Orthanc stores, re-sent copies included (OverwriteInstances):
+        # one line per reception, written by a Lua hook in Orthanc itself.
+        self.receptions = workdir / "received.txt"
+        if count_receptions:
+            script = workdir / "count.lua"
+            script.write_text(
+                "function OnStoredInstance(instanceId, tags, metadata, origin)\n"
+                f"  local out = io.open('{self.receptions}', 'a')\n"
+                "  out:write(tags['SOPInstanceUID'] .. '\\n')\n"
+                "  out:close()\n"
+                "end\n"
+            )
+            config["LuaScripts"] = [str(script)]
         (workdir / "orthanc.json").write_text(json.dumps(config, indent=1))
 
     @property
