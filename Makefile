@@ -1,5 +1,5 @@
 # pacs-edge: every command CI and a developer need. `make test` is what .ci/run calls.
-#   make run     - set up .venv, build, start the engine on its embedded defaults
+#   make run     - set up .venv, build, start the engine on its embedded defaults (ARGS="..." adds serve flags)
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
@@ -51,8 +51,9 @@ system-deps:
 			dcmtk orthanc orthanc-dicomweb prometheus haproxy openssl >/dev/null; \
 	fi
 
+# ARGS: extra `serve` flags, e.g. make run ARGS="--http-host 0.0.0.0"
 run: build-dev
-	$(VENV)/bin/pacs-edge serve
+	$(VENV)/bin/pacs-edge serve $(ARGS)
 
 format: build-dev
 	$(VENV)/bin/ruff format .

@@ -1,9 +1,14 @@
-"""The `pacs-edge` command: serve, echo, store, status, queue, dead."""
+"""The `pacs-edge` command: serve, echo, store, status, queue, dead, recall, reload, token.
+
+Commands that talk to a running engine use its ops HTTP API; where it asks for a
+token, they send the one in $PACS_EDGE_TOKEN or in the file given by --token-file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -12,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import core_rs
-from policies.config import ConfigError, load_config
+from policies.config import Config, ConfigError, load_config
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -22,6 +27,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         ("node", "workers"): getattr(args, "workers", None),
         ("dicom", "port"): args.port,
         ("dicom", "host"): args.host,
+        ("http", "host"): args.http_host,
         ("http", "port"): args.http_port,
         ("storage", "durability"): args.durability,
     }
@@ -101,9 +107,23 @@ class ApiError(Exception):
     """The engine could not be asked, or said no; the message is for the admin."""
 
 
+TOKEN_VARIABLE = "PACS_EDGE_TOKEN"
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            return args.token_file.read_text().strip() or None
+        except OSError as exc:
+            raise ApiError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
 def _api(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
     url = f"{args.url.rstrip('/')}{path}"
-    request = urllib.request.Request(url, method=method)
+    token = _token(args)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
@@ -112,7 +132,12 @@ def _api(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
             body = json.load(exc)
         except ValueError:
             body = {}
-        raise ApiError(f"{method} {url}: {exc.code}: {body.get('error', exc.reason)}") from exc
+        hint = ""
+        if exc.code in (401, 403) and token is None:
+            hint = f" (no token sent: set {TOKEN_VARIABLE} or --token-file)"
+        raise ApiError(
+            f"{method} {url}: {exc.code}: {body.get('error', exc.reason)}{hint}"
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ApiError(f"cannot reach {url}: {exc}; is `pacs-edge serve` running?") from exc
 
@@ -261,6 +286,50 @@ def cmd_recall(args: argparse.Namespace) -> int:
     return 0 if progress["state"] == "done" else 1
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Apply the engine's config file again, or (--check FILE) show what FILE would
+    change against the running configuration without applying it."""
+    from engine import reload
+
+    if args.check is None:
+        result = _api(args, "/api/v1/reload", method="POST")
+        _print_reload(result["changed"], result["needs_restart"], result["removed"])
+        return 0
+    try:
+        new = load_config(args.check)
+    except ConfigError as exc:
+        print(f"pacs-edge reload --check: {exc}", file=sys.stderr)
+        return 2
+    running = Config.model_validate(_api(args, "/api/v1/config"))
+    merged, needs_restart = reload.merge(running, new)
+    changed = reload.changed(running, merged)
+    _print_reload(changed, needs_restart, reload.removals(running, merged))
+    print("(not applied: `pacs-edge reload` or SIGHUP applies the engine's own config file)")
+    return 0
+
+
+def _print_reload(changed: list[str], needs_restart: list[str], removed: list[str]) -> None:
+    print(f"changes at once: {', '.join(changed) or 'nothing'}")
+    if needs_restart:
+        print(f"changed, but only after a restart: {', '.join(needs_restart)}")
+    for item in removed:
+        print(f"  REMOVES {item}")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """A new ops API token: the secret once, and the config entry that admits it."""
+    from policies.http_access import digest, new_token
+
+    secret = new_token()
+    print(f"token for {args.name!r} (role {args.role}); keep it, it is not shown again:")
+    print(f"  {secret}")
+    print("add to the engine's config, then `pacs-edge reload`:")
+    print(
+        f'[[http.token]]\nname = "{args.name}"\nsha256 = "{digest(secret)}"\nrole = "{args.role}"'
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pacs-edge", description="DICOM ingest engine for PACS edge servers"
@@ -277,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where objects and the index live (default ./var)")
     serve.add_argument("--host", help="DICOM listen address (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    serve.add_argument(
+        "--http-host", help="ops HTTP listen address (default 127.0.0.1: this box only)"
+    )
     serve.add_argument("--http-port", type=int, help="ops HTTP port (default 9112)")
     serve.add_argument("--ae-title", help="our AE title (default PACS_EDGE)")
     serve.add_argument("--durability", choices=["fsync", "os"])
@@ -320,11 +392,26 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("study_uid", metavar="STUDY_UID")
     rc.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow it")
     rc.set_defaults(run=cmd_recall)
+    rl = sub.add_parser("reload", help="apply the config file again (or --check one)")
+    rl.add_argument(
+        "--check", type=Path, metavar="FILE", help="show what FILE would change; apply nothing"
+    )
+    rl.set_defaults(run=cmd_reload)
+    tk = sub.add_parser("token", help="make an ops API token and its [[http.token]] entry")
+    tk.add_argument("name", help="who uses it (in the audit log)")
+    tk.add_argument("--role", choices=["read", "admin"], default="read")
+    tk.set_defaults(run=cmd_token)
     for p in (queue, dead):
         p.add_argument("destination", nargs="?", help="a [[destination]] name")
         p.add_argument("--limit", type=int, default=20, help="jobs to list (default 20)")
-    for p in (st, queue, dead, rc):
+    for p in (st, queue, dead, rc, rl):
         p.add_argument("--url", default="http://127.0.0.1:9112", help="the engine's ops HTTP")
+        p.add_argument(
+            "--token-file",
+            type=Path,
+            help=f"file holding the API token (default: ${TOKEN_VARIABLE}, if set)",
+        )
+    for p in (st, queue, dead, rc):
         p.add_argument("--json", action="store_true")
     return parser
 

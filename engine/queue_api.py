@@ -7,17 +7,20 @@ to LMDB in a worker thread; every answer says how many jobs it touched.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from engine.ops_http import Answer, Route
+from policies.http_access import Caller
 
 if TYPE_CHECKING:
     from engine.forwarder import DestinationRunner
     from engine.server import Services
 
+log = logging.getLogger(__name__)
 _DEFAULT_LIMIT = 100
 
 
@@ -53,14 +56,24 @@ def routes(svc: Services) -> list[Route]:
         return 200, {"destination": name, "jobs": [_job(j) for j in jobs]}
 
     async def act(
-        name: str, work: Callable[[], int], event: str, key: str, send_now: bool, **audit: Any
+        name: str,
+        caller: Caller,
+        work: Callable[[], int],
+        event: str,
+        key: str,
+        send_now: bool,
+        **audit: Any,
     ) -> Answer:
-        """Run a queue change in a thread, audit it, and wake the destination if asked."""
+        """Run a queue change in a thread, audit it with who asked, and wake the
+        destination if asked."""
         found = runner(name)
         if isinstance(found, tuple):
             return found
         count = await asyncio.to_thread(work)
-        svc.audit.write(event, destination=name, jobs=count, **audit)
+        svc.audit.write(event, destination=name, jobs=count, **caller.audit_fields(), **audit)
+        log.warning(
+            "%s: %s %d job(s), asked by %s from %s", name, key, count, caller.name, caller.address
+        )
         if send_now:
             found.breaker.reset()
             await found.wake()
@@ -68,24 +81,26 @@ def routes(svc: Services) -> list[Route]:
 
     queues = svc.index.queues
 
-    def retry(name: str, query: dict[str, str]) -> Awaitable[Answer]:
-        return act(name, partial(queues.retry_now, name), "queue_retried", "retried", True)
+    def retry(name: str, caller: Caller, query: dict[str, str]) -> Awaitable[Answer]:
+        work = partial(queues.retry_now, name)
+        return act(name, caller, work, "queue_retried", "retried", True)
 
-    def purge(name: str, query: dict[str, str]) -> Awaitable[Answer]:
-        return act(name, partial(queues.purge, name), "queue_purged", "purged", False)
+    def purge(name: str, caller: Caller, query: dict[str, str]) -> Awaitable[Answer]:
+        work = partial(queues.purge, name)
+        return act(name, caller, work, "queue_purged", "purged", False)
 
-    def requeue(name: str, query: dict[str, str]) -> Awaitable[Answer]:
+    def requeue(name: str, caller: Caller, query: dict[str, str]) -> Awaitable[Answer]:
         uid = query.get("uid") or None
         work = partial(queues.requeue_dead, name, uid)
-        return act(name, work, "dead_requeued", "requeued", True, sop_instance_uid=uid)
+        return act(name, caller, work, "dead_requeued", "requeued", True, sop_instance_uid=uid)
 
     return [
         Route("GET", "/api/v1/queues", overview),
         Route("GET", "/api/v1/queues/{name}", queued),
-        Route("POST", "/api/v1/queues/{name}/retry", retry),
-        Route("POST", "/api/v1/queues/{name}/purge", purge),
+        Route("POST", "/api/v1/queues/{name}/retry", retry, "admin"),
+        Route("POST", "/api/v1/queues/{name}/purge", purge, "admin"),
         Route("GET", "/api/v1/queues/{name}/dead", dead),
-        Route("POST", "/api/v1/queues/{name}/dead/requeue", requeue),
+        Route("POST", "/api/v1/queues/{name}/dead/requeue", requeue, "admin"),
     ]
 
 

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # t
 
 from engine.ops_http import Answer, Route
 from policies.config import DicomDestination
+from policies.http_access import Caller
 
 if TYPE_CHECKING:
     from engine.server import Services
@@ -61,7 +62,7 @@ class Recaller:
                 return dest
         return None
 
-    def start(self, study_uid: str) -> Answer:
+    def start(self, study_uid: str, caller: Caller) -> Answer:
         running = self._recalls.get(study_uid)
         if running is not None and running.state == "running":
             return 202, asdict(running)
@@ -79,7 +80,12 @@ class Recaller:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         self._svc.hub.track(task)
-        self._svc.audit.write("recall_started", study_instance_uid=study_uid, source=source.name)
+        self._svc.audit.write(
+            "recall_started",
+            study_instance_uid=study_uid,
+            source=source.name,
+            **caller.audit_fields(),
+        )
         return 202, asdict(progress)
 
     def get(self, study_uid: str) -> Answer:
@@ -167,12 +173,12 @@ def _describe(code: int, status: Dataset) -> str:
 
 
 def routes(svc: Services, recaller: Recaller) -> list[Route]:
-    def start(uid: str, query: dict[str, str]) -> Answer:
+    def start(uid: str, caller: Caller, query: dict[str, str]) -> Answer:
         if svc.index.study(uid) is None:
             return 404, {"error": f"study {uid} was never stored on this node"}
-        return recaller.start(uid)
+        return recaller.start(uid, caller)
 
     return [
-        Route("POST", "/api/v1/recalls/{uid}", start),
+        Route("POST", "/api/v1/recalls/{uid}", start, "admin"),
         Route("GET", "/api/v1/recalls/{uid}", lambda uid, query: recaller.get(uid)),
     ]

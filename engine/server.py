@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import core_rs
-from engine import queue_api, recall, tls_listener, wake
+from engine import queue_api, recall, reload, tls_listener, wake
 from engine.association import Association
 from engine.forwarder import Forwarder
 from engine.hub import AssociationHub
@@ -274,15 +274,25 @@ async def _serve_http(
     config, metrics = svc.config, svc.metrics
     http = OpsHttp(
         [
-            Route("GET", "/healthz", lambda query: status.healthz(svc)),
-            Route("GET", "/readyz", lambda query: status.readyz(svc)),
+            Route("GET", "/healthz", lambda query: status.healthz(svc), "open"),
+            Route("GET", "/readyz", lambda query: status.readyz(svc), "open"),
+            Route(
+                "GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render())), "open"
+            ),
             Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
-            Route("GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render()))),
-            Route("POST", "/api/v1/reload", lambda query: reloader.reload(from_api=True)),
             Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
+            Route("GET", "/api/v1/config", lambda query: (200, reload.shown(svc.config))),
+            Route(
+                "POST",
+                "/api/v1/reload",
+                lambda caller, query: reloader.reload(from_api=True, caller=caller),
+                "admin",
+            ),
             *queue_api.routes(svc),
             *recall.routes(svc, recaller),
-        ]
+        ],
+        lambda: svc.config.http.token,
+        svc.audit,
     )
     try:
         await http.start(config.http.host, config.http.port)

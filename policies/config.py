@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from policies.http_access import TokenConfig
 from policies.lifecycle import LifecycleConfig
 from policies.rules import RouteConfig
 
@@ -133,6 +134,16 @@ class CallingAEConfig(_Section):
 class HttpConfig(_Section):
     host: str
     port: Port
+    token: list[TokenConfig]  # empty: loopback clients only (policies.http_access)
+
+    @model_validator(mode="after")
+    def _tokens_distinct(self) -> HttpConfig:
+        for key in ("name", "sha256"):
+            values = [getattr(token, key) for token in self.token]
+            twice = sorted({value for value in values if values.count(value) > 1})
+            if twice:
+                raise ValueError(f"http.token {key} {twice[0]!r} is listed twice")
+        return self
 
 
 class StorageConfig(_Section):

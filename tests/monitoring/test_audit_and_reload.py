@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,3 +124,47 @@ def test_reload_adds_a_destination_without_losing_queued_jobs(
         assert sorted(orthanc.sop_instance_uids()) == sorted(f.sop_instance_uid for f in more)
     finally:
         orthanc.stop()
+
+
+def test_reload_check_shows_removals_and_a_reload_logs_each(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    """An empty file is a valid configuration: reloading it drops the allow-list and
+    every destination. `reload --check` shows that first; a reload that does it says
+    so at WARNING and in the audit log, one line per item."""
+    central = {"name": "central", "kind": "dicom", "host": "127.0.0.1", "port": 9}
+    engine = engine_factory(
+        {
+            "dicom": {"allowed_calling_aes": ["CT1"]},
+            "destination": [{**central, "called_ae": "CENTRAL"}],
+        }
+    )
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    url = f"http://127.0.0.1:{engine.http_port}"
+    check = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "reload", "--check", str(empty), "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "REMOVES dicom.allowed_calling_aes 'CT1'" in check.stdout
+    assert "REMOVES destination 'central'" in check.stdout
+    assert "ANY calling AE may now associate" in check.stdout
+    assert "only after a restart: " in check.stdout  # the ports, the data directory...
+    code, running = engine.get("/api/v1/config")
+    assert code == 200
+    assert [d["name"] for d in running["destination"]] == ["central"], "--check applied"
+    # Now for real: the engine's own file emptied, then reloaded.
+    engine.config_path.write_text("")
+    code, answer = engine.post("/api/v1/reload")
+    assert code == 200, answer
+    assert "destination 'central'" in answer["removed"]
+    log = engine.log()
+    assert "WARNING engine.reload: reload removes dicom.allowed_calling_aes 'CT1'" in log
+    assert "WARNING engine.reload: reload removes destination 'central'" in log
+    removed = [e for e in audit_events(engine) if e["event"] == "config_removed"]
+    assert {e["item"] for e in removed} >= {"destination 'central'"}
+    assert {e["by"] for e in removed} == {"loopback"}
