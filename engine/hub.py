@@ -80,7 +80,8 @@ class AssociationHub:
         return len(self._pending)
 
     def associated(self, association: Association) -> None:
-        """Its A-ASSOCIATE-RQ was answered: no longer pending."""
+        """Its A-ASSOCIATE-RQ was accepted: no longer pending (a rejected one stays
+        pending until its peer closes or ARTIM does)."""
         self._pending.discard(association)
 
     def free_slot(self, association: Association) -> None:
@@ -92,10 +93,10 @@ class AssociationHub:
         self._all.discard(association)
         self._pending.discard(association)
         self.live.remove(_key(association))
-        if not self._all and self._peak >= _TRIM_AFTER:
+        if self._peak >= _TRIM_AFTER and len(self._all) <= self._peak // 8:
             # A flood of connections is over. glibc keeps freed memory in its
             # arenas; without this the RSS of a scan's peak stays for good.
-            self._peak = 0
+            self._peak = len(self._all)
             _malloc_trim()
         if association in self._established and not association.released:
             self._metrics.association(association.calling_ae, "aborted", association.host)
