@@ -172,7 +172,11 @@ class Requestor:
         payload: Payload,
         priority: int,
         throttle: Throttle | None,
+        before_last: Awaitable[None] | None = None,
     ) -> StoreResponse:
+        """`before_last` is awaited before the PDU that completes the object goes:
+        once it has, the destination may store it, so whatever must be settled
+        before that (the previous object's record) overlaps with the rest."""
         message_id = next(self._message_ids) & 0xFFFF
         command = core_rs.encode_store_request(
             message_id, sop_class_uid, sop_instance_uid, _DIMSE_PRIORITY.get(priority, 0)
@@ -185,7 +189,12 @@ class Requestor:
                 for window, last in payload.windows():
                     if throttle is not None:
                         await throttle(len(window))
-                    self._writer.writelines(_frames(context_id, window, self._peer_max_pdu, last))
+                    frames = _frames(context_id, window, self._peer_max_pdu, last)
+                    if last and before_last is not None:
+                        self._writer.writelines(frames[:-2])  # all but the final PDU
+                        await before_last
+                        frames = frames[-2:]
+                    self._writer.writelines(frames)
                     await self._writer.drain()
                 response = await self._response(message_id)
         except (OSError, TimeoutError, core_rs.CoreError) as exc:

@@ -306,15 +306,29 @@ class DicomSender:
             return
         wanted = [[(job.sop_class_uid, ts) for ts in tss] for job, _, tss in plans]
         assoc = await self._association(needed[:MAX_CONTEXTS], wanted)
-        for job, instance, syntaxes in plans:
-            delivery = await self._send_one(assoc, job, instance, syntaxes)
-            # Durable before the next object goes: see DestinationRunner._settle.
-            await settle([delivery])
-            if delivery.kind in ("retry", "unreachable"):
-                return
+        # Each answer is being settled while the next object goes out, but that
+        # object's final PDU waits until it is durable: a crash can then leave at
+        # most one object the destination stored and we did not record.
+        settling: asyncio.Task[None] | None = None
+        try:
+            for job, instance, syntaxes in plans:
+                delivery = await self._send_one(assoc, job, instance, syntaxes, settling)
+                if settling is not None:
+                    await settling  # done already unless the object never went
+                settling = asyncio.ensure_future(settle([delivery]))
+                if delivery.kind in ("retry", "unreachable"):
+                    break
+        finally:
+            if settling is not None:
+                await settling
 
     async def _send_one(
-        self, assoc: Requestor, job: Job, instance: Instance, syntaxes: list[str]
+        self,
+        assoc: Requestor,
+        job: Job,
+        instance: Instance,
+        syntaxes: list[str],
+        before_last: Awaitable[None] | None,
     ) -> Delivery:
         options = [
             (ts, assoc.accepted[(job.sop_class_uid, ts)])
@@ -341,6 +355,7 @@ class DicomSender:
                 payload,
                 job.priority,
                 self._throttle,
+                before_last,
             )
         except asyncio.CancelledError:
             assoc.broken = True  # cut mid-message: only an A-ABORT can end it now
