@@ -1,6 +1,6 @@
 """Load generator: K simulated modalities pushing a corpus to any C-STORE SCP.
 
-It is the edge's own C-STORE SCU (engine/dicom_client.py: Rust framing and response
+It is the edge's own C-STORE SCU (engine/dicom/client.py: Rust framing and response
 decoding, zero-copy P-DATA from 1 MiB file windows) driven by one asyncio loop, so
 the client costs less CPU per GB than DCMTK storescu (bench.forward measures both)
 and is not what a benchmark measures. Every object is timed from its C-STORE-RQ to
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from bench.corpus import FULL, QUICK, SUFFIX, UID_LENGTH, Corpus, Item, build
-from engine.dicom_client import Payload, PeerUnavailable, Requestor
+from engine.dicom.client import Payload, PeerUnavailable, Requestor
 
 MAX_PDU = 262144  # what we propose to receive; the SCP's own maximum governs what we send
 

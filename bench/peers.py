@@ -20,8 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench import balancer
-from monitoring.metrics import descendants
+from engine.ops.client import OpsClient
 
 AE_TITLE = "PACS_EDGE"
 
@@ -153,6 +155,14 @@ class Meter:
                     break
                 except OSError:
                     time.sleep(0.1)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def tree_kb(pid: int, field: str) -> int:
@@ -304,9 +314,11 @@ class PacsEdge(Peer):
 
     def api(self, path: str, method: str = "GET") -> dict[str, Any]:
         """One ops HTTP call, its JSON answer."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", method=method)
-        with urllib.request.urlopen(request, timeout=30) as rsp:
-            return dict(json.load(rsp))
+        client = OpsClient(f"http://127.0.0.1:{self.http_port}")
+        try:
+            return dict(client.json(path, method))
+        finally:
+            client.close()
 
     def status(self) -> dict[str, Any]:
         return self.api("/api/v1/status")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import core_rs
+from engine.ops.client import TOKEN_VARIABLE, ApiError, OpsClient, token_from
 from policies.config import Config, ConfigError, load_config
 
 
@@ -103,43 +101,12 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-class ApiError(Exception):
-    """The engine could not be asked, or said no; the message is for the admin."""
-
-
-TOKEN_VARIABLE = "PACS_EDGE_TOKEN"
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file is not None:
-        try:
-            return args.token_file.read_text().strip() or None
-        except OSError as exc:
-            raise ApiError(f"cannot read --token-file {args.token_file}: {exc}") from exc
-    return os.environ.get(TOKEN_VARIABLE) or None
-
-
 def _api(args: argparse.Namespace, path: str, method: str = "GET") -> Any:
-    url = f"{args.url.rstrip('/')}{path}"
-    token = _token(args)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, method=method, headers=headers)
+    client = OpsClient(args.url, token_from(args.token_file))
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        try:
-            body = json.load(exc)
-        except ValueError:
-            body = {}
-        hint = ""
-        if exc.code in (401, 403) and token is None:
-            hint = f" (no token sent: set {TOKEN_VARIABLE} or --token-file)"
-        raise ApiError(
-            f"{method} {url}: {exc.code}: {body.get('error', exc.reason)}{hint}"
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise ApiError(f"cannot reach {url}: {exc}; is `pacs-edge serve` running?") from exc
+        return client.json(path, method)
+    finally:
+        client.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -289,7 +256,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 def cmd_reload(args: argparse.Namespace) -> int:
     """Apply the engine's config file again, or (--check FILE) show what FILE would
     change against the running configuration without applying it."""
-    from engine import reload
+    from engine.ops import reload
 
     if args.check is None:
         result = _api(args, "/api/v1/reload", method="POST")

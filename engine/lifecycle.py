@@ -8,7 +8,7 @@ core_rs the bytes, with the GIL released):
    them: those past their rule's `keep_days`, and while the data disk is above
    `high_watermark`, as many as it takes to get below `low_watermark`. An object that
    is not yet committed somewhere is never purged; if that leaves the disk full,
-   ingest refuses new associations (engine.hub) rather than drop anything.
+   ingest refuses new associations (engine.dicom.hub) rather than drop anything.
 2. Within the schedule window, pack hot objects past their rule's `hot_days` into
    the warm tier (verified before the hot file goes).
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from pydicom.errors import InvalidDicomError
 from pynetdicom.dsutils import split_dataset
 
-from engine.dicom_client import Payload, PeerUnavailable, Requestor
-from engine.negotiation import MAX_CONTEXTS
+from engine.dicom.client import Payload, PeerUnavailable, Requestor
+from engine.dicom.negotiation import MAX_CONTEXTS
 
 _DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
 _OK = (0x0000, 0xB000, 0xB006, 0xB007)

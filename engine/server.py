@@ -5,13 +5,15 @@ One process does everything (`role="all"`, `--workers 1`), or engine.workers run
 several "ingest" processes sharing the DICOM port plus one "background" process
 that forwards and serves ops HTTP; they share the data directory and LMDB.
 
-Start-up:  data tree -> spool cleaned -> index opened and checked -> group commit
-           thread -> DICOM listener(s) -> ops HTTP -> forwarder -> lifecycle -> ready.
+Start-up:  data tree -> spool cleaned -> audit log, index opened and checked ->
+           group commit thread -> ops HTTP -> DICOM listener(s) -> forwarder ->
+           lifecycle -> ready.
 Shutdown (SIGTERM/SIGINT): not ready (/readyz 503) -> DICOM listeners closed ->
            open associations finish (release) within dicom.shutdown_grace, then
-           end after their current object -> store tasks awaited -> lifecycle and
-           forwarder stopped (unsent jobs stay queued) -> group commit flushed ->
-           index closed.
+           end after their current object -> store tasks awaited -> ops HTTP
+           closed -> lifecycle and forwarder stopped (unsent jobs stay queued) ->
+           group commit flushed -> index and audit log closed. A start that fails
+           half-way undoes what it did in the same order (one exit stack).
 """
 
 from __future__ import annotations
@@ -24,20 +26,21 @@ import signal
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import core_rs
-from engine import queue_api, recall, reload, tls_listener, wake
-from engine.association import Association
-from engine.forwarder import Forwarder
-from engine.hub import AssociationHub
+from engine.dicom import tls_listener
+from engine.dicom.association import Acceptor, Association
+from engine.dicom.hub import AssociationHub
+from engine.dicom.live import LiveAssociations
+from engine.dicom.store import StoreService
+from engine.forward import recall, wake
+from engine.forward.forwarder import Forwarder
 from engine.lifecycle import LifecycleWorker
-from engine.live import LiveAssociations
-from engine.ops_http import OpsHttp, Raw, Route
-from engine.reload import Reloader
-from engine.store import StoreService
-from monitoring import status
+from engine.ops import queue_api, reload, status
+from engine.ops.http import OpsHttp, Raw, Route
+from engine.ops.reload import Reloader
+from engine.services import Role, Shared
 from monitoring.audit import AuditLog
 from monitoring.metrics import CONTENT_TYPE, Metrics
 from policies.config import Config, TlsConfig
@@ -49,30 +52,11 @@ from storage.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
-Role = Literal["all", "ingest", "background"]
-Closer = Callable[[], Awaitable[None] | None]
+AsyncCloser = Callable[[], Awaitable[None]]
 
 
 class StartupError(RuntimeError):
     """The engine cannot start; the message says what to change."""
-
-
-@dataclass
-class Services:
-    """What every association shares."""
-
-    config: Config
-    layout: DataLayout
-    index: Index
-    committer: GroupCommitter
-    store: StoreService
-    hub: AssociationHub
-    forwarder: Forwarder
-    metrics: Metrics
-    audit: AuditLog
-    lifecycle: LifecycleWorker | None = None  # in the process that forwards
-    role: Role = "all"
-    ready: bool = False
 
 
 async def serve(
@@ -83,65 +67,125 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop`); `load` re-reads the config on SIGHUP.
-    Roles other than "all" expect engine.workers to have prepared the data tree."""
+    Roles other than "all" expect engine.workers to have prepared the data tree.
+
+    Everything started is registered on one exit stack, in start-up order, so a
+    start that fails half-way and a shutdown undo the same things in the same
+    (reverse) order."""
+    async with contextlib.AsyncExitStack() as stack:
+        stop = _on_signals(stack, stop or asyncio.Event())
+        shared, hub = await _start(stack, config, role, load)
+        _log_ready(shared, role)
+        if on_ready is not None:
+            on_ready()
+        await stop.wait()
+        log.info("shutting down: no new associations; finishing objects in flight")
+        shared.ready = False
+        hub.draining = True
+    log.info("stopped cleanly")
+
+
+def _on_signals(stack: contextlib.AsyncExitStack, stop: asyncio.Event) -> asyncio.Event:
+    """SIGTERM and SIGINT set `stop`, from before start-up on."""
     loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+        stack.callback(loop.remove_signal_handler, sig)
+    return stop
 
+
+async def _start(
+    stack: contextlib.AsyncExitStack,
+    config: Config,
+    role: Role,
+    load: Callable[[], Config] | None,
+) -> tuple[Shared, AssociationHub]:
+    """Open, start and wire everything; each step registers its undoing on `stack`.
+    Undone last to first: DICOM listeners closed, associations drained, workers
+    awaited (background), ops HTTP and the wake socket closed, lifecycle and forwarder
+    stopped (unsent jobs stay queued), group commit flushed, index and audit closed."""
     layout = DataLayout(config.node.data_dir)
     if role == "all":
         layout.prepare()
         layout.clean_spool()
     run_dir = None if role == "all" else layout.run
+    audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
+    stack.callback(audit.close)
     index = Index(layout.index, config.storage.index_map_size, config.durable)
+    stack.callback(index.close)
     if role == "all":
         index.upgrade()
         await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     else:
         index.check_readers()  # slots a killed worker held
-    committer = GroupCommitter(index, layout, config.storage.on_duplicate)
-    committer.start()
     # Finishing an object with fsync (fdatasync, rename, folder fsync) blocks a
     # thread, never the loop. One thread per possible association: they sleep in
     # syscalls, and the more syncs wait together, the more one journal commit carries.
     io_pool = ThreadPoolExecutor(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
+    stack.callback(io_pool.shutdown, wait=True)
+    committer = GroupCommitter(index, layout, config.storage.on_duplicate)
+    committer.start()
+    stack.callback(committer.close)
     metrics = Metrics(None if run_dir is None else layout.metrics)
-    audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
+    shared = Shared(config, layout, index, committer, metrics, audit, role=role)
+    forwarder = Forwarder(config, index, committer, layout, io_pool, metrics, audit)
+    stack.push_async_callback(forwarder.stop)
+    lifecycle = None
+    if role != "ingest":
+        lifecycle = LifecycleWorker(config, index, layout, metrics, audit)
+        stack.push_async_callback(lifecycle.stop)  # between two moves: each whole or not done
+    if role == "all":
+        committer.on_jobs = forwarder.jobs_queued
+    elif role == "ingest":
+        waker = wake.WakeSender(wake.socket_path(layout.run))
+        committer.on_jobs = lambda jobs: waker.notify(job.destination for job in jobs)
     hub = AssociationHub(
         config.dicom.max_associations,
         config.dicom.max_pending_connections,
         metrics,
         audit,
         LiveAssociations(run_dir),
-        disk_full=lambda: layout.disk_full(svc.config.storage.disk_high_watermark),
+        disk_full=lambda: layout.disk_full(shared.config.storage.disk_high_watermark),
     )
     router = Router(config.route, [dest.name for dest in config.destination])
-    forwarder = Forwarder(config, index, committer, layout, io_pool, metrics, audit)
-    if role == "all":
-        committer.on_jobs = forwarder.jobs_queued
-    elif role == "ingest":
-        waker = wake.WakeSender(wake.socket_path(layout.run))
-        committer.on_jobs = lambda jobs: waker.notify(job.destination for job in jobs)
-    store = StoreService(config, layout, committer, io_pool, router, audit)
-    lifecycle = None if role == "ingest" else LifecycleWorker(config, index, layout, metrics, audit)
-    svc = Services(
-        config,
-        layout,
-        index,
-        committer,
+    store = StoreService(shared, io_pool, router)
+    node = status.Node(shared, hub, forwarder, lifecycle)
+    metrics.watch(lambda: status.metrics_state(node))
+    reloader = Reloader(
+        shared,
         store,
-        hub,
         forwarder,
-        metrics,
-        audit,
-        lifecycle=lifecycle,
-        role=role,
+        lifecycle,
+        load or (lambda: config),
+        lambda: _signal_workers(hub.live),
     )
-    metrics.watch(lambda: status.metrics_state(svc))
-    reloader = Reloader(svc, load or (lambda: config), lambda: _signal_workers(hub.live))
+    _on_sighup(stack, reloader)
+    if role != "ingest":
+        recaller = recall.Recaller(shared, hub.track)
+        stack.callback(await _serve_http(node, reloader, recaller))
+    if role == "background":
+        stack.callback(wake.listen(wake.socket_path(layout.run), forwarder.wake))
+        # /readyz answers 503 while the workers drain, so the balancer sees it.
+        stack.push_async_callback(_wait_for_workers, hub.live, config.dicom.shutdown_grace + 5)
+    else:
+        hub.live.start()
+        stack.callback(hub.live.stop)
+        stack.push_async_callback(hub.shutdown, config.dicom.shutdown_grace)
+        acceptor = Acceptor(shared, hub, store, forwarder.report)
+        for close in await _listen_dicom(acceptor, reuse_port=role == "ingest"):
+            stack.push_async_callback(close)  # closed first: new associations refused
+    if role != "ingest":
+        forwarder.start()
+        if lifecycle is not None:
+            lifecycle.start()
+    shared.ready = True
+    return shared, hub
+
+
+def _on_sighup(stack: contextlib.AsyncExitStack, reloader: Reloader) -> None:
+    loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[Any]] = set()
 
     def on_sighup() -> None:
@@ -150,54 +194,7 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    listeners: list[Closer] = []  # DICOM ports: closed first, new associations refused
-    services: list[Closer] = []  # ops HTTP, the wake socket: closed once drained
-    try:
-        if role != "background":
-            listeners += await _listen_dicom(svc, reuse_port=role == "ingest")
-            hub.live.start()
-        if role != "ingest":
-            services.append(await _serve_http(svc, reloader, recall.Recaller(svc)))
-            forwarder.start()
-            if lifecycle is not None:
-                lifecycle.start()
-        if role == "background":
-            services.append(wake.listen(wake.socket_path(layout.run), forwarder.wake))
-    except StartupError:
-        await _close_all(listeners + services)
-        await forwarder.stop()
-        if lifecycle is not None:
-            await lifecycle.stop()
-        committer.close()
-        index.close()
-        raise
-    svc.ready = True
-    _log_ready(svc, role)
-    if on_ready is not None:
-        on_ready()
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down: no new associations; finishing objects in flight")
-        svc.ready = False
-        hub.draining = True
-        await _close_all(listeners)
-        await hub.shutdown(config.dicom.shutdown_grace)
-        hub.live.stop()
-        if role == "background":
-            # /readyz answers 503 while the workers drain, so the balancer sees it.
-            await _wait_for_workers(hub.live, config.dicom.shutdown_grace + 5)
-        await _close_all(services)
-        if lifecycle is not None:
-            await lifecycle.stop()  # between two objects; each move is whole or not done
-        await forwarder.stop()  # what is not sent stays queued on disk
-        committer.close()
-        io_pool.shutdown(wait=True)
-        index.close()
-        audit.close()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        log.info("stopped cleanly")
+    stack.callback(loop.remove_signal_handler, signal.SIGHUP)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -210,15 +207,15 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def _listen_dicom(svc: Services, reuse_port: bool) -> list[Closer]:
+async def _listen_dicom(acceptor: Acceptor, reuse_port: bool) -> list[AsyncCloser]:
     """The DICOM port, and the DICOM TLS port when enabled."""
     loop = asyncio.get_running_loop()
-    dicom = svc.config.dicom
-    closers: list[Closer] = []
+    dicom = acceptor.shared.config.dicom
+    closers: list[AsyncCloser] = []
     port, key = dicom.port, "[dicom] port or --port"
     try:
         server = await loop.create_server(
-            lambda: Association(svc),
+            lambda: Association(acceptor),
             dicom.host,
             port,
             reuse_address=True,
@@ -229,9 +226,12 @@ async def _listen_dicom(svc: Services, reuse_port: bool) -> list[Closer]:
         if dicom.tls.enabled:
             port, key = dicom.tls.port, "[dicom.tls] port"
             context = tls_context(dicom.tls)
-            closers.append(await tls_listener.serve(svc, context, dicom.host, port, reuse_port))
+            closers.append(
+                await tls_listener.serve(acceptor, context, dicom.host, port, reuse_port)
+            )
     except OSError as exc:
-        await _close_all(closers)
+        for close in closers:
+            await close()
         raise StartupError(
             f"cannot listen for DICOM on {dicom.host}:{port}: {exc.strerror}"
             f" - is another DICOM server using it? Set {key}."
@@ -269,30 +269,31 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 async def _serve_http(
-    svc: Services, reloader: Reloader, recaller: recall.Recaller
+    node: status.Node, reloader: Reloader, recaller: recall.Recaller
 ) -> Callable[[], None]:
-    config, metrics = svc.config, svc.metrics
+    shared = node.shared
+    config, metrics = shared.config, shared.metrics
     http = OpsHttp(
         [
-            Route("GET", "/healthz", lambda query: status.healthz(svc), "open"),
-            Route("GET", "/readyz", lambda query: status.readyz(svc), "open"),
+            Route("GET", "/healthz", lambda query: status.healthz(node), "open"),
+            Route("GET", "/readyz", lambda query: status.readyz(node), "open"),
             Route(
                 "GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render())), "open"
             ),
-            Route("GET", "/api/v1/status", lambda query: (200, status.status(svc))),
-            Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(svc, uid)),
-            Route("GET", "/api/v1/config", lambda query: (200, reload.shown(svc.config))),
+            Route("GET", "/api/v1/status", lambda query: (200, status.status(node))),
+            Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(node, uid)),
+            Route("GET", "/api/v1/config", lambda query: (200, reload.shown(shared.config))),
             Route(
                 "POST",
                 "/api/v1/reload",
                 lambda caller, query: reloader.reload(from_api=True, caller=caller),
                 "admin",
             ),
-            *queue_api.routes(svc),
-            *recall.routes(svc, recaller),
+            *queue_api.routes(shared, node.forwarder),
+            *recall.routes(shared, recaller),
         ],
-        lambda: svc.config.http.token,
-        svc.audit,
+        lambda: shared.config.http.token,
+        shared.audit,
     )
     try:
         await http.start(config.http.host, config.http.port)
@@ -310,13 +311,6 @@ def _signal_workers(live: LiveAssociations) -> None:
             os.kill(pid, signal.SIGHUP)
 
 
-async def _close_all(closers: list[Closer]) -> None:
-    for close in closers:
-        result = close()
-        if result is not None:
-            await result
-
-
 async def _wait_for_workers(live: LiveAssociations, limit: float) -> None:
     """The background process: wait for the ingest workers' associations to end."""
     loop = asyncio.get_running_loop()
@@ -326,8 +320,8 @@ async def _wait_for_workers(live: LiveAssociations, limit: float) -> None:
         await asyncio.sleep(0.2)
 
 
-def _log_ready(svc: Services, role: Role) -> None:
-    config = svc.config
+def _log_ready(shared: Shared, role: Role) -> None:
+    config = shared.config
     if role == "ingest":
         log.info("ingest worker ready on DICOM port %d", config.dicom.port)
         return
@@ -349,6 +343,6 @@ def _log_ready(svc: Services, role: Role) -> None:
         f" (TLS on {config.dicom.tls.port})" if config.dicom.tls.enabled else "",
         config.http.host,
         config.http.port,
-        svc.layout.root.resolve(),
+        shared.layout.root.resolve(),
         config.storage.durability,
     )

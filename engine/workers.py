@@ -8,7 +8,7 @@ started) prepares the data tree once, then starts:
   spreads new connections over them, and opens the shared LMDB environment (LMDB
   serialises writers across processes; each worker group-commits its own objects).
 - one "background" process: the forwarder (it learns of new jobs from a datagram,
-  engine.wake) and ops HTTP (/readyz, /metrics summed over every process, status).
+  engine.forward.wake) and ops HTTP (/readyz, /metrics summed over every process, status).
 
 A child that dies is started again (after 1 s, doubling to 30 s while it keeps
 dying young). A dead worker's connections drop with it; the modality sees its
@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from engine import live
+from engine.dicom import live
 from policies.config import Config, ConfigError, load_config
 from storage import recovery
 from storage.index import Index

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -311,36 +312,24 @@ class ProcessTreeCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
         cpu = rss = 0.0
-        for pid in [self._root, *descendants(self._root)]:
+        try:
+            root = psutil.Process(self._root)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        for process in tree:
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    cpu += times.user + times.system
+                    rss += process.memory_info().rss
+            except psutil.Error:
                 continue  # ended meanwhile
-            cpu += (int(fields[11]) + int(fields[12])) / tick
-            rss += int(fields[21]) * page
         yield CounterMetricFamily(
             "process_cpu_seconds", "CPU seconds of all pacs-edge processes.", value=cpu
         )
         yield _gauge("process_resident_memory_bytes", "RSS of all pacs-edge processes.", rss)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc (children lists per thread)."""
-    found: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            children = [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for child in children:
-            found += [child, *descendants(child)]
-    return found
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -396,47 +385,25 @@ def _disks(paths: dict[str, Path]) -> Iterator[Metric]:
 
 
 def _host() -> Iterator[Metric]:
-    """The node, read from /proc: an edge server has no node_exporter more often than not."""
-    for minutes, load in zip((1, 5, 15), os.getloadavg(), strict=True):
+    """The node itself: an edge server has no node_exporter more often than not."""
+    for minutes, load in zip((1, 5, 15), psutil.getloadavg(), strict=True):
         yield _gauge(f"pacs_edge_node_load{minutes}", f"{minutes}-minute load average.", load)
     cpu = CounterMetricFamily(
         "pacs_edge_node_cpu_seconds", "CPU seconds of all cores, by mode.", labels=["mode"]
     )
-    for mode, seconds in _cpu_seconds().items():
-        cpu.add_metric([mode], seconds)
+    for mode, seconds in psutil.cpu_times()._asdict().items():
+        if mode in _CPU_MODES:
+            cpu.add_metric([mode], seconds)
     yield cpu
-    memory = _meminfo()
-    yield _gauge("pacs_edge_node_memory_total_bytes", "Physical memory.", memory.get("MemTotal", 0))
+    memory = psutil.virtual_memory()
+    yield _gauge("pacs_edge_node_memory_total_bytes", "Physical memory.", memory.total)
     yield _gauge(
         "pacs_edge_node_memory_available_bytes",
         "Memory available without swapping (MemAvailable).",
-        memory.get("MemAvailable", 0),
+        memory.available,
     )
     yield _gauge("pacs_edge_up_since_seconds", "Unix time the engine started.", _STARTED)
 
 
 _STARTED = time.time()
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def _cpu_seconds() -> dict[str, float]:
-    try:
-        first = Path("/proc/stat").read_text().splitlines()[0].split()
-    except OSError:
-        return {}
-    tick = os.sysconf("SC_CLK_TCK")
-    return {mode: int(v) / tick for mode, v in zip(_CPU_MODES, first[1:], strict=False)}
-
-
-def _meminfo() -> dict[str, int]:
-    try:
-        lines = Path("/proc/meminfo").read_text().splitlines()
-    except OSError:
-        return {}
-    values: dict[str, int] = {}
-    for line in lines:
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts:
-            values[key] = int(parts[0]) * (1024 if parts[-1] == "kB" else 1)
-    return values

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     IPvAnyNetwork,
@@ -30,19 +30,6 @@ from policies.lifecycle import LifecycleConfig
 from policies.rules import RouteConfig
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no controls
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
 
 
 class ConfigError(ValueError):
@@ -55,17 +42,8 @@ def _ae_title(value: str) -> str:
     return value.strip()
 
 
-def _byte_size(value: object) -> object:
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError("a size is a number with an optional unit, like 512MiB or 32GiB")
-        return int(match[1]) * _UNITS[(match[2] or "").lower()]
-    return value
-
-
 AETitle = Annotated[str, AfterValidator(_ae_title)]
-ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(gt=0)]
+Size = Annotated[ByteSize, Field(gt=0)]  # "512MiB", "32GiB", "5MB" or a number of bytes
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 
@@ -149,7 +127,7 @@ class HttpConfig(_Section):
 class StorageConfig(_Section):
     durability: Literal["fsync", "os"]
     on_duplicate: Literal["replace", "keep", "reject"]
-    index_map_size: ByteSize
+    index_map_size: Size
     verify_on_start: Literal["none", "size", "hash"]
     # Above this share of the data disk used: /readyz 503 and new associations are
     # refused (transient), so that nothing accepted is ever dropped.
@@ -179,6 +157,9 @@ class ForwardConfig(_Section):
     max_busy_attempts: Annotated[int, Field(ge=1, le=10_000)]
     breaker_threshold: Annotated[int, Field(ge=1, le=1000)]
     commitment_timeout: Seconds
+    # After an N-ACTION, how long to keep its association for a report on it;
+    # archives that report later, on an association of their own, cost this each time.
+    commitment_wait: Annotated[float, Field(ge=0, le=600)]
 
 
 class _Destination(_Section):
@@ -187,7 +168,7 @@ class _Destination(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
     associations: Annotated[int, Field(ge=1, le=64)] = 2
     # Bytes per second over all of this destination's connections; 0: no cap.
-    bandwidth: Annotated[int, BeforeValidator(_byte_size), Field(ge=0)] = 0
+    bandwidth: Annotated[ByteSize, Field(ge=0)] = ByteSize(0)
     connect_timeout: Seconds = 10.0
     timeout: Seconds = 60.0  # one response (C-STORE-RSP, STOW-RS answer) may take this long
     # A study's instances in arrival order: one association per study at a time.
@@ -209,6 +190,9 @@ class DicomDestination(_Destination):
     calling_ae: AETitle | None = None  # default: [node] ae_title
     max_pdu: Annotated[int, Field(ge=4096, le=16 * 2**20)] = 262144
     commitment: bool = False
+    # Seconds to keep the N-ACTION's association for a report on it; None: [forward]'s.
+    # 0 for an archive that always reports later on its own association (Orthanc).
+    commitment_wait: Annotated[float, Field(ge=0, le=600)] | None = None
     # It sends studies back on C-MOVE to our AE title (it must know our address):
     # `pacs-edge recall` asks it. What comes back is not forwarded again.
     recall: bool = False
@@ -307,6 +291,8 @@ def _describe(error: ValidationError, source: str, data: dict[str, Any]) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against policies/default.toml"
+        elif item["type"] in ("byte_size", "byte_size_unit"):
+            message = "a size is a number with an optional unit, like 512MiB or 32GiB"
         elif item["type"] in ("union_tag_not_found", "union_tag_invalid"):
             tag = item["ctx"]["discriminator"].strip("'")
             expected = item["ctx"].get("expected_tags", "'dicom', 'dicomweb'")

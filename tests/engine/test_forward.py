@@ -21,7 +21,7 @@ import pydicom
 import pydicom.pixels
 import pytest
 
-from bench.peers import free_port
+from bench.peers import free_port, wait_for_port
 from tests.storage.test_transcode import assert_lossy_jpeg_agrees, assert_openjph_decodes
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import propose_flag, storescu
@@ -285,7 +285,7 @@ def storescp_refusing(workdir: Path, refused: str | None) -> tuple[subprocess.Po
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.5)
+    wait_for_port(port, proc)
     return proc, port
 
 
@@ -338,7 +338,7 @@ def test_refused_sop_class_dead_letters_and_requeues(
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(0.5)
+        wait_for_port(port, fixed)
         requeue = run_cli(engine, "dead", "requeue", "archive")
         assert requeue.returncode == 0, requeue
         assert "3 job(s)" in requeue.stdout, requeue
@@ -386,10 +386,12 @@ def test_routing_rules_and_coercion(
         assert storescu(engine.port, [f.path for f in mg], calling_ae="MG1").returncode == 0
         assert storescu(engine.port, [f.path for f in other], calling_ae="US1").returncode == 0
         wait_until(lambda: drained(engine, "A") and drained(engine, "B"), 60, "routes")
-        time.sleep(0.5)
-        in_a, in_b = set(a.sop_instance_uids()), set(b.sop_instance_uids())
-        assert in_a == {f.sop_instance_uid for f in ct + mg}
-        assert in_b == {f.sop_instance_uid for f in mg}
+        want_a = {f.sop_instance_uid for f in ct + mg}
+        want_b = {f.sop_instance_uid for f in mg}
+        wait_until(lambda: set(a.sop_instance_uids()) >= want_a, 10, "A to index them")
+        wait_until(lambda: set(b.sop_instance_uids()) >= want_b, 10, "B to index them")
+        assert set(a.sop_instance_uids()) == want_a
+        assert set(b.sop_instance_uids()) == want_b
         for central in (a, b):
             tags = central.tags(mg[0].sop_instance_uid)
             assert tags is not None

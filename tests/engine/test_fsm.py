@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.association import Association
-from engine.fsm import TABLE, Action, Event, InvalidTransition, State, next_step
+from engine.dicom.association import Association
+from engine.dicom.fsm import TABLE, Action, Event, InvalidTransition, State, next_step
 
 
 @pytest.mark.parametrize(

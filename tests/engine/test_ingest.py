@@ -17,7 +17,7 @@ import pynetdicom._config as pynetdicom_config
 import pytest
 from pynetdicom import AE
 
-from engine.negotiation import TRANSFER_SYNTAXES
+from engine.dicom.negotiation import TRANSFER_SYNTAXES
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import dcmdump_ok, propose_flag, storescu
 from tests.support.process import AE_TITLE, EngineProcess

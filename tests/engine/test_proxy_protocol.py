@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.proxy_protocol import (
+from engine.dicom.proxy_protocol import (
     V2_SIGNATURE,
     ClientAddress,
     ProxyHeaderError,

@@ -1,6 +1,6 @@
-"""Recall against a real Orthanc: a 500-instance CT study purged from the edge comes
-back through `pacs-edge recall` (C-MOVE to our AE, stored by our own SCP), is hot
-again, and is not forwarded a second time."""
+"""Recall against a real Orthanc: a CT study purged from the edge comes back through
+`pacs-edge recall` (C-MOVE to our AE, stored by our own SCP), is hot again, and is
+not forwarded a second time. The 500-instance study and its timing are bench.recall's."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.support.corpus import make_series
 from tests.support.dcmtk import storescu
 from tests.support.process import EngineProcess, wait_until, write_toml
 
+STUDY = 60  # instances: over one forward batch and several associations
 PURGE_WHEN_COMMITTED = {"window": "", "interval": 1.0, "rule": [{"name": "now", "keep_days": 0}]}
 
 
@@ -34,13 +35,15 @@ def test_a_purged_study_comes_back_and_is_not_forwarded_again(
     central = orthanc_for(engine, tmp_path / "orthanc").start()
     try:
         engine.settings["destination"] = [
-            dicom_destination(central, commitment=True, recall=True, associations=4)
+            dicom_destination(
+                central, commitment=True, commitment_wait=0, recall=True, associations=4
+            )
         ]
         engine.start()
         url = f"http://127.0.0.1:{engine.http_port}"
-        files = make_series(tmp_path / "ct", 500)
+        files = make_series(tmp_path / "ct", STUDY)
         assert storescu(engine.port, [f.path for f in files]).returncode == 0
-        wait_until(lambda: tiers(engine)["central"] == 500, 180, "the study committed and purged")
+        wait_until(lambda: tiers(engine)["central"] == STUDY, 180, "the study committed and purged")
         record = engine.instance(files[0].sop_instance_uid)
         assert record is not None
         study = record["study_instance_uid"]
@@ -51,19 +54,19 @@ def test_a_purged_study_comes_back_and_is_not_forwarded_again(
         done = run_cli("recall", study, "--url", url, timeout=180)
         took = time.monotonic() - started
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "done: 500 instance(s) back from central" in done.stdout, done.stdout
-        print(f"recall of 500 CT instances: {took:.1f} s (CLI, including its polling)")
-        assert tiers(engine) == {"hot": 500, "warm": 0, "central": 0}
-        for f in files[::25]:
+        assert f"done: {STUDY} instance(s) back from central" in done.stdout, done.stdout
+        print(f"recall of {STUDY} CT instances: {took:.1f} s (CLI, including its polling)")
+        assert tiers(engine) == {"hot": STUDY, "warm": 0, "central": 0}
+        for f in files[::7]:
             local = edge_dataset(engine, f.sop_instance_uid)
             assert local == central_dataset(central, f.sop_instance_uid)
         # Not forwarded again, and counted as committed at central: it can be purged.
         status = engine.status()["destinations"]["central"]
         assert status["sent"] == sent_before
         assert status["depth"] == 0
-        assert central.count() == 500
+        assert central.count() == STUDY
         reload_lifecycle(engine, PURGE_WHEN_COMMITTED)
-        wait_until(lambda: tiers(engine)["central"] == 500, 60, "purged again after use")
+        wait_until(lambda: tiers(engine)["central"] == STUDY, 60, "purged again after use")
     finally:
         central.stop()
 

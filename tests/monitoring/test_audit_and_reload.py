@@ -163,8 +163,8 @@ def test_reload_check_shows_removals_and_a_reload_logs_each(
     assert code == 200, answer
     assert "destination 'central'" in answer["removed"]
     log = engine.log()
-    assert "WARNING engine.reload: reload removes dicom.allowed_calling_aes 'CT1'" in log
-    assert "WARNING engine.reload: reload removes destination 'central'" in log
+    assert "WARNING engine.ops.reload: reload removes dicom.allowed_calling_aes 'CT1'" in log
+    assert "WARNING engine.ops.reload: reload removes destination 'central'" in log
     removed = [e for e in audit_events(engine) if e["event"] == "config_removed"]
     assert {e["item"] for e in removed} >= {"destination 'central'"}
     assert {e["by"] for e in removed} == {"loopback"}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -189,12 +188,16 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             60,
             "Prometheus to see the dead destination",
         )
-        time.sleep(3)  # a few more scrapes, so rate() has points after the ingest
+        # A few more scrapes, so that rate() has points after the ingest.
+        wait_until(
+            lambda: all(prometheus.query(expr) for _, expr in panel_queries()),
+            30,
+            "every dashboard panel to have data",
+        )
 
         # The same numbers as the status document.
         status = engine.status()
-        with urllib.request.urlopen(f"http://127.0.0.1:{engine.http_port}/metrics") as rsp:
-            text = rsp.read().decode()
+        text = engine.get_text("/metrics")
         assert metric(text, "pacs_edge_instances_received_total") == status["instances"] == 16
         assert (
             metric(text, "pacs_edge_instances_received_total", calling_ae="CT1", modality="CT")
@@ -277,8 +280,7 @@ def test_association_results_are_counted_by_calling_ae(
     refused.close()
 
     def counts() -> tuple[float, float, float, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{engine.http_port}/metrics") as rsp:
-            text = rsp.read().decode()
+        text = engine.get_text("/metrics")
         return (
             metric(text, "pacs_edge_associations_total", calling_ae="TESTSCU", result="accepted"),
             metric(text, "pacs_edge_associations_total", calling_ae="TESTSCU", result="aborted"),

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.uid import generate_uid
 from pynetdicom.dsutils import split_dataset
 
-from engine.negotiation import TRANSFER_SYNTAXES, storage_sop_classes
+from engine.dicom.negotiation import TRANSFER_SYNTAXES, storage_sop_classes
 
 
 @dataclass(frozen=True)

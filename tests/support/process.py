@@ -10,14 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.peers import free_port
-from monitoring.metrics import descendants
+from bench.peers import descendants, free_port
+from engine.ops.client import OpsClient
 
 AE_TITLE = "PACS_EDGE"
 
@@ -97,6 +95,7 @@ class EngineProcess:
         self.config_path = workdir / "pacs-edge.toml"
         self.log_path = workdir / "engine.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._api: OpsClient | None = None
         self.settings: dict[str, Any] = {
             # One process unless a test asks for workers: starts fast, and most
             # tests are about what happens inside one.
@@ -118,28 +117,21 @@ class EngineProcess:
         wait_up(self.proc, lambda: self.get("/readyz")[0] == 200, timeout, self.log)
         return self
 
+    @property
+    def api(self) -> OpsClient:
+        """The ops API, as the CLI calls it (loopback: no token needed by default)."""
+        if self._api is None:
+            self._api = OpsClient(f"http://127.0.0.1:{self.http_port}")
+        return self._api
+
     def get(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as rsp:
-                return rsp.status, json.load(rsp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return self.api.call(path)
 
     def post(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        try:
-            with urllib.request.urlopen(
-                urllib.request.Request(url, method="POST"), timeout=30
-            ) as rsp:
-                return rsp.status, json.load(rsp)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+        return self.api.call(path, "POST")
 
     def get_text(self, path: str) -> str:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        with urllib.request.urlopen(url, timeout=5) as rsp:
-            return str(rsp.read().decode())
+        return self.api.text(path)
 
     def status(self) -> dict[str, Any]:
         code, body = self.get("/api/v1/status")

@@ -1,4 +1,4 @@
-"""The forwarder: durable queues (storage.queue) to destinations (engine.senders).
+"""The forwarder: durable queues (storage.queue) to destinations (engine.forward.senders).
 
 Per destination, `associations` worker tasks each claim a batch of jobs in queue
 order and send it; each answer is settled in LMDB (in the next group commit) before
@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from pydicom.uid import generate_uid
 
-from engine import commitment
-from engine.dicom_client import PeerUnavailable
-from engine.senders import Delivery, DicomSender, ObjectReader, Settle, StowSender
+from engine.dicom.client import PeerUnavailable
+from engine.forward import commitment
+from engine.forward.senders import Delivery, DicomSender, ObjectReader, Settle, StowSender
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config, DicomDestination, ForwardConfig
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH_BYTES = 64 * 2**20
 _POLL = 5.0  # seconds a worker with nothing to do sleeps unless woken
-_COMMITMENT_WAIT = 5.0  # seconds to wait for a report on the N-ACTION's association
 
 
 class Sender(Protocol):
@@ -169,6 +168,8 @@ class DestinationRunner:
         self._io_pool = io_pool
         self._batch = dest.batch_size or forward.batch_size
         self._max_attempts = dest.max_attempts or forward.max_attempts
+        wait = getattr(dest, "commitment_wait", None)
+        self._commitment_wait = forward.commitment_wait if wait is None else wait
         self.breaker = Breaker(
             forward.retry_base_delay, forward.retry_max_delay, forward.breaker_threshold
         )
@@ -364,7 +365,7 @@ class DestinationRunner:
                 self._calling_ae,
                 transaction_uid,
                 refs,
-                _COMMITMENT_WAIT,
+                self._commitment_wait,
             )
         except commitment.CommitmentError as exc:
             log.error(
@@ -375,7 +376,9 @@ class DestinationRunner:
             )
             return
         if report is not None:
-            await apply_report(self._queues, self._io_pool, report, self._audit)
+            await apply_report(
+                self._queues, self._io_pool, report, self._audit, "on the N-ACTION's association"
+            )
 
     async def _expire_commitments(self) -> None:
         while True:
@@ -416,8 +419,9 @@ class DestinationRunner:
 
 
 async def apply_report(
-    queues: Any, io_pool: Executor, report: commitment.Report, audit: AuditLog
+    queues: Any, io_pool: Executor, report: commitment.Report, audit: AuditLog, via: str
 ) -> None:
+    """`via`: how the report came, for the log (the archive's choice, PS3.4 J.3.3)."""
     loop = asyncio.get_running_loop()
     done, requeued = await loop.run_in_executor(
         io_pool, queues.commitment_result, report.transaction_uid, report.committed, report.failed
@@ -428,10 +432,12 @@ async def apply_report(
         committed=sorted(report.committed),
         failed=report.failed,
         applied=done + requeued,
+        via=via,
     )
     log.info(
-        "storage commitment %s: %d committed, %d failed and re-queued",
+        "storage commitment %s, reported %s: %d committed, %d failed and re-queued",
         report.transaction_uid,
+        via,
         done,
         requeued,
     )
@@ -516,8 +522,8 @@ class Forwarder:
                 self._wakes.add(task)
                 task.add_done_callback(self._wakes.discard)
 
-    async def report(self, report: commitment.Report) -> None:
-        await apply_report(self._index.queues, self._io_pool, report, self._audit)
+    async def report(self, report: commitment.Report, via: str) -> None:
+        await apply_report(self._index.queues, self._io_pool, report, self._audit, via)
 
     def status(self) -> dict[str, Any]:
         return {name: runner.status() for name, runner in self.runners.items()}

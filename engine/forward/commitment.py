@@ -4,7 +4,7 @@ After a batch is sent, the forwarder asks the destination to take responsibility
 for it: N-ACTION-RQ (action type 1) with a Transaction UID and the SOP instances.
 The destination answers with N-EVENT-REPORT, either on the same association
 (handled here) or later on an association it opens to our DICOM port (handled by
-engine.association). Only committed instances may ever be purged from the edge.
+engine.dicom.association). Only committed instances may ever be purged from the edge.
 
 pynetdicom does the N-ACTION: once per batch, in a worker thread, off the hot path.
 """

@@ -13,22 +13,22 @@ from dataclasses import asdict
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from engine.ops_http import Answer, Route
+from engine.ops.http import Answer, Route
 from policies.http_access import Caller
 
 if TYPE_CHECKING:
-    from engine.forwarder import DestinationRunner
-    from engine.server import Services
+    from engine.forward.forwarder import DestinationRunner, Forwarder
+    from engine.services import Shared
 
 log = logging.getLogger(__name__)
 _DEFAULT_LIMIT = 100
 
 
-def routes(svc: Services) -> list[Route]:
+def routes(shared: Shared, forwarder: Forwarder) -> list[Route]:
     def runner(name: str) -> DestinationRunner | Answer:
-        found = svc.forwarder.runners.get(name)
+        found = forwarder.runners.get(name)
         if found is None:
-            known = sorted(svc.forwarder.runners)
+            known = sorted(forwarder.runners)
             return 404, {"error": f"no destination {name!r}", "destinations": known}
         return found
 
@@ -39,20 +39,20 @@ def routes(svc: Services) -> list[Route]:
             return _DEFAULT_LIMIT
 
     def overview(query: dict[str, str]) -> Answer:
-        return 200, svc.forwarder.status()
+        return 200, forwarder.status()
 
     def queued(name: str, query: dict[str, str]) -> Answer:
         found = runner(name)
         if isinstance(found, tuple):
             return found
-        jobs = svc.index.queues.jobs(name, limit(query))
+        jobs = shared.index.queues.jobs(name, limit(query))
         return 200, {"destination": name, **found.status(), "jobs": [_job(j) for j in jobs]}
 
     def dead(name: str, query: dict[str, str]) -> Answer:
         found = runner(name)
         if isinstance(found, tuple):
             return found
-        jobs = svc.index.queues.dead_jobs(name, limit(query))
+        jobs = shared.index.queues.dead_jobs(name, limit(query))
         return 200, {"destination": name, "jobs": [_job(j) for j in jobs]}
 
     async def act(
@@ -70,7 +70,7 @@ def routes(svc: Services) -> list[Route]:
         if isinstance(found, tuple):
             return found
         count = await asyncio.to_thread(work)
-        svc.audit.write(event, destination=name, jobs=count, **caller.audit_fields(), **audit)
+        shared.audit.write(event, destination=name, jobs=count, **caller.audit_fields(), **audit)
         log.warning(
             "%s: %s %d job(s), asked by %s from %s", name, key, count, caller.name, caller.address
         )
@@ -79,7 +79,7 @@ def routes(svc: Services) -> list[Route]:
             await found.wake()
         return 200, {"destination": name, key: count}
 
-    queues = svc.index.queues
+    queues = shared.index.queues
 
     def retry(name: str, caller: Caller, query: dict[str, str]) -> Awaitable[Answer]:
         work = partial(queues.retry_now, name)

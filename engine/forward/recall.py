@@ -4,7 +4,7 @@
 at the first DICOM destination with `recall = true`, moving the study to our own AE
 title. The archive connects to our DICOM port and stores every instance through the
 normal ingest path (durable, indexed), each C-STORE naming us as Move Originator, so
-engine.store knows it for a recall: what comes back is the local copy again, is not
+engine.dicom.store knows it for a recall: what comes back is the local copy again, is not
 forwarded again, and counts as committed at the archive (storage.index.Recalled).
 
 pynetdicom is the C-MOVE SCU (control plane: a few responses per study), in a thread;
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -24,12 +25,12 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
-from engine.ops_http import Answer, Route
+from engine.ops.http import Answer, Route
 from policies.config import DicomDestination
 from policies.http_access import Caller
 
 if TYPE_CHECKING:
-    from engine.server import Services
+    from engine.services import Shared
 
 log = logging.getLogger(__name__)
 _MAX_KEPT = 200  # finished recalls remembered for GET
@@ -51,13 +52,15 @@ class Progress:
 
 
 class Recaller:
-    def __init__(self, svc: Services) -> None:
-        self._svc = svc
+    def __init__(self, shared: Shared, track: Callable[[asyncio.Task[None]], None]) -> None:
+        """`track`: the hub's, so that shutdown waits for a recall's objects."""
+        self._shared = shared
+        self._track = track
         self._recalls: dict[str, Progress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _source(self) -> DicomDestination | None:
-        for dest in self._svc.config.destination:
+        for dest in self._shared.config.destination:
             if isinstance(dest, DicomDestination) and dest.recall:
                 return dest
         return None
@@ -79,8 +82,8 @@ class Recaller:
         task = asyncio.get_running_loop().create_task(self._run(progress, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._svc.hub.track(task)
-        self._svc.audit.write(
+        self._track(task)
+        self._shared.audit.write(
             "recall_started",
             study_instance_uid=study_uid,
             source=source.name,
@@ -112,10 +115,10 @@ class Recaller:
             progress.failed,
             f": {progress.error}" if progress.error else "",
         )
-        self._svc.audit.write("recall_ended", **asdict(progress))
+        self._shared.audit.write("recall_ended", **asdict(progress))
 
     def _move(self, progress: Progress, dest: DicomDestination) -> None:
-        ours = self._svc.config.node.ae_title
+        ours = self._shared.config.node.ae_title
         ae = AE(ae_title=dest.calling_ae or ours)
         ae.acse_timeout = ae.network_timeout = dest.connect_timeout
         ae.dimse_timeout = max(dest.timeout, 600.0)  # a study's last response comes at its end
@@ -172,9 +175,9 @@ def _describe(code: int, status: Dataset) -> str:
     return known.get(code, f"C-MOVE status {code:#06x}") + (f" ({comment})" if comment else "")
 
 
-def routes(svc: Services, recaller: Recaller) -> list[Route]:
+def routes(shared: Shared, recaller: Recaller) -> list[Route]:
     def start(uid: str, caller: Caller, query: dict[str, str]) -> Answer:
-        if svc.index.study(uid) is None:
+        if shared.index.study(uid) is None:
             return 404, {"error": f"study {uid} was never stored on this node"}
         return recaller.start(uid, caller)
 

@@ -33,7 +33,7 @@ from policies.access import Rejection
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 # Accepted only from a peer that takes the SCP role: an archive delivering its
-# N-EVENT-REPORT on an association of its own (engine.commitment).
+# N-EVENT-REPORT on an association of its own (engine.forward.commitment).
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 # Services an association may carry that write no object to the data disk.
 NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT})

@@ -26,7 +26,10 @@ from policies.http_access import Caller
 from policies.rules import Router
 
 if TYPE_CHECKING:
-    from engine.server import Services
+    from engine.dicom.store import StoreService
+    from engine.forward.forwarder import Forwarder
+    from engine.lifecycle import LifecycleWorker
+    from engine.services import Shared
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +124,18 @@ def changed(a: Config, b: Config) -> list[str]:
 
 class Reloader:
     def __init__(
-        self, svc: Services, load: Callable[[], Config], fan_out: Callable[[], None] | None = None
+        self,
+        shared: Shared,
+        store: StoreService,
+        forwarder: Forwarder,
+        lifecycle: LifecycleWorker | None,
+        load: Callable[[], Config],
+        fan_out: Callable[[], None] | None = None,
     ) -> None:
-        self._svc = svc
+        self._shared = shared
+        self._store = store
+        self._forwarder = forwarder
+        self._lifecycle = lifecycle
         self._load = load
         self._fan_out = fan_out  # the background process tells the workers (SIGHUP)
 
@@ -132,7 +144,7 @@ class Reloader:
     ) -> tuple[int, dict[str, Any]]:
         """`from_api`: POST /api/v1/reload, which the workers do not see otherwise
         (a SIGHUP reaches them from the supervisor). `caller`: who asked over HTTP."""
-        svc = self._svc
+        svc = self._shared
         who = caller.audit_fields() if caller is not None else {"by": "SIGHUP"}
         svc.audit.reopen()  # SIGHUP is also logrotate's signal
         if from_api and self._fan_out is not None:
@@ -153,10 +165,10 @@ class Reloader:
         svc.config = merged
         logging.getLogger().setLevel(merged.logging.level)
         svc.audit.set_patient_identifiers(merged.audit.patient_identifiers)
-        svc.store.use_router(Router(merged.route, [d.name for d in merged.destination]))
-        restarted = await svc.forwarder.reconfigure(merged)
-        if svc.lifecycle is not None:
-            svc.lifecycle.use(merged)
+        self._store.use_router(Router(merged.route, [d.name for d in merged.destination]))
+        restarted = await self._forwarder.reconfigure(merged)
+        if self._lifecycle is not None:
+            self._lifecycle.use(merged)
         if needs_restart:
             log.warning(
                 "reload: %s changed but only apply after a restart", ", ".join(needs_restart)

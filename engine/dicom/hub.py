@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.live import LiveAssociation, LiveAssociations
-from engine.store import StoreResult
+from engine.dicom.live import LiveAssociation, LiveAssociations
+from engine.dicom.store import StoreResult
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies import access
 from storage.index import Outcome
 
 if TYPE_CHECKING:
-    from engine.association import Association
+    from engine.dicom.association import Association
 
 log = logging.getLogger(__name__)
 _CUT_SECONDS = 10.0  # after the grace period, for the objects being received to finish

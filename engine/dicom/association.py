@@ -16,22 +16,21 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
-from engine import commitment
-from engine import negotiation as neg
-from engine.commitment import read_event_information
-from engine.fsm import Event, State, next_step
-from engine.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
-from engine.proxy_protocol import (
+from engine.dicom import negotiation as neg
+from engine.dicom.fsm import Event, State, next_step
+from engine.dicom.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
+from engine.dicom.proxy_protocol import (
     ClientAddress,
     ProxyHeaderError,
     ProxyHeaderParser,
     looks_like_header,
 )
-from engine.store import (
+from engine.dicom.store import (
     CANNOT_UNDERSTAND,
     PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
@@ -39,10 +38,14 @@ from engine.store import (
     UNRECOGNIZED_OPERATION,
     StoreResult,
 )
+from engine.forward import commitment
+from engine.forward.commitment import read_event_information
 from policies import access
 
 if TYPE_CHECKING:
-    from engine.server import Services
+    from engine.dicom.hub import AssociationHub
+    from engine.dicom.store import StoreService
+    from engine.services import Shared
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +71,34 @@ _BEFORE_ASSOCIATION = memoryview(bytearray(64 * 1024))
 
 
 @dataclass(frozen=True)
+class Acceptor:
+    """What every association of a listener works with."""
+
+    shared: Shared
+    hub: AssociationHub
+    store: StoreService
+    # Storage commitment reports an archive delivers to us, for the forwarder
+    # (with how it came, for the log).
+    report: Callable[[commitment.Report, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class Resolved:
     """What a listener learnt before the association's first byte: the client a
-    trusted balancer's PROXY header named (engine.tls_listener reads it before TLS)."""
+    trusted balancer's PROXY header named (engine.dicom.tls_listener reads it before TLS)."""
 
     client: ClientAddress | None  # None: the balancer's own connection (LOCAL)
     via: str  # the balancer, host:port
 
 
 class Association(asyncio.BufferedProtocol):
-    def __init__(self, services: Services, resolved: Resolved | None = None) -> None:
-        self._svc = services
+    def __init__(self, acceptor: Acceptor, resolved: Resolved | None = None) -> None:
+        self._shared = acceptor.shared
+        self._hub = acceptor.hub
+        self._storage = acceptor.store
+        self._report = acceptor.report
         self._resolved = resolved
-        config = services.config.dicom
+        config = acceptor.shared.config.dicom
         self.id = next(_ids)
         self.state = State.Sta1
         self.transport: asyncio.Transport | None = None
@@ -93,7 +111,7 @@ class Association(asyncio.BufferedProtocol):
         self.calling_ae = ""
         self._view = _BEFORE_ASSOCIATION  # our own buffer once accepted (AE-7)
         self._receiver = core_rs.Receiver(
-            services.layout.spool, f"{os.getpid()}-{self.id}", config.max_pdu
+            acceptor.shared.layout.spool, f"{os.getpid()}-{self.id}", config.max_pdu
         )
         self._contexts: dict[int, AcceptedContext] = {}
         self._peer_max_pdu = 0
@@ -127,11 +145,11 @@ class Association(asyncio.BufferedProtocol):
             self.via = self._resolved.via
             if self._resolved.client is not None:
                 self._use_client(self._resolved.client)
-        elif access.trusted_proxy(self.address, self._svc.config):
+        elif access.trusted_proxy(self.address, self._shared.config):
             self._proxy = ProxyHeaderParser()
         if transport.get_extra_info("sslcontext") is not None:
             self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))
-        if not self._svc.hub.add(self):
+        if not self._hub.add(self):
             self.transport.abort()  # connection_lost follows; still Sta1, nothing to undo
             return
         self._handle(Event.Evt5)
@@ -171,7 +189,7 @@ class Association(asyncio.BufferedProtocol):
         if self._proxy is None:
             self._first_read = False
             if looks_like_header(bytes(data[:12])):
-                self._svc.audit.write("proxy_header_refused", peer=self.peer)
+                self._shared.audit.write("proxy_header_refused", peer=self.peer)
                 self._handle(
                     Event.Evt19,
                     reason=1,
@@ -217,7 +235,7 @@ class Association(asyncio.BufferedProtocol):
         if self.state is not State.Sta1:
             self._handle(Event.Evt17, why=str(exc) if exc else "peer closed the connection")
         self._cancel_timers()
-        self._svc.hub.remove(self)
+        self._hub.remove(self)
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -260,7 +278,6 @@ class Association(asyncio.BufferedProtocol):
         self._handle(Event.Evt7, request=request, accepted=accepted, results=results)
 
     def _decide(self, request: AssociationRequest) -> access.Rejection | None:
-        svc = self._svc
         if request.protocol_version & 0x0001 == 0:
             return access.protocol_version_not_supported(request.protocol_version)
         if request.application_context != neg.APPLICATION_CONTEXT:
@@ -268,14 +285,14 @@ class Association(asyncio.BufferedProtocol):
         if request.context_problem is not None:
             return access.protocol_error(request.context_problem)
         peer = access.Peer(self.address, self.tls_names)
-        static = access.check_peer(request.calling_ae, request.called_ae, peer, svc.config)
+        static = access.check_peer(request.calling_ae, request.called_ae, peer, self._shared.config)
         if static is not None:
             return static
-        entry = svc.config.calling_ae_entry(request.calling_ae.strip())
+        entry = self._shared.config.calling_ae_entry(request.calling_ae.strip())
         # Echo and storage commitment reports need no disk, and the reports are how
         # a full disk gets purged: only associations that may store meet that limit.
         stores = any(cx.abstract_syntax not in neg.NEEDS_NO_DISK for cx in request.contexts)
-        return svc.hub.admit(self, entry.max_associations if entry else None, stores)
+        return self._hub.admit(self, entry.max_associations if entry else None, stores)
 
     def _ae7(
         self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]
@@ -287,10 +304,10 @@ class Association(asyncio.BufferedProtocol):
             request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
         )
         # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
-        self._view = memoryview(bytearray(self._svc.config.dicom.max_pdu + 1024))
-        self._svc.hub.associated(self)
-        self.transport.write(neg.encode_accept(request, results, self._svc.config.dicom.max_pdu))
-        self._svc.hub.established(self)
+        self._view = memoryview(bytearray(self._shared.config.dicom.max_pdu + 1024))
+        self._hub.associated(self)
+        self.transport.write(neg.encode_accept(request, results, self._shared.config.dicom.max_pdu))
+        self._hub.established(self)
         log.info(
             "[%s] association accepted: %d of %d presentation contexts, peer %s %s",
             self,
@@ -304,7 +321,7 @@ class Association(asyncio.BufferedProtocol):
     def _ae8(self, rejection: access.Rejection) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_reject(rejection))
-        self._svc.hub.rejected(self, rejection)
+        self._hub.rejected(self, rejection)
         log.warning(
             "[%s] association rejected (%s, result %d source %d reason %d): %s",
             self,
@@ -380,7 +397,7 @@ class Association(asyncio.BufferedProtocol):
     def _send_abort(self, reason: int | None, why: str) -> None:
         assert self.transport is not None
         self.transport.write(neg.encode_abort(reason))
-        self._svc.hub.free_slot(self)
+        self._hub.free_slot(self)
         log.error(
             "[%s] A-ABORT sent%s: %s", self, "" if reason is None else f" (reason {reason})", why
         )
@@ -394,7 +411,7 @@ class Association(asyncio.BufferedProtocol):
             self._awaiting_dataset[command.context_id] = command
             return
         if field == C_ECHO_RQ:
-            self._svc.hub.record_echo()
+            self._hub.record_echo()
             self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
         elif field == C_STORE_RQ:
             self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
@@ -429,7 +446,7 @@ class Association(asyncio.BufferedProtocol):
             work = self._store(command, context, spool)
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        self._svc.hub.track(task)
+        self._hub.track(task)
         task.add_done_callback(self._store_done)
         if len(self._tasks) >= _MAX_STORES_IN_FLIGHT and self.transport is not None:
             self.transport.pause_reading()
@@ -439,7 +456,7 @@ class Association(asyncio.BufferedProtocol):
         self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
     ) -> None:
         started = time.perf_counter()
-        result: StoreResult = await self._svc.store.store(
+        result: StoreResult = await self._storage.store(
             spool,
             command.affected_sop_class_uid,
             command.affected_sop_instance_uid,
@@ -447,7 +464,7 @@ class Association(asyncio.BufferedProtocol):
             self.calling_ae,
             command.move_originator_ae,
         )
-        self._svc.hub.record_store(result, self.calling_ae, time.perf_counter() - started)
+        self._hub.record_store(result, self.calling_ae, time.perf_counter() - started)
         if result.status == SUCCESS:
             self.stored += 1
             self.stored_bytes += result.size
@@ -471,7 +488,7 @@ class Association(asyncio.BufferedProtocol):
             log.error("[%s] unreadable N-EVENT-REPORT: %s", self, exc)
             self._respond(command, 0x8100, PROCESSING_FAILURE, comment="unreadable report")
             return
-        await self._svc.forwarder.report(report)
+        await self._report(report, f"later, on association {self}")
         self._respond(command, 0x8100, SUCCESS)
 
     def _store_done(self, task: asyncio.Task[None]) -> None:
@@ -483,7 +500,7 @@ class Association(asyncio.BufferedProtocol):
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
         self._maybe_finish_release()
-        if self._svc.hub.cutting:
+        if self._hub.cutting:
             self.drain()
 
     def _respond(
@@ -535,7 +552,7 @@ class Association(asyncio.BufferedProtocol):
 
     def _start_artim(self) -> None:
         self._stop_artim()
-        timeout = self._svc.config.dicom.artim_timeout
+        timeout = self._shared.config.dicom.artim_timeout
         self._artim = asyncio.get_running_loop().call_later(timeout, self._artim_expired)
 
     def _stop_artim(self) -> None:
@@ -551,14 +568,14 @@ class Association(asyncio.BufferedProtocol):
     def _arm_idle_timer(self) -> None:
         # One timer that re-arms itself, instead of a new timer per read.
         loop = asyncio.get_running_loop()
-        timeout = self._svc.config.dicom.idle_timeout
+        timeout = self._shared.config.dicom.idle_timeout
         self._idle = loop.call_later(timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         self._idle = None
         if self.state not in (State.Sta6, State.Sta8):
             return
-        timeout = self._svc.config.dicom.idle_timeout
+        timeout = self._shared.config.dicom.idle_timeout
         silent = asyncio.get_running_loop().time() - self._last_activity
         if silent >= timeout and not self._tasks:
             self._handle(Event.Evt15, reason=None, why=f"no data for {silent:.0f} s")

@@ -4,7 +4,7 @@ A sender answers for each job it tried with a `Delivery`, handed to the forwarde
 `settle` as soon as it is known: sent; unreachable (no
 usable association or HTTP exchange: the destination is down); retry (the
 destination answered "not now": out of resources, busy); permanent (it will not
-take this object). Jobs it did not get to are left alone; engine.forwarder decides
+take this object). Jobs it did not get to are left alone; engine.forward.forwarder decides
 what each answer costs (docs/decisions/0009).
 
 Objects go as stored, byte for byte, unless a routing rule coerces them, the
@@ -38,8 +38,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_dataset
 
 import core_rs
-from engine.dicom_client import Payload, PeerUnavailable, Requestor, StoreResponse
-from engine.negotiation import MAX_CONTEXTS
+from engine.dicom.client import Payload, PeerUnavailable, Requestor, StoreResponse
+from engine.dicom.negotiation import MAX_CONTEXTS
 from monitoring.metrics import Metrics
 from policies.config import DicomDestination, DicomWebDestination
 from policies.rules import Coercion
@@ -80,7 +80,7 @@ class Delivery:
     seconds: float = 0.0  # sending it, until the answer (0: not sent)
 
 
-# Called with each answer as it comes (engine.forwarder records it durably).
+# Called with each answer as it comes (engine.forward.forwarder records it durably).
 Settle = Callable[[list[Delivery]], Awaitable[None]]
 
 

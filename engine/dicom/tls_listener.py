@@ -18,10 +18,9 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from engine.association import Association, Resolved
-from engine.proxy_protocol import (
+from engine.dicom.association import Acceptor, Association, Resolved
+from engine.dicom.proxy_protocol import (
     ClientAddress,
     ProxyHeaderError,
     ProxyHeaderParser,
@@ -29,16 +28,13 @@ from engine.proxy_protocol import (
 )
 from policies import access
 
-if TYPE_CHECKING:
-    from engine.server import Services
-
 log = logging.getLogger(__name__)
 _PEEK = 16 + 4096  # the longest PROXY header we accept
 _RETRY = 0.01  # seconds between peeks while a header is incomplete
 
 
 async def serve(
-    svc: Services, context: ssl.SSLContext, host: str, port: int, reuse_port: bool
+    acceptor: Acceptor, context: ssl.SSLContext, host: str, port: int, reuse_port: bool
 ) -> Callable[[], Awaitable[None]]:
     """Listen on `port`; returns the closer. Raises OSError if the port is taken."""
     loop = asyncio.get_running_loop()
@@ -49,42 +45,45 @@ async def serve(
     async def accept() -> None:
         while True:
             conn, address = await loop.sock_accept(listener)
-            task = loop.create_task(_connect(svc, context, conn, address[0]))
+            task = loop.create_task(_connect(acceptor, context, conn, address[0]))
             handshakes.add(task)
             task.add_done_callback(handshakes.discard)
 
-    acceptor = loop.create_task(accept())
+    accepting = loop.create_task(accept())
 
     async def close() -> None:
-        acceptor.cancel()
+        accepting.cancel()
         for task in list(handshakes):
             task.cancel()
-        await asyncio.gather(acceptor, *handshakes, return_exceptions=True)
+        await asyncio.gather(accepting, *handshakes, return_exceptions=True)
         listener.close()
 
     return close
 
 
-async def _connect(svc: Services, context: ssl.SSLContext, conn: socket.socket, host: str) -> None:
+async def _connect(
+    acceptor: Acceptor, context: ssl.SSLContext, conn: socket.socket, host: str
+) -> None:
     loop = asyncio.get_running_loop()
-    config = svc.config.dicom
+    shared = acceptor.shared
+    config = shared.config.dicom
     conn.setblocking(False)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     peer = f"{host}:{conn.getpeername()[1]}"
-    trusted = access.trusted_proxy(ipaddress.ip_address(host), svc.config)
+    trusted = access.trusted_proxy(ipaddress.ip_address(host), shared.config)
     try:
         async with asyncio.timeout(config.artim_timeout):
             client = await _take_proxy_header(conn, trusted)
     except (ProxyHeaderError, TimeoutError, OSError) as exc:
         if isinstance(exc, ProxyHeaderError) and not trusted:
-            svc.audit.write("proxy_header_refused", peer=peer)
+            shared.audit.write("proxy_header_refused", peer=peer)
         log.warning("DICOM TLS connection from %s closed before the handshake: %s", peer, exc)
         conn.close()
         return
     resolved = Resolved(client, via=peer) if trusted else None
     try:
         await loop.connect_accepted_socket(
-            lambda: Association(svc, resolved),
+            lambda: Association(acceptor, resolved),
             conn,
             ssl=context,
             ssl_handshake_timeout=config.artim_timeout,

@@ -22,12 +22,10 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.errors import InvalidDicomError
 
 import core_rs
-from monitoring.audit import AuditLog
-from policies.config import Config
+from engine.services import Shared
 from policies.rules import CALLING_AE, Router
-from storage.committer import GroupCommitter, IndexUnavailable
+from storage.committer import IndexUnavailable
 from storage.index import Instance, Outcome, Recalled
-from storage.layout import DataLayout
 from storage.queue import Target
 
 log = logging.getLogger(__name__)
@@ -85,19 +83,11 @@ def _read_extra(path: str, keywords: list[str]) -> dict[str, str]:
 
 
 class StoreService:
-    def __init__(
-        self,
-        config: Config,
-        layout: DataLayout,
-        committer: GroupCommitter,
-        io_pool: Executor,
-        router: Router,
-        audit: AuditLog,
-    ) -> None:
-        self._audit = audit
-        self._config = config
-        self._layout = layout
-        self._committer = committer
+    def __init__(self, shared: Shared, io_pool: Executor, router: Router) -> None:
+        self._shared = shared  # its config, read at each use: a reload swaps it
+        self._audit = shared.audit
+        self._layout = shared.layout
+        self._committer = shared.committer
         self._io_pool = io_pool
         self._extra_keywords: list[str] = []
         self.use_router(router)
@@ -124,11 +114,11 @@ class StoreService:
 
     def _recall_source(self, calling_ae: str, move_originator: str) -> str:
         """The destination a C-STORE comes back from on a C-MOVE this node asked for
-        (engine.recall): it names us as Move Originator and comes from an archive
+        (engine.forward.recall): it names us as Move Originator and comes from an archive
         with `recall = true`. "" for anything else."""
-        if move_originator.strip() != self._config.node.ae_title:
+        if move_originator.strip() != self._shared.config.node.ae_title:
             return ""
-        for dest in self._config.destination:
+        for dest in self._shared.config.destination:
             if dest.kind == "dicom" and dest.recall and dest.called_ae == calling_ae.strip():
                 return dest.name
         return ""
@@ -146,7 +136,7 @@ class StoreService:
         try:
             # Only GIL-free Rust goes to a thread; this method's Python stays on the loop
             # (measured cheaper: docs/decisions/0002).
-            if self._config.durable:  # fdatasync takes milliseconds: not on the loop
+            if self._shared.config.durable:  # fdatasync takes milliseconds: not on the loop
                 stored = await loop.run_in_executor(
                     self._io_pool, spool.finish, self._layout.objects, True
                 )

@@ -23,7 +23,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import PresentationContext
 
 import core_rs
-from engine.negotiation import APPLICATION_CONTEXT, encode_abort, our_user_information
+from engine.dicom.negotiation import APPLICATION_CONTEXT, encode_abort, our_user_information
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What operators drive over HTTP: the ops server, queue actions, hot reload."""
