@@ -107,6 +107,11 @@ class CallingAEConfig(_Section):
     networks: list[IPvAnyNetwork] = []  # source addresses allowed; empty: any
     max_associations: Annotated[int, Field(ge=1, le=10_000)] | None = None
     tls_names: list[str] = []  # client certificate CN/DNS names required; empty: none
+    query: bool = True  # may C-FIND (Query/Retrieve)
+    retrieve: bool = True  # may C-MOVE
+    # Where it listens, so that it can be a C-MOVE destination; unset: it cannot.
+    host: str = ""
+    port: Port | None = None
 
 
 class HttpConfig(_Section):

@@ -3,8 +3,6 @@
 Named databases in one environment (multi-process safe, one writer at a time):
 
     instances  SOP Instance UID -> instance record (JSON)
-    series     Series Instance UID -> series record with its instance count
-    studies    Study Instance UID -> study record with instance and byte counts
     objects    BLAKE3 hex -> how many instance records point at that file
     totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers
     by_age     tier NUL received_at (µs, 8 bytes big-endian) SOP Instance UID -> ""
@@ -13,6 +11,9 @@ Named databases in one environment (multi-process safe, one writer at a time):
 An instance lives in one tier: "hot" (objects/, as received), "warm" (warm/, a
 compressed file that restores byte for byte) or "central" (purged here once every
 destination it was routed to committed it; the record stays, so it can be recalled).
+
+Studies, series, patients and the keys that find them are storage.catalog's, kept
+in the same transactions.
 
 `Index.apply` writes one batch in ONE write transaction: that is the group commit
 (storage.committer), and the forward jobs of each new instance (storage.queue) go
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 import lmdb
 
+from storage.catalog import Catalog
 from storage.queue import Job, Queues, Settlement, Target
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,20 @@ class Instance:
     tier: str = "hot"  # "hot", "warm" or "central" (see the module docstring)
     stored_length: int = 0  # bytes of its file on this node; 0 for "central"
     destinations: tuple[str, ...] = ()  # where it was routed when it was indexed
+    # What queries answer with besides the above (records older than Q/R lack them).
+    issuer_of_patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_time: str = ""
+    study_id: str = ""
+    referring_physician_name: str = ""
+    series_description: str = ""
+    series_date: str = ""
+    body_part_examined: str = ""
+    number_of_frames: str = ""
+
+    def field(self, name: str) -> str:
+        return str(getattr(self, name, ""))
 
     @property
     def local_length(self) -> int:
@@ -98,7 +114,8 @@ class Totals:
 
 TIERS = ("hot", "warm", "central")
 LOCAL_TIERS = ("hot", "warm")
-_SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist
+_SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist, 3 the catalog
+_SCHEMA_NOW = 3
 
 
 _MOVE = b"tier_move"
@@ -132,7 +149,7 @@ Unreferenced = list[tuple[str, str]]
 @dataclass(frozen=True)
 class Recalled:
     """In place of routing targets: the object came back from `source` on a C-MOVE
-    we asked for (engine.recall). It is the local copy now, is not forwarded again,
+    we asked for (engine.forward.recall). It is the local copy now, is not forwarded again,
     and counts as committed at `source`, which just sent it."""
 
     source: str
@@ -144,14 +161,13 @@ class Index:
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=16,
+            max_dbs=24,
             sync=durable,
             metasync=durable,
             readahead=False,
         )
         self._instances = self._env.open_db(b"instances")
-        self._series = self._env.open_db(b"series")
-        self._studies = self._env.open_db(b"studies")
+        self.catalog = Catalog(self._env)
         self._objects = self._env.open_db(b"objects")
         self._totals = self._env.open_db(b"totals")
         self._by_age = self._env.open_db(b"by_age")
@@ -168,8 +184,11 @@ class Index:
         return int(self._env.reader_check())
 
     def get(self, sop_instance_uid: str) -> Instance | None:
-        with self._env.begin(db=self._instances) as txn:
-            raw = txn.get(_key(sop_instance_uid))
+        with self._env.begin() as txn:
+            return self.get_in(txn, sop_instance_uid)
+
+    def get_in(self, txn: lmdb.Transaction, sop_instance_uid: str) -> Instance | None:
+        raw = txn.get(_key(sop_instance_uid), db=self._instances)
         return None if raw is None else Instance.decode(bytes(raw))
 
     def instances(self) -> Iterator[Instance]:
@@ -178,19 +197,26 @@ class Index:
                 yield Instance.decode(bytes(raw))
 
     def upgrade(self) -> int:
-        """Build the by-age keys and tier counts of an index written before tiers
-        existed (every object then is hot). Start-up only, before workers start."""
+        """Bring an index written by an older version up to date; start-up only, before
+        workers start. Schema 2 added by-age keys and tier counts (every object then
+        hot); schema 3 the query catalog (storage.catalog), rebuilt from the instances."""
         with self._env.begin(write=True) as txn:
-            if txn.get(_SCHEMA, db=self._totals) is not None:
+            schema = int(txn.get(_SCHEMA, b"1", db=self._totals))
+            if schema >= _SCHEMA_NOW:
                 return 0
+            if schema < 3:
+                self.catalog.clear(txn)
             count = 0
             for _, raw in txn.cursor(db=self._instances):
                 instance = Instance.decode(bytes(raw))
-                self._tier_account(txn, instance, +1)
+                if schema < 2:
+                    self._tier_account(txn, instance, +1)
+                if instance.study_instance_uid and instance.series_instance_uid:
+                    self.catalog.account(txn, instance, +1)
                 count += 1
-            txn.put(_SCHEMA, b"2", db=self._totals)
+            txn.put(_SCHEMA, str(_SCHEMA_NOW).encode(), db=self._totals)
         if count:
-            log.info("index: %d instance(s) given tier records (all hot)", count)
+            log.info("index: %d instance(s) brought to schema %d", count, _SCHEMA_NOW)
         return count
 
     def by_age(self, tier: str, page: int = 256) -> Iterator[Instance]:
@@ -291,8 +317,8 @@ class Index:
             return Totals(
                 instances=self._count(txn, b"instances"),
                 bytes=self._count(txn, b"bytes"),
-                series=txn.stat(self._series)["entries"],
-                studies=txn.stat(self._studies)["entries"],
+                series=txn.stat(self.catalog.series)["entries"],
+                studies=txn.stat(self.catalog.studies)["entries"],
             )
 
     def _count(self, txn: lmdb.Transaction, name: bytes) -> int:
@@ -386,9 +412,12 @@ class Index:
         return outcome, freed
 
     def study(self, study_instance_uid: str) -> dict[str, Any] | None:
-        with self._env.begin(db=self._studies) as txn:
-            raw = txn.get(_key(study_instance_uid))
-        return None if raw is None else dict(json.loads(bytes(raw)))
+        with self._env.begin() as txn:
+            return self.catalog.study(txn, study_instance_uid)
+
+    def reading(self) -> lmdb.Transaction:
+        """A read transaction (a context manager) for queries: one snapshot."""
+        return self._env.begin()
 
     def _unreferenced(self, txn: lmdb.Transaction, blake3_hex: str) -> Unreferenced:
         """A file that was written but will not be indexed: delete it unless in use."""
@@ -411,6 +440,8 @@ class Index:
         """Write `new` over `old` (same instance, same file) with its tier's accounting."""
         self._tier_account(txn, old, -1)
         self._tier_account(txn, new, +1)
+        if old.tier != new.tier and old.study_instance_uid and old.series_instance_uid:
+            self.catalog.retier(txn, new, old.tier)
         txn.put(_key(new.sop_instance_uid), new.encode(), db=self._instances)
         return new
 
@@ -438,40 +469,4 @@ class Index:
                 instance.sop_instance_uid,
             )
             return
-        self._update_group(
-            txn,
-            self._studies,
-            instance.study_instance_uid,
-            sign,
-            instance.dataset_length,
-            patient_id=instance.patient_id,
-            patient_name=instance.patient_name,
-            study_date=instance.study_date,
-            accession_number=instance.accession_number,
-            study_description=instance.study_description,
-        )
-        self._update_group(
-            txn,
-            self._series,
-            instance.series_instance_uid,
-            sign,
-            instance.dataset_length,
-            study_instance_uid=instance.study_instance_uid,
-            modality=instance.modality,
-            series_number=instance.series_number,
-        )
-
-    def _update_group(
-        self, txn: lmdb.Transaction, db: Any, uid: str, sign: int, size: int, **fields: str
-    ) -> None:
-        key = _key(uid)
-        raw = txn.get(key, db=db)
-        record: dict[str, Any] = json.loads(bytes(raw)) if raw else {"instances": 0, "bytes": 0}
-        record["instances"] += sign
-        record["bytes"] += sign * size
-        if record["instances"] <= 0:
-            txn.delete(key, db=db)
-            return
-        if sign > 0:
-            record.update(fields)
-        txn.put(key, json.dumps(record, separators=(",", ":")).encode(), db=db)
+        self.catalog.account(txn, instance, sign)

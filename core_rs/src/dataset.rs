@@ -32,18 +32,28 @@ pub const KEY_ATTRIBUTES: &[(u32, &str)] = &[
     (0x0008_0016, "SOPClassUID"),
     (0x0008_0018, "SOPInstanceUID"),
     (0x0008_0020, "StudyDate"),
+    (0x0008_0021, "SeriesDate"),
+    (0x0008_0030, "StudyTime"),
     (0x0008_0050, "AccessionNumber"),
     (0x0008_0060, "Modality"),
+    (0x0008_0090, "ReferringPhysicianName"),
     (0x0008_1030, "StudyDescription"),
+    (0x0008_103E, "SeriesDescription"),
     (0x0010_0010, "PatientName"),
     (0x0010_0020, "PatientID"),
+    (0x0010_0021, "IssuerOfPatientID"),
+    (0x0010_0030, "PatientBirthDate"),
+    (0x0010_0040, "PatientSex"),
+    (0x0018_0015, "BodyPartExamined"),
     (0x0020_000D, "StudyInstanceUID"),
     (0x0020_000E, "SeriesInstanceUID"),
+    (0x0020_0010, "StudyID"),
     (0x0020_0011, "SeriesNumber"),
     (0x0020_0013, "InstanceNumber"),
+    (0x0028_0008, "NumberOfFrames"),
 ];
 /// Past the last key attribute's group nothing more is needed.
-const STOP_TAG: u32 = 0x0021_0000;
+const STOP_TAG: u32 = 0x0029_0000;
 /// Longer values are not key attributes worth indexing (LO is 64 chars, PN 5x64).
 const MAX_VALUE: u32 = 1024;
 const UNDEFINED: u32 = 0xFFFF_FFFF;

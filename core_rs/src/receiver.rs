@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::command::{self, Command, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ};
+use crate::command::{
+    self, Command, C_FIND_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ,
+};
 use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
 use crate::part10;
@@ -167,9 +169,13 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            // Objects, and the storage commitment reports the forwarder waits for; any
-            // other dataset is consumed and dropped (the command gets "unrecognized").
-            let spooled = matches!(command.command_field, C_STORE_RQ | N_EVENT_REPORT_RQ);
+            // Objects, the storage commitment reports the forwarder waits for and
+            // Query/Retrieve identifiers; any other dataset is consumed and dropped
+            // (the command gets "unrecognized").
+            let spooled = matches!(
+                command.command_field,
+                C_STORE_RQ | N_EVENT_REPORT_RQ | C_FIND_RQ | C_MOVE_RQ
+            );
             let spool = spooled.then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
             self.dataset = Some(Incoming { context_id, spool });
         }

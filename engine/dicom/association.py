@@ -16,11 +16,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
+from engine.dicom import dimse, find
 from engine.dicom import negotiation as neg
 from engine.dicom.fsm import Event, State, next_step
 from engine.dicom.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 0x0100
+C_FIND_RQ = 0x0020
 _MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
@@ -121,6 +123,9 @@ class Association(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
+        self._cancelled: set[int] = set()  # message IDs a C-CANCEL-RQ named
+        self._writable = asyncio.Event()  # cleared while the transport's buffer is full
+        self._writable.set()
         self.stored = 0
         self.stored_bytes = 0
         self.released = False
@@ -232,6 +237,7 @@ class Association(asyncio.BufferedProtocol):
         return None  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._writable.set()  # a paused answer loop wakes up, sees the state and ends
         if self.state is not State.Sta1:
             self._handle(Event.Evt17, why=str(exc) if exc else "peer closed the connection")
         self._cancel_timers()
@@ -274,7 +280,9 @@ class Association(asyncio.BufferedProtocol):
         if rejection is not None:
             self._handle(Event.Evt8, rejection=rejection)
             return
-        accepted, results = neg.negotiate(request.contexts, request.role_items)
+        accepted, results = neg.negotiate(
+            request.contexts, request.role_items, self._services(request.calling_ae)
+        )
         self._handle(Event.Evt7, request=request, accepted=accepted, results=results)
 
     def _decide(self, request: AssociationRequest) -> access.Rejection | None:
@@ -293,6 +301,14 @@ class Association(asyncio.BufferedProtocol):
         # a full disk gets purged: only associations that may store meet that limit.
         stores = any(cx.abstract_syntax not in neg.NEEDS_NO_DISK for cx in request.contexts)
         return self._hub.admit(self, entry.max_associations if entry else None, stores)
+
+    def _services(self, calling_ae: str) -> frozenset[str]:
+        """The Query/Retrieve SOP classes this calling AE may use ([[calling_ae]])."""
+        entry = self._shared.config.calling_ae_entry(calling_ae.strip())
+        allowed: frozenset[str] = frozenset()
+        if entry is None or entry.query:
+            allowed |= neg.QR_FIND
+        return allowed
 
     def _ae7(
         self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]
@@ -415,33 +431,39 @@ class Association(asyncio.BufferedProtocol):
             self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
         elif field == C_STORE_RQ:
             self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
-        elif field != C_CANCEL_RQ:
+        elif field == C_CANCEL_RQ:
+            if command.message_id_being_responded_to is not None:
+                self._cancelled.add(command.message_id_being_responded_to)
+        else:
             self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
 
     def _on_dataset(self, received: core_rs.DatasetReceived) -> None:
         command = self._awaiting_dataset.pop(received.context_id)
+        field = command.command_field
         spool = received.spool
         if spool is None:
-            self._respond(command, command.command_field | 0x8000, UNRECOGNIZED_OPERATION)
+            self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
             return
         context = self._contexts[received.context_id]
-        if not command.affected_sop_instance_uid:
+        if command.affected_sop_class_uid != context.abstract_syntax:
+            spool.discard()
+            self._respond(
+                command,
+                field | 0x8000,
+                SOP_CLASS_NOT_SUPPORTED,
+                comment="SOP class differs from the presentation context",
+            )
+            return
+        if field == C_FIND_RQ:
+            work = self._find(command, context, spool)
+        elif field == N_EVENT_REPORT_RQ:
+            work = self._commitment_report(command, context, spool)
+        elif not command.affected_sop_instance_uid:
             spool.discard()
             self._respond(
                 command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID"
             )
             return
-        if command.affected_sop_class_uid != context.abstract_syntax:
-            spool.discard()
-            self._respond(
-                command,
-                0x8001,
-                SOP_CLASS_NOT_SUPPORTED,
-                comment="SOP class differs from the presentation context",
-            )
-            return
-        if command.command_field == N_EVENT_REPORT_RQ:
-            work = self._commitment_report(command, context, spool)
         else:
             work = self._store(command, context, spool)
         task = asyncio.get_running_loop().create_task(work)
@@ -490,6 +512,98 @@ class Association(asyncio.BufferedProtocol):
             return
         await self._report(report, f"later, on association {self}")
         self._respond(command, 0x8100, SUCCESS)
+
+    async def _find(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """C-FIND SCP: pending answers a page at a time, made in a thread, sent as
+        fast as the SCU reads them; a C-CANCEL ends it with 0xFE00."""
+        shared = self._shared
+        config = shared.config
+        try:
+            request = find.parse(
+                spool.read_dataset(find.MAX_IDENTIFIER),
+                context.transfer_syntax,
+                context.abstract_syntax,
+            )
+        except (find.FindFailure, core_rs.CoreError) as exc:
+            status = exc.status if isinstance(exc, find.FindFailure) else find.UNABLE_TO_PROCESS
+            self._respond(command, 0x8020, status, comment=str(exc))
+            return
+        recallable = any(d.kind == "dicom" and d.recall for d in config.destination)
+
+        def next_page(pages: Generator[list[dict[str, Any]]]) -> list[bytes] | None:
+            page = next(pages, None)
+            if page is None:
+                return None
+            return [
+                find.encode(
+                    request, answer, context.transfer_syntax, config.node.ae_title, recallable
+                )
+                for answer in page
+            ]
+
+        pages = find.pages(shared.index, request.query)
+        answered, status, comment = 0, find.SUCCESS, ""
+        try:
+            while (page := await asyncio.to_thread(next_page, pages)) is not None:
+                for identifier in page:
+                    if command.message_id in self._cancelled:
+                        break
+                    self._send_response(
+                        command,
+                        dimse.response(
+                            0x8020,
+                            command.message_id,
+                            find.PENDING,
+                            context.abstract_syntax,
+                            dataset=True,
+                        ),
+                        identifier,
+                    )
+                    answered += 1
+                if command.message_id in self._cancelled:
+                    status = find.CANCELLED
+                    break
+                await self._writable.wait()  # the SCU reads slower than we answer
+                if self.state not in (State.Sta6, State.Sta8):
+                    return
+        except find.FindFailure as exc:
+            status, comment = exc.status, exc.comment
+        except Exception:  # a bug must not leave the SCU waiting for a final status
+            log.exception("[%s] C-FIND failed after %d answer(s)", self, answered)
+            status, comment = find.UNABLE_TO_PROCESS, "the query failed on this node"
+        finally:
+            self._cancelled.discard(command.message_id)
+            await asyncio.to_thread(pages.close)
+        self._respond(command, 0x8020, status, sop_class=context.abstract_syntax, comment=comment)
+        keys = find.matching_keys(request)
+        if not config.audit.patient_identifiers:
+            keys = {k: v for k, v in keys.items() if not k.startswith("Patient")}
+        shared.audit.write(
+            "query",
+            calling_ae=self.calling_ae,
+            peer=self.peer,
+            level=request.query.level,
+            keys=keys,
+            answers=answered,
+            status=f"{status:#06x}",
+        )
+
+    def _send_response(self, command: core_rs.Command, rsp: bytes, dataset: bytes) -> None:
+        """A response command set and its dataset, as one write."""
+        if self.state not in (State.Sta6, State.Sta8):
+            return
+        data = core_rs.encode_message(
+            command.context_id, True, rsp, self._peer_max_pdu
+        ) + core_rs.encode_message(command.context_id, False, dataset, self._peer_max_pdu)
+        self._handle(Event.Evt9, data=data)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
 
     def _store_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -36,7 +36,17 @@ VERIFICATION = "1.2.840.10008.1.1"
 # N-EVENT-REPORT on an association of its own (engine.forward.commitment).
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 # Services an association may carry that write no object to the data disk.
-NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT})
+# Query/Retrieve (PS3.4 C.4): FIND, then MOVE and GET, Patient Root and Study Root.
+QR_FIND = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"})
+QR_RETRIEVE = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root MOVE
+        "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root MOVE
+    }
+)
+NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT}) | QR_FIND | QR_RETRIEVE
+# Services that carry only command sets and identifiers: no pixel codecs.
+_UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 
 # What we store, byte for byte, as the sender encoded it.
 TRANSFER_SYNTAXES: tuple[str, ...] = (
@@ -182,8 +192,9 @@ def context_problem(ids: list[int | None]) -> str | None:
     return None
 
 
-def choose_transfer_syntax(proposed: tuple[str, ...]) -> str | None:
-    return next((ts for ts in proposed if ts in _SUPPORTED_TS), None)
+def choose_transfer_syntax(proposed: tuple[str, ...], storage: bool = True) -> str | None:
+    usable = _SUPPORTED_TS if storage else _UNCOMPRESSED
+    return next((ts for ts in proposed if ts in usable), None)
 
 
 def _reporters(role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]) -> set[str]:
@@ -197,16 +208,19 @@ def _reporters(role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]) -> set[
 def negotiate(
     contexts: tuple[ProposedContext, ...],
     role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...] = (),
+    services: frozenset[str] = frozenset(),
 ) -> tuple[list[AcceptedContext], list[PresentationContext]]:
-    """Decide every proposed context; returns the accepted ones and all results."""
-    supported = supported_abstract_syntaxes() | _reporters(role_items)
+    """Decide every proposed context; returns the accepted ones and all results.
+    `services`: the Query/Retrieve SOP classes this calling AE may use."""
+    supported = supported_abstract_syntaxes() | _reporters(role_items) | services
     accepted: list[AcceptedContext] = []
     results: list[PresentationContext] = []
     for proposed in contexts:
         result = PresentationContext()
         result.context_id = proposed.context_id
         result.abstract_syntax = proposed.abstract_syntax
-        chosen = choose_transfer_syntax(proposed.transfer_syntaxes)
+        storage = proposed.abstract_syntax not in services
+        chosen = choose_transfer_syntax(proposed.transfer_syntaxes, storage)
         if proposed.abstract_syntax not in supported:
             result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
         elif chosen is None:

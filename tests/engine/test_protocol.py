@@ -257,3 +257,34 @@ async def test_pending_connections_beyond_the_cap_are_aborted_at_once(
     assert node.hub.pending == 1, "an accepted association is no longer pending"
     _, accepted = node.connect()
     assert not accepted.aborted
+
+
+async def test_c_cancel_ends_a_find_with_0xfe00(node_factory: Callable[..., Node]) -> None:
+    from storage.index import Instance
+    from tests.storage.test_query import make
+    from tests.support.wire import command_set
+
+    node = node_factory()
+    made: list[tuple[Instance, list[Any]]] = [
+        (make(f"9.{n}", f"S{n}", f"S{n}.1", patient_id="P"), []) for n in range(450)
+    ]
+    node.shared.index.apply(made, "replace")
+    study_root = "1.2.840.10008.5.1.4.1.2.2.1"
+    association, transport = associate(node, [(1, study_root, [EXPLICIT_LE])])
+    rq = command_set(
+        AffectedSOPClassUID=study_root,
+        CommandField=0x0020,
+        MessageID=5,
+        Priority=0,
+        CommandDataSetType=0x0000,
+    )
+    identifier = b"\x08\x00\x52\x00CS\x06\x00STUDY " + b"\x20\x00\x0d\x00UI\x00\x00"
+    cancel = command_set(
+        CommandField=0x0FFF, MessageIDBeingRespondedTo=5, CommandDataSetType=0x0101
+    )
+    feed(association, pdata(1, rq, command=True) + pdata(1, identifier, command=False))
+    feed(association, pdata(1, cancel, command=True))
+    cancelled = b"\x00\x00\x00\x09\x02\x00\x00\x00\x00\xfe"  # (0000,0900) Status FE00
+    await until(lambda: cancelled in transport.written)
+    statuses = [body for kind, body in transport.pdus() if kind == 4]
+    assert len(statuses) < 450, "the cancel stopped it before all 450 answers"

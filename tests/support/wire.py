@@ -55,6 +55,7 @@ _COMMAND_TAGS = {
     "AffectedSOPClassUID": 0x0002,
     "CommandField": 0x0100,
     "MessageID": 0x0110,
+    "MessageIDBeingRespondedTo": 0x0120,
     "Priority": 0x0700,
     "CommandDataSetType": 0x0800,
     "AffectedSOPInstanceUID": 0x1000,

@@ -1,0 +1,209 @@
+"""C-FIND SCP, Patient Root and Study Root (PS3.4 C.4.1): from an identifier to
+pending answers, each saying where the copy is.
+
+The query itself is storage.query's (keys, never a scan of objects). Here: reading
+the identifier, mapping failures to the statuses PS3.4 names (0xA900 identifier
+does not match, 0xC000 cannot process), encoding each answer in the character set
+the SCU asked in (or UTF-8 when a value does not fit it), with Retrieve AE Title and
+Instance Availability. Answers are produced a page at a time in a thread, so a
+query that matches 50,000 studies holds one page in memory, and the association
+sends them as fast as the SCU reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.valuerep import PersonName
+
+from storage.index import Index
+from storage.query import LEVELS, UNIQUE, Query, QueryError, availability, search
+
+log = logging.getLogger(__name__)
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+FIND_SOP_CLASSES = frozenset({PATIENT_ROOT_FIND, STUDY_ROOT_FIND})
+PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
+IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS = 0xA900, 0xC000
+PAGE = 200  # answers produced per hop to the thread
+MAX_IDENTIFIER = 1 << 20
+_IMPLICIT_LE, _EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+_DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
+_TIME_RANGE = re.compile(r"^(\d{2,6}(\.\d{1,6})?)?-?(\d{2,6}(\.\d{1,6})?)?$")
+
+
+class FindFailure(Exception):
+    def __init__(self, status: int, comment: str) -> None:
+        super().__init__(comment)
+        self.status = status
+        self.comment = comment
+
+
+@dataclass(frozen=True)
+class Request:
+    query: Query
+    identifier: Dataset  # as received: the keys and their order to answer with
+    charset: list[str]  # Specific Character Set terms ([] : the default repertoire)
+    root: str  # the SOP class: PATIENT_ROOT_FIND or STUDY_ROOT_FIND
+
+
+def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
+    """The identifier of a C-FIND-RQ; FindFailure with the status to answer."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            identifier = read_dataset(
+                BytesIO(data),
+                is_implicit_VR=transfer_syntax == _IMPLICIT_LE,
+                is_little_endian=transfer_syntax != _EXPLICIT_BE,
+            )
+            keys = _keys(identifier)
+    except (ValueError, TypeError, EOFError, KeyError, LookupError, NotImplementedError) as exc:
+        raise FindFailure(UNABLE_TO_PROCESS, f"unreadable identifier: {exc}") from exc
+    level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
+    if level not in LEVELS:
+        raise FindFailure(
+            IDENTIFIER_DOES_NOT_MATCH, f"QueryRetrieveLevel {level!r} is not one of {LEVELS}"
+        )
+    if sop_class == STUDY_ROOT_FIND and level == "PATIENT":
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, "Study Root has no PATIENT level")
+    for keyword, value in keys.items():
+        _check_range(keyword, value)
+    raw = identifier.get("SpecificCharacterSet")
+    charset = [] if not raw else [str(raw)] if isinstance(raw, str) else [str(t) for t in raw]
+    keys.pop("QueryRetrieveLevel", None)
+    keys.pop("SpecificCharacterSet", None)
+    return Request(Query(level, keys), identifier, charset, sop_class)
+
+
+def _keys(identifier: Dataset) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for element in identifier:
+        if element.tag.group in (0x0000, 0x0002) or not element.keyword:
+            continue
+        value = element.value
+        if isinstance(value, Sequence):
+            keys[element.keyword] = ""  # sequence matching: returned, not matched
+        elif isinstance(value, MultiValue):
+            keys[element.keyword] = "\\".join(str(v) for v in value)
+        elif value is None:
+            keys[element.keyword] = ""
+        else:
+            keys[element.keyword] = str(value).strip()
+    return keys
+
+
+def _check_range(keyword: str, value: str) -> None:
+    if not value or "*" in value or "?" in value:
+        return
+    try:
+        vr = dictionary_VR(keyword)
+    except KeyError:
+        return
+    pattern = {"DA": _DATE_RANGE, "TM": _TIME_RANGE}.get(vr)
+    for single in value.split("\\"):
+        if pattern is not None and (single == "-" or not pattern.match(single)):
+            raise FindFailure(
+                IDENTIFIER_DOES_NOT_MATCH,
+                f"{keyword} {single!r} is not a {vr} value or range (PS3.4 C.2.2.2.5)",
+            )
+
+
+def pages(index: Index, query: Query) -> Generator[list[dict[str, Any]]]:
+    """The answers a page at a time (each page made in one call: run it in a thread)."""
+    page: list[dict[str, Any]] = []
+    try:
+        for answer in search(index, query):
+            page.append(answer)
+            if len(page) >= PAGE:
+                yield page
+                page = []
+    except QueryError as exc:
+        raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, str(exc)) from exc
+    if page:
+        yield page
+
+
+def encode(
+    request: Request,
+    answer: dict[str, Any],
+    transfer_syntax: str,
+    retrieve_ae: str,
+    recallable: bool,
+) -> bytes:
+    """One pending answer's identifier, the requested keys in the SCU's order. Values
+    go back as stored, valid or not for their VR: pydicom's warnings are not ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = Dataset()
+        ds.QueryRetrieveLevel = request.query.level
+        for element in request.identifier:
+            keyword = element.keyword
+            if not keyword or keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+                continue
+            if isinstance(element.value, Sequence):
+                ds.add(DataElement(element.tag, "SQ", Sequence()))
+                continue
+            value = _value(element.VR, answer.get(keyword, ""))
+            ds.add(DataElement(element.tag, element.VR, value))
+        unique = UNIQUE[request.query.level]  # always in the answer (PS3.4 C.4.1.2.3.1)
+        if unique not in ds:
+            setattr(ds, unique, answer[unique])
+        ds.RetrieveAETitle = retrieve_ae
+        ds.InstanceAvailability = availability(answer.get("_tiers", {}), recallable)
+        ds.SpecificCharacterSet = _charset(request.charset, ds)
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR = transfer_syntax == _IMPLICIT_LE
+        buffer.is_little_endian = transfer_syntax != _EXPLICIT_BE
+        write_dataset(buffer, ds)
+    return bytes(buffer.getvalue())
+
+
+def _value(vr: str, text: str) -> Any:
+    if not text:
+        return None
+    if vr == "PN":
+        return PersonName(text)
+    if vr in ("US", "UL", "SS", "SL"):
+        return int(text)
+    if "\\" in text:
+        return text.split("\\")
+    return text
+
+
+def _charset(asked: list[str], ds: Dataset) -> list[str] | str:
+    """The SCU's character set when every value fits it, else UTF-8 (PS3.4 C.4.1.1.3.1
+    allows the SCP another one; ISO_IR 192 holds every name)."""
+    texts = [str(e.value) for e in ds if e.VR in ("PN", "LO", "SH", "LT", "ST", "UT")]
+    if all(text.isascii() for text in texts):
+        return asked or ""
+    try:
+        encodings = convert_encodings(asked or ["ISO_IR 6"])
+        if len(encodings) == 1:
+            for text in texts:
+                text.encode(encodings[0])
+            return asked
+    except (LookupError, UnicodeEncodeError):
+        pass  # not representable in what was asked for
+    return "ISO_IR 192"
+
+
+def matching_keys(request: Request) -> dict[str, str]:
+    """The keys a query matches on (return keys say nothing), for the audit line."""
+    return {k: v for k, v in request.query.keys.items() if v}

@@ -1,0 +1,271 @@
+"""The query side of the index: patient, study and series records and the keys that
+find them without a scan, written in the index's own transactions.
+
+Named databases beside storage.index's:
+
+    studies      Study Instance UID -> study record (what a STUDY-level answer needs)
+    series       Series Instance UID -> series record
+    patients     PatientID -> patient record
+    study_keys   field NUL value NUL Study Instance UID -> ""
+                 fields: pid (PatientID), acc (AccessionNumber), date (StudyDate),
+                 name (PatientName, upper case: prefix and case-insensitive search),
+                 mod (each modality in the study)
+    series_of    Study Instance UID NUL Series Instance UID -> ""
+    instances_of Series Instance UID NUL SOP Instance UID -> ""
+
+Each record counts its instances and bytes and how many of them are in each tier
+(hot, warm, central), so an answer says where the copy is (Instance Availability)
+without reading an instance record. A record goes when its last instance does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lmdb
+
+if TYPE_CHECKING:
+    from storage.index import Instance
+
+SEP = b"\0"
+# The fields of the study record that come from its instances (the latest wins).
+STUDY_FIELDS = (
+    "patient_id",
+    "issuer_of_patient_id",
+    "patient_name",
+    "patient_birth_date",
+    "patient_sex",
+    "study_date",
+    "study_time",
+    "study_id",
+    "accession_number",
+    "study_description",
+    "referring_physician_name",
+)
+SERIES_FIELDS = (
+    "study_instance_uid",
+    "modality",
+    "series_number",
+    "series_description",
+    "series_date",
+    "body_part_examined",
+)
+PATIENT_FIELDS = ("patient_name", "issuer_of_patient_id", "patient_birth_date", "patient_sex")
+
+
+def name_keys(name: str) -> set[str]:
+    """A PatientName as it is searched: each of its component groups (alphabetic,
+    ideographic, phonetic), upper case."""
+    return {group.upper() for group in name.split("=") if group}
+
+
+def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
+    tail = SEP + uid.encode()
+    keys = set()
+    for field, value in (
+        (b"pid", record.get("patient_id", "")),
+        (b"acc", record.get("accession_number", "")),
+        (b"date", record.get("study_date", "")),
+    ):
+        if value:
+            keys.add(field + SEP + value.encode() + tail)
+    for group in name_keys(record.get("patient_name", "")):
+        keys.add(b"name" + SEP + group.encode() + tail)
+    for modality in record.get("modalities", {}):
+        keys.add(b"mod" + SEP + modality.encode() + tail)
+    return keys
+
+
+@dataclass
+class Catalog:
+    env: lmdb.Environment
+
+    def __post_init__(self) -> None:
+        self.studies = self.env.open_db(b"studies")
+        self.series = self.env.open_db(b"series")
+        self.patients = self.env.open_db(b"patients")
+        self.study_keys = self.env.open_db(b"study_keys")
+        self.series_of = self.env.open_db(b"series_of")
+        self.instances_of = self.env.open_db(b"instances_of")
+
+    # ---- writing (inside the index's write transaction) -----------------------------
+
+    def clear(self, txn: lmdb.Transaction) -> None:
+        """Empty every catalog database (before a rebuild from the instances)."""
+        for db in (
+            self.studies,
+            self.series,
+            self.patients,
+            self.study_keys,
+            self.series_of,
+            self.instances_of,
+        ):
+            txn.drop(db, delete=False)
+
+    def account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
+        """Add (+1) or remove (-1) an instance from its series, study and patient."""
+        study_uid, series_uid = instance.study_instance_uid, instance.series_instance_uid
+        series_key = series_uid.encode() + SEP + instance.sop_instance_uid.encode()
+        if sign > 0:
+            txn.put(series_key, b"", db=self.instances_of)
+        else:
+            txn.delete(series_key, db=self.instances_of)
+        series_before, series_after = self._update(
+            txn, self.series, series_uid, instance, sign, SERIES_FIELDS
+        )
+        if (series_before is None) != (series_after is None):
+            link = study_uid.encode() + SEP + series_uid.encode()
+            if series_after is not None:
+                txn.put(link, b"", db=self.series_of)
+            else:
+                txn.delete(link, db=self.series_of)
+        series_change = (series_after is not None) - (series_before is not None)
+        before, after = self._update(
+            txn, self.studies, study_uid, instance, sign, STUDY_FIELDS, series_change
+        )
+        self._rekey(txn, study_uid, before, after)
+        self._patient(txn, instance, sign, (after is not None) - (before is not None))
+
+    def retier(self, txn: lmdb.Transaction, instance: Instance, old_tier: str) -> None:
+        """The instance moved from `old_tier` to its tier now."""
+        for db, uid in (
+            (self.series, instance.series_instance_uid),
+            (self.studies, instance.study_instance_uid),
+        ):
+            record = _get(txn, db, uid)
+            if record is None:
+                continue
+            tiers = record.setdefault("tiers", {})
+            tiers[old_tier] = tiers.get(old_tier, 0) - 1
+            tiers[instance.tier] = tiers.get(instance.tier, 0) + 1
+            _put(txn, db, uid, record)
+
+    def _update(
+        self,
+        txn: lmdb.Transaction,
+        db: Any,
+        uid: str,
+        instance: Instance,
+        sign: int,
+        fields: tuple[str, ...],
+        series_change: int = 0,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Count the instance in (or out of) the record of `uid`: (before, after)."""
+        before = _get(txn, db, uid)
+        record: dict[str, Any] = (
+            dict(before) if before else {"instances": 0, "bytes": 0, "series": 0}
+        )
+        record["tiers"] = dict(record.get("tiers", {}))
+        record["instances"] += sign
+        record["bytes"] += sign * instance.dataset_length
+        record["series"] = record.get("series", 0) + series_change
+        record["tiers"][instance.tier] = record["tiers"].get(instance.tier, 0) + sign
+        if db is self.studies and instance.modality:
+            modalities = dict(record.get("modalities", {}))
+            modalities[instance.modality] = modalities.get(instance.modality, 0) + sign
+            record["modalities"] = {m: n for m, n in modalities.items() if n > 0}
+        if record["instances"] <= 0:
+            txn.delete(uid.encode(), db=db)
+            return before, None
+        if sign > 0:  # what the newest instance says, where it says anything
+            record.update({name: value for name in fields if (value := instance.field(name))})
+        _put(txn, db, uid, record)
+        return before, record
+
+    def _rekey(
+        self,
+        txn: lmdb.Transaction,
+        uid: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> None:
+        old = _study_keys(uid, before) if before else set()
+        new = _study_keys(uid, after) if after else set()
+        for key in old - new:
+            txn.delete(key, db=self.study_keys)
+        for key in new - old:
+            txn.put(key, b"", db=self.study_keys)
+
+    def _patient(self, txn: lmdb.Transaction, instance: Instance, sign: int, studies: int) -> None:
+        if not instance.patient_id:
+            return
+        record = _get(txn, self.patients, instance.patient_id) or {"studies": 0, "instances": 0}
+        record["studies"] += studies
+        record["instances"] += sign
+        if record["instances"] <= 0:
+            txn.delete(instance.patient_id.encode(), db=self.patients)
+            return
+        if sign > 0:
+            record.update(
+                {name: value for name in PATIENT_FIELDS if (value := instance.field(name))}
+            )
+        _put(txn, self.patients, instance.patient_id, record)
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def study(self, txn: lmdb.Transaction, uid: str) -> dict[str, Any] | None:
+        return _get(txn, self.studies, uid)
+
+    def series_record(self, txn: lmdb.Transaction, uid: str) -> dict[str, Any] | None:
+        return _get(txn, self.series, uid)
+
+    def patient(self, txn: lmdb.Transaction, patient_id: str) -> dict[str, Any] | None:
+        return _get(txn, self.patients, patient_id)
+
+    def studies_by(
+        self, txn: lmdb.Transaction, field: bytes, low: str, high: str | None = None
+    ) -> Iterator[str]:
+        """Study UIDs whose `field` key is `low` (high None), starts with `low`
+        (high ""), or lies in [low, high] (as text: dates compare as text)."""
+        prefix = field + SEP
+        start = prefix + low.encode()
+        cursor = txn.cursor(db=self.study_keys)
+        if not cursor.set_range(start):
+            return
+        for raw in cursor.iternext(values=False):
+            key = bytes(raw)
+            if not key.startswith(prefix):
+                return
+            value, _, uid = key[len(prefix) :].rpartition(SEP)
+            text = value.decode("utf-8", "replace")
+            if high is None:
+                if text != low:
+                    return
+            elif high == "":
+                if not text.startswith(low):
+                    return
+            elif text > high:
+                return
+            yield uid.decode()
+
+    def children(self, txn: lmdb.Transaction, db: Any, parent: str) -> Iterator[str]:
+        """UIDs under `parent` in series_of or instances_of."""
+        prefix = parent.encode() + SEP
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(prefix):
+            return
+        for raw in cursor.iternext(values=False):
+            key = bytes(raw)
+            if not key.startswith(prefix):
+                return
+            yield key[len(prefix) :].decode()
+
+    def all_studies(self, txn: lmdb.Transaction) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key, raw in txn.cursor(db=self.studies):
+            yield bytes(key).decode(), json.loads(bytes(raw))
+
+    def all_patients(self, txn: lmdb.Transaction) -> Iterator[tuple[str, dict[str, Any]]]:
+        for key, raw in txn.cursor(db=self.patients):
+            yield bytes(key).decode(), json.loads(bytes(raw))
+
+
+def _get(txn: lmdb.Transaction, db: Any, uid: str) -> dict[str, Any] | None:
+    raw = txn.get(uid.encode(), db=db)
+    return None if raw is None else dict(json.loads(bytes(raw)))
+
+
+def _put(txn: lmdb.Transaction, db: Any, uid: str, record: dict[str, Any]) -> None:
+    txn.put(uid.encode(), json.dumps(record, separators=(",", ":")).encode(), db=db)

@@ -1,0 +1,299 @@
+"""Query/Retrieve SCP against real clients: DCMTK findscu and pynetdicom as the
+viewers and workstations at the site would use them."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from tests.support.corpus import SourceFile, make_series
+from tests.support.dcmtk import storescu
+from tests.support.process import AE_TITLE, EngineProcess
+from tests.support.wire import EXPLICIT_LE, Client, command_set, pdata
+
+STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EngineProcess, dict[str, Any]]]:
+    """One engine holding three patients' studies, for every query test here."""
+    tmp = tmp_path_factory.mktemp("qr")
+    allowed = [{"ae_title": ae} for ae in ("STORESCU", "VIEWER", "FINDSCU", "TESTSCU")]
+    engine = EngineProcess(tmp, {"calling_ae": [*allowed, {"ae_title": "NOQUERY", "query": False}]})
+    engine.start()
+    studies = {
+        "ct": make_series(
+            tmp / "ct",
+            3,
+            PatientID="P1",
+            PatientName="Doe^Jane",
+            StudyDate="20240105",
+            AccessionNumber="ACC1",
+            PatientSex="F",
+        ),
+        "mr": make_series(
+            tmp / "mr",
+            2,
+            "MR_small.dcm",
+            PatientID="P1",
+            PatientName="Doe^Jane",
+            StudyDate="20240320",
+            AccessionNumber="ACC2",
+        ),
+        "zh": make_series(
+            tmp / "zh",
+            2,
+            PatientID="P2",
+            PatientName="Wang^Xiaoming=王^小明",
+            SpecificCharacterSet="ISO_IR 192",
+            StudyDate="20231111",
+            AccessionNumber="ACC3",
+        ),
+    }
+    try:
+        for files in studies.values():
+            assert storescu(engine.port, [f.path for f in files]).returncode == 0
+        yield engine, studies
+    finally:
+        engine.close()
+
+
+def study_uid(files: list[SourceFile]) -> str:
+    return str(pydicom.dcmread(files[0].path, stop_before_pixels=True).StudyInstanceUID)
+
+
+def c_find(
+    engine: EngineProcess, model: Any, identifier: Dataset, calling_ae: str = "VIEWER"
+) -> tuple[list[Dataset], int]:
+    """Answers and the final status, with pynetdicom as the SCU."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    answers, final = [], -1
+    try:
+        for status, found in assoc.send_c_find(identifier, model):
+            if status is None:
+                raise AssertionError("no C-FIND response")
+            if status.Status == 0xFF00:
+                answers.append(found)
+            else:
+                final = int(status.Status)
+    finally:
+        assoc.release()
+    return answers, final
+
+
+def study_query(**keys: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for keyword in (
+        "StudyInstanceUID",
+        "PatientName",
+        "PatientID",
+        "StudyDate",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+        "InstanceAvailability",
+    ):
+        setattr(ds, keyword, "")
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_findscu_study_root_by_patient_id(
+    site: tuple[EngineProcess, dict[str, Any]], tmp_path: Path
+) -> None:
+    engine, studies = site
+    keys = [
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=P1",
+        "StudyInstanceUID",
+        "PatientName",
+        "StudyDate",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+        "InstanceAvailability",
+        "RetrieveAETitle",
+    ]
+    done = subprocess.run(
+        [
+            "findscu",
+            "-S",
+            "-aec",
+            AE_TITLE,
+            "-X",
+            "-od",
+            str(tmp_path),
+            *[arg for key in keys for arg in ("-k", key)],
+            "127.0.0.1",
+            str(engine.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [pydicom.dcmread(p) for p in sorted(tmp_path.glob("rsp*.dcm"))]
+    by_uid = {str(a.StudyInstanceUID): a for a in answers}
+    assert set(by_uid) == {study_uid(studies["ct"]), study_uid(studies["mr"])}
+    ct = by_uid[study_uid(studies["ct"])]
+    assert ct.PatientName == "Doe^Jane"
+    assert ct.StudyDate == "20240105"
+    assert ct.ModalitiesInStudy == "CT"
+    assert int(ct.NumberOfStudyRelatedInstances) == 3
+    assert ct.InstanceAvailability == "ONLINE"
+    assert ct.RetrieveAETitle == AE_TITLE
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"StudyDate": "20240101-20241231"}, {"ct", "mr"}),
+        ({"StudyDate": "-20231231"}, {"zh"}),
+        ({"PatientName": "doe*"}, {"ct", "mr"}),
+        ({"AccessionNumber": "ACC3"}, {"zh"}),
+        ({"ModalitiesInStudy": "MR"}, {"mr"}),
+        ({"PatientID": "P?"}, {"ct", "mr", "zh"}),
+    ],
+)
+def test_pynetdicom_study_matching(
+    site: tuple[EngineProcess, dict[str, Any]], keys: dict[str, str], expected: set[str]
+) -> None:
+    engine, studies = site
+    answers, final = c_find(engine, StudyRootQueryRetrieveInformationModelFind, study_query(**keys))
+    assert final == 0x0000
+    assert {str(a.StudyInstanceUID) for a in answers} == {study_uid(studies[k]) for k in expected}
+
+
+def test_chinese_names_in_utf8(site: tuple[EngineProcess, dict[str, Any]]) -> None:
+    engine, studies = site
+    query = study_query(PatientName="王*")
+    query.SpecificCharacterSet = "ISO_IR 192"
+    answers, final = c_find(engine, StudyRootQueryRetrieveInformationModelFind, query)
+    assert final == 0x0000
+    [answer] = answers
+    assert answer.StudyInstanceUID == study_uid(studies["zh"])
+    assert str(answer.PatientName) == "Wang^Xiaoming=王^小明"
+    # Asked in Latin-1, the name does not fit: the answer says UTF-8 and keeps it whole.
+    latin = study_query(PatientID="P2")
+    latin.SpecificCharacterSet = "ISO_IR 100"
+    [answer], _ = c_find(engine, StudyRootQueryRetrieveInformationModelFind, latin)
+    assert answer.SpecificCharacterSet == "ISO_IR 192"
+    assert str(answer.PatientName) == "Wang^Xiaoming=王^小明"
+
+
+def test_series_image_and_patient_levels(site: tuple[EngineProcess, dict[str, Any]]) -> None:
+    engine, studies = site
+    series = Dataset()
+    series.QueryRetrieveLevel = "SERIES"
+    series.StudyInstanceUID = study_uid(studies["mr"])
+    series.SeriesInstanceUID = ""
+    series.Modality = ""
+    series.NumberOfSeriesRelatedInstances = ""
+    [answer], final = c_find(engine, StudyRootQueryRetrieveInformationModelFind, series)
+    assert (final, answer.Modality, int(answer.NumberOfSeriesRelatedInstances)) == (0, "MR", 2)
+    image = Dataset()
+    image.QueryRetrieveLevel = "IMAGE"
+    image.StudyInstanceUID = series.StudyInstanceUID
+    image.SeriesInstanceUID = answer.SeriesInstanceUID
+    image.SOPInstanceUID = ""
+    image.SOPClassUID = ""
+    images, final = c_find(engine, StudyRootQueryRetrieveInformationModelFind, image)
+    assert final == 0
+    assert {str(i.SOPInstanceUID) for i in images} == {f.sop_instance_uid for f in studies["mr"]}
+    patient = Dataset()
+    patient.QueryRetrieveLevel = "PATIENT"
+    patient.PatientID = ""
+    patient.PatientName = ""
+    patient.NumberOfPatientRelatedStudies = ""
+    patients, final = c_find(engine, PatientRootQueryRetrieveInformationModelFind, patient)
+    found = {str(p.PatientID): int(p.NumberOfPatientRelatedStudies) for p in patients}
+    assert (final, found) == (0, {"P1": 2, "P2": 1})
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"QueryRetrieveLevel": "FRAME"}, 0xA900),  # unknown level
+        ({"StudyDate": "2024-01-01"}, 0xA900),  # not a DA range
+        ({"QueryRetrieveLevel": "SERIES"}, 0xA900),  # no StudyInstanceUID above it
+    ],
+)
+def test_bad_identifiers_get_the_standard_failure(
+    site: tuple[EngineProcess, dict[str, Any]], change: dict[str, str], status: int
+) -> None:
+    engine, _ = site
+    query = study_query()
+    with warnings.catch_warnings():  # pydicom warns of the bad value we mean to send
+        warnings.simplefilter("ignore")
+        for keyword, value in change.items():
+            setattr(query, keyword, value)
+    answers, final = c_find(engine, StudyRootQueryRetrieveInformationModelFind, query)
+    assert (answers, final) == ([], status)
+
+
+def test_unreadable_identifier_is_0xc000_and_the_association_goes_on(
+    site: tuple[EngineProcess, dict[str, Any]],
+) -> None:
+    engine, _ = site
+    client = Client(engine.port)
+    assert client.associate(contexts=[(1, STUDY_ROOT, [EXPLICIT_LE])]).type == 2
+    rq = command_set(
+        AffectedSOPClassUID=STUDY_ROOT,
+        CommandField=0x0020,
+        MessageID=7,
+        Priority=0,
+        CommandDataSetType=0x0000,
+    )
+    client.send(
+        pdata(1, rq, command=True) + pdata(1, b"\x08\x00\x52\x00XX\x04\x00ABCD", command=False)
+    )
+    rsp = client.read_pdu().command()
+    assert (rsp.CommandField, rsp.Status) == (0x8020, 0xC000)
+    client.send(pdata(1, rq, command=True) + pdata(1, b"", command=False))  # empty: no level
+    assert client.read_pdu().command().Status == 0xA900
+    client.close()
+
+
+def test_an_ae_without_query_rights_gets_no_find_context(
+    site: tuple[EngineProcess, dict[str, Any]],
+) -> None:
+    engine, _ = site
+    ae = AE(ae_title="NOQUERY")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    assoc.release()
+    assert accepted == {"1.2.840.10008.1.1"}
+
+
+def test_every_query_is_audited(site: tuple[EngineProcess, dict[str, Any]]) -> None:
+    from tests.monitoring.test_audit_and_reload import audit_events
+
+    engine, _ = site
+    c_find(engine, StudyRootQueryRetrieveInformationModelFind, study_query(PatientID="P2"))
+    queries = [e for e in audit_events(engine) if e["event"] == "query"]
+    last = queries[-1]
+    assert last["calling_ae"] == "VIEWER"
+    assert last["keys"]["PatientID"] == "P2"
+    assert (last["level"], last["answers"]) == ("STUDY", 1)
+    assert last["peer"].startswith("127.0.0.1:")
