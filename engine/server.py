@@ -36,6 +36,7 @@ from engine.dicom.live import LiveAssociations
 from engine.dicom.store import StoreService
 from engine.forward import recall, wake
 from engine.forward.forwarder import Forwarder
+from engine.forward.senders import ObjectReader
 from engine.lifecycle import LifecycleWorker
 from engine.ops import queue_api, reload, status
 from engine.ops.http import OpsHttp, Raw, Route
@@ -173,7 +174,8 @@ async def _start(
         hub.live.start()
         stack.callback(hub.live.stop)
         stack.push_async_callback(hub.shutdown, config.dicom.shutdown_grace)
-        acceptor = Acceptor(shared, hub, store, forwarder.report)
+        objects = ObjectReader(index, layout, io_pool, metrics)
+        acceptor = Acceptor(shared, hub, store, forwarder.report, objects)
         for close in await _listen_dicom(acceptor, reuse_port=role == "ingest"):
             stack.push_async_callback(close)  # closed first: new associations refused
     if role != "ingest":

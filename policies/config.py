@@ -182,9 +182,15 @@ class _Destination(_Section):
     # What the destination receives: objects as stored; native pixel data as
     # verified JPEG-LS or HTJ2K lossless; or "uncompressed": compressed objects
     # decoded (storage.transcode.DECODERS).
-    transfer_syntax: Literal["as-stored", "jpeg-ls-lossless", "htj2k-lossless", "uncompressed"] = (
-        "as-stored"
-    )
+    # "as-stored-or-uncompressed": as stored, decoded only where the destination
+    # refuses the stored syntax (what C-MOVE destinations get).
+    transfer_syntax: Literal[
+        "as-stored",
+        "as-stored-or-uncompressed",
+        "jpeg-ls-lossless",
+        "htj2k-lossless",
+        "uncompressed",
+    ] = "as-stored"
 
 
 class DicomDestination(_Destination):

@@ -232,6 +232,31 @@ def _images(index: Index, txn: lmdb.Transaction, query: Query) -> Iterator[dict[
                 }
 
 
+def instance_uids(index: Index, query: Query) -> Iterator[str]:
+    """Every SOP Instance UID under what `query` matches (what a retrieve sends),
+    from keys alone, in study, series, instance order."""
+    catalog = index.catalog
+    unique = UNIQUE[query.level]
+    with index.reading() as txn:
+        for answer in search(index, query):
+            uid = answer[unique]
+            if query.level == "IMAGE":
+                yield uid
+                continue
+            studies = (
+                list(catalog.studies_by(txn, b"pid", uid)) if query.level == "PATIENT" else [uid]
+            )
+            series = (
+                [uid]
+                if query.level == "SERIES"
+                else [
+                    s for study in studies for s in catalog.children(txn, catalog.series_of, study)
+                ]
+            )
+            for one in series:
+                yield from catalog.children(txn, catalog.instances_of, one)
+
+
 # ---- matching (PS3.4 C.2.2.2) ----------------------------------------------------------
 
 

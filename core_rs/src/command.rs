@@ -26,6 +26,8 @@ pub struct Command {
     pub error_comment: String,
     pub move_originator_ae: String,
     pub move_originator_message_id: Option<u16>,
+    /// C-MOVE-RQ: the AE title the sub-operations go to.
+    pub move_destination: String,
 }
 
 impl Command {
@@ -90,6 +92,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command> {
             }
             0x0110 => cmd.message_id = us(tag, value)?,
             0x0120 => cmd.message_id_being_responded_to = Some(us(tag, value)?),
+            0x0600 => cmd.move_destination = text(value),
             0x0700 => cmd.priority = us(tag, value)?,
             0x0800 => cmd.data_set_type = us(tag, value)?,
             0x0900 => cmd.status = Some(us(tag, value)?),
@@ -171,6 +174,7 @@ pub fn encode_store_request(
     sop_class_uid: &str,
     sop_instance_uid: &str,
     priority: u16,
+    move_originator: Option<(&str, u16)>,
 ) -> Vec<u8> {
     const C_STORE_RQ: u16 = 0x0001;
     const HAS_DATASET: u16 = 0x0000; // any value but 0x0101
@@ -181,6 +185,11 @@ pub fn encode_store_request(
     push(&mut body, 0x0700, &priority.to_le_bytes(), 0);
     push(&mut body, 0x0800, &HAS_DATASET.to_le_bytes(), 0);
     push(&mut body, 0x1000, sop_instance_uid.as_bytes(), 0);
+    // A C-MOVE's sub-operation names who asked for it (PS3.7 9.3.1.1).
+    if let Some((ae, originator_message_id)) = move_originator {
+        push(&mut body, 0x1030, ae.as_bytes(), b' ');
+        push(&mut body, 0x1031, &originator_message_id.to_le_bytes(), 0);
+    }
     let mut out = Vec::with_capacity(body.len() + 12);
     push(&mut out, 0x0000, &(body.len() as u32).to_le_bytes(), 0);
     out.extend_from_slice(&body);
@@ -192,8 +201,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn move_sub_operation_names_its_originator() {
+        let bytes = encode_store_request(3, "1.2", "1.2.3", 0, Some(("VIEWER", 17)));
+        let cmd = decode(&bytes).unwrap();
+        assert_eq!(cmd.move_originator_ae, "VIEWER");
+        assert_eq!(cmd.move_originator_message_id, Some(17));
+    }
+
+    #[test]
     fn store_request_decodes_back() {
-        let bytes = encode_store_request(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 2);
+        let bytes = encode_store_request(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4", 2, None);
         let cmd = decode(&bytes).unwrap();
         assert_eq!(cmd.command_field, 0x0001);
         assert_eq!(cmd.message_id, 9);

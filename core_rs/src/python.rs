@@ -105,6 +105,7 @@ pub struct PyCommand {
     status: Option<u16>,
     error_comment: String,
     move_originator_ae: String,
+    move_destination: String,
 }
 
 #[pymethods]
@@ -282,6 +283,7 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
                 status: c.status,
                 error_comment: c.error_comment,
                 move_originator_ae: c.move_originator_ae,
+                move_destination: c.move_destination,
             },
         )?
         .into_any(),
@@ -326,15 +328,25 @@ fn encode_response<'py>(
 }
 
 #[pyfunction]
+#[pyo3(signature = (message_id, sop_class_uid, sop_instance_uid, priority, move_originator_ae = "", move_originator_message_id = 0))]
 fn encode_store_request<'py>(
     py: Python<'py>,
     message_id: u16,
     sop_class_uid: &str,
     sop_instance_uid: &str,
     priority: u16,
+    move_originator_ae: &str,
+    move_originator_message_id: u16,
 ) -> Bound<'py, PyBytes> {
-    let bytes =
-        crate::command::encode_store_request(message_id, sop_class_uid, sop_instance_uid, priority);
+    let originator = (!move_originator_ae.is_empty())
+        .then_some((move_originator_ae, move_originator_message_id));
+    let bytes = crate::command::encode_store_request(
+        message_id,
+        sop_class_uid,
+        sop_instance_uid,
+        priority,
+        originator,
+    );
     PyBytes::new(py, &bytes)
 }
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
-from engine.dicom import dimse, find
+from engine.dicom import dimse, find, move
 from engine.dicom import negotiation as neg
 from engine.dicom.fsm import Event, State, next_step
 from engine.dicom.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
@@ -46,12 +46,13 @@ from policies import access
 if TYPE_CHECKING:
     from engine.dicom.hub import AssociationHub
     from engine.dicom.store import StoreService
+    from engine.forward.senders import ObjectReader
     from engine.services import Shared
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 0x0100
-C_FIND_RQ = 0x0020
+C_FIND_RQ, C_MOVE_RQ = 0x0020, 0x0021
 _MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
@@ -82,6 +83,7 @@ class Acceptor:
     # Storage commitment reports an archive delivers to us, for the forwarder
     # (with how it came, for the log).
     report: Callable[[commitment.Report, str], Awaitable[None]]
+    objects: ObjectReader  # what C-MOVE sub-operations send
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Association(asyncio.BufferedProtocol):
         self._hub = acceptor.hub
         self._storage = acceptor.store
         self._report = acceptor.report
+        self._objects = acceptor.objects
         self._resolved = resolved
         config = acceptor.shared.config.dicom
         self.id = next(_ids)
@@ -308,6 +311,8 @@ class Association(asyncio.BufferedProtocol):
         allowed: frozenset[str] = frozenset()
         if entry is None or entry.query:
             allowed |= neg.QR_FIND
+        if entry is None or entry.retrieve:
+            allowed |= neg.QR_RETRIEVE
         return allowed
 
     def _ae7(
@@ -456,6 +461,8 @@ class Association(asyncio.BufferedProtocol):
             return
         if field == C_FIND_RQ:
             work = self._find(command, context, spool)
+        elif field == C_MOVE_RQ:
+            work = self._move(command, context, spool)
         elif field == N_EVENT_REPORT_RQ:
             work = self._commitment_report(command, context, spool)
         elif not command.affected_sop_instance_uid:
@@ -589,6 +596,88 @@ class Association(asyncio.BufferedProtocol):
             answers=answered,
             status=f"{status:#06x}",
         )
+
+    async def _move(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """C-MOVE SCP: sub-operations over our own association to the destination,
+        a pending response with the counts after each."""
+        shared = self._shared
+        sop_class = context.abstract_syntax
+
+        def respond(status: int, counts: move.Counts, comment: str = "") -> None:
+            rsp = dimse.response(
+                0x8021,
+                command.message_id,
+                status,
+                sop_class,
+                comment=comment,
+                counts=dimse.as_dict(counts),
+            )
+            self._send_command(command, rsp)
+
+        try:
+            request = find.parse(
+                spool.read_dataset(find.MAX_IDENTIFIER), context.transfer_syntax, sop_class
+            )
+            dest = move.destination(shared.config, command.move_destination)
+        except (find.FindFailure, move.MoveFailure, core_rs.CoreError) as exc:
+            status = getattr(exc, "status", find.UNABLE_TO_PROCESS)
+            self._respond(command, 0x8021, status, sop_class=sop_class, comment=str(exc))
+            return
+
+        async def writable() -> None:
+            await self._writable.wait()
+
+        started = time.monotonic()
+        counts, comment, stopped = move.Counts(), "", False
+        try:
+            counts, stopped = await move.run(
+                shared.index,
+                self._objects,
+                dest,
+                shared.config.node.ae_title,
+                request.query,
+                (self.calling_ae, command.message_id),
+                lambda now: respond(move.PENDING, now),
+                lambda: command.message_id in self._cancelled,
+                writable,
+            )
+            status = counts.final_status(stopped)
+        except (move.MoveFailure, find.FindFailure) as exc:
+            status, comment = exc.status, exc.comment
+        finally:
+            self._cancelled.discard(command.message_id)
+        respond(status, counts, comment)
+        log.info(
+            "[%s] C-MOVE to %s: %d sent, %d failed in %.1f s (status %#06x)",
+            self,
+            dest.called_ae,
+            counts.completed,
+            counts.failed,
+            time.monotonic() - started,
+            status,
+        )
+        keys = find.matching_keys(request)
+        if not shared.config.audit.patient_identifiers:
+            keys = {k: v for k, v in keys.items() if not k.startswith("Patient")}
+        shared.audit.write(
+            "retrieve",
+            calling_ae=self.calling_ae,
+            peer=self.peer,
+            destination=dest.called_ae,
+            level=request.query.level,
+            keys=keys,
+            completed=counts.completed,
+            failed=counts.failed,
+            status=f"{status:#06x}",
+        )
+
+    def _send_command(self, command: core_rs.Command, rsp: bytes) -> None:
+        if self.state not in (State.Sta6, State.Sta8):
+            return
+        data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
+        self._handle(Event.Evt9, data=data)
 
     def _send_response(self, command: core_rs.Command, rsp: bytes, dataset: bytes) -> None:
         """A response command set and its dataset, as one write."""

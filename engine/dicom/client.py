@@ -173,13 +173,21 @@ class Requestor:
         priority: int,
         throttle: Throttle | None,
         before_last: Awaitable[None] | None = None,
+        move_originator: tuple[str, int] | None = None,
     ) -> StoreResponse:
         """`before_last` is awaited before the PDU that completes the object goes:
         once it has, the destination may store it, so whatever must be settled
-        before that (the previous object's record) overlaps with the rest."""
+        before that (the previous object's record) overlaps with the rest.
+        `move_originator`: (AE title, message ID) of the C-MOVE this sub-operation serves."""
         message_id = next(self._message_ids) & 0xFFFF
+        originator_ae, originator_id = move_originator or ("", 0)
         command = core_rs.encode_store_request(
-            message_id, sop_class_uid, sop_instance_uid, _DIMSE_PRIORITY.get(priority, 0)
+            message_id,
+            sop_class_uid,
+            sop_instance_uid,
+            _DIMSE_PRIORITY.get(priority, 0),
+            originator_ae,
+            originator_id,
         )
         try:
             async with asyncio.timeout(self._timeout):

@@ -22,7 +22,7 @@ def response(
     *,
     dataset: bool = False,
     comment: str = "",
-    **counts: int,
+    counts: dict[str, int] | None = None,
 ) -> bytes:
     """A response command set, implicit VR little endian with its group length;
     `counts` are keywords such as NumberOfRemainingSuboperations."""
@@ -34,7 +34,7 @@ def response(
     ds.Status = status
     if comment:
         ds.ErrorComment = comment[:64]  # LO
-    for keyword, value in counts.items():
+    for keyword, value in (counts or {}).items():
         setattr(ds, keyword, value)
     return _with_group_length(ds)
 

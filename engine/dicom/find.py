@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 FIND_SOP_CLASSES = frozenset({PATIENT_ROOT_FIND, STUDY_ROOT_FIND})
+_STUDY_ROOT = frozenset({STUDY_ROOT_FIND, "1.2.840.10008.5.1.4.1.2.2.2"})  # FIND, MOVE
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
 IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS = 0xA900, 0xC000
 PAGE = 200  # answers produced per hop to the thread
@@ -64,7 +65,8 @@ class Request:
 
 
 def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
-    """The identifier of a C-FIND-RQ; FindFailure with the status to answer."""
+    """The identifier of a C-FIND-RQ (or C-MOVE-RQ); FindFailure with the status to
+    answer."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -81,7 +83,7 @@ def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
         raise FindFailure(
             IDENTIFIER_DOES_NOT_MATCH, f"QueryRetrieveLevel {level!r} is not one of {LEVELS}"
         )
-    if sop_class == STUDY_ROOT_FIND and level == "PATIENT":
+    if sop_class in _STUDY_ROOT and level == "PATIENT":
         raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, "Study Root has no PATIENT level")
     for keyword, value in keys.items():
         _check_range(keyword, value)

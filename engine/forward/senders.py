@@ -285,9 +285,12 @@ class DicomSender:
         calling_ae: str,
         objects: ObjectReader,
         throttle: Throttle | None,
+        move_originator: tuple[str, int] | None = None,
     ) -> None:
+        """`move_originator`: sending a C-MOVE's sub-operations for this AE and message."""
         self._dest = dest
         self._calling_ae = calling_ae
+        self._move_originator = move_originator
         self._objects = objects
         self._throttle = throttle
         self._assoc: Requestor | None = None
@@ -356,6 +359,7 @@ class DicomSender:
                 job.priority,
                 self._throttle,
                 before_last,
+                self._move_originator,
             )
         except asyncio.CancelledError:
             assoc.broken = True  # cut mid-message: only an A-ABORT can end it now
@@ -435,6 +439,8 @@ def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list
         first = [ENCODERS[dest.transfer_syntax][0]]
     if dest.transfer_syntax == "uncompressed" and stored in DECODERS:
         return [EXPLICIT_LE, stored]
+    if dest.transfer_syntax == "as-stored-or-uncompressed" and stored in DECODERS:
+        return [stored, EXPLICIT_LE]
     if stored == DEFLATED and job.coerce is not None:
         return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated
     if stored in _REENCODABLE:

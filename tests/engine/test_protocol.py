@@ -24,6 +24,7 @@ from engine.dicom.hub import AssociationHub
 from engine.dicom.live import LiveAssociations
 from engine.dicom.store import StoreService
 from engine.forward.commitment import Report
+from engine.forward.senders import ObjectReader
 from engine.services import Shared
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
@@ -110,7 +111,8 @@ class Node:
         )
         store = StoreService(self.shared, self.pool, Router([], []))
         self.reports: list[tuple[Report, str]] = []
-        self.acceptor = Acceptor(self.shared, self.hub, store, self._report)
+        objects = ObjectReader(index, layout, self.pool, metrics)
+        self.acceptor = Acceptor(self.shared, self.hub, store, self._report, objects)
 
     async def _report(self, report: Report, via: str) -> None:
         self.reports.append((report, via))

@@ -11,14 +11,17 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
 )
 
-from tests.support.corpus import SourceFile, make_series
+from bench.peers import free_port, wait_for_port
+from tests.support.corpus import SourceFile, describe, make_series
 from tests.support.dcmtk import storescu
 from tests.support.process import AE_TITLE, EngineProcess
 from tests.support.wire import EXPLICIT_LE, Client, command_set, pdata
@@ -27,13 +30,34 @@ STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 @pytest.fixture(scope="module")
+def workstation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """DCMTK storescp as a workstation at the site (uncompressed only, its default)."""
+    received = tmp_path_factory.mktemp("workstation")
+    port = free_port()
+    scp = subprocess.Popen(
+        ["storescp", "+uf", "-od", str(received), "-aet", "WORKSTATION", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, scp)
+        yield port, received
+    finally:
+        scp.terminate()
+        scp.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
 def site(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, workstation: tuple[int, Path]
 ) -> Iterator[tuple[EngineProcess, dict[str, Any]]]:
-    """One engine holding three patients' studies, for every query test here."""
+    """One engine holding four patients' studies, for every test here."""
     tmp = tmp_path_factory.mktemp("qr")
-    allowed = [{"ae_title": ae} for ae in ("STORESCU", "VIEWER", "FINDSCU", "TESTSCU")]
-    engine = EngineProcess(tmp, {"calling_ae": [*allowed, {"ae_title": "NOQUERY", "query": False}]})
+    names = ("STORESCU", "VIEWER", "FINDSCU", "TESTSCU", "MOVESCU")
+    workstation_ae = {"ae_title": "WORKSTATION", "host": "127.0.0.1", "port": workstation[0]}
+    limited = {"ae_title": "NOQUERY", "query": False, "retrieve": False}
+    calling = [*({"ae_title": name} for name in names), workstation_ae, limited]
+    engine = EngineProcess(tmp, {"calling_ae": calling})
     engine.start()
     studies = {
         "ct": make_series(
@@ -64,9 +88,13 @@ def site(
             AccessionNumber="ACC3",
         ),
     }
+    jpeg = describe(Path(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")))
+    assert isinstance(jpeg, SourceFile)
+    studies["jpeg"] = [jpeg]
     try:
         for files in studies.values():
-            assert storescu(engine.port, [f.path for f in files]).returncode == 0
+            syntax = files[0].transfer_syntax_uid if files is studies["jpeg"] else None
+            assert storescu(engine.port, [f.path for f in files], syntax).returncode == 0
         yield engine, studies
     finally:
         engine.close()
@@ -166,7 +194,7 @@ def test_findscu_study_root_by_patient_id(
     ("keys", "expected"),
     [
         ({"StudyDate": "20240101-20241231"}, {"ct", "mr"}),
-        ({"StudyDate": "-20231231"}, {"zh"}),
+        ({"StudyDate": "20230101-20231231"}, {"zh"}),
         ({"PatientName": "doe*"}, {"ct", "mr"}),
         ({"AccessionNumber": "ACC3"}, {"zh"}),
         ({"ModalitiesInStudy": "MR"}, {"mr"}),
@@ -225,7 +253,8 @@ def test_series_image_and_patient_levels(site: tuple[EngineProcess, dict[str, An
     patient.NumberOfPatientRelatedStudies = ""
     patients, final = c_find(engine, PatientRootQueryRetrieveInformationModelFind, patient)
     found = {str(p.PatientID): int(p.NumberOfPatientRelatedStudies) for p in patients}
-    assert (final, found) == (0, {"P1": 2, "P2": 1})
+    jpeg_patient = str(pydicom.dcmread(studies["jpeg"][0].path).PatientID)
+    assert (final, found) == (0, {"P1": 2, "P2": 1, jpeg_patient: 1})
 
 
 @pytest.mark.parametrize(
@@ -297,3 +326,94 @@ def test_every_query_is_audited(site: tuple[EngineProcess, dict[str, Any]]) -> N
     assert last["keys"]["PatientID"] == "P2"
     assert (last["level"], last["answers"]) == ("STUDY", 1)
     assert last["peer"].startswith("127.0.0.1:")
+
+
+def received_by_workstation(received: Path) -> dict[str, Dataset]:
+    return {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in received.iterdir())}
+
+
+def test_movescu_moves_a_study_to_a_workstation_byte_for_byte(
+    site: tuple[EngineProcess, dict[str, Any]], workstation: tuple[int, Path]
+) -> None:
+    from tests.engine.test_forward import edge_dataset
+
+    engine, studies = site
+    _, received = workstation
+    done = subprocess.run(
+        [
+            "movescu",
+            "-S",
+            "-aet",
+            "MOVESCU",
+            "-aec",
+            AE_TITLE,
+            "-aem",
+            "WORKSTATION",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid(studies['ct'])}",
+            "127.0.0.1",
+            str(engine.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = received_by_workstation(received)
+    for f in studies["ct"]:
+        assert f.sop_instance_uid in got
+        path = next(
+            p for p in received.iterdir() if pydicom.dcmread(p).SOPInstanceUID == f.sop_instance_uid
+        )
+        from pynetdicom.dsutils import split_dataset
+
+        _, offset = split_dataset(path)
+        assert path.read_bytes()[offset:] == edge_dataset(engine, f.sop_instance_uid)
+
+
+def c_move(engine: EngineProcess, identifier: Dataset, destination: str) -> list[Dataset]:
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    try:
+        return [
+            status
+            for status, _ in assoc.send_c_move(
+                identifier, destination, StudyRootQueryRetrieveInformationModelMove
+            )
+        ]
+    finally:
+        assoc.release()
+
+
+def test_move_counts_and_decodes_what_the_destination_refuses(
+    site: tuple[EngineProcess, dict[str, Any]], workstation: tuple[int, Path]
+) -> None:
+    engine, studies = site
+    _, received = workstation
+    series = Dataset()
+    series.QueryRetrieveLevel = "STUDY"
+    series.StudyInstanceUID = study_uid(studies["jpeg"])
+    statuses = c_move(engine, series, "WORKSTATION")
+    final = statuses[-1]
+    assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 1)
+    assert final.NumberOfFailedSuboperations == 0
+    assert [s.Status for s in statuses[:-1]] == [0xFF00] * (len(statuses) - 1)
+    copy = received_by_workstation(received)[studies["jpeg"][0].sop_instance_uid]
+    # The workstation takes no JPEG: it got the pixels decoded, explicit VR LE.
+    assert copy.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    original = pydicom.dcmread(studies["jpeg"][0].path)
+    assert copy.pixel_array.shape == original.pixel_array.shape
+
+
+def test_move_to_an_unknown_ae_is_0xa801(site: tuple[EngineProcess, dict[str, Any]]) -> None:
+    engine, studies = site
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid(studies["mr"])
+    [final] = c_move(engine, query, "NOWHERE")
+    assert final.Status == 0xA801
