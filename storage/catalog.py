@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,14 +85,58 @@ class Catalog:
     env: lmdb.Environment
 
     def __post_init__(self) -> None:
+        # Within `batch`: records read and changed in this transaction, and the
+        # studies' records as they were before it (for their keys), written once.
+        self._staged: dict[tuple[bytes, str], dict[str, Any] | None] | None = None
+        self._before: dict[str, dict[str, Any] | None] = {}
         self.studies = self.env.open_db(b"studies")
         self.series = self.env.open_db(b"series")
         self.patients = self.env.open_db(b"patients")
         self.study_keys = self.env.open_db(b"study_keys")
         self.series_of = self.env.open_db(b"series_of")
         self.instances_of = self.env.open_db(b"instances_of")
+        self._dbs = {b"studies": self.studies, b"series": self.series, b"patients": self.patients}
 
     # ---- writing (inside the index's write transaction) -----------------------------
+
+    @contextmanager
+    def batch(self, txn: lmdb.Transaction) -> Iterator[None]:
+        """Stage record changes for the rest of this transaction and write each
+        record (and a study's keys) once at the end: a group commit's instances
+        mostly share their series, study and patient."""
+        self._staged, self._before = {}, {}
+        try:
+            yield
+            for (name, uid), record in self._staged.items():
+                db = self._dbs[name]
+                if record is None:
+                    txn.delete(uid.encode(), db=db)
+                else:
+                    _put(txn, db, uid, record)
+            for uid, before in self._before.items():
+                self._rekey(txn, uid, before, self._staged.get((b"studies", uid)))
+        finally:
+            self._staged, self._before = None, {}
+
+    def _read(self, txn: lmdb.Transaction, name: bytes, uid: str) -> dict[str, Any] | None:
+        if self._staged is None:
+            return _get(txn, self._dbs[name], uid)
+        key = (name, uid)
+        if key not in self._staged:
+            self._staged[key] = _get(txn, self._dbs[name], uid)
+            if name == b"studies":
+                self._before[uid] = self._staged[key]
+        return self._staged[key]
+
+    def _write(
+        self, txn: lmdb.Transaction, name: bytes, uid: str, record: dict[str, Any] | None
+    ) -> None:
+        if self._staged is not None:
+            self._staged[(name, uid)] = record
+        elif record is None:
+            txn.delete(uid.encode(), db=self._dbs[name])
+        else:
+            _put(txn, self._dbs[name], uid, record)
 
     def clear(self, txn: lmdb.Transaction) -> None:
         """Empty every catalog database (before a rebuild from the instances)."""
@@ -114,7 +159,7 @@ class Catalog:
         else:
             txn.delete(series_key, db=self.instances_of)
         series_before, series_after = self._update(
-            txn, self.series, series_uid, instance, sign, SERIES_FIELDS
+            txn, b"series", series_uid, instance, sign, SERIES_FIELDS
         )
         if (series_before is None) != (series_after is None):
             link = study_uid.encode() + SEP + series_uid.encode()
@@ -124,29 +169,32 @@ class Catalog:
                 txn.delete(link, db=self.series_of)
         series_change = (series_after is not None) - (series_before is not None)
         before, after = self._update(
-            txn, self.studies, study_uid, instance, sign, STUDY_FIELDS, series_change
+            txn, b"studies", study_uid, instance, sign, STUDY_FIELDS, series_change
         )
-        self._rekey(txn, study_uid, before, after)
+        if self._staged is None:
+            self._rekey(txn, study_uid, before, after)
         self._patient(txn, instance, sign, (after is not None) - (before is not None))
 
     def retier(self, txn: lmdb.Transaction, instance: Instance, old_tier: str) -> None:
         """The instance moved from `old_tier` to its tier now."""
-        for db, uid in (
-            (self.series, instance.series_instance_uid),
-            (self.studies, instance.study_instance_uid),
+        for name, uid in (
+            (b"series", instance.series_instance_uid),
+            (b"studies", instance.study_instance_uid),
         ):
-            record = _get(txn, db, uid)
-            if record is None:
+            found = self._read(txn, name, uid)
+            if found is None:
                 continue
-            tiers = record.setdefault("tiers", {})
+            record = dict(found)
+            tiers = dict(record.get("tiers", {}))
             tiers[old_tier] = tiers.get(old_tier, 0) - 1
             tiers[instance.tier] = tiers.get(instance.tier, 0) + 1
-            _put(txn, db, uid, record)
+            record["tiers"] = tiers
+            self._write(txn, name, uid, record)
 
     def _update(
         self,
         txn: lmdb.Transaction,
-        db: Any,
+        name: bytes,
         uid: str,
         instance: Instance,
         sign: int,
@@ -154,7 +202,7 @@ class Catalog:
         series_change: int = 0,
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Count the instance in (or out of) the record of `uid`: (before, after)."""
-        before = _get(txn, db, uid)
+        before = self._read(txn, name, uid)
         record: dict[str, Any] = (
             dict(before) if before else {"instances": 0, "bytes": 0, "series": 0}
         )
@@ -163,16 +211,16 @@ class Catalog:
         record["bytes"] += sign * instance.dataset_length
         record["series"] = record.get("series", 0) + series_change
         record["tiers"][instance.tier] = record["tiers"].get(instance.tier, 0) + sign
-        if db is self.studies and instance.modality:
+        if name == b"studies" and instance.modality:
             modalities = dict(record.get("modalities", {}))
             modalities[instance.modality] = modalities.get(instance.modality, 0) + sign
             record["modalities"] = {m: n for m, n in modalities.items() if n > 0}
         if record["instances"] <= 0:
-            txn.delete(uid.encode(), db=db)
+            self._write(txn, name, uid, None)
             return before, None
         if sign > 0:  # what the newest instance says, where it says anything
-            record.update({name: value for name in fields if (value := instance.field(name))})
-        _put(txn, db, uid, record)
+            record.update({key: value for key in fields if (value := instance.field(key))})
+        self._write(txn, name, uid, record)
         return before, record
 
     def _rekey(
@@ -192,17 +240,18 @@ class Catalog:
     def _patient(self, txn: lmdb.Transaction, instance: Instance, sign: int, studies: int) -> None:
         if not instance.patient_id:
             return
-        record = _get(txn, self.patients, instance.patient_id) or {"studies": 0, "instances": 0}
+        found = self._read(txn, b"patients", instance.patient_id)
+        record: dict[str, Any] = dict(found) if found else {"studies": 0, "instances": 0}
         record["studies"] += studies
         record["instances"] += sign
         if record["instances"] <= 0:
-            txn.delete(instance.patient_id.encode(), db=self.patients)
+            self._write(txn, b"patients", instance.patient_id, None)
             return
         if sign > 0:
             record.update(
                 {name: value for name in PATIENT_FIELDS if (value := instance.field(name))}
             )
-        _put(txn, self.patients, instance.patient_id, record)
+        self._write(txn, b"patients", instance.patient_id, record)
 
     # ---- reading ----------------------------------------------------------------------
 

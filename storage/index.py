@@ -340,7 +340,7 @@ class Index:
         outcomes: list[Outcome] = []
         unreferenced: Unreferenced = []
         jobs: list[Job] = []
-        with self._env.begin(write=True) as txn:
+        with self._env.begin(write=True) as txn, self.catalog.batch(txn):
             self.queues.settle_in(txn, list(settlements))
             for received, targets in batch:
                 if isinstance(targets, Recalled):

@@ -10,13 +10,14 @@ its C-STORE-RSP goes out when the object is durable and indexed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,6 +72,8 @@ _ids = itertools.count(1)
 # connections cost little. Sharing is safe: get_buffer and buffer_updated run back
 # to back on the loop, and the receiver copies whatever it keeps.
 _BEFORE_ASSOCIATION = memoryview(bytearray(64 * 1024))
+_SMALL_READ = 16 * 1024  # reads below this are requests and control PDUs, not image data
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Association(asyncio.BufferedProtocol):
         self.id = next(_ids)
         self.state = State.Sta1
         self.transport: asyncio.Transport | None = None
+        self._socket: Any = None  # set in connection_made, for TCP options
         self.peer = "?"  # the real client: after a PROXY header, the address it names
         self.via = ""  # the trusted load balancer the connection came through
         self.address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
@@ -144,6 +148,7 @@ class Association(asyncio.BufferedProtocol):
         if sock is not None:
             # Without it DCMTK peers stall ~40 ms per object (Nagle + delayed ACK).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socket = sock
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -169,6 +174,13 @@ class Association(asyncio.BufferedProtocol):
         if self.state in (State.Sta13, State.Sta1):
             return  # AA-6: whatever still arrives is ignored
         self._last_activity = asyncio.get_running_loop().time()
+        if nbytes < _SMALL_READ and self._socket is not None:
+            # A request's pieces (command, then identifier) from a peer without
+            # TCP_NODELAY (pynetdicom, DCMTK by default) wait for our ACK of the first:
+            # ACK at once rather than after the kernel's ~40 ms delay. Linux resets
+            # the flag, so it is set again after each small read; big reads need it not.
+            with contextlib.suppress(OSError):
+                self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
         data: memoryview | bytes = self._view[:nbytes]
         if self._first_read or self._proxy is not None:
             unwrapped = self._unwrap_proxy_header(data)
@@ -538,36 +550,34 @@ class Association(asyncio.BufferedProtocol):
             self._respond(command, 0x8020, status, comment=str(exc))
             return
         recallable = any(d.kind == "dicom" and d.recall for d in config.destination)
+        encoder = find.Encoder(request, context.transfer_syntax, config.node.ae_title, recallable)
+        found = find.answers(shared.index, request.query)
 
-        def next_page(pages: Generator[list[dict[str, Any]]]) -> list[bytes] | None:
-            page = next(pages, None)
-            if page is None:
-                return None
-            return [
-                find.encode(
-                    request, answer, context.transfer_syntax, config.node.ae_title, recallable
-                )
-                for answer in page
-            ]
+        def next_page() -> tuple[list[bytes], bool]:
+            """Up to a page of encoded answers, and whether that was the last (then
+            the read transaction is closed in the same hop to the thread)."""
+            page = [encoder(answer) for answer in itertools.islice(found, find.PAGE)]
+            done = len(page) < find.PAGE
+            if done:
+                found.close()
+            return page, done
 
-        pages = find.pages(shared.index, request.query)
-        answered, status, comment = 0, find.SUCCESS, ""
+        pending = core_rs.encode_message(
+            command.context_id,
+            True,
+            dimse.response(
+                0x8020, command.message_id, find.PENDING, context.abstract_syntax, dataset=True
+            ),
+            self._peer_max_pdu,
+        )
+        answered, status, comment, done = 0, find.SUCCESS, "", False
         try:
-            while (page := await asyncio.to_thread(next_page, pages)) is not None:
+            while not done:
+                page, done = await asyncio.to_thread(next_page)
                 for identifier in page:
                     if command.message_id in self._cancelled:
                         break
-                    self._send_response(
-                        command,
-                        dimse.response(
-                            0x8020,
-                            command.message_id,
-                            find.PENDING,
-                            context.abstract_syntax,
-                            dataset=True,
-                        ),
-                        identifier,
-                    )
+                    self._send_pending(command, pending, identifier)
                     answered += 1
                 if command.message_id in self._cancelled:
                     status = find.CANCELLED
@@ -582,7 +592,8 @@ class Association(asyncio.BufferedProtocol):
             status, comment = find.UNABLE_TO_PROCESS, "the query failed on this node"
         finally:
             self._cancelled.discard(command.message_id)
-            await asyncio.to_thread(pages.close)
+            if not done:
+                await asyncio.to_thread(found.close)
         self._respond(command, 0x8020, status, sop_class=context.abstract_syntax, comment=comment)
         keys = find.matching_keys(request)
         if not config.audit.patient_identifiers:
@@ -679,13 +690,14 @@ class Association(asyncio.BufferedProtocol):
         data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
         self._handle(Event.Evt9, data=data)
 
-    def _send_response(self, command: core_rs.Command, rsp: bytes, dataset: bytes) -> None:
-        """A response command set and its dataset, as one write."""
+    def _send_pending(self, command: core_rs.Command, pending: bytes, dataset: bytes) -> None:
+        """A pending response (its command PDU made once per request) and its
+        identifier, as one write."""
         if self.state not in (State.Sta6, State.Sta8):
             return
-        data = core_rs.encode_message(
-            command.context_id, True, rsp, self._peer_max_pdu
-        ) + core_rs.encode_message(command.context_id, False, dataset, self._peer_max_pdu)
+        data = pending + core_rs.encode_message(
+            command.context_id, False, dataset, self._peer_max_pdu
+        )
         self._handle(Event.Evt9, data=data)
 
     def pause_writing(self) -> None:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import socket
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,10 @@ class Requestor:
         self._reader = reader
         self._writer = writer
         self._receiver = receiver
+        # Events read past the response awaited (several answers can share a read).
+        self._unread: deque[core_rs.ControlPdu | core_rs.Command | core_rs.DatasetReceived] = (
+            deque()
+        )
         self.accepted = accepted  # (abstract syntax, transfer syntax) -> context ID
         self._peer_max_pdu = peer_max_pdu
         self._timeout = timeout
@@ -210,19 +215,38 @@ class Requestor:
             raise PeerUnavailable(f"C-STORE of {sop_instance_uid} failed: {exc!r}") from exc
         return StoreResponse(response.status or 0, response.error_comment)
 
+    async def exchange(self, context_id: int, command: bytes, dataset: bytes) -> list[int]:
+        """Send a request (command set and dataset, one write) and read its responses
+        until the final one; their statuses. For requests that answer with pending
+        responses (C-FIND), whose identifiers are read and dropped."""
+        (message_id,) = struct.unpack_from("<H", command, _message_id_offset(command))
+        self._writer.write(
+            core_rs.encode_message(context_id, True, command, self._peer_max_pdu)
+            + core_rs.encode_message(context_id, False, dataset, self._peer_max_pdu)
+        )
+        statuses = []
+        async with asyncio.timeout(self._timeout):
+            while True:
+                response = await self._response(message_id)
+                statuses.append(response.status or 0)
+                if response.status not in (0xFF00, 0xFF01):
+                    return statuses
+
     async def _response(self, message_id: int) -> core_rs.Command:
         while True:
-            data = await self._reader.read(65536)
-            if not data:
-                raise ConnectionError("destination closed the connection")
-            for event in self._receiver.feed(data):
+            while self._unread:
+                event = self._unread.popleft()
                 if isinstance(event, core_rs.Command):
                     if event.message_id_being_responded_to == message_id:
                         return event
                     log.debug("ignoring unexpected %r", event)
                 elif isinstance(event, core_rs.ControlPdu):
                     what = "A-ABORT" if event.pdu_type == _A_ABORT else f"PDU {event.pdu_type}"
-                    raise ConnectionError(f"destination sent {what} during C-STORE")
+                    raise ConnectionError(f"destination sent {what} during a request")
+            data = await self._reader.read(65536)
+            if not data:
+                raise ConnectionError("destination closed the connection")
+            self._unread.extend(self._receiver.feed(data))
 
     async def release(self) -> None:
         """A-RELEASE, waiting (briefly) for the answer; aborts if none comes."""
@@ -243,6 +267,17 @@ class Requestor:
         if not self._writer.is_closing():
             self._writer.write(encode_abort(None))
             self._writer.close()
+
+
+def _message_id_offset(command: bytes) -> int:
+    """Where (0000,0110) Message ID's value is in an implicit VR LE command set."""
+    at = 0
+    while at + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHI", command, at)
+        if (group, element) == (0x0000, 0x0110):
+            return at + 8
+        at += 8 + length
+    raise ValueError("command set without a Message ID")
 
 
 def _frames(context_id: int, window: bytes, max_pdu: int, last: bool) -> list[bytes | memoryview]:
