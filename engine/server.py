@@ -163,8 +163,8 @@ async def _start(
         lambda: _signal_workers(hub.live),
     )
     _on_sighup(stack, reloader)
+    recaller = recall.Recaller(shared, hub.track)  # for the API and for C-MOVE
     if role != "ingest":
-        recaller = recall.Recaller(shared, hub.track)
         stack.callback(await _serve_http(node, reloader, recaller))
     if role == "background":
         stack.callback(wake.listen(wake.socket_path(layout.run), forwarder.wake))
@@ -175,7 +175,7 @@ async def _start(
         stack.callback(hub.live.stop)
         stack.push_async_callback(hub.shutdown, config.dicom.shutdown_grace)
         objects = ObjectReader(index, layout, io_pool, metrics)
-        acceptor = Acceptor(shared, hub, store, forwarder.report, objects)
+        acceptor = Acceptor(shared, hub, store, forwarder.report, objects, recaller)
         for close in await _listen_dicom(acceptor, reuse_port=role == "ingest"):
             stack.push_async_callback(close)  # closed first: new associations refused
     if role != "ingest":

@@ -43,10 +43,12 @@ from engine.dicom.store import (
 from engine.forward import commitment
 from engine.forward.commitment import read_event_information
 from policies import access
+from policies.http_access import Caller
 
 if TYPE_CHECKING:
     from engine.dicom.hub import AssociationHub
     from engine.dicom.store import StoreService
+    from engine.forward.recall import Recaller
     from engine.forward.senders import ObjectReader
     from engine.services import Shared
 
@@ -72,6 +74,7 @@ _ids = itertools.count(1)
 # connections cost little. Sharing is safe: get_buffer and buffer_updated run back
 # to back on the loop, and the receiver copies whatever it keeps.
 _BEFORE_ASSOCIATION = memoryview(bytearray(64 * 1024))
+_RECALL_HEARTBEAT = 5.0  # seconds between pending C-MOVE responses while recalling
 _SMALL_READ = 16 * 1024  # reads below this are requests and control PDUs, not image data
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
 
@@ -87,6 +90,7 @@ class Acceptor:
     # (with how it came, for the log).
     report: Callable[[commitment.Report, str], Awaitable[None]]
     objects: ObjectReader  # what C-MOVE sub-operations send
+    recaller: Recaller  # brings back what a C-MOVE asks for that is only at the center
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Association(asyncio.BufferedProtocol):
         self._storage = acceptor.store
         self._report = acceptor.report
         self._objects = acceptor.objects
+        self._recaller = acceptor.recaller
         self._resolved = resolved
         config = acceptor.shared.config.dicom
         self.id = next(_ids)
@@ -653,6 +658,7 @@ class Association(asyncio.BufferedProtocol):
                 lambda now: respond(move.PENDING, now),
                 lambda: command.message_id in self._cancelled,
                 writable,
+                self._recall if self._recaller.available else None,
             )
             status = counts.final_status(stopped)
         except (move.MoveFailure, find.FindFailure) as exc:
@@ -683,6 +689,23 @@ class Association(asyncio.BufferedProtocol):
             failed=counts.failed,
             status=f"{status:#06x}",
         )
+
+    async def _recall(self, study_uid: str, waiting: Callable[[], None]) -> str:
+        """A study a C-MOVE needs back from the center first; "" once it is here."""
+        caller = Caller(f"C-MOVE from {self.calling_ae}", "admin", self.host)
+        code, body = self._recaller.start(study_uid, caller)
+        if code >= 400:
+            return str(body.get("error", f"recall refused ({code})"))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RECALL_HEARTBEAT):
+                    await self._recaller.wait(study_uid)
+            progress = self._recaller.progress(study_uid)
+            if progress is None:
+                return "the recall was forgotten"
+            if progress.state != "running":
+                return "" if progress.state == "done" else progress.error or progress.state
+            waiting()
 
     def _send_command(self, command: core_rs.Command, rsp: bytes) -> None:
         if self.state not in (State.Sta6, State.Sta8):

@@ -6,8 +6,9 @@ gets 0xA801. The sub-operations are the forwarder's C-STORE sender: zero-copy fr
 the hot file, warm objects restored first, each offered as stored and, where the
 destination refuses that, decoded to explicit VR little endian by core_rs. Instances
 are walked from index keys a page at a time, so a 10,000-instance study is never in
-memory. An instance purged to the center is a failed sub-operation that says so
-(`pacs-edge recall` brings it back first).
+memory. A study only at the center is recalled first (engine.forward.recall: a
+C-MOVE to our own AE from the `recall = true` destination), with pending responses
+while it comes; what still is not here is a failed sub-operation.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ PENDING, SUCCESS, CANCELLED, WARNING = 0xFF00, 0x0000, 0xFE00, 0xB000
 DESTINATION_UNKNOWN = 0xA801
 SUB_OPERATIONS_FAILED = 0xA702  # out of resources: unable to perform sub-operations
 PAGE = 64  # instances handed to the sender at a time
+# Recall a study from the center; calls its second argument while it waits; "" or why not.
+Recall = Callable[[str, Callable[[], None]], Awaitable[str]]
 
 
 @dataclass
@@ -77,9 +80,16 @@ def destination(config: Config, move_destination: str) -> DicomDestination:
     )
 
 
-def count(index: Index, query: Query) -> int:
-    """How many instances the query matches (one pass over keys, nothing kept)."""
-    return sum(1 for _ in instance_uids(index, query))
+def survey(index: Index, query: Query) -> tuple[int, list[str]]:
+    """How many instances the query matches, and the studies of those only at the
+    center (one pass; only the study UIDs are kept)."""
+    total, central = 0, dict[str, None]()
+    for uid in instance_uids(index, query):
+        total += 1
+        record = index.get(uid)
+        if record is not None and record.tier == "central":
+            central[record.study_instance_uid] = None
+    return total, list(central)
 
 
 def job_pages(index: Index, query: Query) -> Generator[list[Job]]:
@@ -120,11 +130,20 @@ async def run(
     report: Callable[[Counts], None],
     cancelled: Callable[[], bool],
     writable: Callable[[], Awaitable[None]],
+    recall: Recall | None,
 ) -> tuple[Counts, bool]:
-    """Send everything `query` matches to `dest`; `report` after each sub-operation.
+    """Send everything `query` matches to `dest`; `report` after each sub-operation
+    (and every few seconds while a study only at the center is recalled first).
     Returns the counts and whether a C-CANCEL ended it."""
-    counts = Counts(remaining=await asyncio.to_thread(count, index, query))
+    total, central = await asyncio.to_thread(survey, index, query)
+    counts = Counts(remaining=total)
     report(counts)
+    for study in central:
+        if recall is None:
+            break  # nothing can send it back: those instances fail below
+        problem = await recall(study, lambda: report(counts))
+        if problem:
+            log.warning("C-MOVE: study %s could not be recalled first: %s", study, problem)
     sender = DicomSender(dest, calling_ae, objects, None, move_originator=originator)
 
     async def settle(deliveries: list[Delivery]) -> None:

@@ -58,6 +58,7 @@ class Recaller:
         self._track = track
         self._recalls: dict[str, Progress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ended: dict[str, asyncio.Event] = {}  # set when that recall ends
 
     def _source(self) -> DicomDestination | None:
         for dest in self._shared.config.destination:
@@ -79,6 +80,7 @@ class Recaller:
         self._recalls[study_uid] = progress
         while len(self._recalls) > _MAX_KEPT:
             self._recalls.pop(next(iter(self._recalls)))
+        self._ended[study_uid] = asyncio.Event()
         task = asyncio.get_running_loop().create_task(self._run(progress, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -116,6 +118,25 @@ class Recaller:
             f": {progress.error}" if progress.error else "",
         )
         self._shared.audit.write("recall_ended", **asdict(progress))
+        ended = self._ended.pop(progress.study_instance_uid, None)
+        if ended is not None:
+            ended.set()
+
+    async def wait(self, study_uid: str) -> Progress | None:
+        """The recall of `study_uid` once it ended; None when there is none. Bound it
+        with asyncio.timeout to do something meanwhile (it is then still running)."""
+        ended = self._ended.get(study_uid)
+        if ended is not None:
+            await ended.wait()
+        return self._recalls.get(study_uid)
+
+    def progress(self, study_uid: str) -> Progress | None:
+        return self._recalls.get(study_uid)
+
+    @property
+    def available(self) -> bool:
+        """Whether a destination can send studies back (`recall = true`)."""
+        return self._source() is not None
 
     def _move(self, progress: Progress, dest: DicomDestination) -> None:
         ours = self._shared.config.node.ae_title

@@ -24,6 +24,7 @@ from engine.dicom.hub import AssociationHub
 from engine.dicom.live import LiveAssociations
 from engine.dicom.store import StoreService
 from engine.forward.commitment import Report
+from engine.forward.recall import Recaller
 from engine.forward.senders import ObjectReader
 from engine.services import Shared
 from monitoring.audit import AuditLog
@@ -112,7 +113,8 @@ class Node:
         store = StoreService(self.shared, self.pool, Router([], []))
         self.reports: list[tuple[Report, str]] = []
         objects = ObjectReader(index, layout, self.pool, metrics)
-        self.acceptor = Acceptor(self.shared, self.hub, store, self._report, objects)
+        recaller = Recaller(self.shared, self.hub.track)
+        self.acceptor = Acceptor(self.shared, self.hub, store, self._report, objects, recaller)
 
     async def _report(self, report: Report, via: str) -> None:
         self.reports.append((report, via))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from bench.peers import free_port, wait_for_port
 from tests.support.corpus import SourceFile, describe, make_series
 from tests.support.dcmtk import storescu
-from tests.support.process import AE_TITLE, EngineProcess
+from tests.support.process import AE_TITLE, EngineProcess, wait_until
 from tests.support.wire import EXPLICIT_LE, Client, command_set, pdata
 
 STUDY_ROOT = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -417,3 +417,65 @@ def test_move_to_an_unknown_ae_is_0xa801(site: tuple[EngineProcess, dict[str, An
     query.StudyInstanceUID = study_uid(studies["mr"])
     [final] = c_move(engine, query, "NOWHERE")
     assert final.Status == 0xA801
+
+
+def test_the_site_keeps_working_through_a_central_outage(
+    engine_factory: Callable[..., EngineProcess],
+    workstation: tuple[int, Path],
+    tmp_path: Path,
+) -> None:
+    """The outage story end to end: a study purged to the center comes back inside a
+    workstation's C-MOVE (recalled first); with the center down, a new study is
+    stored, found and moved to the workstation from the edge alone; the center comes
+    back and the queue drains by itself."""
+    from tests.engine.test_forward import FAST_RETRY, central_dataset, dicom_destination, drained
+    from tests.engine.test_lifecycle import orthanc_for, tiers
+    from tests.engine.test_recall import PURGE_WHEN_COMMITTED, reload_lifecycle
+
+    scp_port, received = workstation
+    engine = engine_factory({"lifecycle": PURGE_WHEN_COMMITTED, "forward": FAST_RETRY}, start=False)
+    central = orthanc_for(engine, tmp_path / "orthanc").start()
+    try:
+        engine.settings["destination"] = [
+            dicom_destination(central, commitment=True, commitment_wait=0, recall=True)
+        ]
+        engine.settings["calling_ae"] = [
+            *({"ae_title": ae} for ae in ("STORESCU", "VIEWER", central.ae_title)),
+            {"ae_title": "WORKSTATION", "host": "127.0.0.1", "port": scp_port},
+        ]
+        engine.start()
+        old = make_series(tmp_path / "old", 5, PatientID="OUT1")
+        assert storescu(engine.port, [f.path for f in old]).returncode == 0
+        wait_until(lambda: tiers(engine)["central"] == 5, 120, "the old study purged")
+        reload_lifecycle(engine, {"window": "", "interval": 1.0, "rule": []})
+        [answer], _ = c_find(
+            engine, StudyRootQueryRetrieveInformationModelFind, study_query(PatientID="OUT1")
+        )
+        assert answer.InstanceAvailability == "NEARLINE"  # at the center, recallable
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = answer.StudyInstanceUID
+        final = c_move(engine, query, "WORKSTATION")[-1]
+        assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 5)
+        got = received_by_workstation(received)
+        assert {f.sop_instance_uid for f in old} <= set(got)
+        assert tiers(engine)["hot"] == 5
+        # The WAN goes: the site still stores, finds and moves.
+        central.stop()
+        new = make_series(tmp_path / "new", 3, PatientID="OUT2")
+        assert storescu(engine.port, [f.path for f in new]).returncode == 0
+        [answer], _ = c_find(
+            engine, StudyRootQueryRetrieveInformationModelFind, study_query(PatientID="OUT2")
+        )
+        assert answer.InstanceAvailability == "ONLINE"
+        query.StudyInstanceUID = answer.StudyInstanceUID
+        final = c_move(engine, query, "WORKSTATION")[-1]
+        assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 3)
+        assert {f.sop_instance_uid for f in new} <= set(received_by_workstation(received))
+        # The center is back: the backlog moves by itself.
+        central.start()
+        wait_until(lambda: drained(engine), 120, "the queue to drain after the outage")
+        for f in new:
+            assert central_dataset(central, f.sop_instance_uid) is not None
+    finally:
+        central.stop()
