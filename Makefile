@@ -3,7 +3,7 @@
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
-#   make bench-full - the whole matrix, forward, scaling and recall benchmarks, a 10-minute soak
+#   make bench-full - the whole matrix, forward, scaling, recall and query benchmarks, a 10-minute soak
 #   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS/HTJ2K round trip, RLE,
 #                  JPEG 2000 and JPEG decoders
 SHELL := /bin/bash
@@ -86,6 +86,7 @@ bench-full: system-deps build-dev
 	$(PY) -m bench.soak --duration 600
 	$(PY) -m bench.codecs
 	$(PY) -m bench.recall
+	$(PY) -m bench.query
 
 # libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip, the RLE decoder
 # and the JPEG 2000 decoder

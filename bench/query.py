@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import random
 import statistics
 import struct
@@ -158,12 +159,17 @@ def kinds(studies: list[Study], rng: random.Random) -> dict[str, Callable[[], di
         "AccessionNumber": lambda: {"AccessionNumber": one().accession},
         "StudyDate, one day": lambda: {"StudyDate": one().date},
         "StudyDate, 3 days + MG": lambda: {
-            "StudyDate": (lambda d: f"{d}-{int(d) + 2}")(one().date),
+            "StudyDate": _three_days(one().date),
             "ModalitiesInStudy": "MG",
         },
         "PatientName prefix": lambda: {"PatientName": one().name.split("=")[0][:-2] + "*"},
         "PatientName, Chinese": lambda: {"PatientName": rng.choice(list(CHINESE.values())) + "^f*"},
     }
+
+
+def _three_days(day: str) -> str:
+    first = datetime.datetime.strptime(day, "%Y%m%d")
+    return f"{day}-{(first + datetime.timedelta(days=2)):%Y%m%d}"
 
 
 RETURN_KEYS = (
