@@ -5,6 +5,7 @@ use crate::error::{CoreError, Result};
 pub const C_STORE_RQ: u16 = 0x0001;
 pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
 /// Query/Retrieve requests: their identifiers are read back from a spool file.
+pub const C_GET_RQ: u16 = 0x0010;
 pub const C_FIND_RQ: u16 = 0x0020;
 pub const C_MOVE_RQ: u16 = 0x0021;
 pub const C_ECHO_RQ: u16 = 0x0030;

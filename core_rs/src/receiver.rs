@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::command::{
-    self, Command, C_FIND_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ,
+    self, Command, C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ,
 };
 use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
@@ -174,7 +174,7 @@ impl Assembler {
             // (the command gets "unrecognized").
             let spooled = matches!(
                 command.command_field,
-                C_STORE_RQ | N_EVENT_REPORT_RQ | C_FIND_RQ | C_MOVE_RQ
+                C_STORE_RQ | N_EVENT_REPORT_RQ | C_FIND_RQ | C_MOVE_RQ | C_GET_RQ
             );
             let spool = spooled.then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
             self.dataset = Some(Incoming { context_id, spool });

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
-from engine.dicom import dimse, find, move
+from engine.dicom import dimse, find, get, move
 from engine.dicom import negotiation as neg
+from engine.dicom.client import Payload, PeerUnavailable, frames
 from engine.dicom.fsm import Event, State, next_step
 from engine.dicom.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
 from engine.dicom.proxy_protocol import (
@@ -42,6 +43,7 @@ from engine.dicom.store import (
 )
 from engine.forward import commitment
 from engine.forward.commitment import read_event_information
+from engine.forward.senders import DicomSender, ObjectReader
 from policies import access
 from policies.http_access import Caller
 
@@ -49,13 +51,12 @@ if TYPE_CHECKING:
     from engine.dicom.hub import AssociationHub
     from engine.dicom.store import StoreService
     from engine.forward.recall import Recaller
-    from engine.forward.senders import ObjectReader
     from engine.services import Shared
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 0x0100
-C_FIND_RQ, C_MOVE_RQ = 0x0020, 0x0021
+C_FIND_RQ, C_MOVE_RQ, C_GET_RQ, C_STORE_RSP = 0x0020, 0x0021, 0x0010, 0x8001
 _MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
@@ -136,6 +137,9 @@ class Association(asyncio.BufferedProtocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
         self._cancelled: set[int] = set()  # message IDs a C-CANCEL-RQ named
+        self.contexts: dict[tuple[str, str], int] = {}  # C-GET sub-operations' (see _ae7)
+        self._sub_operations: dict[int, asyncio.Future[int]] = {}  # message ID -> status
+        self._sub_ids = itertools.count(1)
         self._writable = asyncio.Event()  # cleared while the transport's buffer is full
         self._writable.set()
         self.stored = 0
@@ -258,6 +262,9 @@ class Association(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._writable.set()  # a paused answer loop wakes up, sees the state and ends
+        for waiter in self._sub_operations.values():
+            if not waiter.done():
+                waiter.set_exception(PeerUnavailable("the requestor closed the association"))
         if self.state is not State.Sta1:
             self._handle(Event.Evt17, why=str(exc) if exc else "peer closed the connection")
         self._cancel_timers()
@@ -300,10 +307,15 @@ class Association(asyncio.BufferedProtocol):
         if rejection is not None:
             self._handle(Event.Evt8, rejection=rejection)
             return
-        accepted, results = neg.negotiate(
-            request.contexts, request.role_items, self._services(request.calling_ae)
+        services = self._services(request.calling_ae)
+        accepted, results = neg.negotiate(request.contexts, request.role_items, services)
+        self._handle(
+            Event.Evt7,
+            request=request,
+            accepted=accepted,
+            results=results,
+            storage_scp=neg.storage_scps(request, services),
         )
-        self._handle(Event.Evt7, request=request, accepted=accepted, results=results)
 
     def _decide(self, request: AssociationRequest) -> access.Rejection | None:
         if request.protocol_version & 0x0001 == 0:
@@ -329,22 +341,34 @@ class Association(asyncio.BufferedProtocol):
         if entry is None or entry.query:
             allowed |= neg.QR_FIND
         if entry is None or entry.retrieve:
-            allowed |= neg.QR_RETRIEVE
+            allowed |= neg.QR_RETRIEVE | neg.QR_GET
         return allowed
 
     def _ae7(
-        self, request: AssociationRequest, accepted: list[AcceptedContext], results: list[Any]
+        self,
+        request: AssociationRequest,
+        accepted: list[AcceptedContext],
+        results: list[Any],
+        storage_scp: frozenset[str],
     ) -> None:
         assert self.transport is not None
         self._peer_max_pdu = request.peer_max_pdu
         self._contexts = {cx.context_id: cx for cx in accepted}
+        # Where C-GET sub-operations may go: the requestor is SCP for these classes.
+        self.contexts = {
+            (cx.abstract_syntax, cx.transfer_syntax): cx.context_id
+            for cx in accepted
+            if cx.abstract_syntax in storage_scp
+        }
         self._receiver.establish(
             request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
         )
         # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
         self._view = memoryview(bytearray(self._shared.config.dicom.max_pdu + 1024))
         self._hub.associated(self)
-        self.transport.write(neg.encode_accept(request, results, self._shared.config.dicom.max_pdu))
+        self.transport.write(
+            neg.encode_accept(request, results, self._shared.config.dicom.max_pdu, storage_scp)
+        )
         self._hub.established(self)
         log.info(
             "[%s] association accepted: %d of %d presentation contexts, peer %s %s",
@@ -453,6 +477,10 @@ class Association(asyncio.BufferedProtocol):
             self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
         elif field == C_STORE_RQ:
             self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
+        elif field == C_STORE_RSP:  # a C-GET sub-operation's answer
+            waiter = self._sub_operations.get(command.message_id_being_responded_to or 0)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(command.status or 0)
         elif field == C_CANCEL_RQ:
             if command.message_id_being_responded_to is not None:
                 self._cancelled.add(command.message_id_being_responded_to)
@@ -478,8 +506,8 @@ class Association(asyncio.BufferedProtocol):
             return
         if field == C_FIND_RQ:
             work = self._find(command, context, spool)
-        elif field == C_MOVE_RQ:
-            work = self._move(command, context, spool)
+        elif field in (C_MOVE_RQ, C_GET_RQ):
+            work = self._retrieve(command, context, spool)
         elif field == N_EVENT_REPORT_RQ:
             work = self._commitment_report(command, context, spool)
         elif not command.affected_sop_instance_uid:
@@ -613,17 +641,19 @@ class Association(asyncio.BufferedProtocol):
             status=f"{status:#06x}",
         )
 
-    async def _move(
+    async def _retrieve(
         self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
     ) -> None:
-        """C-MOVE SCP: sub-operations over our own association to the destination,
-        a pending response with the counts after each."""
+        """C-MOVE SCP (sub-operations over our own association to the destination)
+        and C-GET SCP (on this one), a pending response with the counts after each."""
         shared = self._shared
         sop_class = context.abstract_syntax
+        is_get = command.command_field == C_GET_RQ
+        field = 0x8010 if is_get else 0x8021
 
         def respond(status: int, counts: move.Counts, comment: str = "") -> None:
             rsp = dimse.response(
-                0x8021,
+                field,
                 command.message_id,
                 status,
                 sop_class,
@@ -636,10 +666,10 @@ class Association(asyncio.BufferedProtocol):
             request = find.parse(
                 spool.read_dataset(find.MAX_IDENTIFIER), context.transfer_syntax, sop_class
             )
-            dest = move.destination(shared.config, command.move_destination)
+            dest = None if is_get else move.destination(shared.config, command.move_destination)
         except (find.FindFailure, move.MoveFailure, core_rs.CoreError) as exc:
             status = getattr(exc, "status", find.UNABLE_TO_PROCESS)
-            self._respond(command, 0x8021, status, sop_class=sop_class, comment=str(exc))
+            self._respond(command, field, status, sop_class=sop_class, comment=str(exc))
             return
 
         async def writable() -> None:
@@ -648,13 +678,21 @@ class Association(asyncio.BufferedProtocol):
         started = time.monotonic()
         counts, comment, stopped = move.Counts(), "", False
         try:
+            sender: move.SubOperations = (
+                get.ReturnSender(self, self._objects)
+                if dest is None
+                else DicomSender(
+                    dest,
+                    shared.config.node.ae_title,
+                    self._objects,
+                    None,
+                    move_originator=(self.calling_ae, command.message_id),
+                )
+            )
             counts, stopped = await move.run(
                 shared.index,
-                self._objects,
-                dest,
-                shared.config.node.ae_title,
+                sender,
                 request.query,
-                (self.calling_ae, command.message_id),
                 lambda now: respond(move.PENDING, now),
                 lambda: command.message_id in self._cancelled,
                 writable,
@@ -666,10 +704,11 @@ class Association(asyncio.BufferedProtocol):
         finally:
             self._cancelled.discard(command.message_id)
         respond(status, counts, comment)
+        destination = "the requestor (C-GET)" if dest is None else dest.called_ae
         log.info(
-            "[%s] C-MOVE to %s: %d sent, %d failed in %.1f s (status %#06x)",
+            "[%s] retrieve to %s: %d sent, %d failed in %.1f s (status %#06x)",
             self,
-            dest.called_ae,
+            destination,
             counts.completed,
             counts.failed,
             time.monotonic() - started,
@@ -682,7 +721,7 @@ class Association(asyncio.BufferedProtocol):
             "retrieve",
             calling_ae=self.calling_ae,
             peer=self.peer,
-            destination=dest.called_ae,
+            destination=destination,
             level=request.query.level,
             keys=keys,
             completed=counts.completed,
@@ -706,6 +745,34 @@ class Association(asyncio.BufferedProtocol):
             if progress.state != "running":
                 return "" if progress.state == "done" else progress.error or progress.state
             waiting()
+
+    async def store(
+        self, context_id: int, sop_class_uid: str, sop_instance_uid: str, payload: Payload
+    ) -> int:
+        """A C-STORE sub-operation of a C-GET on this association: the request, the
+        dataset in windows as the requestor reads them, then its answer's status."""
+        message_id = next(self._sub_ids) & 0xFFFF
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._sub_operations[message_id] = waiter
+        try:
+            command = core_rs.encode_store_request(message_id, sop_class_uid, sop_instance_uid, 0)
+            self._write_data(
+                [core_rs.encode_message(context_id, True, command, self._peer_max_pdu)]
+            )
+            for window, last in payload.windows():
+                self._write_data(frames(context_id, window, self._peer_max_pdu, last))
+                await self._writable.wait()
+            async with asyncio.timeout(self._shared.config.dicom.idle_timeout):
+                return await waiter
+        except TimeoutError as exc:
+            raise PeerUnavailable(f"no C-STORE-RSP for {sop_instance_uid}") from exc
+        finally:
+            del self._sub_operations[message_id]
+
+    def _write_data(self, pieces: list[bytes | memoryview]) -> None:
+        if self.state not in (State.Sta6, State.Sta8) or self.transport is None:
+            raise PeerUnavailable("the association ended")
+        self.transport.writelines(pieces)
 
     def _send_command(self, command: core_rs.Command, rsp: bytes) -> None:
         if self.state not in (State.Sta6, State.Sta8):

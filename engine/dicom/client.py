@@ -202,12 +202,12 @@ class Requestor:
                 for window, last in payload.windows():
                     if throttle is not None:
                         await throttle(len(window))
-                    frames = _frames(context_id, window, self._peer_max_pdu, last)
+                    pdus = frames(context_id, window, self._peer_max_pdu, last)
                     if last and before_last is not None:
-                        self._writer.writelines(frames[:-2])  # all but the final PDU
+                        self._writer.writelines(pdus[:-2])  # all but the final PDU
                         await before_last
-                        frames = frames[-2:]
-                    self._writer.writelines(frames)
+                        pdus = pdus[-2:]
+                    self._writer.writelines(pdus)
                     await self._writer.drain()
                 response = await self._response(message_id)
         except (OSError, TimeoutError, core_rs.CoreError) as exc:
@@ -280,7 +280,7 @@ def _message_id_offset(command: bytes) -> int:
     raise ValueError("command set without a Message ID")
 
 
-def _frames(context_id: int, window: bytes, max_pdu: int, last: bool) -> list[bytes | memoryview]:
+def frames(context_id: int, window: bytes, max_pdu: int, last: bool) -> list[bytes | memoryview]:
     """P-DATA-TF PDUs around a dataset window, zero-copy: each PDU is a 12-byte
     header (PS3.8 9.3.5) and a slice of the bytes read from disk, handed to the
     transport as they are (measured: framing into a new buffer, in Rust, cost

@@ -18,9 +18,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from typing import Protocol
 
 from engine.dicom.client import PeerUnavailable
-from engine.forward.senders import Delivery, DicomSender, ObjectReader
+from engine.forward.senders import Delivery, Settle
 from policies.config import Config, DicomDestination
 from storage.index import Index
 from storage.query import Query, instance_uids
@@ -120,21 +121,26 @@ def job_pages(index: Index, query: Query) -> Generator[list[Job]]:
         yield page
 
 
+class SubOperations(Protocol):
+    """Who sends the sub-operations: a DicomSender to the move destination, or the
+    requestor's own association for C-GET (engine.dicom.get)."""
+
+    async def send(self, jobs: list[Job], settle: Settle) -> None: ...
+    async def close(self) -> None: ...
+
+
 async def run(
     index: Index,
-    objects: ObjectReader,
-    dest: DicomDestination,
-    calling_ae: str,
+    sender: SubOperations,
     query: Query,
-    originator: tuple[str, int],
     report: Callable[[Counts], None],
     cancelled: Callable[[], bool],
     writable: Callable[[], Awaitable[None]],
     recall: Recall | None,
 ) -> tuple[Counts, bool]:
-    """Send everything `query` matches to `dest`; `report` after each sub-operation
-    (and every few seconds while a study only at the center is recalled first).
-    Returns the counts and whether a C-CANCEL ended it."""
+    """Send everything `query` matches through `sender`; `report` after each
+    sub-operation (and every few seconds while a study only at the center is
+    recalled first). Returns the counts and whether a C-CANCEL ended it."""
     total, central = await asyncio.to_thread(survey, index, query)
     counts = Counts(remaining=total)
     report(counts)
@@ -143,8 +149,7 @@ async def run(
             break  # nothing can send it back: those instances fail below
         problem = await recall(study, lambda: report(counts))
         if problem:
-            log.warning("C-MOVE: study %s could not be recalled first: %s", study, problem)
-    sender = DicomSender(dest, calling_ae, objects, None, move_originator=originator)
+            log.warning("retrieve: study %s could not be recalled first: %s", study, problem)
 
     async def settle(deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -154,10 +159,7 @@ async def run(
             else:
                 counts.failed += 1
                 log.warning(
-                    "C-MOVE to %s: %s not sent: %s",
-                    dest.called_ae,
-                    delivery.job.sop_instance_uid,
-                    delivery.message,
+                    "retrieve: %s not sent: %s", delivery.job.sop_instance_uid, delivery.message
                 )
         report(counts)
         await writable()
@@ -172,7 +174,7 @@ async def run(
             try:
                 await sender.send(page, settle)
             except PeerUnavailable as exc:
-                raise MoveFailure(SUB_OPERATIONS_FAILED, f"{dest.called_ae}: {exc}") from exc
+                raise MoveFailure(SUB_OPERATIONS_FAILED, str(exc)) from exc
     finally:
         await asyncio.to_thread(pages.close)
         await sender.close()

@@ -44,7 +44,9 @@ QR_RETRIEVE = frozenset(
         "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root MOVE
     }
 )
-NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT}) | QR_FIND | QR_RETRIEVE
+# C-GET: the images come back on the same association, the requestor as storage SCP.
+QR_GET = frozenset({"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"})
+NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT}) | QR_FIND | QR_RETRIEVE | QR_GET
 # Services that carry only command sets and identifiers: no pixel codecs.
 _UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 
@@ -247,9 +249,26 @@ def our_user_information(max_pdu: int) -> list[Any]:
     return [max_length, impl_uid, impl_version]
 
 
+def storage_scps(request: AssociationRequest, services: frozenset[str]) -> frozenset[str]:
+    """Storage SOP classes the requestor will be SCP for (SCP/SCU Role Selection,
+    PS3.7 D.3.3.4), honoured when it may C-GET: ours to send it C-STORE-RQs on."""
+    if not services & QR_GET:
+        return frozenset()
+    storage = storage_sop_classes()
+    return frozenset(
+        str(item.sop_class_uid)
+        for item in request.role_items
+        if item.scp_role and str(item.sop_class_uid) in storage
+    )
+
+
 def encode_accept(
-    request: AssociationRequest, results: list[PresentationContext], our_max_pdu: int
+    request: AssociationRequest,
+    results: list[PresentationContext],
+    our_max_pdu: int,
+    storage_scp: frozenset[str] = frozenset(),
 ) -> bytes:
+    """`storage_scp`: the classes the requestor is accepted as SCP for (C-GET)."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = APPLICATION_CONTEXT
     primitive.calling_ae_title = request.calling_ae
@@ -265,7 +284,8 @@ def encode_accept(
         reply = SCP_SCU_RoleSelectionNegotiation()
         reply.sop_class_uid = proposed.sop_class_uid
         reply.scu_role = bool(proposed.scu_role)
-        reply.scp_role = str(proposed.sop_class_uid) in reporters
+        uid = str(proposed.sop_class_uid)
+        reply.scp_role = uid in reporters or uid in storage_scp
         items.append(reply)
     primitive.user_information = items
     pdu = A_ASSOCIATE_AC()

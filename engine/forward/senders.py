@@ -448,6 +448,15 @@ def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list
     return [*first, stored]
 
 
+def fallback_syntaxes(instance: Instance) -> list[str]:
+    """What an object can go as when its stored syntax is refused: explicit VR LE,
+    decoded (what core_rs decodes) or re-encoded (implicit, big endian, deflated)."""
+    stored = instance.transfer_syntax_uid
+    if stored != EXPLICIT_LE and (stored in DECODERS or stored in _REENCODABLE):
+        return [EXPLICIT_LE]
+    return []
+
+
 def _describe(response: StoreResponse) -> str:
     text = f"status {response.status:#06x}"
     return f"{text}: {response.comment}" if response.comment else text

@@ -17,6 +17,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -53,7 +54,7 @@ def site(
 ) -> Iterator[tuple[EngineProcess, dict[str, Any]]]:
     """One engine holding four patients' studies, for every test here."""
     tmp = tmp_path_factory.mktemp("qr")
-    names = ("STORESCU", "VIEWER", "FINDSCU", "TESTSCU", "MOVESCU")
+    names = ("STORESCU", "VIEWER", "FINDSCU", "TESTSCU", "MOVESCU", "GETSCU")
     workstation_ae = {"ae_title": "WORKSTATION", "host": "127.0.0.1", "port": workstation[0]}
     limited = {"ae_title": "NOQUERY", "query": False, "retrieve": False}
     calling = [*({"ae_title": name} for name in names), workstation_ae, limited]
@@ -479,3 +480,84 @@ def test_the_site_keeps_working_through_a_central_outage(
             assert central_dataset(central, f.sop_instance_uid) is not None
     finally:
         central.stop()
+
+
+def test_getscu_gets_a_study_on_its_own_association(
+    site: tuple[EngineProcess, dict[str, Any]], tmp_path: Path
+) -> None:
+    from pynetdicom.dsutils import split_dataset
+
+    from tests.engine.test_forward import edge_dataset
+
+    engine, studies = site
+    done = subprocess.run(
+        [
+            "getscu",
+            "-S",
+            "-aec",
+            AE_TITLE,
+            "-od",
+            str(tmp_path),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid(studies['mr'])}",
+            "127.0.0.1",
+            str(engine.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    files = list(tmp_path.iterdir())
+    assert len(files) == len(studies["mr"])
+    for path in files:
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        _, offset = split_dataset(path)
+        assert path.read_bytes()[offset:] == edge_dataset(engine, uid)
+
+
+def test_c_get_counts_and_decodes_for_an_uncompressed_only_requestor(
+    site: tuple[EngineProcess, dict[str, Any]],
+) -> None:
+    from pynetdicom import build_role, evt
+    from pynetdicom.events import Event
+
+    engine, studies = site
+    storage = ["1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.2"]  # SC, CT
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    for sop_class in storage:
+        ae.add_requested_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    got: dict[str, str] = {}
+
+    def on_store(event: Event) -> int:
+        got[str(event.request.AffectedSOPInstanceUID)] = str(event.context.transfer_syntax)
+        return 0x0000
+
+    roles = [build_role(sop_class, scp_role=True) for sop_class in storage]
+    assoc = ae.associate(
+        "127.0.0.1",
+        engine.port,
+        ae_title=AE_TITLE,
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = [study_uid(studies["jpeg"]), study_uid(studies["ct"])]
+    try:
+        statuses = [
+            s for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
+        ]
+    finally:
+        assoc.release()
+    final = statuses[-1]
+    assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 4)
+    assert final.NumberOfFailedSuboperations == 0
+    jpeg = studies["jpeg"][0].sop_instance_uid
+    assert got[jpeg] == "1.2.840.10008.1.2.1"  # decoded: the requestor takes no JPEG
+    assert {f.sop_instance_uid for f in studies["ct"]} <= set(got)

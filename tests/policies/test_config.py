@@ -117,7 +117,8 @@ CENTRAL = (
         (
             CENTRAL + 'transfer_syntax = "jpeg2000-lossless"\n',
             "destination[0] \"central\".transfer_syntax: Input should be 'as-stored', "
-            "'jpeg-ls-lossless', 'htj2k-lossless' or 'uncompressed'",
+            "'as-stored-or-uncompressed', 'jpeg-ls-lossless', 'htj2k-lossless' or "
+            "'uncompressed'",
         ),
     ],
 )
