@@ -87,6 +87,7 @@ bench-full: system-deps build-dev
 	$(PY) -m bench.codecs
 	$(PY) -m bench.recall
 	$(PY) -m bench.query
+	$(PY) -m bench.retrieve
 
 # libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip, the RLE decoder
 # and the JPEG 2000 decoder

@@ -183,6 +183,20 @@ RETURN_KEYS = (
 )
 
 
+def identifier(keys: dict[str, str]) -> Dataset:
+    """A STUDY-level identifier: the return keys, then `keys` to match (UTF-8 when
+    a value is not ASCII)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for keyword in RETURN_KEYS:
+        setattr(ds, keyword, "")
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    if not all(value.isascii() for value in keys.values()):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -269,15 +283,7 @@ def measure(
         for name, make in kinds(studies, rng).items():
             times, answers = [], []
             for _ in range(repeat):
-                ds = Dataset()
-                ds.QueryRetrieveLevel = "STUDY"
-                for keyword in RETURN_KEYS:
-                    setattr(ds, keyword, "")
-                keys = make()
-                for keyword, value in keys.items():
-                    setattr(ds, keyword, value)
-                if not all(value.isascii() for value in keys.values()):
-                    ds.SpecificCharacterSet = "ISO_IR 192"
+                ds = identifier(make())
                 started = time.perf_counter()
                 found = sum(
                     1
@@ -320,15 +326,7 @@ async def measure_lean(
         for name, make in kinds(studies, rng).items():
             times = []
             for n in range(repeat):
-                ds = Dataset()
-                ds.QueryRetrieveLevel = "STUDY"
-                for keyword in RETURN_KEYS:
-                    setattr(ds, keyword, "")
-                keys = make()
-                for keyword, value in keys.items():
-                    setattr(ds, keyword, value)
-                if not all(value.isascii() for value in keys.values()):
-                    ds.SpecificCharacterSet = "ISO_IR 192"
+                ds = identifier(make())
                 buffer = DicomBytesIO()
                 buffer.is_implicit_VR, buffer.is_little_endian = False, True
                 write_dataset(buffer, ds)

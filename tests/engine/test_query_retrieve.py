@@ -329,6 +329,33 @@ def test_every_query_is_audited(site: tuple[EngineProcess, dict[str, Any]]) -> N
     assert last["peer"].startswith("127.0.0.1:")
 
 
+def dcmtk_retrieve(
+    tool: str, engine: EngineProcess, study: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """DCMTK movescu or getscu, Study Root, for one study."""
+    return subprocess.run(
+        [
+            tool,
+            "-S",
+            "-aet",
+            tool.upper(),
+            "-aec",
+            AE_TITLE,
+            *options,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study}",
+            "127.0.0.1",
+            str(engine.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def received_by_workstation(received: Path) -> dict[str, Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in received.iterdir())}
 
@@ -340,28 +367,7 @@ def test_movescu_moves_a_study_to_a_workstation_byte_for_byte(
 
     engine, studies = site
     _, received = workstation
-    done = subprocess.run(
-        [
-            "movescu",
-            "-S",
-            "-aet",
-            "MOVESCU",
-            "-aec",
-            AE_TITLE,
-            "-aem",
-            "WORKSTATION",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid(studies['ct'])}",
-            "127.0.0.1",
-            str(engine.port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = dcmtk_retrieve("movescu", engine, study_uid(studies["ct"]), "-aem", "WORKSTATION")
     assert done.returncode == 0, done.stderr
     got = received_by_workstation(received)
     for f in studies["ct"]:
@@ -490,26 +496,7 @@ def test_getscu_gets_a_study_on_its_own_association(
     from tests.engine.test_forward import edge_dataset
 
     engine, studies = site
-    done = subprocess.run(
-        [
-            "getscu",
-            "-S",
-            "-aec",
-            AE_TITLE,
-            "-od",
-            str(tmp_path),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid(studies['mr'])}",
-            "127.0.0.1",
-            str(engine.port),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = dcmtk_retrieve("getscu", engine, study_uid(studies["mr"]), "-od", str(tmp_path))
     assert done.returncode == 0, done.stderr
     files = list(tmp_path.iterdir())
     assert len(files) == len(studies["mr"])

@@ -1,0 +1,176 @@
+"""Retrieve benchmark: C-MOVE out of pacs-edge beside Orthanc serving the same study,
+in one run.
+
+A CT study (512x512x16-bit slices) is stored into both servers; then DCMTK movescu
+asks each to move it to the same DCMTK storescp (a workstation at the site), in
+alternating order, `--repeat` times. Figures: MB/s from the C-MOVE-RQ to the final
+response, the server's CPU-seconds per GB from its own cgroup, and whether every
+instance arrived. Ratios are against Orthanc in the same run.
+
+    python -m bench.retrieve [--instances 500] [--repeat 3]     # ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import results
+from bench.corpus import ct_slice, write_series
+from bench.peers import Orthanc, PacsEdge, Peer, free_port, wait_for_port
+
+_WORKSTATION = "WORKSTATION"
+_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+class SourceOrthanc(Orthanc):
+    """Orthanc that knows the workstation as a C-MOVE destination."""
+
+    def __init__(self, workdir: Path, workstation_port: int) -> None:
+        super().__init__(workdir)
+        self.workstation_port = workstation_port
+
+    def prepare(self) -> None:
+        super().prepare()
+        path = self.workdir / "orthanc.json"
+        config = json.loads(path.read_text())
+        config["DicomModalities"] = {
+            "workstation": [_WORKSTATION, "127.0.0.1", self.workstation_port]
+        }
+        config["DicomAlwaysAllowMove"] = True  # movescu's AE is not one of its modalities
+        path.write_text(json.dumps(config))
+
+
+def _move(server: Peer, study: str, received: Path) -> tuple[float, float, int]:
+    """movescu asks `server` to send `study` to the workstation: seconds, server
+    CPU-seconds, files that arrived."""
+    shutil.rmtree(received, ignore_errors=True)
+    received.mkdir()
+    assert server.meter is not None
+    cpu = server.meter.cpu_seconds()
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "movescu",
+            "-S",
+            "-aet",
+            "MOVESCU",
+            "-aec",
+            server.called_ae,
+            "-aem",
+            _WORKSTATION,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study}",
+            "127.0.0.1",
+            str(server.port),
+        ],
+        check=True,
+        capture_output=True,
+        env=_ENV,
+        timeout=600,
+    )
+    seconds = time.monotonic() - started
+    return seconds, server.meter.cpu_seconds() - cpu, sum(1 for _ in received.iterdir())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--instances", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-retrieve-") as tmp:
+        work = Path(tmp)
+        (work / "study").mkdir()
+        files = write_series(ct_slice(), args.instances, "CT", work / "study")
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        import pydicom
+
+        study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        received = work / "received"
+        port = free_port()
+        received.mkdir()
+        workstation = subprocess.Popen(
+            ["storescp", "-od", str(received), "-aet", _WORKSTATION, str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_ENV,
+        )
+        config = work / "edge.toml"
+        config.write_text(
+            "".join(f'[[calling_ae]]\nae_title = "{ae}"\n' for ae in ("STORESCU", "MOVESCU"))
+            + f'[[calling_ae]]\nae_title = "{_WORKSTATION}"\nhost = "127.0.0.1"\nport = {port}\n'
+        )
+        servers: list[Peer] = [
+            PacsEdge(work / "edge", "fsync", config=config),
+            SourceOrthanc(work / "orthanc", port),
+        ]
+        figures: dict[str, list[tuple[float, float, int]]] = {s.name: [] for s in servers}
+        try:
+            wait_for_port(port, workstation)
+            for server in servers:
+                server.start()
+                subprocess.run(
+                    [
+                        "storescu",
+                        "-aec",
+                        server.called_ae,
+                        "127.0.0.1",
+                        str(server.port),
+                        *map(str, files),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    env=_ENV,
+                    timeout=600,
+                )
+            print(f"{args.instances} CT instances ({megabytes:.0f} MB) stored in both; moving ...")
+            for n in range(args.repeat):
+                for server in servers if n % 2 == 0 else servers[::-1]:
+                    figures[server.name].append(_move(server, study, received))
+        finally:
+            for server in servers:
+                server.stop()
+            workstation.terminate()
+            workstation.wait(timeout=30)
+    rows = []
+    for name, runs in figures.items():
+        seconds = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        rows.append(
+            (
+                name,
+                megabytes / seconds,
+                cpu / (megabytes / 1000),
+                all(r[2] == args.instances for r in runs),
+            )
+        )
+    orthanc = next(r for r in rows if r[0].startswith("Orthanc"))
+    lines = [
+        f"**C-MOVE of a {args.instances}-instance CT study ({megabytes:.0f} MB) to DCMTK "
+        f"storescp, asked by DCMTK movescu** (median of {args.repeat})",
+        "",
+        "| server | MB/s | server CPU-s/GB | x Orthanc MB/s | all arrived |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for name, rate, cpu_per_gb, ok in rows:
+        lines.append(
+            f"| {name} | {rate:.1f} | {cpu_per_gb:.2f} | {rate / orthanc[1]:.2f} | "
+            f"{'yes' if ok else 'NO'} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    results.save("retrieve", {"runs": {k: v for k, v in figures.items()}}, table)
+    return 0 if all(row[3] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
