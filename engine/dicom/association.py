@@ -628,9 +628,7 @@ class Association(asyncio.BufferedProtocol):
             if not done:
                 await asyncio.to_thread(found.close)
         self._respond(command, 0x8020, status, sop_class=context.abstract_syntax, comment=comment)
-        keys = find.matching_keys(request)
-        if not config.audit.patient_identifiers:
-            keys = {k: v for k, v in keys.items() if not k.startswith("Patient")}
+        keys = find.audited_keys(request, config.audit.patient_identifiers)
         shared.audit.write(
             "query",
             calling_ae=self.calling_ae,
@@ -714,9 +712,7 @@ class Association(asyncio.BufferedProtocol):
             time.monotonic() - started,
             status,
         )
-        keys = find.matching_keys(request)
-        if not shared.config.audit.patient_identifiers:
-            keys = {k: v for k, v in keys.items() if not k.startswith("Patient")}
+        keys = find.audited_keys(request, shared.config.audit.patient_identifiers)
         shared.audit.write(
             "retrieve",
             calling_ae=self.calling_ae,

@@ -286,6 +286,11 @@ def _charset(asked: list[str], ds: Dataset) -> list[str] | str:
     return "ISO_IR 192"
 
 
-def matching_keys(request: Request) -> dict[str, str]:
-    """The keys a query matches on (return keys say nothing), for the audit line."""
-    return {k: v for k, v in request.query.keys.items() if v}
+def audited_keys(request: Request, patient_identifiers: bool) -> dict[str, str]:
+    """The keys a query matches on (return keys say nothing), for its audit line;
+    the patient's only with `audit.patient_identifiers`."""
+    return {
+        k: v
+        for k, v in request.query.keys.items()
+        if v and (patient_identifiers or not k.startswith("Patient"))
+    }
