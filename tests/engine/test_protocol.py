@@ -292,3 +292,34 @@ async def test_c_cancel_ends_a_find_with_0xfe00(node_factory: Callable[..., Node
     await until(lambda: cancelled in transport.written)
     statuses = [body for kind, body in transport.pdus() if kind == 4]
     assert len(statuses) < 450, "the cancel stopped it before all 450 answers"
+
+
+async def test_response_command_sets_read_back_with_pydicom() -> None:
+    """engine.dicom.dimse writes command sets by hand: pydicom must read them as meant."""
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    from engine.dicom import dimse
+
+    counts = {
+        "NumberOfRemainingSuboperations": 3,
+        "NumberOfCompletedSuboperations": 70000,  # more than US holds
+        "NumberOfFailedSuboperations": 1,
+        "NumberOfWarningSuboperations": 0,
+    }
+    raw = dimse.response(
+        0x8021, 7, 0xB000, "1.2.840.10008.5.1.4.1.2.2.2", comment="odd", counts=counts
+    )
+    ds = read_dataset(BytesIO(raw), is_implicit_VR=True, is_little_endian=True)
+    assert ds.CommandGroupLength == len(raw) - 12
+    assert (ds.CommandField, ds.MessageIDBeingRespondedTo, ds.Status) == (0x8021, 7, 0xB000)
+    assert (ds.AffectedSOPClassUID, ds.CommandDataSetType) == (
+        "1.2.840.10008.5.1.4.1.2.2.2",
+        0x0101,
+    )
+    assert ds.ErrorComment == "odd"
+    assert (ds.NumberOfRemainingSuboperations, ds.NumberOfFailedSuboperations) == (3, 1)
+    assert ds.NumberOfCompletedSuboperations == 65535
+    with_dataset = dimse.response(0x8020, 1, 0xFF00, "1.2.3", dataset=True)
+    assert read_dataset(BytesIO(with_dataset), True, True).CommandDataSetType == 0x0000
