@@ -610,7 +610,7 @@ class Association(asyncio.BufferedProtocol):
                 for identifier in page:
                     if command.message_id in self._cancelled:
                         break
-                    self._send_pending(command, pending, identifier)
+                    self._send(command, pending, identifier)
                     answered += 1
                 if command.message_id in self._cancelled:
                     status = find.CANCELLED
@@ -658,7 +658,9 @@ class Association(asyncio.BufferedProtocol):
                 comment=comment,
                 counts=dimse.as_dict(counts),
             )
-            self._send_command(command, rsp)
+            self._send(
+                command, core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
+            )
 
         try:
             request = find.parse(
@@ -770,21 +772,14 @@ class Association(asyncio.BufferedProtocol):
             raise PeerUnavailable("the association ended")
         self.transport.writelines(pieces)
 
-    def _send_command(self, command: core_rs.Command, rsp: bytes) -> None:
+    def _send(self, command: core_rs.Command, pdus: bytes, dataset: bytes = b"") -> None:
+        """A response's command PDUs and, if any, its dataset, as one write (P-DATA
+        request, DT-1), while the association can carry it."""
         if self.state not in (State.Sta6, State.Sta8):
             return
-        data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
-        self._handle(Event.Evt9, data=data)
-
-    def _send_pending(self, command: core_rs.Command, pending: bytes, dataset: bytes) -> None:
-        """A pending response (its command PDU made once per request) and its
-        identifier, as one write."""
-        if self.state not in (State.Sta6, State.Sta8):
-            return
-        data = pending + core_rs.encode_message(
-            command.context_id, False, dataset, self._peer_max_pdu
-        )
-        self._handle(Event.Evt9, data=data)
+        if dataset:
+            pdus += core_rs.encode_message(command.context_id, False, dataset, self._peer_max_pdu)
+        self._handle(Event.Evt9, data=pdus)
 
     def pause_writing(self) -> None:
         self._writable.clear()

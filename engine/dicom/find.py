@@ -32,18 +32,12 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
+from engine.dicom.negotiation import STUDY_ROOT
 from storage.index import Index
 from storage.query import LEVELS, UNIQUE, Query, QueryError, availability, search
 
 log = logging.getLogger(__name__)
 
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-FIND_SOP_CLASSES = frozenset({PATIENT_ROOT_FIND, STUDY_ROOT_FIND})
-# Study Root FIND, MOVE, GET: no PATIENT level.
-_STUDY_ROOT = frozenset(
-    {STUDY_ROOT_FIND, "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3"}
-)
 PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
 IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS = 0xA900, 0xC000
 PAGE = 200  # answers produced per hop to the thread
@@ -65,7 +59,7 @@ class Request:
     query: Query
     identifier: Dataset  # as received: the keys and their order to answer with
     charset: list[str]  # Specific Character Set terms ([] : the default repertoire)
-    root: str  # the SOP class: PATIENT_ROOT_FIND or STUDY_ROOT_FIND
+    root: str  # the SOP class (negotiation.QR_FIND, QR_RETRIEVE, QR_GET)
 
 
 def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
@@ -87,7 +81,7 @@ def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
         raise FindFailure(
             IDENTIFIER_DOES_NOT_MATCH, f"QueryRetrieveLevel {level!r} is not one of {LEVELS}"
         )
-    if sop_class in _STUDY_ROOT and level == "PATIENT":
+    if sop_class in STUDY_ROOT and level == "PATIENT":
         raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, "Study Root has no PATIENT level")
     for keyword, value in keys.items():
         _check_range(keyword, value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import core_rs
 from engine.dicom.client import Payload
 from engine.forward.senders import (
     EXPLICIT_LE,
@@ -25,9 +24,6 @@ from engine.forward.senders import (
 )
 from storage.index import Instance
 from storage.queue import Job
-
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 
 
 class Outgoing(Protocol):
@@ -68,18 +64,10 @@ class ReturnSender:
                 f"the requestor took no storage context for {job.sop_class_uid} in "
                 f"{instance.transfer_syntax_uid} or {EXPLICIT_LE} (SCP role)",
             )
-        made: tuple[int, Payload] | None = None
-        for transfer_syntax, context_id in options:
-            try:
-                made = context_id, await self._objects.dataset(job, instance, transfer_syntax)
-                break
-            except core_rs.CodecError:
-                continue  # the next option (the stored syntax is among them)
-            except (OSError, ValueError) as exc:
-                return Delivery(job, "permanent", f"cannot read stored object: {exc}")
-        if made is None:
-            return Delivery(job, "permanent", "cannot make a copy the requestor takes")
-        context_id, payload = made
+        try:
+            context_id, payload = await self._objects.first_payload(job, instance, options)
+        except (OSError, ValueError) as exc:  # core_rs.CodecError is a ValueError
+            return Delivery(job, "permanent", f"cannot read stored object: {exc}")
         try:
             status = await self._out.store(
                 context_id, job.sop_class_uid, job.sop_instance_uid, payload

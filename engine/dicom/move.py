@@ -29,8 +29,6 @@ from storage.queue import Job
 
 log = logging.getLogger(__name__)
 
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 PENDING, SUCCESS, CANCELLED, WARNING = 0xFF00, 0x0000, 0xFE00, 0xB000
 DESTINATION_UNKNOWN = 0xA801
 SUB_OPERATIONS_FAILED = 0xA702  # out of resources: unable to perform sub-operations

@@ -36,16 +36,15 @@ VERIFICATION = "1.2.840.10008.1.1"
 # N-EVENT-REPORT on an association of its own (engine.forward.commitment).
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 # Services an association may carry that write no object to the data disk.
-# Query/Retrieve (PS3.4 C.4): FIND, then MOVE and GET, Patient Root and Study Root.
-QR_FIND = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"})
-QR_RETRIEVE = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root MOVE
-        "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root MOVE
-    }
-)
+# Query/Retrieve (PS3.4 C.4): FIND, MOVE and GET, Patient Root and Study Root.
+PATIENT_ROOT_FIND, STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"
+PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.2.2"
+PATIENT_ROOT_GET, STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"
+QR_FIND = frozenset({PATIENT_ROOT_FIND, STUDY_ROOT_FIND})
+QR_RETRIEVE = frozenset({PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE})
 # C-GET: the images come back on the same association, the requestor as storage SCP.
-QR_GET = frozenset({"1.2.840.10008.5.1.4.1.2.1.3", "1.2.840.10008.5.1.4.1.2.2.3"})
+QR_GET = frozenset({PATIENT_ROOT_GET, STUDY_ROOT_GET})
+STUDY_ROOT = frozenset({STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET})  # no PATIENT level
 NEEDS_NO_DISK = frozenset({VERIFICATION, STORAGE_COMMITMENT}) | QR_FIND | QR_RETRIEVE | QR_GET
 # Services that carry only command sets and identifiers: no pixel codecs.
 _UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")

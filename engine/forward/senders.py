@@ -217,6 +217,20 @@ class ObjectReader:
         log.debug("%s: %s decoded, %d frame(s)", job.sop_instance_uid, codec, done.frames)
         return payload
 
+    async def first_payload(
+        self, job: Job, instance: Instance, options: list[tuple[str, int]]
+    ) -> tuple[int, Payload]:
+        """The first (transfer syntax, context ID) option whose dataset can be made:
+        a transcode the codec refuses falls back to the next (the stored syntax is
+        among them); core_rs.CodecError when none can."""
+        for n, (transfer_syntax, context_id) in enumerate(options):
+            try:
+                return context_id, await self.dataset(job, instance, transfer_syntax)
+            except core_rs.CodecError:
+                if n == len(options) - 1:
+                    raise
+        raise ValueError("no transfer syntax to send in")
+
     def release(self, payload: Payload) -> None:
         """A copy made for one send (a spool file) is deleted once it went, or did not."""
         if payload.path is not None and payload.path.parent == self._layout.spool:
@@ -346,7 +360,7 @@ class DicomSender:
                 f"{job.sop_class_uid} in {', '.join(syntaxes)}",
             )
         try:
-            context_id, payload = await self._payload(job, instance, options)
+            context_id, payload = await self._objects.first_payload(job, instance, options)
         except (OSError, ValueError) as exc:
             return Delivery(job, "permanent", f"cannot read stored object: {exc}")
         started = time.perf_counter()
@@ -371,19 +385,6 @@ class DicomSender:
             self._objects.release(payload)
         seconds = time.perf_counter() - started
         return Delivery(job, classify_status(response.status), _describe(response), seconds)
-
-    async def _payload(
-        self, job: Job, instance: Instance, options: list[tuple[str, int]]
-    ) -> tuple[int, Payload]:
-        """The first accepted option that can be made: a transcode the codec refuses
-        falls back to the next (the stored syntax is always among them)."""
-        for n, (transfer_syntax, context_id) in enumerate(options):
-            try:
-                return context_id, await self._objects.dataset(job, instance, transfer_syntax)
-            except core_rs.CodecError:
-                if n == len(options) - 1:
-                    raise
-        raise ValueError("no transfer syntax to send in")
 
     async def _association(
         self, needed: list[tuple[str, str]], wanted: list[list[tuple[str, str]]]
