@@ -87,6 +87,8 @@ class Catalog:
     def __post_init__(self) -> None:
         # Within `batch`: records read and changed in this transaction, and the
         # studies' records as they were before it (for their keys), written once.
+        # Shared by the threads that write, safely: only the holder of LMDB's one write
+        # transaction stages, and `batch` ends before that transaction commits.
         self._staged: dict[tuple[bytes, str], dict[str, Any] | None] | None = None
         self._before: dict[str, dict[str, Any] | None] = {}
         self.studies = self.env.open_db(b"studies")

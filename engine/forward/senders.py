@@ -433,19 +433,18 @@ def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list
     """Transfer syntaxes to offer, best first: JPEG-LS or HTJ2K when the destination
     asks for it and the pixels are native; explicit VR LE first when it asks for
     uncompressed and core_rs can decode the stored syntax (storage.transcode.DECODERS);
-    as stored; then explicit VR LE when we can re-encode to it without a codec."""
+    as stored; then explicit VR LE when we can re-encode to it without a codec, or (for
+    "as-stored-or-uncompressed") decode it (`fallback_syntaxes`)."""
     stored = instance.transfer_syntax_uid
     first = []
     if dest.transfer_syntax in ENCODERS and stored in NATIVE_LITTLE_ENDIAN:
         first = [ENCODERS[dest.transfer_syntax][0]]
     if dest.transfer_syntax == "uncompressed" and stored in DECODERS:
         return [EXPLICIT_LE, stored]
-    if dest.transfer_syntax == "as-stored-or-uncompressed" and stored in DECODERS:
-        return [stored, EXPLICIT_LE]
     if stored == DEFLATED and job.coerce is not None:
         return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated
-    if stored in _REENCODABLE:
-        return [*first, stored, EXPLICIT_LE]
+    if stored in _REENCODABLE or dest.transfer_syntax == "as-stored-or-uncompressed":
+        return [*first, stored, *fallback_syntaxes(instance)]
     return [*first, stored]
 
 
