@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CUT_SECONDS = 10.0  # after the grace period, for the objects being received to finish
 _TRIM_AFTER = 64  # connections at once that make it worth giving memory back after
+_GIVE_BACK_AFTER = 1.0  # seconds after a flood is mostly over
 
 
 class AssociationHub:
@@ -45,6 +47,7 @@ class AssociationHub:
         self._pending: set[Association] = set()  # connected, no A-ASSOCIATE-RQ answered
         self._pending_warned = -60.0
         self._peak = 0  # most connections at once since memory was last given back
+        self._giving_back: asyncio.TimerHandle | None = None
         self._disk_full = disk_full
         self._metrics = metrics
         self._audit = audit
@@ -94,10 +97,12 @@ class AssociationHub:
         self._pending.discard(association)
         self.live.remove(_key(association))
         if self._peak >= _TRIM_AFTER and len(self._all) <= self._peak // 8:
-            # A flood of connections is over. glibc keeps freed memory in its
-            # arenas; without this the RSS of a scan's peak stays for good.
+            # A flood of connections is over: give its memory back once the rest of it
+            # has closed too (a moment later, not per connection).
             self._peak = len(self._all)
-            _malloc_trim()
+            if self._giving_back is None:
+                loop = asyncio.get_running_loop()
+                self._giving_back = loop.call_later(_GIVE_BACK_AFTER, self._give_back)
         if association in self._established and not association.released:
             self._metrics.association(association.calling_ae, "aborted", association.host)
         self._established.discard(association)
@@ -191,6 +196,15 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+
+    def _give_back(self) -> None:
+        """Free the closed connections' objects, which sit in reference cycles
+        (protocol, transport, futures) until the cyclic collector runs (an idle engine
+        allocates too little to trigger it), then return glibc's free pages: without
+        both, the RSS of a scan's peak stays for good."""
+        self._giving_back = None
+        gc.collect()
+        _malloc_trim()
 
 
 def _malloc_trim() -> None:
