@@ -39,16 +39,16 @@ $(STAMPS)/build: $(PY) pyproject.toml $(RUST_SOURCES) | build-deps
 build-dev: $(STAMPS)/build
 
 # Real peers for the tests and benchmarks, from Debian: DCMTK, Orthanc, Prometheus,
-# HAProxy, and openssl for the DICOM TLS test's certificates.
+# HAProxy, openssl for the TLS tests' certificates, chromium for the console's tests.
 system-deps:
 	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null \
 		|| [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
 		|| ! command -v prometheus >/dev/null || ! command -v haproxy >/dev/null \
-		|| ! command -v openssl >/dev/null; then \
-		echo "installing DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy, openssl from Debian..."; \
+		|| ! command -v openssl >/dev/null || ! command -v chromium >/dev/null; then \
+		echo "installing DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy, openssl, chromium from Debian..."; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-			dcmtk orthanc orthanc-dicomweb prometheus haproxy openssl >/dev/null; \
+			dcmtk orthanc orthanc-dicomweb prometheus haproxy openssl chromium >/dev/null; \
 	fi
 
 # ARGS: extra `serve` flags, e.g. make run ARGS="--http-host 0.0.0.0"

@@ -13,6 +13,7 @@ __all__ = [
     "Command",
     "ControlPdu",
     "DatasetReceived",
+    "Part10Upload",
     "PixelLayout",
     "Receiver",
     "SpoolFile",
@@ -100,6 +101,12 @@ class SpoolFile:
     def finish(self, objects_dir: str | PathLike[str], durable: bool) -> StoredObject: ...
     def read_dataset(self, limit: int) -> bytes: ...
     def discard(self) -> None: ...
+
+@final
+class Part10Upload:
+    def __new__(cls, spool_path: str | PathLike[str], source_ae: str) -> Part10Upload: ...
+    def write(self, data: Buffer) -> None: ...
+    def finish(self) -> tuple[SpoolFile, str, str, str]: ...
 
 @final
 class DatasetReceived:

@@ -39,9 +39,11 @@ from engine.forward.forwarder import Forwarder
 from engine.forward.senders import ObjectReader
 from engine.lifecycle import LifecycleWorker
 from engine.ops import queue_api, reload, status
-from engine.ops.http import OpsHttp, Raw, Route
+from engine.ops.http import Raw, Route
 from engine.ops.reload import Reloader
 from engine.services import Role, Shared
+from engine.web import app as web_app
+from engine.web.server import HttpServer
 from monitoring.audit import AuditLog
 from monitoring.metrics import CONTENT_TYPE, Metrics
 from policies.config import Config, TlsConfig
@@ -163,9 +165,12 @@ async def _start(
         lambda: _signal_workers(hub.live),
     )
     _on_sighup(stack, reloader)
-    recaller = recall.Recaller(shared, hub.track)  # for the API and for C-MOVE
+    recaller = recall.Recaller(shared, hub.track)  # for the API, C-MOVE and WADO
+    objects = ObjectReader(index, layout, io_pool, metrics)
     if role != "ingest":
-        stack.callback(await _serve_http(node, reloader, recaller))
+        if role == "background":  # STOW-RS objects are committed here
+            committer.on_jobs = forwarder.jobs_queued
+        stack.push_async_callback(await _serve_http(node, reloader, recaller, store, objects))
     if role == "background":
         stack.callback(wake.listen(wake.socket_path(layout.run), forwarder.wake))
         # /readyz answers 503 while the workers drain, so the balancer sees it.
@@ -174,7 +179,6 @@ async def _start(
         hub.live.start()
         stack.callback(hub.live.stop)
         stack.push_async_callback(hub.shutdown, config.dicom.shutdown_grace)
-        objects = ObjectReader(index, layout, io_pool, metrics)
         acceptor = Acceptor(shared, hub, store, forwarder.report, objects, recaller)
         for close in await _listen_dicom(acceptor, reuse_port=role == "ingest"):
             stack.push_async_callback(close)  # closed first: new associations refused
@@ -271,37 +275,37 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 async def _serve_http(
-    node: status.Node, reloader: Reloader, recaller: recall.Recaller
-) -> Callable[[], None]:
+    node: status.Node,
+    reloader: Reloader,
+    recaller: recall.Recaller,
+    store: StoreService,
+    objects: ObjectReader,
+) -> AsyncCloser:
     shared = node.shared
     config, metrics = shared.config, shared.metrics
-    http = OpsHttp(
-        [
-            Route("GET", "/healthz", lambda query: status.healthz(node), "open"),
-            Route("GET", "/readyz", lambda query: status.readyz(node), "open"),
-            Route(
-                "GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render())), "open"
-            ),
-            Route("GET", "/api/v1/status", lambda query: (200, status.status(node))),
-            Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(node, uid)),
-            Route("GET", "/api/v1/config", lambda query: (200, reload.shown(shared.config))),
-            Route(
-                "POST",
-                "/api/v1/reload",
-                lambda caller, query: reloader.reload(from_api=True, caller=caller),
-                "admin",
-            ),
-            *queue_api.routes(shared, node.forwarder),
-            *recall.routes(shared, recaller),
-        ],
-        lambda: shared.config.http.token,
-        shared.audit,
-    )
+    ops_routes = [
+        Route("GET", "/healthz", lambda query: status.healthz(node), "open"),
+        Route("GET", "/readyz", lambda query: status.readyz(node), "open"),
+        Route("GET", "/metrics", lambda query: (200, Raw(CONTENT_TYPE, metrics.render())), "open"),
+        Route("GET", "/api/v1/status", lambda query: (200, status.status(node))),
+        Route("GET", "/api/v1/instances/{uid}", lambda uid, query: status.instance(node, uid)),
+        Route("GET", "/api/v1/config", lambda query: (200, reload.shown(shared.config))),
+        Route(
+            "POST",
+            "/api/v1/reload",
+            lambda caller, query: reloader.reload(from_api=True, caller=caller),
+            "admin",
+        ),
+        *queue_api.routes(shared, node.forwarder),
+        *recall.routes(shared, recaller),
+    ]
+    app = web_app.build(node, ops_routes, recaller, store, objects)
+    http = HttpServer(app, config.http)
     try:
-        await http.start(config.http.host, config.http.port)
+        await http.start()
     except OSError as exc:
         raise StartupError(
-            f"cannot listen for ops HTTP on {config.http.host}:{config.http.port}: {exc.strerror}"
+            f"cannot listen for HTTP on {config.http.host}:{config.http.port}: {exc.strerror}"
             " - set [http] port or --http-port."
         ) from exc
     return http.close

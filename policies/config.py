@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from policies.http_access import TokenConfig
+from policies.http_access import TokenConfig, UserConfig
 from policies.lifecycle import LifecycleConfig
 from policies.rules import RouteConfig
 
@@ -114,18 +114,42 @@ class CallingAEConfig(_Section):
     port: Port | None = None
 
 
+class HttpTlsConfig(_Section):
+    enabled: bool
+    certificate: str
+    private_key: str
+
+    @model_validator(mode="after")
+    def _files_given(self) -> HttpTlsConfig:
+        if self.enabled:
+            for key in ("certificate", "private_key"):
+                value = getattr(self, key)
+                if not value:
+                    raise ValueError(f"HTTPS is enabled but {key} is not set")
+                if not Path(value).is_file():
+                    raise ValueError(f"{key} {value!r} is not a readable file")
+        return self
+
+
 class HttpConfig(_Section):
     host: str
     port: Port
-    token: list[TokenConfig]  # empty: loopback clients only (policies.http_access)
+    token: list[TokenConfig]  # empty (and no users): loopback clients only
+    user: list[UserConfig]
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)]
+    tls: HttpTlsConfig
 
     @model_validator(mode="after")
-    def _tokens_distinct(self) -> HttpConfig:
-        for key in ("name", "sha256"):
-            values = [getattr(token, key) for token in self.token]
-            twice = sorted({value for value in values if values.count(value) > 1})
-            if twice:
-                raise ValueError(f"http.token {key} {twice[0]!r} is listed twice")
+    def _names_distinct(self) -> HttpConfig:
+        for kind, entries, keys in (
+            ("token", self.token, ("name", "sha256")),
+            ("user", self.user, ("name",)),
+        ):
+            for key in keys:
+                values = [getattr(entry, key) for entry in entries]
+                twice = sorted({value for value in values if values.count(value) > 1})
+                if twice:
+                    raise ValueError(f"http.{kind} {key} {twice[0]!r} is listed twice")
         return self
 
 

@@ -1,11 +1,14 @@
-"""Who may call the ops HTTP API: bearer tokens with a role, or loopback alone.
+"""Who may call the HTTP port (ops API, DICOMweb, console): bearer tokens or console
+users with a role, or loopback alone.
 
 Each endpoint needs one of three roles: "open" (health and metrics: load balancers
 and Prometheus call them without credentials), "read" (status, queues, instance
 records with patient data) or "admin" (everything that changes state). Tokens are
 configured as the SHA-256 of the secret (`[[http.token]]`), so the config file
-never holds one that works. Without any token configured only loopback clients are
-answered, as admin: a fresh install is usable on the box and closed to the network.
+never holds one that works. Console users (`[[http.user]]`) log in with a password
+kept as its argon2 hash, and carry a session cookie afterwards (engine.web.sessions).
+Without any token or user configured only loopback clients are answered, as admin: a
+fresh install is usable on the box and closed to the network.
 
 The decision is a `Caller` (audited by name with its address) or a `Refusal` with
 the HTTP status and a reason that says what to do, never a bare bool.
@@ -36,6 +39,49 @@ class TokenConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
     sha256: str = Field(pattern=_SHA256_HEX)
     role: Literal["admin", "read"]
+
+
+class UserConfig(BaseModel):
+    """One `[[http.user]]`: a person who logs in to the console."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")
+    argon2: str = Field(pattern=r"^\$argon2(id|i|d)\$")
+    role: Literal["admin", "read"]
+
+
+def hash_password(password: str) -> str:
+    """The `argon2` value of a `[[http.user]]` (argon2id, the library's defaults)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
+def check_password(users: Sequence[UserConfig], name: str, password: str) -> UserConfig | None:
+    """The user whose name and password these are. An unknown name costs a hash too,
+    so the answer's timing does not tell which names exist."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    hasher = PasswordHasher()
+    user = next((u for u in users if u.name == name), None)
+    try:
+        hasher.verify(user.argon2 if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return user
+
+
+# argon2id of a random password nobody knows: what an unknown name is checked against.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$XaKODuiUqChyoLOKa8RWMw$"
+    "nX1et1XRUsD9o9OBHM12+gLNuYCLF/rVfz7E2FkuXak"
+)
+
+
+def outranks(role: Role, needed: Role) -> bool:
+    return _RANK[role] >= _RANK[needed]
 
 
 @dataclass(frozen=True)
@@ -72,19 +118,24 @@ def is_loopback(address: str) -> bool:
 
 
 def authorize(
-    needed: Role, authorization: str | None, address: str, tokens: Sequence[TokenConfig]
+    needed: Role,
+    authorization: str | None,
+    address: str,
+    tokens: Sequence[TokenConfig],
+    users: bool = False,
 ) -> Caller | Refusal:
-    """`authorization`: the request's Authorization header, if any."""
+    """`authorization`: the request's Authorization header, if any; `users`: whether
+    console users are configured (then loopback is no longer trusted on its own)."""
     if needed == "open":
         return Caller("anonymous", "open", address)
-    if not tokens:
+    if not tokens and not users:
         if is_loopback(address):
             return Caller("loopback", "admin", address)
         return Refusal(
             403,
-            "no [[http.token]] is configured, so the ops API answers only loopback "
-            "clients; add a token (`pacs-edge token NAME --role read|admin`) to call it "
-            "from elsewhere",
+            "no [[http.token]] or [[http.user]] is configured, so this port answers only "
+            "loopback clients; add a token (`pacs-edge token NAME --role read|admin`) or a "
+            "user (`pacs-edge user NAME --role read|admin`) to call it from elsewhere",
         )
     scheme, _, secret = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -95,7 +146,7 @@ def authorize(
     if not matched:
         return Refusal(401, "unknown token")
     token = matched[0]
-    if _RANK[token.role] < _RANK[needed]:
+    if not outranks(token.role, needed):
         return Refusal(
             403, f"token {token.name!r} has role {token.role!r}; this endpoint needs {needed!r}"
         )

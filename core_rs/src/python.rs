@@ -21,7 +21,7 @@ use crate::dataset::{self, Syntax};
 use crate::error::CoreError;
 use crate::pdu::Limits;
 use crate::receiver::{Receiver, RxEvent};
-use crate::spool::{self, SpoolWriter, StoredObject};
+use crate::spool::{self, Part10Upload, SpoolWriter, StoredObject};
 use crate::warm;
 
 pyo3::import_exception!(core_rs._errors, ProtocolError);
@@ -180,6 +180,56 @@ impl PySpoolFile {
         if let Ok(mut guard) = self.writer.lock() {
             guard.take();
         }
+    }
+}
+
+/// A Part-10 file arriving in pieces (STOW-RS): `write` each piece, then `finish`.
+#[pyclass(module = "core_rs._core", name = "Part10Upload")]
+pub struct PyPart10Upload {
+    inner: Option<Part10Upload>,
+}
+
+#[pymethods]
+impl PyPart10Upload {
+    #[new]
+    fn new(spool_path: PathBuf, source_ae: &str) -> Self {
+        Self {
+            inner: Some(Part10Upload::new(spool_path, source_ae)),
+        }
+    }
+
+    fn write(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<()> {
+        let upload = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("upload already finished"))?;
+        with_bytes(&data, |bytes| {
+            run_detached(py, bytes.len(), || upload.write(bytes))
+        })?
+        .map_err(to_pyerr)
+    }
+
+    /// (spool, SOP Class UID, SOP Instance UID, Transfer Syntax UID) from the meta.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<(Py<PySpoolFile>, String, String, String)> {
+        let upload = self
+            .inner
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("upload already finished"))?;
+        let (writer, meta) = upload.finish().map_err(to_pyerr)?;
+        let dataset_length = writer.dataset_len();
+        let spool = Py::new(
+            py,
+            PySpoolFile {
+                writer: Mutex::new(Some(writer)),
+                dataset_length,
+            },
+        )?;
+        Ok((
+            spool,
+            meta.sop_class_uid,
+            meta.sop_instance_uid,
+            meta.transfer_syntax_uid,
+        ))
     }
 }
 
@@ -578,6 +628,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyControlPdu>()?;
     m.add_class::<PyDatasetReceived>()?;
     m.add_class::<PySpoolFile>()?;
+    m.add_class::<PyPart10Upload>()?;
     m.add_class::<PyStoredObject>()?;
     m.add_class::<PyPixelLayout>()?;
     m.add_class::<PyWarmPacked>()?;

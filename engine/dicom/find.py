@@ -84,7 +84,10 @@ def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
     if sop_class in STUDY_ROOT and level == "PATIENT":
         raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, "Study Root has no PATIENT level")
     for keyword, value in keys.items():
-        _check_range(keyword, value)
+        try:
+            check_value(keyword, value)
+        except ValueError as exc:
+            raise FindFailure(IDENTIFIER_DOES_NOT_MATCH, str(exc)) from exc
     raw = identifier.get("SpecificCharacterSet")
     charset = [] if not raw else [str(raw)] if isinstance(raw, str) else [str(t) for t in raw]
     keys.pop("QueryRetrieveLevel", None)
@@ -109,7 +112,8 @@ def _keys(identifier: Dataset) -> dict[str, str]:
     return keys
 
 
-def _check_range(keyword: str, value: str) -> None:
+def check_value(keyword: str, value: str) -> None:
+    """ValueError naming the key when a date or time key is no value or range."""
     if not value or "*" in value or "?" in value:
         return
     try:
@@ -119,10 +123,7 @@ def _check_range(keyword: str, value: str) -> None:
     pattern = {"DA": _DATE_RANGE, "TM": _TIME_RANGE}.get(vr)
     for single in value.split("\\"):
         if pattern is not None and (single == "-" or not pattern.match(single)):
-            raise FindFailure(
-                IDENTIFIER_DOES_NOT_MATCH,
-                f"{keyword} {single!r} is not a {vr} value or range (PS3.4 C.2.2.2.5)",
-            )
+            raise ValueError(f"{keyword} {single!r} is not a {vr} value or range (PS3.4 C.2.2.2.5)")
 
 
 def answers(index: Index, query: Query) -> Generator[dict[str, Any]]:

@@ -243,6 +243,11 @@ class ObjectReader:
             instance, partial(self._part10, job, instance, transfer_syntax)
         )
 
+    async def decoded(self, job: Job, instance: Instance) -> Payload:
+        """The Part-10 file with native pixels, for WADO (stored in one of DECODERS);
+        core_rs.CodecError (or NotRepresentable) when it cannot be decoded."""
+        return await self._from_local(instance, partial(self._decoded, job, instance, part10=True))
+
     async def _part10(
         self, job: Job, instance: Instance, transfer_syntax: str, path: Path
     ) -> Payload:

@@ -1,0 +1,206 @@
+"""QIDO-RS (PS3.18 10.6): /studies, /series and /instances searches, at any depth of
+the hierarchy, answered by storage.query from the catalog's keys.
+
+A search below STUDY level without its parents' UIDs (`/series?Modality=MR`,
+`/instances?PatientID=...`) walks the studies that match the study-level keys and
+searches each one's children: relational queries, paged by `offset` and `limit`
+without materializing more than the page. Every answer carries Instance
+Availability (ONLINE, NEARLINE, UNAVAILABLE, as storage.query decides), the Retrieve
+AE Title and its RetrieveURL.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.dicom.find import check_value
+from engine.web.dicom_json import answer_json, keyword_of
+from storage.index import Index
+from storage.query import (
+    IMAGE_KEYS,
+    SERIES_KEYS,
+    STUDY_KEYS,
+    UNIQUE,
+    Level,
+    Query,
+    QueryError,
+    availability,
+    search,
+)
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+# The attributes PS3.18 Table 10.6.3-3..5 says an origin server returns by default.
+DEFAULT_KEYS: dict[Level, tuple[str, ...]] = {
+    "STUDY": (
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "ReferringPhysicianName",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "StudyDescription",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    "SERIES": (
+        "Modality",
+        "SeriesDescription",
+        "SeriesNumber",
+        "SeriesInstanceUID",
+        "SeriesDate",
+        "BodyPartExamined",
+        "NumberOfSeriesRelatedInstances",
+    ),
+    "IMAGE": (
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "NumberOfFrames",
+        "AvailableTransferSyntaxUID",
+    ),
+}
+_LEVEL_KEYS = {"STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
+_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
+
+
+class QidoError(ValueError):
+    """A request that cannot be answered as asked: 400 with this reason."""
+
+
+@dataclass
+class Search:
+    level: Level
+    matches: dict[str, str] = field(default_factory=dict)  # keyword -> value to match
+    include: set[str] = field(default_factory=set)
+    include_all: bool = False
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+def parse(level: Level, params: list[tuple[str, str]], parents: dict[str, str]) -> Search:
+    """The query string (repeated keys kept) and the path's UIDs, checked."""
+    found = Search(level, matches=dict(parents))
+    for name, value in params:
+        if name in ("limit", "offset"):
+            try:
+                number = int(value)
+            except ValueError:
+                raise QidoError(f"{name} must be a whole number, not {value!r}") from None
+            if number < 0:
+                raise QidoError(f"{name} must not be negative")
+            if name == "limit":
+                found.limit = min(number, MAX_LIMIT) or DEFAULT_LIMIT
+            else:
+                found.offset = number
+        elif name == "fuzzymatching":
+            if value not in ("true", "false"):
+                raise QidoError("fuzzymatching must be true or false")
+            # Person names always match case-insensitively here (storage.query).
+        elif name == "includefield":
+            for item in value.split(","):
+                if item == "all":
+                    found.include_all = True
+                elif (keyword := keyword_of(item.strip())) is not None:
+                    found.include.add(keyword)
+                else:
+                    raise QidoError(f"includefield {item!r} is not a DICOM keyword or tag")
+        else:
+            keyword = keyword_of(name)
+            if keyword is None:
+                raise QidoError(
+                    f"unknown query parameter {name!r}: use a DICOM keyword or tag, or one "
+                    f"of {sorted(_CONTROL)}"
+                )
+            try:
+                check_value(keyword, value)
+            except ValueError as exc:
+                raise QidoError(str(exc)) from exc
+            found.matches[keyword] = value
+    return found
+
+
+def run(index: Index, search_: Search, recallable: bool) -> Iterator[dict[str, str]]:
+    """The page of answers (keyword -> text), Instance Availability included; run in a
+    thread (it reads LMDB)."""
+    answers = _answers(index, search_)
+    page = itertools.islice(answers, search_.offset, search_.offset + search_.limit + 1)
+    for answer in page:
+        tiers = answer.pop("_tiers", {})
+        answer["InstanceAvailability"] = availability(tiers, recallable)
+        yield answer
+
+
+def _returned(search_: Search) -> dict[str, str]:
+    """Keys to ask storage.query for at this level: defaults, includes, matches."""
+    level = search_.level
+    known = {**_LEVEL_KEYS[level], **(STUDY_KEYS if level != "STUDY" else {})}
+    wanted = dict.fromkeys(DEFAULT_KEYS[level], "")
+    if level != "STUDY":
+        wanted["StudyInstanceUID"] = ""
+    if level == "IMAGE":
+        wanted["SeriesInstanceUID"] = ""
+    include = set(known) if search_.include_all else search_.include
+    wanted |= dict.fromkeys(sorted(k for k in include if k in known), "")
+    return wanted
+
+
+def _answers(index: Index, search_: Search) -> Iterator[dict[str, Any]]:
+    level = search_.level
+    keys = _returned(search_) | search_.matches
+    if level == "STUDY":
+        yield from search(index, Query("STUDY", keys))
+        return
+    series_keys = {k: v for k, v in keys.items() if k in SERIES_KEYS or k not in IMAGE_KEYS}
+    for study_uid in _parents(index, keys, "StudyInstanceUID", "STUDY"):
+        if level == "SERIES":
+            yield from search(index, Query("SERIES", {**keys, "StudyInstanceUID": study_uid}))
+            continue
+        for series_uid in _parents(
+            index, {**series_keys, "StudyInstanceUID": study_uid}, "SeriesInstanceUID", "SERIES"
+        ):
+            yield from search(
+                index,
+                Query(
+                    "IMAGE",
+                    {**keys, "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid},
+                ),
+            )
+
+
+def _parents(index: Index, keys: dict[str, str], unique: str, level: Level) -> Iterator[str]:
+    """The UIDs of `level` entities that `keys` (restricted to that level) match."""
+    value = keys.get(unique, "")
+    if value and "*" not in value and "?" not in value:
+        yield from dict.fromkeys(value.split("\\"))
+        return
+    level_keys = _LEVEL_KEYS[level] if level == "SERIES" else STUDY_KEYS
+    scoped = {k: v for k, v in keys.items() if k in level_keys and v}
+    if level == "SERIES":
+        scoped["StudyInstanceUID"] = keys["StudyInstanceUID"]
+    for answer in search(index, Query(level, scoped)):
+        yield answer[UNIQUE[level]]
+
+
+def to_json(answers: list[dict[str, str]], base: str, retrieve_ae: str) -> list[dict[str, Any]]:
+    """Answers as PS3.18 JSON, each with RetrieveURL and Retrieve AE Title."""
+    out = []
+    for answer in answers:
+        url = f"{base}/studies/{answer['StudyInstanceUID']}"
+        if "SeriesInstanceUID" in answer:
+            url += f"/series/{answer['SeriesInstanceUID']}"
+        if "SOPInstanceUID" in answer:
+            url += f"/instances/{answer['SOPInstanceUID']}"
+        out.append(answer_json(answer, {"RetrieveAETitle": retrieve_ae, "RetrieveURL": url}))
+    return out
+
+
+__all__ = ["QidoError", "QueryError", "Search", "parse", "run", "to_json"]
