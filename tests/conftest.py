@@ -17,7 +17,7 @@ from tests.support.process import EngineProcess
 
 PEER_TOOLS = (
     *("storescu", "storescp", "echoscu", "dcmdump", "Orthanc", "prometheus", "promtool"),
-    *("haproxy", "openssl"),
+    *("haproxy", "openssl", "chromium"),
 )
 
 
@@ -39,7 +39,8 @@ def _real_peers_installed() -> None:
     if missing:
         pytest.exit(
             f"real peers missing ({', '.join(missing)}): run `make test`, which "
-            "installs DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy and openssl from Debian",
+            "installs DCMTK, Orthanc (+DICOMweb), Prometheus, HAProxy, openssl and chromium "
+            "from Debian",
             returncode=3,
         )
 

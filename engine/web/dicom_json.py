@@ -85,13 +85,24 @@ def answer_json(answer: dict[str, str], extra: dict[str, str]) -> dict[str, Any]
     return dict(sorted(out.items()))
 
 
-def metadata(path: Path, bulk_uri: str) -> dict[str, Any]:
-    """A stored object's header as DICOM JSON; values over 1 KiB (Pixel Data among
-    them) are left out with a BulkDataURI under `bulk_uri`."""
+def metadata(path: Path, bulk_uri: str, compressed: bool) -> dict[str, Any]:
+    """A stored object's header as DICOM JSON. Pixel Data is never read: it is named
+    by a BulkDataURI under `bulk_uri`, and so is any other value over 1 KiB."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds: Dataset = dcmread(path, defer_size=1024)
-        return ds.to_json_dict(
-            bulk_data_threshold=1024,
+        ds: Dataset = dcmread(path, defer_size=_BULK, stop_before_pixels=True)
+        out = ds.to_json_dict(
+            bulk_data_threshold=_BULK,
             bulk_data_element_handler=lambda element: f"{bulk_uri}/{element.tag:08X}",
         )
+    for tag, attribute in out.items():
+        if len(attribute.get("InlineBinary", "")) > _BULK * 4 // 3 + 4:
+            out[tag] = {"vr": attribute["vr"], "BulkDataURI": f"{bulk_uri}/{tag}"}
+    if "Rows" in ds:
+        wide = int(ds.get("BitsAllocated", 8) or 8) > 8
+        vr = "OW" if wide and not compressed else "OB"
+        out["7FE00010"] = {"vr": vr, "BulkDataURI": f"{bulk_uri}/7FE00010"}
+    return out
+
+
+_BULK = 1024

@@ -36,11 +36,13 @@ from storage.transcode import EXPLICIT_LE
 
 log = logging.getLogger(__name__)
 PREFIX = "/dicom-web"
+_NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 _THUMBNAIL = 128
 Endpoint = Callable[[Request, Caller], Awaitable[Response]]
 
 
 def failure(status: int, reason: str) -> JSONResponse:
+    log.info("DICOMweb answered %d: %s", status, reason)  # what a client was told, for ops
     return JSONResponse({"error": reason}, status)
 
 
@@ -82,6 +84,7 @@ class DicomWeb:
             caller = self._gate.check(request, "read")
             if isinstance(caller, Refusal):
                 return refused(caller)
+            log.debug("DICOMweb %s %s by %s", request.method, request.url, caller.name)
             try:
                 return await endpoint(request, caller)
             except qido.QidoError as exc:
@@ -193,7 +196,10 @@ class DicomWeb:
                     f"{base}/studies/{instance.study_instance_uid}/series/"
                     f"{instance.series_instance_uid}/instances/{instance.sop_instance_uid}/bulk"
                 )
-                answers.append(await asyncio.to_thread(metadata, payload_path(payload), bulk))
+                compressed = instance.transfer_syntax_uid not in _NATIVE
+                answers.append(
+                    await asyncio.to_thread(metadata, payload_path(payload), bulk, compressed)
+                )
             finally:
                 self._objects.release(payload)
         return JSONResponse(answers, media_type="application/dicom+json")

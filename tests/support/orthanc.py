@@ -22,6 +22,7 @@ class OrthancProcess:
         workdir: Path,
         modalities: dict[str, tuple[str, str, int]] | None = None,
         count_receptions: bool = False,
+        dicomweb_servers: dict[str, str] | None = None,
     ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,12 @@ class OrthancProcess:
             # Orthanc sends storage commitment reports to these, on an association of its own.
             "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
             "Plugins": [str(DICOMWEB_PLUGIN)],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            # Other DICOMweb servers Orthanc can query and retrieve from, as a client.
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "Servers": {name: [url] for name, url in (dicomweb_servers or {}).items()},
+            },
         }
         # Every instance Orthanc stores, re-sent copies included (OverwriteInstances):
         # one line per reception, written by a Lua hook in Orthanc itself.
@@ -94,6 +100,9 @@ class OrthancProcess:
 
     def get(self, path: str) -> Any:
         return json.loads(self._request(path))
+
+    def post(self, path: str, body: Any) -> Any:
+        return json.loads(self._request(path, json.dumps(body).encode()))
 
     def count(self) -> int:
         return int(self.get("/statistics")["CountInstances"])

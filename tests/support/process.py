@@ -96,6 +96,7 @@ class EngineProcess:
         self.log_path = workdir / "engine.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._api: OpsClient | None = None
+        self.token: str | None = None  # sent by `api` when the test configures tokens
         self.settings: dict[str, Any] = {
             # One process unless a test asks for workers: starts fast, and most
             # tests are about what happens inside one.
@@ -121,7 +122,7 @@ class EngineProcess:
     def api(self) -> OpsClient:
         """The ops API, as the CLI calls it (loopback: no token needed by default)."""
         if self._api is None:
-            self._api = OpsClient(f"http://127.0.0.1:{self.http_port}")
+            self._api = OpsClient(f"http://127.0.0.1:{self.http_port}", self.token)
         return self._api
 
     def get(self, path: str) -> tuple[int, Any]:
