@@ -264,30 +264,20 @@ def test_rendered_thumbnail_and_wado_uri_pictures(
     thumb = Image.open(io.BytesIO(client.get(f"/studies/{ds.StudyInstanceUID}/thumbnail").content))
     assert max(thumb.size) <= 128
     assert client.get(f"{path}/rendered", params={"window": "wide"}).status_code == 400
-    uri = httpx.get(
-        f"http://127.0.0.1:{engine.http_port}/wado",
-        params={
-            "requestType": "WADO",
-            "studyUID": ds.StudyInstanceUID,
-            "seriesUID": ds.SeriesInstanceUID,
-            "objectUID": ct.sop_instance_uid,
-            "contentType": "application/dicom",
-        },
-    )
+    wado = f"http://127.0.0.1:{engine.http_port}/wado"
+    uids = {
+        "requestType": "WADO",
+        "studyUID": ds.StudyInstanceUID,
+        "seriesUID": ds.SeriesInstanceUID,
+        "objectUID": ct.sop_instance_uid,
+    }
+    uri = httpx.get(wado, params={**uids, "contentType": "application/dicom"})
     record = engine.instance(ct.sop_instance_uid)
     assert record is not None
     assert uri.content == engine.object_path(record["hash"]).read_bytes()
-    jpeg = httpx.get(
-        f"http://127.0.0.1:{engine.http_port}/wado",
-        params={
-            "requestType": "WADO",
-            "studyUID": ds.StudyInstanceUID,
-            "seriesUID": ds.SeriesInstanceUID,
-            "objectUID": ct.sop_instance_uid,
-        },
-    )
+    jpeg = httpx.get(wado, params=uids)  # image/jpeg: WADO-URI's default
     assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
-    missing = httpx.get(f"http://127.0.0.1:{engine.http_port}/wado", params={"requestType": "WADO"})
+    missing = httpx.get(wado, params={"requestType": "WADO"})
     assert missing.status_code == 400
     assert "studyUID" in missing.json()["error"]
 

@@ -52,3 +52,33 @@ def test_token_entries_are_validated() -> None:
     twice = [{"name": "a", "sha256": digest("s"), "role": "read"}] * 2
     with pytest.raises(ConfigError, match="listed twice"):
         load_config(overrides={"http": {"token": twice}})
+
+
+def test_console_users_passwords_and_loopback() -> None:
+    from policies.config import ConfigError, load_config
+    from policies.http_access import UserConfig, check_password, hash_password
+
+    user = UserConfig(name="desk", argon2=hash_password("s3cret"), role="read")
+    assert check_password([user], "desk", "s3cret") == user
+    assert check_password([user], "desk", "wrong") is None
+    assert check_password([user], "nobody", "s3cret") is None
+    # Users are credentials too: loopback alone is no longer admitted.
+    assert isinstance(authorize("read", None, "127.0.0.1", [], users=True), Refusal)
+    assert authorize("read", None, "127.0.0.1", []) == Caller("loopback", "admin", "127.0.0.1")
+    with pytest.raises(ConfigError, match=r"http.user.0.argon2"):
+        load_config(overrides={"http": {"user": [{"name": "a", "argon2": "x", "role": "read"}]}})
+    with pytest.raises(ConfigError, match="HTTPS is enabled but certificate"):
+        load_config(overrides={"http": {"tls": {"enabled": True}}})
+
+
+def test_sessions_expire_and_close() -> None:
+    from engine.web.sessions import Sessions
+
+    sessions = Sessions()
+    one = sessions.open("desk", hours=1)
+    gone = sessions.open("night", hours=1e-9)
+    assert sessions.user(one) == "desk"
+    assert sessions.user(gone) is None
+    sessions.close(one)
+    assert sessions.user(one) is None
+    assert sessions.user("forged") is None
