@@ -2,8 +2,8 @@
 same study, in one run.
 
 A CT study (512x512x16-bit slices) is stored into both servers; then DCMTK movescu
-asks each to move it to the same DCMTK storescp (a workstation at the site), and an
-httpx client retrieves it over WADO-RS (multipart/related, as stored; Orthanc through
+asks each to move it to the same DCMTK storescp (a workstation at the site), and
+curl retrieves it over WADO-RS (multipart/related, as stored; Orthanc through
 its Debian DICOMweb plugin), in alternating order, `--repeat` times. Figures: MB/s
 from the request to the last byte, the server's CPU-seconds per GB from its own
 cgroup, and whether every instance arrived. Ratios are against Orthanc in the same run.
@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 from bench import results
 from bench.corpus import ct_slice, write_series
@@ -53,30 +51,38 @@ class SourceOrthanc(Orthanc):
         path.write_text(json.dumps(config))
 
 
-def _wado(server: Peer, study: str) -> tuple[float, float, int]:
-    """The study over WADO-RS, streamed and counted: seconds, server CPU-seconds,
-    parts (instances) received."""
+def _wado(server: Peer, study: str, out: Path) -> tuple[float, float, int]:
+    """The study over WADO-RS with curl (a C client, so the client is not the
+    bottleneck): seconds, server CPU-seconds, parts (instances) received."""
     assert server.meter is not None
     port = getattr(server, "http_port")  # noqa: B009 - both peers have one
     cpu = server.meter.cpu_seconds()
     started = time.monotonic()
-    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
-    with httpx.stream(
-        "GET",
-        f"http://127.0.0.1:{port}/dicom-web/studies/{study}",
-        headers={"Accept": accept},
+    done = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-H",
+            'Accept: multipart/related; type="application/dicom"; transfer-syntax=*',
+            "-o",
+            str(out),
+            "-w",
+            "%{content_type}",
+            f"http://127.0.0.1:{port}/dicom-web/studies/{study}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=_ENV,
         timeout=600,
-    ) as response:
-        response.raise_for_status()
-        boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0]
-        marker = b"--" + boundary.strip('"').encode() + b"\r\n"
-        parts, tail = 0, b""
-        for chunk in response.iter_bytes(1 << 20):
-            window = tail + chunk
-            parts += window.count(marker)
-            tail = window[-(len(marker) - 1) :]  # too short to hold a marker counted already
+    )
     seconds = time.monotonic() - started
-    return seconds, server.meter.cpu_seconds() - cpu, parts
+    used = server.meter.cpu_seconds() - cpu
+    boundary = done.stdout.split("boundary=")[1].split(";")[0].strip('"')
+    parts = out.read_bytes().count(b"--" + boundary.encode() + b"\r\n")
+    out.unlink()
+    return seconds, used, parts
 
 
 def _move(server: Peer, study: str, received: Path) -> tuple[float, float, int]:
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in range(args.repeat):
                 for server in servers if n % 2 == 0 else servers[::-1]:
                     figures[server.name].append(_move(server, study, received))
-                    web[server.name].append(_wado(server, study))
+                    web[server.name].append(_wado(server, study, work / "wado.out"))
         finally:
             for server in servers:
                 server.stop()
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             web,
             megabytes,
             args,
-            f"**WADO-RS retrieve of the same study (multipart/related, as stored), httpx "
+            f"**WADO-RS retrieve of the same study (multipart/related, as stored), curl "
             f"client** (median of {args.repeat})",
         )
     )

@@ -297,6 +297,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    """A console user's [[http.user]] entry: the password asked twice (or read from
+    stdin with --password-stdin), only its argon2 hash printed."""
+    import getpass
+
+    from policies.http_access import hash_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ; nothing made", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("a console password needs at least 8 characters", file=sys.stderr)
+        return 2
+    print("add to the engine's config, then `pacs-edge reload`:")
+    print(
+        f'[[http.user]]\nname = "{args.name}"\nargon2 = "{hash_password(password)}"\n'
+        f'role = "{args.role}"'
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pacs-edge", description="DICOM ingest engine for PACS edge servers"
@@ -368,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("name", help="who uses it (in the audit log)")
     tk.add_argument("--role", choices=["read", "admin"], default="read")
     tk.set_defaults(run=cmd_token)
+    us = sub.add_parser("user", help="make a console user's [[http.user]] entry")
+    us.add_argument("name", help="the login name (in the audit log)")
+    us.add_argument("--role", choices=["read", "admin"], default="read")
+    us.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (scripts)"
+    )
+    us.set_defaults(run=cmd_user)
     for p in (queue, dead):
         p.add_argument("destination", nargs="?", help="a [[destination]] name")
         p.add_argument("--limit", type=int, default=20, help="jobs to list (default 20)")

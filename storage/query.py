@@ -10,9 +10,12 @@ A STUDY-level query is driven by the most selective key it has: Study Instance U
 PatientID, AccessionNumber, a StudyDate range, a PatientName prefix or a modality,
 each a key range in storage.catalog; only a query with none of them walks every
 study. Lower levels walk their parent's children (hierarchical model: the parent's
-unique key must be given). Matching: single value, `*`/`?` wildcards, UID lists,
-date and time ranges, universal; person names case-insensitively (as most archives
-do, whatever the SCU negotiated); a multi-valued attribute matches when any value does.
+unique key must be given) unless the query is relational (the SCU negotiated it, or
+QIDO-RS): then the studies its study-level keys match are walked, and at IMAGE level
+each series is tested on its series-level keys. Matching: single value, `*`/`?`
+wildcards, UID lists, date and time ranges, universal; person names
+case-insensitively (as most archives do, whatever the SCU negotiated); a
+multi-valued attribute matches when any value does.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class QueryError(ValueError):
 class Query:
     level: Level
     keys: dict[str, str] = field(default_factory=dict)
+    relational: bool = False  # parents' unique keys may be missing (PS3.4 C.4.1.2.2.1)
 
 
 def search(index: Index, query: Query) -> Iterator[dict[str, Any]]:
@@ -127,6 +131,8 @@ def _answer(query: Query, record: dict[str, Any]) -> dict[str, Any]:
             answer[keyword] = _text(record.get(known[keyword][0], ""))
         elif keyword in STUDY_KEYS and "_study" in record:
             answer[keyword] = _text(record["_study"].get(STUDY_KEYS[keyword][0], ""))
+        elif keyword in SERIES_KEYS and "_series" in record:
+            answer[keyword] = _text(record["_series"].get(SERIES_KEYS[keyword][0], ""))
         else:
             answer[keyword] = ""
     answer[UNIQUE[query.level]] = _text(record.get(known[UNIQUE[query.level]][0], ""))
@@ -197,14 +203,23 @@ def _parent(keys: dict[str, str], keyword: str, level: str) -> list[str]:
     if not value or _has_wildcard(value):
         raise QueryError(
             f"a {level}-level query needs {keyword} (hierarchical model: relational "
-            "queries are not supported)"
+            "queries were not negotiated)"
         )
     return list(dict.fromkeys(value.split("\\")))
 
 
+def _study_uids(index: Index, txn: lmdb.Transaction, query: Query) -> Iterator[str]:
+    """The studies whose children a SERIES or IMAGE query walks."""
+    value = query.keys.get("StudyInstanceUID", "")
+    if not query.relational or (value and not _has_wildcard(value)):
+        yield from _parent(query.keys, "StudyInstanceUID", query.level)
+        return
+    yield from _study_candidates(index, txn, query.keys)
+
+
 def _series(index: Index, txn: lmdb.Transaction, query: Query) -> Iterator[dict[str, Any]]:
     catalog = index.catalog
-    for study_uid in _parent(query.keys, "StudyInstanceUID", "SERIES"):
+    for study_uid in _study_uids(index, txn, query):
         study = catalog.study(txn, study_uid)
         if study is None:
             continue
@@ -215,20 +230,33 @@ def _series(index: Index, txn: lmdb.Transaction, query: Query) -> Iterator[dict[
 
 
 def _images(index: Index, txn: lmdb.Transaction, query: Query) -> Iterator[dict[str, Any]]:
-
     catalog = index.catalog
-    for series_uid in _parent(query.keys, "SeriesInstanceUID", "IMAGE"):
-        series = catalog.series_record(txn, series_uid)
-        if series is None:
-            continue
-        study = catalog.study(txn, series["study_instance_uid"]) or {}
+    value = query.keys.get("SeriesInstanceUID", "")
+    if query.relational and (not value or _has_wildcard(value)):
+        # Series keys (Modality ...) narrow the walk; study keys are tested per image.
+        series_query = Query("SERIES", query.keys, relational=True)
+        tests = _tests(series_query)
+        series = [
+            (record["uid"], record)
+            for record in _series(index, txn, series_query)
+            if all(test(record) for test in tests)
+        ]
+    else:
+        series = []
+        for uid in _parent(query.keys, "SeriesInstanceUID", "IMAGE"):
+            record = catalog.series_record(txn, uid)
+            if record is not None:
+                study = catalog.study(txn, record["study_instance_uid"]) or {}
+                series.append((uid, {**record, "_study": study}))
+    for series_uid, record in series:
         for uid in catalog.children(txn, catalog.instances_of, series_uid):
             instance: Instance | None = index.get_in(txn, uid)
             if instance is not None:
                 yield {
                     **vars(instance),
                     "tiers": {instance.tier: 1},
-                    "_study": study,
+                    "_study": record["_study"],
+                    "_series": record,
                 }
 
 

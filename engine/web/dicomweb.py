@@ -172,13 +172,16 @@ class DicomWeb:
                 # out, logged, and the client sees fewer parts than the study has.
                 log.warning("WADO: %s left out: %s", instance.sop_instance_uid, exc)
                 continue
+            head = (
+                f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n"
+                f"Content-Location: {instance.sop_instance_uid}\r\n\r\n"
+            ).encode()
             try:
-                yield (
-                    f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n"
-                    f"Content-Location: {instance.sop_instance_uid}\r\n\r\n"
-                ).encode()
+                # One write per chunk: the part's head rides with its first bytes, and
+                # a CT slice (half a megabyte) is one read and one write.
                 async for chunk in chunks(payload):
-                    yield chunk
+                    yield head + chunk if head else chunk
+                    head = b""
                 yield b"\r\n"
             finally:
                 self._objects.release(payload)

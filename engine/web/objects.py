@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import core_rs
 from engine.dicom.client import Payload
@@ -141,15 +142,16 @@ def payload_path(payload: Payload) -> Path:
 
 async def chunks(payload: Payload) -> AsyncIterator[bytes]:
     """The payload's bytes, a megabyte per read in a thread: a slow reader holds one
-    chunk, and the event loop never waits on the disk."""
+    chunk, and the event loop never waits on the disk. Opening, seeking and the first
+    read are one hop, so an object under a megabyte costs one."""
     if payload.data is not None:
         yield payload.data
         return
     path = payload_path(payload)
-    handle = await asyncio.to_thread(path.open, "rb")
+    handle, data = await asyncio.to_thread(_open_at, path, payload.offset, payload.length)
     try:
-        await asyncio.to_thread(handle.seek, payload.offset)
-        left = payload.length
+        left = payload.length - len(data)
+        yield data
         while left > 0:
             data = await asyncio.to_thread(handle.read, min(CHUNK, left))
             if not data:
@@ -158,3 +160,17 @@ async def chunks(payload: Payload) -> AsyncIterator[bytes]:
             yield data
     finally:
         handle.close()
+
+
+def _open_at(path: Path, offset: int, length: int) -> tuple[BinaryIO, bytes]:
+    handle = path.open("rb")
+    try:
+        handle.seek(offset)
+        data = handle.read(min(CHUNK, length))
+    except BaseException:
+        handle.close()
+        raise
+    if length and not data:
+        handle.close()
+        raise OSError(f"{path} is shorter than its index record says")
+    return handle, data

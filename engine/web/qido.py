@@ -2,9 +2,9 @@
 the hierarchy, answered by storage.query from the catalog's keys.
 
 A search below STUDY level without its parents' UIDs (`/series?Modality=MR`,
-`/instances?PatientID=...`) walks the studies that match the study-level keys and
-searches each one's children: relational queries, paged by `offset` and `limit`
-without materializing more than the page. Every answer carries Instance
+`/instances?PatientID=...`) is a relational query (storage.query walks the studies
+that match the study-level keys), paged by `offset` and `limit` without
+materializing more than the page. Every answer carries Instance
 Availability (ONLINE, NEARLINE, UNAVAILABLE, as storage.query decides), the Retrieve
 AE Title and its RetrieveURL.
 """
@@ -23,7 +23,6 @@ from storage.query import (
     IMAGE_KEYS,
     SERIES_KEYS,
     STUDY_KEYS,
-    UNIQUE,
     Level,
     Query,
     QueryError,
@@ -154,40 +153,8 @@ def _returned(search_: Search) -> dict[str, str]:
 
 
 def _answers(index: Index, search_: Search) -> Iterator[dict[str, Any]]:
-    level = search_.level
     keys = _returned(search_) | search_.matches
-    if level == "STUDY":
-        yield from search(index, Query("STUDY", keys))
-        return
-    series_keys = {k: v for k, v in keys.items() if k in SERIES_KEYS or k not in IMAGE_KEYS}
-    for study_uid in _parents(index, keys, "StudyInstanceUID", "STUDY"):
-        if level == "SERIES":
-            yield from search(index, Query("SERIES", {**keys, "StudyInstanceUID": study_uid}))
-            continue
-        for series_uid in _parents(
-            index, {**series_keys, "StudyInstanceUID": study_uid}, "SeriesInstanceUID", "SERIES"
-        ):
-            yield from search(
-                index,
-                Query(
-                    "IMAGE",
-                    {**keys, "StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid},
-                ),
-            )
-
-
-def _parents(index: Index, keys: dict[str, str], unique: str, level: Level) -> Iterator[str]:
-    """The UIDs of `level` entities that `keys` (restricted to that level) match."""
-    value = keys.get(unique, "")
-    if value and "*" not in value and "?" not in value:
-        yield from dict.fromkeys(value.split("\\"))
-        return
-    level_keys = _LEVEL_KEYS[level] if level == "SERIES" else STUDY_KEYS
-    scoped = {k: v for k, v in keys.items() if k in level_keys and v}
-    if level == "SERIES":
-        scoped["StudyInstanceUID"] = keys["StudyInstanceUID"]
-    for answer in search(index, Query(level, scoped)):
-        yield answer[UNIQUE[level]]
+    return search(index, Query(search_.level, keys, relational=True))
 
 
 def to_json(answers: list[dict[str, str]], base: str, retrieve_ae: str) -> list[dict[str, Any]]:

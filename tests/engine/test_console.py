@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from policies.http_access import digest, hash_password
+from policies.http_access import digest
 from tests.engine.test_forward import dicom_destination
 from tests.engine.test_lifecycle import orthanc_for, tiers
 from tests.engine.test_recall import PURGE_WHEN_COMMITTED, reload_lifecycle
@@ -28,10 +31,21 @@ SCREENSHOTS = Path(os.environ.get("PACS_EDGE_TEST_OUTPUT", "test-output")) / "co
 STUDY = 6
 # Once users exist, loopback is no credential: the test's own API calls carry a token.
 TOKEN = "console-test-" + secrets.token_hex(16)
-USERS = [
-    {"name": "desk", "argon2": hash_password("desk-pass-1"), "role": "read"},
-    {"name": "admin", "argon2": hash_password("admin-pass-1"), "role": "admin"},
-]
+
+
+def make_user(name: str, role: str, password: str) -> dict[str, str]:
+    """`pacs-edge user`, as an admin runs it: the [[http.user]] entry it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "user", name, "--role", role, "--password-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    entry = dict(re.findall(r'^(\w+) = "([^"]*)"$', done.stdout, re.MULTILINE))
+    assert entry["argon2"].startswith("$argon2id$"), done.stdout
+    assert password not in done.stdout
+    return entry
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +79,9 @@ def test_find_a_study_see_where_it_is_and_recall_it(
     engine_factory: Callable[..., EngineProcess], browser: Browser, tmp_path: Path
 ) -> None:
     token = {"name": "test", "sha256": digest(TOKEN), "role": "admin"}
+    users = [make_user("desk", "read", "desk-pass-1"), make_user("admin", "admin", "admin-pass-1")]
     engine = engine_factory(
-        {"lifecycle": PURGE_WHEN_COMMITTED, "http": {"user": USERS, "token": [token]}},
+        {"lifecycle": PURGE_WHEN_COMMITTED, "http": {"user": users, "token": [token]}},
         start=False,
     )
     engine.token = TOKEN
