@@ -138,6 +138,7 @@ class Association(asyncio.BufferedProtocol):
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
         self._cancelled: set[int] = set()  # message IDs a C-CANCEL-RQ named
         self.contexts: dict[tuple[str, str], int] = {}  # C-GET sub-operations' (see _ae7)
+        self._relational: frozenset[str] = frozenset()  # SOP classes (negotiation.relational)
         self._sub_operations: dict[int, asyncio.Future[int]] = {}  # message ID -> status
         self._sub_ids = itertools.count(1)
         self._writable = asyncio.Event()  # cleared while the transport's buffer is full
@@ -315,6 +316,7 @@ class Association(asyncio.BufferedProtocol):
             accepted=accepted,
             results=results,
             storage_scp=neg.storage_scps(request, services),
+            relational=neg.relational(request, services),
         )
 
     def _decide(self, request: AssociationRequest) -> access.Rejection | None:
@@ -350,9 +352,11 @@ class Association(asyncio.BufferedProtocol):
         accepted: list[AcceptedContext],
         results: list[Any],
         storage_scp: frozenset[str],
+        relational: tuple[frozenset[str], list[Any]],
     ) -> None:
         assert self.transport is not None
         self._peer_max_pdu = request.peer_max_pdu
+        self._relational, extended = relational
         self._contexts = {cx.context_id: cx for cx in accepted}
         # Where C-GET sub-operations may go: the requestor is SCP for these classes.
         self.contexts = {
@@ -367,7 +371,9 @@ class Association(asyncio.BufferedProtocol):
         self._view = memoryview(bytearray(self._shared.config.dicom.max_pdu + 1024))
         self._hub.associated(self)
         self.transport.write(
-            neg.encode_accept(request, results, self._shared.config.dicom.max_pdu, storage_scp)
+            neg.encode_accept(
+                request, results, self._shared.config.dicom.max_pdu, storage_scp, extended
+            )
         )
         self._hub.established(self)
         log.info(
@@ -577,6 +583,7 @@ class Association(asyncio.BufferedProtocol):
                 spool.read_dataset(find.MAX_IDENTIFIER),
                 context.transfer_syntax,
                 context.abstract_syntax,
+                context.abstract_syntax in self._relational,
             )
         except (find.FindFailure, core_rs.CoreError) as exc:
             status = exc.status if isinstance(exc, find.FindFailure) else find.UNABLE_TO_PROCESS
@@ -664,7 +671,10 @@ class Association(asyncio.BufferedProtocol):
 
         try:
             request = find.parse(
-                spool.read_dataset(find.MAX_IDENTIFIER), context.transfer_syntax, sop_class
+                spool.read_dataset(find.MAX_IDENTIFIER),
+                context.transfer_syntax,
+                sop_class,
+                sop_class in self._relational,
             )
             dest = None if is_get else move.destination(shared.config, command.move_destination)
         except (find.FindFailure, move.MoveFailure, core_rs.CoreError) as exc:

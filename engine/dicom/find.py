@@ -62,9 +62,9 @@ class Request:
     root: str  # the SOP class (negotiation.QR_FIND, QR_RETRIEVE, QR_GET)
 
 
-def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
+def parse(data: bytes, transfer_syntax: str, sop_class: str, relational: bool = False) -> Request:
     """The identifier of a C-FIND-RQ (or C-MOVE-RQ); FindFailure with the status to
-    answer."""
+    answer. `relational`: negotiated for this SOP class (negotiation.relational)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -92,7 +92,7 @@ def parse(data: bytes, transfer_syntax: str, sop_class: str) -> Request:
     charset = [] if not raw else [str(raw)] if isinstance(raw, str) else [str(t) for t in raw]
     keys.pop("QueryRetrieveLevel", None)
     keys.pop("SpecificCharacterSet", None)
-    return Request(Query(level, keys), identifier, charset, sop_class)
+    return Request(Query(level, keys, relational), identifier, charset, sop_class)
 
 
 def _keys(identifier: Dataset) -> dict[str, str]:

@@ -8,6 +8,7 @@ modality compressed it (pynetdicom would pick in the acceptor's order instead).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -24,6 +25,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
+    SOPClassExtendedNegotiation,
 )
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
 
@@ -118,6 +120,7 @@ class AssociationRequest:
     implementation_class_uid: str
     implementation_version_name: str
     role_items: tuple[SCP_SCU_RoleSelectionNegotiation, ...]
+    extended: tuple[SOPClassExtendedNegotiation, ...] = ()
     # Why the presentation context list breaks PS3.8 (then `contexts` is empty).
     context_problem: str | None = None
 
@@ -150,7 +153,7 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
     # same thing here - a malformed request, answered with A-ABORT.
     except Exception as exc:
         raise MalformedRequest(f"undecodable A-ASSOCIATE-RQ: {exc!r}") from exc
-    peer_max, impl_uid, impl_version, roles = 0, "", "", []
+    peer_max, impl_uid, impl_version, roles, extended = 0, "", "", [], []
     for item in primitive.user_information:
         if isinstance(item, MaximumLengthNotification):
             peer_max = item.maximum_length_received or 0
@@ -160,6 +163,8 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
             impl_version = str(item.implementation_version_name or "")
         elif isinstance(item, SCP_SCU_RoleSelectionNegotiation):
             roles.append(item)
+        elif isinstance(item, SOPClassExtendedNegotiation):
+            extended.append(item)
     return AssociationRequest(
         calling_ae=str(primitive.calling_ae_title).strip(),
         called_ae=str(primitive.called_ae_title).strip(),
@@ -170,6 +175,7 @@ def parse_request(pdu_bytes: bytes) -> AssociationRequest:
         implementation_class_uid=impl_uid,
         implementation_version_name=impl_version,
         role_items=tuple(roles),
+        extended=tuple(extended),
         context_problem=problem,
     )
 
@@ -261,13 +267,43 @@ def storage_scps(request: AssociationRequest, services: frozenset[str]) -> froze
     )
 
 
+def relational(
+    request: AssociationRequest, services: frozenset[str]
+) -> tuple[frozenset[str], list[SOPClassExtendedNegotiation]]:
+    """Q/R classes on which the SCU asked for relational queries or retrievals
+    (SOP Class Extended Negotiation, PS3.4 C.3.4, byte 1), and our replies. Fuzzy
+    semantic matching of person names (C-FIND byte 3) is granted when asked: names
+    always match case-insensitively here. Combined date-time matching and timezone
+    adjustment are declined (0)."""
+    granted: set[str] = set()
+    replies = []
+    for item in request.extended:
+        uid = str(item.sop_class_uid)
+        asked = bytes(item.service_class_application_information or b"")
+        if uid not in services or not asked:
+            continue
+        if asked[0] == 1:
+            granted.add(uid)
+        if uid in QR_FIND:
+            answer = bytes([asked[0] == 1, 0, len(asked) > 2 and asked[2] == 1])[: len(asked)]
+        else:
+            answer = bytes([asked[0] == 1])
+        reply = SOPClassExtendedNegotiation()
+        reply.sop_class_uid = uid
+        reply.service_class_application_information = answer
+        replies.append(reply)
+    return frozenset(granted), replies
+
+
 def encode_accept(
     request: AssociationRequest,
     results: list[PresentationContext],
     our_max_pdu: int,
     storage_scp: frozenset[str] = frozenset(),
+    extended: Sequence[SOPClassExtendedNegotiation] = (),
 ) -> bytes:
-    """`storage_scp`: the classes the requestor is accepted as SCP for (C-GET)."""
+    """`storage_scp`: the classes the requestor is accepted as SCP for (C-GET);
+    `extended`: our SOP Class Extended Negotiation replies."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = APPLICATION_CONTEXT
     primitive.calling_ae_title = request.calling_ae
@@ -286,6 +322,7 @@ def encode_accept(
         uid = str(proposed.sop_class_uid)
         reply.scp_role = uid in reporters or uid in storage_scp
         items.append(reply)
+    items.extend(extended)
     primitive.user_information = items
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(primitive)

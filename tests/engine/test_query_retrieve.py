@@ -14,6 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -106,12 +107,17 @@ def study_uid(files: list[SourceFile]) -> str:
 
 
 def c_find(
-    engine: EngineProcess, model: Any, identifier: Dataset, calling_ae: str = "VIEWER"
+    engine: EngineProcess,
+    model: Any,
+    identifier: Dataset,
+    calling_ae: str = "VIEWER",
+    extended: list[Any] | None = None,
 ) -> tuple[list[Dataset], int]:
-    """Answers and the final status, with pynetdicom as the SCU."""
+    """Answers and the final status, with pynetdicom as the SCU (`extended`: its SOP
+    Class Extended Negotiation items)."""
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE)
+    assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE, ext_neg=extended)
     assert assoc.is_established
     answers, final = [], -1
     try:
@@ -256,6 +262,37 @@ def test_series_image_and_patient_levels(site: tuple[EngineProcess, dict[str, An
     found = {str(p.PatientID): int(p.NumberOfPatientRelatedStudies) for p in patients}
     jpeg_patient = str(pydicom.dcmread(studies["jpeg"][0].path).PatientID)
     assert (final, found) == (0, {"P1": 2, "P2": 1, jpeg_patient: 1})
+
+
+def test_relational_queries_where_the_scu_negotiated_them(
+    site: tuple[EngineProcess, dict[str, Any]],
+) -> None:
+    """SOP Class Extended Negotiation (PS3.4 C.3.4): relational queries granted when
+    asked; without them a SERIES query needs its study's UID (0xA900)."""
+    engine, studies = site
+    series = Dataset()
+    series.QueryRetrieveLevel = "SERIES"
+    series.PatientID = "P1"
+    series.StudyInstanceUID = ""
+    series.SeriesInstanceUID = ""
+    series.Modality = "MR"
+    asked = SOPClassExtendedNegotiation()
+    asked.sop_class_uid = StudyRootQueryRetrieveInformationModelFind
+    asked.service_class_application_information = b"\x01\x00\x01"  # relational, fuzzy names
+    model = StudyRootQueryRetrieveInformationModelFind
+    answers, final = c_find(engine, model, series, extended=[asked])
+    assert final == 0
+    assert [str(a.StudyInstanceUID) for a in answers] == [study_uid(studies["mr"])]
+    image = Dataset()
+    image.QueryRetrieveLevel = "IMAGE"
+    image.PatientID = "P1"
+    image.Modality = "CT"
+    image.SOPInstanceUID = ""
+    images, final = c_find(engine, model, image, extended=[asked])
+    assert final == 0
+    assert {str(i.SOPInstanceUID) for i in images} == {f.sop_instance_uid for f in studies["ct"]}
+    answers, final = c_find(engine, model, series)
+    assert (answers, final) == ([], 0xA900)
 
 
 @pytest.mark.parametrize(
