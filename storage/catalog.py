@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import lmdb
+import orjson
 
 if TYPE_CHECKING:
     from storage.index import Instance
@@ -306,7 +307,12 @@ class Catalog:
 
     def all_studies(self, txn: lmdb.Transaction) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, raw in txn.cursor(db=self.studies):
-            yield bytes(key).decode(), json.loads(bytes(raw))
+            yield bytes(key).decode(), orjson.loads(bytes(raw))
+
+    def all_study_uids(self, txn: lmdb.Transaction) -> Iterator[str]:
+        """Keys only: the caller reads the records it keeps (a page, not all of them)."""
+        for key in txn.cursor(db=self.studies).iternext(values=False):
+            yield bytes(key).decode()
 
     def all_patients(self, txn: lmdb.Transaction) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, raw in txn.cursor(db=self.patients):
@@ -315,7 +321,7 @@ class Catalog:
 
 def _get(txn: lmdb.Transaction, db: Any, uid: str) -> dict[str, Any] | None:
     raw = txn.get(uid.encode(), db=db)
-    return None if raw is None else dict(json.loads(bytes(raw)))
+    return None if raw is None else dict(orjson.loads(raw))
 
 
 def _put(txn: lmdb.Transaction, db: Any, uid: str, record: dict[str, Any]) -> None:

@@ -194,8 +194,7 @@ def _study_candidates(index: Index, txn: lmdb.Transaction, keys: dict[str, str])
     if modality and "\\" not in modality and not _has_wildcard(modality):
         yield from catalog.studies_by(txn, b"mod", modality)
         return
-    for uid, _record in catalog.all_studies(txn):
-        yield uid
+    yield from catalog.all_study_uids(txn)
 
 
 def _parent(keys: dict[str, str], keyword: str, level: str) -> list[str]:

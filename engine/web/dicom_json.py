@@ -31,7 +31,6 @@ _NUMBERS: dict[str, Callable[[str], Any]] = {
     "FL": float,
     "FD": float,
 }
-Encoder = Callable[[str], tuple[str, dict[str, Any]]]
 
 
 def tag_hex(keyword: str) -> str:
@@ -49,40 +48,47 @@ def keyword_of(name: str) -> str | None:
 
 
 @cache
-def encoder(keyword: str) -> Encoder:
-    """text -> (tag, JSON attribute) for one keyword; multiple values split on '\\'."""
-    tag = tag_hex(keyword)
+def _plan(keyword: str) -> tuple[str, str, Callable[[str], Any] | None]:
+    """(tag, VR, how one value is converted; None: kept as text) for a keyword."""
     vr = dictionary_VR(keyword)
-    convert = _NUMBERS.get(vr)
-
-    def one(value: str) -> Any:
-        if vr == "PN":
-            groups = value.split("=")
-            return {name: g for name, g in zip(_PN_GROUPS, groups, strict=False) if g}
-        if convert is not None:
-            try:
-                return convert(value)
-            except ValueError:
-                return value
-        return value
-
-    def encode(text: str) -> tuple[str, dict[str, Any]]:
-        if not text:
-            return tag, {"vr": vr}
-        return tag, {"vr": vr, "Value": [one(v) for v in text.split("\\")]}
-
-    return encode
+    if vr == "PN":
+        return tag_hex(keyword), vr, _person_name
+    return tag_hex(keyword), vr, _NUMBERS.get(vr)
 
 
-def answer_json(answer: dict[str, str], extra: dict[str, str]) -> dict[str, Any]:
-    """One QIDO answer (keyword -> text, `_`-prefixed keys skipped) as DICOM JSON."""
-    out: dict[str, Any] = {}
-    for keyword, value in (*answer.items(), *extra.items()):
-        if keyword.startswith("_"):
-            continue
-        tag, attribute = encoder(keyword)(value)
-        out[tag] = attribute
-    return dict(sorted(out.items()))
+def _person_name(value: str) -> dict[str, str]:
+    groups = value.split("=")
+    return {name: g for name, g in zip(_PN_GROUPS, groups, strict=False) if g}
+
+
+def answers_json(answers: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """QIDO answers (keyword -> text, `_`-prefixed keys skipped) as DICOM JSON. The
+    answers of one search share their keywords: tags, VRs and converters are looked
+    up once, in tag order, and each value costs a split and a dict."""
+    if not answers:
+        return []
+    keywords = [k for k in answers[0] if not k.startswith("_")]
+    plan = sorted(((*_plan(k), k, {"vr": _plan(k)[1]}) for k in keywords), key=lambda p: p[0])
+    out = []
+    for answer in answers:
+        item: dict[str, Any] = {}
+        for tag, vr, convert, keyword, empty in plan:
+            text = answer.get(keyword, "")
+            if not text:
+                item[tag] = empty  # shared: the list is serialized, never changed
+            elif convert is None:
+                item[tag] = {"vr": vr, "Value": text.split("\\")}
+            else:
+                item[tag] = {"vr": vr, "Value": [_converted(convert, v) for v in text.split("\\")]}
+        out.append(item)
+    return out
+
+
+def _converted(convert: Callable[[str], Any], value: str) -> Any:
+    try:
+        return convert(value)
+    except ValueError:
+        return value  # a malformed number is shown as sent, not dropped
 
 
 def metadata(path: Path, bulk_uri: str, compressed: bool) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from pydicom import dcmread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -39,6 +40,12 @@ PREFIX = "/dicom-web"
 _NATIVE = {"1.2.840.10008.1.2", EXPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 _THUMBNAIL = 128
 Endpoint = Callable[[Request, Caller], Awaitable[Response]]
+
+
+def dicom_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """application/dicom+json, serialized by orjson: a 5,000-study list is ~4 MB of
+    JSON, which the standard library takes ~60 ms to write and orjson ~8."""
+    return Response(orjson.dumps(body), status, headers, media_type="application/dicom+json")
 
 
 def failure(status: int, reason: str) -> JSONResponse:
@@ -110,23 +117,21 @@ class DicomWeb:
                 if name in request.path_params
             }
             found = qido.parse(level, list(request.query_params.multi_items()), parents)
-            recallable = any(d.recall for d in self._shared.config.destination if d.kind == "dicom")
-            answers = await asyncio.to_thread(
-                lambda: list(qido.run(self._shared.index, found, recallable))
-            )
-            more = len(answers) > found.limit
-            answers = answers[: found.limit]
+            config = self._shared.config
+            recallable = any(d.recall for d in config.destination if d.kind == "dicom")
             base = str(request.base_url).rstrip("/") + PREFIX
-            body = qido.to_json(answers, base, self._shared.config.node.ae_title)
-            self._audit(
-                "http_query", caller, level=level, matches=len(answers), **self._keys(found)
+            # Search, JSON and serialization in one hop: thousands of answers never
+            # hold the event loop.
+            body, matches, more = await asyncio.to_thread(
+                qido.answer, self._shared.index, found, recallable, base, config.node.ae_title
             )
+            self._audit("http_query", caller, level=level, matches=matches, **self._keys(found))
             headers = (
                 {"Warning": '299 pacs-edge "There are additional results that can be requested"'}
                 if more
                 else None
             )
-            return JSONResponse(body, headers=headers, media_type="application/dicom+json")
+            return Response(body, headers=headers, media_type="application/dicom+json")
 
         return search
 
@@ -205,7 +210,7 @@ class DicomWeb:
                 )
             finally:
                 self._objects.release(payload)
-        return JSONResponse(answers, media_type="application/dicom+json")
+        return dicom_json(answers)
 
     async def _frames(self, request: Request, caller: Caller) -> Response:
         try:

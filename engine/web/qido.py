@@ -11,13 +11,17 @@ AE Title and its RetrieveURL.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from engine.dicom.find import check_value
-from engine.web.dicom_json import answer_json, keyword_of
+from engine.web.dicom_json import answers_json, keyword_of
 from storage.index import Index
 from storage.query import (
     IMAGE_KEYS,
@@ -127,6 +131,30 @@ def parse(level: Level, params: list[tuple[str, str]], parents: dict[str, str]) 
     return found
 
 
+def answer(
+    index: Index, search_: Search, recallable: bool, base: str, retrieve_ae: str
+) -> tuple[bytes, int, bool]:
+    """The response body, how many answers it holds, and whether more exist; run in
+    a thread. The collector is paused meanwhile: a list of thousands of answers is
+    tens of thousands of new dicts, and the collections they set off (walking the
+    engine's whole heap) took as long as building them."""
+    with _collector_paused():
+        found = list(run(index, search_, recallable))
+        page = found[: search_.limit]
+        return orjson.dumps(to_json(page, base, retrieve_ae)), len(page), len(found) > len(page)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run(index: Index, search_: Search, recallable: bool) -> Iterator[dict[str, str]]:
     """The page of answers (keyword -> text), Instance Availability included; run in a
     thread (it reads LMDB)."""
@@ -159,15 +187,15 @@ def _answers(index: Index, search_: Search) -> Iterator[dict[str, Any]]:
 
 def to_json(answers: list[dict[str, str]], base: str, retrieve_ae: str) -> list[dict[str, Any]]:
     """Answers as PS3.18 JSON, each with RetrieveURL and Retrieve AE Title."""
-    out = []
     for answer in answers:
         url = f"{base}/studies/{answer['StudyInstanceUID']}"
         if "SeriesInstanceUID" in answer:
             url += f"/series/{answer['SeriesInstanceUID']}"
         if "SOPInstanceUID" in answer:
             url += f"/instances/{answer['SOPInstanceUID']}"
-        out.append(answer_json(answer, {"RetrieveAETitle": retrieve_ae, "RetrieveURL": url}))
-    return out
+        answer["RetrieveAETitle"] = retrieve_ae
+        answer["RetrieveURL"] = url
+    return answers_json(answers)
 
 
-__all__ = ["QidoError", "QueryError", "Search", "parse", "run", "to_json"]
+__all__ = ["QidoError", "QueryError", "Search", "answer", "parse", "run", "to_json"]

@@ -19,13 +19,13 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 import core_rs
 from engine.dicom.store import CANNOT_UNDERSTAND, SUCCESS, StoreResult, StoreService
 from engine.services import Shared
-from engine.web.dicomweb import PREFIX, failure
+from engine.web.dicomweb import PREFIX, dicom_json, failure
 from engine.web.gate import Gate
 from engine.web.ops import refused
 from policies.http_access import Caller, Refusal
@@ -191,7 +191,7 @@ class Stow:
         if failed:
             body["00081198"] = {"vr": "SQ", "Value": failed}
         status = 200 if not failed else 202 if stored else 409
-        return JSONResponse(body, status, media_type="application/dicom+json")
+        return dicom_json(body, status)
 
 
 def _failed(sop_class: str, sop_instance: str, reason: int) -> dict[str, Any]:
