@@ -10,7 +10,6 @@ HTTPS); a token or loopback (when nothing is configured) works as for the API.
 from __future__ import annotations
 
 import asyncio
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from engine.ops import status
 from engine.web.gate import Gate
 from engine.web.sessions import COOKIE
 from policies.http_access import Caller, Role, check_password
-from storage.query import Query, QueryError, availability, search
+from storage.query import Query, QueryError, availability, instance_uids, search
 
 _STUDY_KEYS = (
     "PatientName",
@@ -202,8 +201,6 @@ class Console:
         series.sort(key=lambda s: int(s["SeriesNumber"]) if s["SeriesNumber"].isdigit() else 0)
         destinations: dict[str, dict[str, int]] = {}
         instances = Query("STUDY", {"StudyInstanceUID": uid})
-        from storage.query import instance_uids
-
         for sop in instance_uids(index, instances):
             record = index.get(sop)
             if record is None:
@@ -292,7 +289,3 @@ class Console:
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE)
         return response
-
-
-def ago(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))

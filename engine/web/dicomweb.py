@@ -14,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -385,7 +386,7 @@ def _image_form(accept: str) -> ImageFormat:
     return "png" if "image/png" in accept and "image/jpeg" not in accept else "jpeg"
 
 
-def _read_frames(path: Any, numbers: list[int]) -> list[bytes]:
+def _read_frames(path: Path, numbers: list[int]) -> list[bytes]:
     ds = dcmread(path)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     size = len(ds.PixelData) // count
@@ -395,7 +396,7 @@ def _read_frames(path: Any, numbers: list[int]) -> list[bytes]:
     return [bytes(ds.PixelData[(n - 1) * size : n * size]) for n in numbers]
 
 
-def _read_value(path: Any, tag: int) -> bytes | None:
+def _read_value(path: Path, tag: int) -> bytes | None:
     ds = dcmread(path)
     if tag not in ds:
         return None
