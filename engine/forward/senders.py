@@ -243,6 +243,16 @@ class ObjectReader:
             instance, partial(self._part10, job, instance, transfer_syntax)
         )
 
+    async def encoded(self, job: Job, instance: Instance, transfer_syntax: str) -> Payload:
+        """The Part-10 file re-encoded losslessly in `transfer_syntax` (JPEG-LS or
+        HTJ2K, verified), for WADO; core_rs.CodecError when that cannot be made."""
+        codec = _ENCODED_AS.get(transfer_syntax)
+        if codec is None:
+            raise core_rs.NotRepresentable(f"no lossless encoder here for {transfer_syntax}")
+        return await self._from_local(
+            instance, partial(self._transcoded, job, instance, codec=codec, part10=True)
+        )
+
     async def decoded(self, job: Job, instance: Instance) -> Payload:
         """The Part-10 file with native pixels, for WADO (stored in one of DECODERS);
         core_rs.CodecError (or NotRepresentable) when it cannot be decoded."""

@@ -22,9 +22,11 @@ from policies.http_access import Caller
 from storage.index import Instance
 from storage.query import Query, instance_uids
 from storage.queue import Job
-from storage.transcode import DECODERS, EXPLICIT_LE
+from storage.transcode import DECODERS, ENCODERS, EXPLICIT_LE
 
 CHUNK = 1 << 20  # what one read of a stored file hands to the HTTP stream
+# Transfer syntaxes a retrieve may ask for that core_rs can make from native pixels.
+ENCODABLE = frozenset(uid for uid, _ in ENCODERS.values())
 _RECALL_LIMIT = 600.0  # seconds a WADO request waits for its study to come back
 
 
@@ -101,11 +103,14 @@ class Objects:
         """The object's file in `transfer_syntax` when it can be made ("*": as stored),
         and the syntax it is in."""
         job = _job(instance)
-        if transfer_syntax == EXPLICIT_LE and instance.transfer_syntax_uid in DECODERS:
-            try:
+        stored = instance.transfer_syntax_uid
+        try:
+            if transfer_syntax == EXPLICIT_LE and stored in DECODERS:
                 return await self._reader.decoded(job, instance), EXPLICIT_LE
-            except core_rs.CodecError:
-                pass  # counted and logged by the reader; the stored form goes, labelled so
+            if transfer_syntax in ENCODABLE and stored != transfer_syntax:
+                return await self._reader.encoded(job, instance, transfer_syntax), transfer_syntax
+        except core_rs.CodecError:
+            pass  # counted and logged by the reader; the stored form goes, labelled so
         return await self._reader.part10(job, instance, "as-stored"), instance.transfer_syntax_uid
 
     async def native(self, instance: Instance) -> Payload:

@@ -210,6 +210,22 @@ def test_wado_rs_returns_the_stored_bytes_or_decoded_pixels(
         record = engine.instance(uid)
         assert record is not None
         assert body == engine.object_path(record["hash"]).read_bytes()  # byte-identical
+    # A CT slice asked for in JPEG-LS lossless: encoded (and verified) by core_rs.
+    ct: SourceFile = data["ct"][0]
+    ct_ds = pydicom.dcmread(ct.path)
+    jpeg_ls = "1.2.840.10008.1.2.4.80"
+    ((headers, body),) = parts(
+        client.get(
+            f"/studies/{ct_study}/series/{ct_ds.SeriesInstanceUID}/instances/{ct.sop_instance_uid}",
+            headers={"Accept": f"{DICOM_MULTIPART}; transfer-syntax={jpeg_ls}"},
+        )
+    )
+    assert f"transfer-syntax={jpeg_ls}" in headers["Content-Type"].replace('"', "")
+    encoded = pydicom.dcmread(io.BytesIO(body))
+    assert encoded.file_meta.TransferSyntaxUID == jpeg_ls
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.array_equal(encoded.pixel_array, ct_ds.pixel_array)
     # The JPEG 2000 object asked for uncompressed: decoded by core_rs, same pixels.
     j2k: SourceFile = data["j2k"]
     source = pydicom.dcmread(j2k.path)
