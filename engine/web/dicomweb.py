@@ -162,8 +162,21 @@ class DicomWeb:
         found = await self._found(request, caller)
         self._audit_retrieve(caller, found, "instances")
         boundary = uuid.uuid4().hex
+        headers = None
+        if accept.transfer_syntax == "*":
+            # As stored, every part's size is in the index: with a Content-Length the
+            # body goes out as it is read, not copied again into chunked encoding.
+            size = sum(
+                len(_head(boundary, i.transfer_syntax_uid, i.sop_instance_uid))
+                + i.meta_length
+                + i.dataset_length
+                + 2
+                for i in found
+            )
+            headers = {"Content-Length": str(size + len(f"--{boundary}--\r\n"))}
         return StreamingResponse(
             self._multipart(found, accept.transfer_syntax, boundary),
+            headers=headers,
             media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
         )
 
@@ -176,13 +189,11 @@ class DicomWeb:
                 payload, syntax = await self._objects.part10(instance, transfer_syntax)
             except (OSError, ValueError) as exc:
                 # Headers are gone: a part cannot become a 404 any more. The part is left
-                # out, logged, and the client sees fewer parts than the study has.
+                # out and logged; the client sees fewer parts than the study has (or,
+                # with a Content-Length, a body cut short and the connection closed).
                 log.warning("WADO: %s left out: %s", instance.sop_instance_uid, exc)
                 continue
-            head = (
-                f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n"
-                f"Content-Location: {instance.sop_instance_uid}\r\n\r\n"
-            ).encode()
+            head = _head(boundary, syntax, instance.sop_instance_uid)
             try:
                 # Heads go on their own: joining one to a half-megabyte chunk would copy
                 # the chunk once more for a hundred bytes.
@@ -347,6 +358,13 @@ class DicomWeb:
             instances=len(found),
             **self._shared.audit.patient(first.patient_id, first.patient_name),
         )
+
+
+def _head(boundary: str, syntax: str, sop_instance_uid: str) -> bytes:
+    return (
+        f"--{boundary}\r\nContent-Type: application/dicom; transfer-syntax={syntax}\r\n"
+        f"Content-Location: {sop_instance_uid}\r\n\r\n"
+    ).encode()
 
 
 class _Accept:
