@@ -17,9 +17,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from python_multipart.exceptions import ParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import core_rs
@@ -115,11 +116,27 @@ class Stow:
             },
         )
         study = request.path_params.get("study", "")
-        async for chunk in request.stream():
-            parser.write(chunk)
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                while done:
+                    await self._one(done.pop(0), caller, study, stored, failed)
+            parser.finalize()
+        except ParseError as exc:
+            # Parts complete before the error are stored; the one it cut off is dropped
+            # (its spool goes with it). The answer says which were stored.
             while done:
                 await self._one(done.pop(0), caller, study, stored, failed)
-        parser.finalize()
+            stored_uids = [s["sop_instance"] for s in stored]
+            log.warning(
+                "STOW-RS from %s: malformed body after %d stored: %s",
+                caller.name,
+                len(stored_uids),
+                exc,
+            )
+            return JSONResponse(
+                {"error": f"malformed multipart body: {exc}", "stored": stored_uids}, 400
+            )
         while done:
             await self._one(done.pop(0), caller, study, stored, failed)
         if not stored and not failed:

@@ -134,6 +134,16 @@ def test_stow_rs_stores_like_c_store_and_answers_per_instance(
     referenced = answer.json()["00081199"]["Value"]
     assert referenced[0]["00081155"]["Value"] == [fresh[0].sop_instance_uid]
     assert engine.instance(fresh[0].sop_instance_uid) is not None
+    # A body that breaks multipart framing: 400 with the reason, what was stored listed.
+    good = make_series(engine.workdir / "stow4", 1)[0]
+    body, content_type = stow_body([good.path.read_bytes(), b"never read"])
+    second = body.index(b"Content-Type", body.index(b"\r\n--") + 4)
+    broken = body[:second] + b"Content-Type application/dicom" + body[second + 13 :]
+    answer = client.post("/studies", content=broken, headers={"Content-Type": content_type})
+    assert answer.status_code == 400, answer.text
+    assert "malformed multipart body" in answer.json()["error"]
+    assert answer.json()["stored"] == [good.sop_instance_uid]
+    assert engine.instance(good.sop_instance_uid) is not None
     # A study path that the instance does not belong to: reported failed (0xA900).
     other = make_series(engine.workdir / "stow3", 1)
     body, content_type = stow_body([other[0].path.read_bytes()])
