@@ -44,6 +44,7 @@ from engine.ops.reload import Reloader
 from engine.services import Role, Shared
 from engine.web import app as web_app
 from engine.web.server import HttpServer
+from engine.worklist.mirror import Mirror
 from monitoring.audit import AuditLog
 from monitoring.metrics import CONTENT_TYPE, Metrics
 from policies.config import Config, TlsConfig
@@ -154,7 +155,8 @@ async def _start(
     )
     router = Router(config.route, [dest.name for dest in config.destination])
     store = StoreService(shared, io_pool, router)
-    node = status.Node(shared, hub, forwarder, lifecycle)
+    mirror = Mirror(shared)  # worklist: polled where forwarding runs, asked everywhere
+    node = status.Node(shared, hub, forwarder, lifecycle, mirror)
     metrics.watch(lambda: status.metrics_state(node))
     reloader = Reloader(
         shared,
@@ -166,6 +168,9 @@ async def _start(
     )
     _on_sighup(stack, reloader)
     recaller = recall.Recaller(shared, hub.track)  # for the API, C-MOVE and WADO
+    if role != "ingest":
+        mirror.start()
+        stack.push_async_callback(mirror.stop)
     objects = ObjectReader(index, layout, io_pool, metrics)
     if role != "ingest":
         if role == "background":  # STOW-RS objects are committed here
@@ -179,7 +184,7 @@ async def _start(
         hub.live.start()
         stack.callback(hub.live.stop)
         stack.push_async_callback(hub.shutdown, config.dicom.shutdown_grace)
-        acceptor = Acceptor(shared, hub, store, forwarder.report, objects, recaller)
+        acceptor = Acceptor(shared, hub, store, forwarder.report, objects, recaller, mirror)
         for close in await _listen_dicom(acceptor, reuse_port=role == "ingest"):
             stack.push_async_callback(close)  # closed first: new associations refused
     if role != "ingest":

@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -89,6 +89,8 @@ class State:
     destinations: dict[str, DestinationState]
     tiers: dict[str, tuple[int, int]]  # tier: (instances, bytes; see Index.tier_totals)
     refusing: bool  # new associations refused: data disk over storage.disk_high_watermark
+    # Seconds since each worklist source's mirror was last refreshed (None: never).
+    worklist_ages: dict[str, float | None] = field(default_factory=dict)
 
 
 class Metrics:
@@ -294,6 +296,17 @@ class StateCollector(Collector):
             "storage.disk_high_watermark (objects wait for their destinations), else 0.",
             float(state.refusing),
         )
+        if state.worklist_ages:
+            ages = GaugeMetricFamily(
+                "pacs_edge_worklist_age_seconds",
+                "Seconds since the worklist source's mirror was last refreshed (a poll or "
+                "a forwarded query); +Inf if never. Modalities are answered from the "
+                "mirror while the source cannot be reached.",
+                labels=["source"],
+            )
+            for source, age in state.worklist_ages.items():
+                ages.add_metric([source], float("inf") if age is None else age)
+            yield ages
         yield from _destinations(state.destinations)
         yield from _disks(state.data_paths)
         yield from _host()

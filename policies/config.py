@@ -242,6 +242,25 @@ class DicomWebDestination(_Destination):
 Destination = Annotated[DicomDestination | DicomWebDestination, Field(discriminator="kind")]
 
 
+class WorklistSourceConfig(_Section):
+    """An upstream RIS whose Modality Worklist the edge mirrors (engine.worklist)."""
+
+    name: Name
+    host: str
+    port: Port
+    called_ae: AETitle
+    calling_ae: AETitle | None = None  # default: [node] ae_title
+    poll_interval: Seconds = 60.0
+    days_ahead: Annotated[int, Field(ge=0, le=365)] = 1
+    days_behind: Annotated[int, Field(ge=0, le=365)] = 0
+    # A modality's query waits this long for the RIS, then is answered from the cache.
+    timeout: Annotated[float, Field(gt=0, le=60)] = 3.0
+    # What the RIS's answers are encoded in when they carry no Specific Character Set
+    # (DCMTK's wlmscpfs sends none by default), e.g. "ISO_IR 192"; "": the default
+    # repertoire, as PS3.5 says.
+    character_set: str = ""
+
+
 class Config(_Section):
     node: NodeConfig
     dicom: DicomConfig
@@ -253,6 +272,7 @@ class Config(_Section):
     destination: list[Destination]
     route: list[RouteConfig]
     calling_ae: list[CallingAEConfig]
+    worklist_source: list[WorklistSourceConfig]
     lifecycle: LifecycleConfig
 
     @property
@@ -284,6 +304,10 @@ class Config(_Section):
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(f"destination name {name!r} is used twice; names are unique")
+        sources = [w.name for w in self.worklist_source]
+        for name in sources:
+            if sources.count(name) > 1:
+                raise ValueError(f"worklist_source name {name!r} is used twice; names are unique")
         refuse = self.storage.disk_high_watermark
         if self.lifecycle.high_watermark >= refuse:
             raise ValueError(

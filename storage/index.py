@@ -35,6 +35,7 @@ import lmdb
 
 from storage.catalog import Catalog
 from storage.queue import Job, Queues, Settlement, Target
+from storage.worklist import WorklistCache
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Index:
         # at a time), so start-up can delete the file a crash left behind.
         self._moves = self._env.open_db(b"tier_moves")
         self.queues = Queues(self._env)
+        self.worklist = WorklistCache(self._env)
 
     def close(self) -> None:
         self._env.close()

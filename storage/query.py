@@ -303,7 +303,7 @@ def _tests(query: Query) -> list[Callable[[dict[str, Any]], bool]]:
 
 
 def _test(field_name: str, kind: str, wanted: str, inherited: bool) -> Callable[[Any], bool]:
-    match = _matcher(kind, wanted)
+    match = matcher(kind, wanted)
 
     def test(record: dict[str, Any]) -> bool:
         source = record.get("_study", {}) if inherited else record
@@ -315,7 +315,7 @@ def _test(field_name: str, kind: str, wanted: str, inherited: bool) -> Callable[
     return test
 
 
-def _matcher(kind: str, wanted: str) -> Callable[[str], bool]:
+def matcher(kind: str, wanted: str) -> Callable[[str], bool]:
     if kind == "count":
         return lambda value: value == wanted.strip()
     if kind == "uid":

@@ -44,6 +44,7 @@ from engine.dicom.store import (
 from engine.forward import commitment
 from engine.forward.commitment import read_event_information
 from engine.forward.senders import DicomSender, ObjectReader
+from engine.worklist import scp as wl_scp
 from policies import access
 from policies.http_access import Caller
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from engine.dicom.store import StoreService
     from engine.forward.recall import Recaller
     from engine.services import Shared
+    from engine.worklist.mirror import Mirror
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class Acceptor:
     report: Callable[[commitment.Report, str], Awaitable[None]]
     objects: ObjectReader  # what C-MOVE sub-operations send
     recaller: Recaller  # brings back what a C-MOVE asks for that is only at the center
+    worklist: Mirror  # answers Modality Worklist queries (RIS, else its mirror)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Association(asyncio.BufferedProtocol):
         self._report = acceptor.report
         self._objects = acceptor.objects
         self._recaller = acceptor.recaller
+        self._worklist = acceptor.worklist
         self._resolved = resolved
         config = acceptor.shared.config.dicom
         self.id = next(_ids)
@@ -342,6 +346,8 @@ class Association(asyncio.BufferedProtocol):
         allowed: frozenset[str] = frozenset()
         if entry is None or entry.query:
             allowed |= neg.QR_FIND
+            if self._shared.config.worklist_source:
+                allowed |= {neg.MWL_FIND}
         if entry is None or entry.retrieve:
             allowed |= neg.QR_RETRIEVE | neg.QR_GET
         return allowed
@@ -510,7 +516,9 @@ class Association(asyncio.BufferedProtocol):
                 comment="SOP class differs from the presentation context",
             )
             return
-        if field == C_FIND_RQ:
+        if field == C_FIND_RQ and context.abstract_syntax == neg.MWL_FIND:
+            work = self._worklist_find(command, context, spool)
+        elif field == C_FIND_RQ:
             work = self._find(command, context, spool)
         elif field in (C_MOVE_RQ, C_GET_RQ):
             work = self._retrieve(command, context, spool)
@@ -644,6 +652,48 @@ class Association(asyncio.BufferedProtocol):
             keys=keys,
             answers=answered,
             status=f"{status:#06x}",
+        )
+
+    async def _worklist_find(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """Modality Worklist C-FIND: the RIS's answers, or its mirror's (engine.worklist)."""
+        sop_class = context.abstract_syntax
+        try:
+            identifier = wl_scp.read_identifier(
+                spool.read_dataset(wl_scp.MAX_IDENTIFIER), context.transfer_syntax
+            )
+        except (ValueError, core_rs.CoreError) as exc:
+            self._respond(command, 0x8020, wl_scp.UNABLE_TO_PROCESS, comment=str(exc)[:64])
+            return
+        answers, mirrored = await self._worklist.query(identifier)
+        pending = core_rs.encode_message(
+            command.context_id,
+            True,
+            dimse.response(0x8020, command.message_id, wl_scp.PENDING, sop_class, dataset=True),
+            self._peer_max_pdu,
+        )
+        sent = 0
+        for answer in answers:
+            if command.message_id in self._cancelled or self.state not in (State.Sta6, State.Sta8):
+                break
+            encoded = await asyncio.to_thread(wl_scp.encode, answer, context.transfer_syntax)
+            self._send(command, pending, encoded)
+            sent += 1
+            await self._writable.wait()
+        cancelled = command.message_id in self._cancelled
+        self._cancelled.discard(command.message_id)
+        if self.state not in (State.Sta6, State.Sta8):
+            return
+        self._respond(
+            command, 0x8020, find.CANCELLED if cancelled else wl_scp.SUCCESS, sop_class=sop_class
+        )
+        self._shared.audit.write(
+            "worklist_query",
+            calling_ae=self.calling_ae,
+            peer=self.peer,
+            answers=sent,
+            **({"from_mirror": mirrored} if mirrored else {}),
         )
 
     async def _retrieve(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from engine.forward.forwarder import Forwarder
     from engine.lifecycle import LifecycleWorker
     from engine.services import Shared
+    from engine.worklist.mirror import Mirror
 
 _STARTED = time.time()
 
@@ -28,6 +29,7 @@ class Node:
     hub: AssociationHub
     forwarder: Forwarder
     lifecycle: LifecycleWorker | None
+    worklist: Mirror | None = None
 
 
 def status(node: Node) -> dict[str, Any]:
@@ -71,6 +73,11 @@ def status(node: Node) -> dict[str, Any]:
             },
         },
         **({"lifecycle": node.lifecycle.status()} if node.lifecycle else {}),
+        **(
+            {"worklist": node.worklist.status()}
+            if node.worklist and node.shared.config.worklist_source
+            else {}
+        ),
     }
 
 
@@ -162,4 +169,5 @@ def metrics_state(node: Node) -> State:
         destinations=destinations,
         tiers=node.shared.index.tier_totals(),
         refusing=bool(_refusal(node)),
+        worklist_ages=node.worklist.ages() if node.worklist else {},
     )

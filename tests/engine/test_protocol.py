@@ -27,6 +27,7 @@ from engine.forward.commitment import Report
 from engine.forward.recall import Recaller
 from engine.forward.senders import ObjectReader
 from engine.services import Shared
+from engine.worklist.mirror import Mirror
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config, load_config
@@ -114,7 +115,9 @@ class Node:
         self.reports: list[tuple[Report, str]] = []
         objects = ObjectReader(index, layout, self.pool, metrics)
         recaller = Recaller(self.shared, self.hub.track)
-        self.acceptor = Acceptor(self.shared, self.hub, store, self._report, objects, recaller)
+        self.acceptor = Acceptor(
+            self.shared, self.hub, store, self._report, objects, recaller, Mirror(self.shared)
+        )
 
     async def _report(self, report: Report, via: str) -> None:
         self.reports.append((report, via))

@@ -1,0 +1,212 @@
+"""The worklist proxy's two jobs: keep a mirror of each [[worklist_source]] (a poll
+every `poll_interval`, in the process that forwards), and answer a modality's
+Modality Worklist C-FIND (in whichever process holds its association).
+
+A query goes to every source at once. A source that answers within its `timeout`
+gives its answers (and they refresh the mirror); one that does not, refuses, or
+fails is answered for by its mirror, matched here with the worklist keys
+(storage.worklist). So a modality waits at most the longest timeout, plus the
+local match, whatever the RIS does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections.abc import Callable
+
+from pydicom import Dataset
+from pydicom.sequence import Sequence
+
+from engine.services import Shared
+from engine.worklist import upstream
+from policies.config import WorklistSourceConfig
+from storage import worklist
+
+log = logging.getLogger(__name__)
+MAX_ANSWERS = 2000  # a worklist longer than this is a query that asked for too little
+
+# What a poll asks the RIS for: every key a modality's query may match or return.
+_PATIENT_KEYS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "OtherPatientIDs",
+    "PatientWeight",
+    "AccessionNumber",
+    "StudyInstanceUID",
+    "RequestedProcedureID",
+    "RequestedProcedureDescription",
+    "ReferringPhysicianName",
+    "AdmissionID",
+)
+_STEP_KEYS = (
+    "ScheduledStationAETitle",
+    "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime",
+    "Modality",
+    "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepDescription",
+    "ScheduledProcedureStepID",
+    "ScheduledStationName",
+    "ScheduledProcedureStepLocation",
+)
+
+
+def poll_identifier(source: WorklistSourceConfig, today: datetime.date) -> Dataset:
+    """Every scheduled step from `days_behind` before today to `days_ahead` after."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"  # answer in UTF-8 if you can
+    for keyword in _PATIENT_KEYS:
+        setattr(ds, keyword, "")
+    step = Dataset()
+    for keyword in _STEP_KEYS:
+        setattr(step, keyword, "")
+    first = today - datetime.timedelta(days=source.days_behind)
+    last = today + datetime.timedelta(days=source.days_ahead)
+    step.ScheduledProcedureStepStartDate = f"{first:%Y%m%d}-{last:%Y%m%d}"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    return ds
+
+
+class Mirror:
+    def __init__(self, shared: Shared) -> None:
+        self._shared = shared  # its config is read at each use: a reload swaps sources
+        self._cache = shared.index.worklist
+        self._task: asyncio.Task[None] | None = None
+        self._failing: dict[str, str] = {}  # source -> the error last logged
+
+    # ---- the poll (background process) ---------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll_forever(self) -> None:
+        due: dict[str, float] = {}
+        while True:
+            now = time.monotonic()
+            for source in self._shared.config.worklist_source:
+                if due.get(source.name, 0.0) <= now:
+                    due[source.name] = now + source.poll_interval
+                    await self.poll(source)
+            await asyncio.sleep(0.5)
+
+    async def poll(self, source: WorklistSourceConfig) -> bool:
+        identifier = poll_identifier(source, datetime.date.today())
+        our_ae = self._shared.config.node.ae_title
+        try:
+            items = await asyncio.wait_for(
+                asyncio.to_thread(upstream.find, source, our_ae, identifier),
+                source.timeout * 4 + 5,  # a full poll may be longer than one modality's query
+            )
+        except (upstream.UpstreamError, TimeoutError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            await asyncio.to_thread(self._cache.failed, source.name, why)
+            if self._failing.get(source.name) != why:
+                log.warning(
+                    "worklist source %s cannot be polled (%s): modalities get the mirror of %s",
+                    source.name,
+                    why,
+                    self._age_text(source.name),
+                )
+            self._failing[source.name] = why
+            return False
+        await asyncio.to_thread(self._cache.replace, source.name, items)
+        if self._failing.pop(source.name, None) is not None:
+            log.info("worklist source %s answers again: %d item(s)", source.name, len(items))
+        else:
+            log.debug("worklist source %s polled: %d item(s)", source.name, len(items))
+        return True
+
+    def _age_text(self, source: str) -> str:
+        refreshed = self._cache.state(source).refreshed_at
+        if refreshed is None:
+            return "never (empty)"
+        return f"{time.time() - refreshed:.0f} s ago"
+
+    # ---- a modality's query (any process) ----------------------------------------------
+
+    async def query(self, identifier: Dataset) -> tuple[list[Dataset], list[str]]:
+        """The answers, and the sources answered for by their mirror."""
+        sources = self._shared.config.worklist_source
+        if not sources:
+            return await asyncio.to_thread(self._from_mirror, identifier, None), []
+        asked = [self._ask(source, identifier) for source in sources]
+        results = await asyncio.gather(*asked)
+        answers: list[Dataset] = []
+        mirrored = [s.name for s, found in zip(sources, results, strict=True) if found is None]
+        for found in results:
+            answers.extend(found or [])
+        if mirrored:
+            answers.extend(await asyncio.to_thread(self._from_mirror, identifier, mirrored))
+        return answers[:MAX_ANSWERS], mirrored
+
+    async def _ask(self, source: WorklistSourceConfig, identifier: Dataset) -> list[Dataset] | None:
+        our_ae = self._shared.config.node.ae_title
+        try:
+            found = await asyncio.wait_for(
+                asyncio.to_thread(upstream.find, source, our_ae, identifier), source.timeout
+            )
+        except (upstream.UpstreamError, TimeoutError, OSError) as exc:
+            log.info(
+                "worklist source %s not used for this query (%s): answered from its mirror",
+                source.name,
+                exc or type(exc).__name__,
+            )
+            return None
+        await asyncio.to_thread(self._cache.merge, source.name, _complete(found, identifier))
+        return found
+
+    def _from_mirror(self, identifier: Dataset, sources: list[str] | None) -> list[Dataset]:
+        found = []
+        for item in self._cache.items(sources):
+            if worklist.matches(identifier, item):
+                found.append(worklist.answer(identifier, item))
+                if len(found) >= MAX_ANSWERS:
+                    break
+        return found
+
+    def ages(self, now: Callable[[], float] = time.time) -> dict[str, float | None]:
+        """Seconds since each source's mirror was refreshed (None: never)."""
+        ages: dict[str, float | None] = {}
+        for source in self._shared.config.worklist_source:
+            refreshed = self._cache.state(source.name).refreshed_at
+            ages[source.name] = None if refreshed is None else round(now() - refreshed, 1)
+        return ages
+
+    def status(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for source in self._shared.config.worklist_source:
+            state = self._cache.state(source.name)
+            out[source.name] = {
+                "items": state.items,
+                "age_seconds": None
+                if state.refreshed_at is None
+                else round(time.time() - state.refreshed_at, 1),
+                "last_error": state.error,
+            }
+        return out
+
+
+def _complete(found: list[Dataset], identifier: Dataset) -> list[Dataset]:
+    """Forwarded answers worth keeping: those that carry both keys naming a mirrored
+    item (Accession Number and Scheduled Procedure Step ID). A query that did not ask
+    for them cannot be told apart from another item, so it refreshes nothing."""
+    kept = []
+    for ds in found:
+        steps = ds.get(worklist.SPS) or []
+        step_id = steps[0].get("ScheduledProcedureStepID", "") if steps else ""
+        if ds.get("AccessionNumber", "") and step_id:
+            kept.append(ds)
+    return kept

@@ -1,0 +1,44 @@
+"""The DIMSE side of the worklist proxy: a Modality Worklist C-FIND identifier read
+from its spool, and answers encoded in the presentation context's syntax. The
+association (engine.dicom.association) sends them; engine.worklist.mirror finds them."""
+
+from __future__ import annotations
+
+import warnings
+from io import BytesIO
+
+from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
+MAX_IDENTIFIER = 1 << 20
+PENDING, SUCCESS, UNABLE_TO_PROCESS = 0xFF00, 0x0000, 0xC000
+
+
+def read_identifier(data: bytes, transfer_syntax: str) -> Dataset:
+    """ValueError when it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            identifier = read_dataset(
+                BytesIO(data),
+                is_implicit_VR=transfer_syntax == IMPLICIT_LE,
+                is_little_endian=transfer_syntax != EXPLICIT_BE,
+            )
+            for _element in identifier:  # values are decoded lazily: fail here, not later
+                pass
+    except (ValueError, TypeError, EOFError, KeyError, LookupError, NotImplementedError) as exc:
+        raise ValueError(f"unreadable worklist identifier: {exc}") from exc
+    return identifier
+
+
+def encode(answer: Dataset, transfer_syntax: str) -> bytes:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+        buffer.is_little_endian = transfer_syntax != EXPLICIT_BE
+        write_dataset(buffer, answer)
+    return bytes(buffer.getvalue())

@@ -1,0 +1,211 @@
+"""The mirrored Modality Worklist: items from upstream RIS sources, kept in LMDB so
+every process of the node answers from the same copy, and matched locally with the
+worklist's keys (PS3.4 K.6.1.2) when the RIS cannot be asked.
+
+Named databases beside storage.index's:
+    worklist       source NUL item key -> {"dataset": DICOM JSON, "at": time}
+    worklist_meta  source -> {"refreshed_at": time, "error": last poll error}
+An item's key is its Accession Number and Scheduled Procedure Step ID (or, without
+them, its Study Instance UID): one entry per scheduled step, replaced when the RIS
+sends it again. Items are kept as DICOM JSON (pydicom's), so what a modality gets
+back from the cache is what the RIS sent, character set included.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from storage.query import matcher
+
+if TYPE_CHECKING:
+    import lmdb
+
+SEP = b"\0"
+SPS = "ScheduledProcedureStepSequence"
+_KINDS = {"PN": "name", "DA": "date", "TM": "time", "DT": "time", "UI": "uid"}
+
+
+@dataclass(frozen=True)
+class SourceState:
+    items: int
+    refreshed_at: float | None  # the last successful poll or forwarded query
+    error: str
+
+
+def item_key(ds: Dataset) -> str:
+    accession = str(ds.get("AccessionNumber", "") or "")
+    steps = ds.get(SPS) or []
+    step = str(steps[0].get("ScheduledProcedureStepID", "") or "") if steps else ""
+    if accession or step:
+        return f"{accession}\\{step}"
+    return str(ds.get("StudyInstanceUID", "") or "")
+
+
+class WorklistCache:
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._items = env.open_db(b"worklist")
+        self._meta = env.open_db(b"worklist_meta")
+
+    def replace(self, source: str, items: list[Dataset]) -> None:
+        """A full poll's answer: the source's mirror becomes exactly `items`."""
+        prefix = source.encode() + SEP
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._items)
+            if cursor.set_range(prefix):
+                while bytes(cursor.key()).startswith(prefix):
+                    if not cursor.delete():
+                        break
+            self._put(txn, prefix, items)
+            self._mark(txn, source, "")
+
+    def merge(self, source: str, items: list[Dataset]) -> None:
+        """A forwarded query's answers: new items added, known ones updated with the
+        values the answer has (a modality asks for fewer keys than a poll does, so an
+        answer must not replace the mirrored item whole)."""
+        prefix = source.encode() + SEP
+        with self._env.begin(write=True) as txn:
+            merged = []
+            for ds in items:
+                raw = txn.get(prefix + item_key(ds).encode(), db=self._items)
+                if raw is None:
+                    merged.append(ds)
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    known = Dataset.from_json(orjson.loads(raw)["dataset"])
+                for element in ds:
+                    if element.VR == "SQ" and element.keyword in known:
+                        continue  # the poll's steps carry every key; keep them
+                    if element.value not in (None, "", b"") or element.keyword not in known:
+                        known[element.tag] = element
+                merged.append(known)
+            self._put(txn, prefix, merged)
+            self._mark(txn, source, "")
+
+    def failed(self, source: str, error: str) -> None:
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(source.encode(), db=self._meta)
+            meta = orjson.loads(raw) if raw else {"refreshed_at": None}
+            meta["error"] = error[:500]
+            txn.put(source.encode(), orjson.dumps(meta), db=self._meta)
+
+    def _put(self, txn: lmdb.Transaction, prefix: bytes, items: list[Dataset]) -> None:
+        now = time.time()
+        for ds in items:
+            key = prefix + item_key(ds).encode()
+            txn.put(key, orjson.dumps({"dataset": ds.to_json_dict(), "at": now}), db=self._items)
+
+    def _mark(self, txn: lmdb.Transaction, source: str, error: str) -> None:
+        meta = {"refreshed_at": time.time(), "error": error}
+        txn.put(source.encode(), orjson.dumps(meta), db=self._meta)
+
+    def state(self, source: str) -> SourceState:
+        prefix = source.encode() + SEP
+        with self._env.begin() as txn:
+            raw = txn.get(source.encode(), db=self._meta)
+            meta: dict[str, Any] = orjson.loads(raw) if raw else {}
+            count = 0
+            cursor = txn.cursor(db=self._items)
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    if not bytes(key).startswith(prefix):
+                        break
+                    count += 1
+        return SourceState(count, meta.get("refreshed_at"), meta.get("error", ""))
+
+    def items(self, sources: list[str] | None = None) -> Iterator[Dataset]:
+        """The mirrored items of `sources` (None: all), from one read snapshot."""
+        prefixes = None if sources is None else tuple(s.encode() + SEP for s in sources)
+        with self._env.begin() as txn:
+            for key, raw in txn.cursor(db=self._items):
+                if prefixes is not None and not bytes(key).startswith(prefixes):
+                    continue
+                record = orjson.loads(raw)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    yield Dataset.from_json(record["dataset"])
+
+
+# ---- matching (PS3.4 K.6.1.2, C.2.2.2) -------------------------------------------------
+
+
+def matches(identifier: Dataset, item: Dataset) -> bool:
+    """Whether `item` answers `identifier`: every non-empty key matches, and the
+    Scheduled Procedure Step Sequence's keys match one of the item's steps."""
+    for element in identifier:
+        if element.tag.group in (0x0000, 0x0002, 0x0008) and element.keyword in (
+            "SpecificCharacterSet",
+            "",
+        ):
+            continue
+        if element.VR == "SQ":
+            wanted = element.value[0] if element.value else None
+            if wanted is None or not _has_keys(wanted):
+                continue
+            steps = item.get(element.keyword) or []
+            if not any(_all_match(wanted, step) for step in steps):
+                return False
+        elif not _one_matches(element.keyword, element.value, item):
+            return False
+    return True
+
+
+def _has_keys(ds: Dataset) -> bool:
+    return any(_text(e.value) and e.VR != "SQ" for e in ds)
+
+
+def _all_match(wanted: Dataset, item: Dataset) -> bool:
+    return all(_one_matches(e.keyword, e.value, item) for e in wanted if e.VR != "SQ")
+
+
+def _one_matches(keyword: str, value: Any, item: Dataset) -> bool:
+    wanted = _text(value)
+    if not wanted or wanted == "*" or not keyword:
+        return True  # universal matching
+    try:
+        kind = _KINDS.get(dictionary_VR(keyword), "text")
+    except KeyError:
+        return True  # a key this dictionary does not know is returned empty, not matched
+    have = _text(item.get(keyword, ""))
+    match: Callable[[str], bool] = matcher(kind, wanted)
+    return match(have)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def answer(identifier: Dataset, item: Dataset) -> Dataset:
+    """The keys the identifier asks for, with the item's values (empty when the item
+    has none: PS3.4 K.6.1.2.2), sequences item by item; the item's character set."""
+    out = Dataset()
+    if "SpecificCharacterSet" in item:
+        out.SpecificCharacterSet = item.SpecificCharacterSet
+    for element in identifier:
+        keyword = element.keyword
+        if not keyword or keyword == "SpecificCharacterSet" or element.tag.group == 0x0000:
+            continue
+        if element.VR == "SQ":
+            template = element.value[0] if element.value else Dataset()
+            have = item.get(keyword) or []
+            out.add_new(element.tag, "SQ", Sequence([answer(template, one) for one in have]))
+        elif keyword in item:
+            out.add(item[keyword])
+        else:
+            out.add_new(element.tag, element.VR, None)
+    return out

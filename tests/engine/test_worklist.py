@@ -1,0 +1,230 @@
+"""The worklist proxy against DCMTK wlmscpfs as the upstream RIS (worklist files made
+with dump2dcm, a Chinese name in UTF-8 among them), with DCMTK findscu -W and
+pynetdicom as the modalities: answers come from the RIS while it is up, from the
+edge's mirror when it is killed, within the source's timeout plus a second, and the
+staleness shows in status and /metrics."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
+
+from bench.peers import free_port, wait_for_port
+from tests.support.process import AE_TITLE, EngineProcess, wait_until
+
+TODAY = datetime.date.today().strftime("%Y%m%d")
+ITEMS = [
+    # accession, patient ID, name (UTF-8), modality, station AE, step ID
+    ("ACC100", "PID100", "Wang^Fang=王^芳", "CT", "CT1", "SPS100"),
+    ("ACC200", "PID200", "Doe^John", "MR", "MR1", "SPS200"),
+    ("ACC300", "PID300", "Rezaei^Sara", "CT", "CT2", "SPS300"),
+]
+
+
+def worklist_file(folder: Path, n: int, item: tuple[str, ...]) -> None:
+    accession, pid, name, modality, station, step = item
+    dump = folder / f"item{n}.dump"
+    dump.write_text(
+        f"""(0008,0005) CS [ISO_IR 192]
+(0008,0050) SH [{accession}]
+(0010,0010) PN [{name}]
+(0010,0020) LO [{pid}]
+(0010,0030) DA [19800101]
+(0010,0040) CS [F]
+(0020,000d) UI [1.2.826.0.1.3680043.8.498.{n}]
+(0032,1060) LO [{modality} exam]
+(0040,0100) SQ
+(fffe,e000) -
+(0008,0060) CS [{modality}]
+(0040,0001) AE [{station}]
+(0040,0002) DA [{TODAY}]
+(0040,0003) TM [09{n:02d}00]
+(0040,0006) PN [Smith^Anna]
+(0040,0007) LO [{modality} routine]
+(0040,0009) SH [{step}]
+(0040,0010) SH [STATION{n}]
+(0040,0011) SH [ROOM{n}]
+(fffe,e00d) -
+(fffe,e0dd) -
+(0040,1001) SH [RP{n}]
+""",
+        encoding="utf-8",
+    )
+    subprocess.run(
+        ["dump2dcm", str(dump), str(folder / f"item{n}.wl")],
+        check=True,
+        capture_output=True,
+    )
+    dump.unlink()
+
+
+class Ris:
+    """DCMTK wlmscpfs serving a folder of worklist files as AE title RIS."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "RIS").mkdir(parents=True)
+        (root / "RIS" / "lockfile").touch()
+        for n, item in enumerate(ITEMS, 1):
+            worklist_file(root / "RIS", n, item)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["wlmscpfs", "-dfp", str(self.root), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def ris(tmp_path: Path) -> Iterator[Ris]:
+    server = Ris(tmp_path / "ris")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def query(port: int, **keys: str) -> tuple[list[Dataset], float]:
+    """A modality's worklist query with pynetdicom: answers and seconds taken."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for keyword in ("PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID"):
+        setattr(ds, keyword, keys.pop(keyword, ""))
+    step = Dataset()
+    for keyword in ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate"):
+        setattr(step, keyword, keys.pop(keyword, ""))
+    step.ScheduledProcedureStepID = ""
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    started = time.monotonic()
+    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    answers = []
+    try:
+        for status, found in assoc.send_c_find(ds, ModalityWorklistInformationFind):
+            assert status is not None
+            if status.Status in (0xFF00, 0xFF01):
+                answers.append(found)
+            else:
+                assert status.Status == 0x0000, hex(status.Status)
+    finally:
+        assoc.release()
+    return answers, time.monotonic() - started
+
+
+def test_modalities_get_the_worklist_through_a_ris_outage(
+    engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
+) -> None:
+    source = {
+        "name": "ris",
+        "host": "127.0.0.1",
+        "port": ris.port,
+        "called_ae": "RIS",
+        "poll_interval": 1.0,
+        "timeout": 2.0,
+        # wlmscpfs sends no Specific Character Set (its default): say what it sends.
+        "character_set": "ISO_IR 192",
+    }
+    engine = engine_factory({"worklist_source": [source]})
+    wait_until(
+        lambda: engine.status().get("worklist", {}).get("ris", {}).get("items") == 3,
+        30,
+        "the first poll mirrored the RIS's three items",
+    )
+    # RIS up: the answer is the RIS's, matched by it.
+    answers, _ = query(engine.port, Modality="CT")
+    assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC100", "ACC300"]
+    wang = next(a for a in answers if a.AccessionNumber == "ACC100")
+    assert str(wang.PatientName) == "Wang^Fang=王^芳"
+    # DCMTK findscu -W as a modality, its answers written as files.
+    out = tmp_path / "findscu"
+    out.mkdir()
+    done = subprocess.run(
+        [
+            "findscu",
+            "-W",
+            "-X",
+            "-od",
+            str(out),
+            "-aet",
+            "CT2",
+            "-aec",
+            AE_TITLE,
+            "-k",
+            "ScheduledProcedureStepSequence[0].ScheduledStationAETitle=CT2",
+            "-k",
+            "PatientName",
+            "-k",
+            "AccessionNumber",
+            "127.0.0.1",
+            str(engine.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
+    assert [str(f.AccessionNumber) for f in found] == ["ACC300"]
+
+    # The RIS dies: the same queries are answered from the mirror, within timeout + 1 s.
+    ris.kill()
+    answers, seconds = query(engine.port, Modality="CT")
+    assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC100", "ACC300"]
+    assert seconds < 2.0 + 1.0, seconds
+    wang = next(a for a in answers if a.AccessionNumber == "ACC100")
+    assert str(wang.PatientName) == "Wang^Fang=王^芳"
+    assert wang.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "SPS100"
+    # Matching on the mirror: a name prefix, case-insensitively; a station; a date range.
+    by_name, _ = query(engine.port, PatientName="doe*")
+    assert [str(a.AccessionNumber) for a in by_name] == ["ACC200"]
+    by_station, _ = query(engine.port, ScheduledStationAETitle="MR1")
+    assert [str(a.PatientID) for a in by_station] == ["PID200"]
+    none_tomorrow, _ = query(engine.port, ScheduledProcedureStepStartDate="20990101-20991231")
+    assert none_tomorrow == []
+
+    # The outage is visible: status says why, the age grows, /metrics has it.
+    wait_until(
+        lambda: (
+            "ris" in str(engine.status()["worklist"]["ris"]["last_error"]).lower()
+            or bool(engine.status()["worklist"]["ris"]["last_error"])
+        ),
+        30,
+        "status shows the poll's error",
+    )
+    time.sleep(1.5)
+    state = engine.status()["worklist"]["ris"]
+    assert state["items"] == 3, state
+    assert state["age_seconds"] >= 1.0, state
+    metrics = engine.get_text("/metrics")
+    line = next(m for m in metrics.splitlines() if m.startswith("pacs_edge_worklist_age_seconds"))
+    assert 'source="ris"' in line
+    assert float(line.split()[-1]) >= 1.0
+
+    # The RIS comes back: the mirror is fresh again.
+    ris.start()
+    engine_status = lambda: engine.status()["worklist"]["ris"]  # noqa: E731
+    wait_until(lambda: engine_status()["last_error"] == "", 30, "the poll succeeds again")
+    assert engine_status()["age_seconds"] < 5
