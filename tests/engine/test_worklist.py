@@ -7,6 +7,7 @@ staleness shows in status and /metrics."""
 from __future__ import annotations
 
 import datetime
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -188,6 +189,16 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     assert done.returncode == 0, done.stderr
     found = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
     assert [str(f.AccessionNumber) for f in found] == ["ACC300"]
+
+    # The RIS hangs (accepts, never answers): the mirror answers within timeout + 1 s.
+    assert ris.proc is not None
+    ris.proc.send_signal(signal.SIGSTOP)
+    try:
+        answers, seconds = query(engine.port, Modality="CT")
+    finally:
+        ris.proc.send_signal(signal.SIGCONT)
+    assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC100", "ACC300"]
+    assert seconds < 2.0 + 1.0, seconds
 
     # The RIS dies: the same queries are answered from the mirror, within timeout + 1 s.
     ris.kill()
