@@ -112,6 +112,9 @@ class CallingAEConfig(_Section):
     # Where it listens, so that it can be a C-MOVE destination; unset: it cannot.
     host: str = ""
     port: Port | None = None
+    # Worklist answers' PatientName: as the RIS has it, or in pinyin (Latin letters,
+    # ISO_IR 100) for a device that cannot show Chinese characters.
+    worklist_names: Literal["as-is", "pinyin"] = "as-is"
 
 
 class HttpTlsConfig(_Section):

@@ -673,11 +673,15 @@ class Association(asyncio.BufferedProtocol):
             dimse.response(0x8020, command.message_id, wl_scp.PENDING, sop_class, dataset=True),
             self._peer_max_pdu,
         )
+        entry = self._shared.config.calling_ae_entry(self.calling_ae.strip())
+        pinyin = entry is not None and entry.worklist_names == "pinyin"
         sent = 0
         for answer in answers:
             if command.message_id in self._cancelled or self.state not in (State.Sta6, State.Sta8):
                 break
-            encoded = await asyncio.to_thread(wl_scp.encode, answer, context.transfer_syntax)
+            encoded = await asyncio.to_thread(
+                wl_scp.encode, answer, context.transfer_syntax, pinyin
+            )
             self._send(command, pending, encoded)
             sent += 1
             await self._writable.wait()

@@ -12,6 +12,8 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from engine.worklist.names import in_pinyin
+
 IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 MAX_IDENTIFIER = 1 << 20
 PENDING, SUCCESS, UNABLE_TO_PROCESS = 0xFF00, 0x0000, 0xC000
@@ -34,7 +36,10 @@ def read_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     return identifier
 
 
-def encode(answer: Dataset, transfer_syntax: str) -> bytes:
+def encode(answer: Dataset, transfer_syntax: str, pinyin: bool = False) -> bytes:
+    """`pinyin`: for a calling AE with `worklist_names = "pinyin"` (engine.worklist.names)."""
+    if pinyin:
+        answer = in_pinyin(answer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         buffer = DicomBytesIO()

@@ -29,6 +29,7 @@ ITEMS = [
     ("ACC100", "PID100", "Wang^Fang=王^芳", "CT", "CT1", "SPS100"),
     ("ACC200", "PID200", "Doe^John", "MR", "MR1", "SPS200"),
     ("ACC300", "PID300", "Rezaei^Sara", "CT", "CT2", "SPS300"),
+    ("ACC400", "PID400", "张^小明", "US", "US1", "SPS400"),  # no Latin group at all
 ]
 
 
@@ -106,7 +107,7 @@ def ris(tmp_path: Path) -> Iterator[Ris]:
         server.kill()
 
 
-def query(port: int, **keys: str) -> tuple[list[Dataset], float]:
+def query(port: int, calling_ae: str = "CT1", **keys: str) -> tuple[list[Dataset], float]:
     """A modality's worklist query with pynetdicom: answers and seconds taken."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
@@ -117,7 +118,7 @@ def query(port: int, **keys: str) -> tuple[list[Dataset], float]:
         setattr(step, keyword, keys.pop(keyword, ""))
     step.ScheduledProcedureStepID = ""
     ds.ScheduledProcedureStepSequence = Sequence([step])
-    ae = AE(ae_title="CT1")
+    ae = AE(ae_title=calling_ae)
     ae.add_requested_context(ModalityWorklistInformationFind)
     started = time.monotonic()
     assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
@@ -148,17 +149,26 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
         # wlmscpfs sends no Specific Character Set (its default): say what it sends.
         "character_set": "ISO_IR 192",
     }
-    engine = engine_factory({"worklist_source": [source]})
+    # An old CT that cannot show Chinese gets pinyin; the others get names as they are.
+    calling = [
+        {"ae_title": "CT1"},
+        {"ae_title": "CT2"},
+        {"ae_title": "OLDCT", "worklist_names": "pinyin"},
+    ]
+    engine = engine_factory({"worklist_source": [source], "calling_ae": calling})
     wait_until(
-        lambda: engine.status().get("worklist", {}).get("ris", {}).get("items") == 3,
+        lambda: engine.status().get("worklist", {}).get("ris", {}).get("items") == len(ITEMS),
         30,
-        "the first poll mirrored the RIS's three items",
+        "the first poll mirrored the RIS's items",
     )
     # RIS up: the answer is the RIS's, matched by it.
     answers, _ = query(engine.port, Modality="CT")
     assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC100", "ACC300"]
     wang = next(a for a in answers if a.AccessionNumber == "ACC100")
     assert str(wang.PatientName) == "Wang^Fang=王^芳"
+    old, _ = query(engine.port, calling_ae="OLDCT", AccessionNumber="ACC100")
+    assert [str(a.PatientName) for a in old] == ["Wang^Fang"]
+    assert old[0].SpecificCharacterSet == "ISO_IR 100"
     # DCMTK findscu -W as a modality, its answers written as files.
     out = tmp_path / "findscu"
     out.mkdir()
@@ -215,6 +225,12 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     assert [str(a.PatientID) for a in by_station] == ["PID200"]
     none_tomorrow, _ = query(engine.port, ScheduledProcedureStepStartDate="20990101-20991231")
     assert none_tomorrow == []
+    old, _ = query(engine.port, calling_ae="OLDCT", PatientID="PID100")
+    assert [str(a.PatientName) for a in old] == ["Wang^Fang"]
+    old, _ = query(engine.port, calling_ae="OLDCT", PatientID="PID400")
+    assert [str(a.PatientName) for a in old] == ["ZHANG^XIAOMING"]
+    as_is, _ = query(engine.port, PatientID="PID400")
+    assert [str(a.PatientName) for a in as_is] == ["张^小明"]
 
     # The outage is visible: status says why, the age grows, /metrics has it.
     wait_until(
@@ -227,7 +243,7 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     )
     time.sleep(1.5)
     state = engine.status()["worklist"]["ris"]
-    assert state["items"] == 3, state
+    assert state["items"] == len(ITEMS), state
     assert state["age_seconds"] >= 1.0, state
     metrics = engine.get_text("/metrics")
     line = next(m for m in metrics.splitlines() if m.startswith("pacs_edge_worklist_age_seconds"))
