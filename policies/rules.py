@@ -100,6 +100,9 @@ class RouteConfig(_Strict):
     stop: bool = True  # false: later rules may add destinations too
     match: dict[Keyword, str | Condition] = {}
     coerce: Coercion = Coercion()
+    # Demographics the device typed are set back to the mirrored worklist item's
+    # (matched by AccessionNumber, else StudyInstanceUID): engine.worklist.coercion.
+    coerce_from_worklist: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Route:
     destination: str
     priority: int
     coerce: Coercion | None
+    from_worklist: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,10 @@ class Router:
         for rule in rules:
             names = destinations if "*" in rule.destinations else rule.destinations
             coerce = rule.coerce or None
-            routes = tuple(Route(d, PRIORITIES[rule.priority], coerce) for d in names)
+            routes = tuple(
+                Route(d, PRIORITIES[rule.priority], coerce, rule.coerce_from_worklist)
+                for d in names
+            )
             tests = tuple((key, predicate(spec)) for key, spec in rule.match.items())
             self._compiled.append(_Compiled(rule.name, tests, routes, rule.stop))
         self._everywhere = tuple(Route(d, PRIORITIES["normal"], None) for d in destinations)

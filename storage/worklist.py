@@ -5,6 +5,9 @@ worklist's keys (PS3.4 K.6.1.2) when the RIS cannot be asked.
 Named databases beside storage.index's:
     worklist       source NUL item key -> {"dataset": DICOM JSON, "at": time}
     worklist_meta  source -> {"refreshed_at": time, "error": last poll error}
+    worklist_find  "acc" NUL Accession Number -> source NUL item key
+                   "study" NUL Study Instance UID -> source NUL item key
+                   (arriving images find their item without a scan)
 An item's key is its Accession Number and Scheduled Procedure Step ID (or, without
 them, its Study Instance UID): one entry per scheduled step, replaced when the RIS
 sends it again. Items are kept as DICOM JSON (pydicom's), so what a modality gets
@@ -56,6 +59,7 @@ class WorklistCache:
         self._env = env
         self._items = env.open_db(b"worklist")
         self._meta = env.open_db(b"worklist_meta")
+        self._find = env.open_db(b"worklist_find")
 
     def replace(self, source: str, items: list[Dataset]) -> None:
         """A full poll's answer: the source's mirror becomes exactly `items`."""
@@ -64,6 +68,8 @@ class WorklistCache:
             cursor = txn.cursor(db=self._items)
             if cursor.set_range(prefix):
                 while bytes(cursor.key()).startswith(prefix):
+                    for lookup in _lookups(_dataset(bytes(cursor.value()))):
+                        txn.delete(lookup, db=self._find)
                     if not cursor.delete():
                         break
             self._put(txn, prefix, items)
@@ -81,9 +87,7 @@ class WorklistCache:
                 if raw is None:
                     merged.append(ds)
                     continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    known = Dataset.from_json(orjson.loads(raw)["dataset"])
+                known = _dataset(bytes(raw))
                 for element in ds:
                     if element.VR == "SQ" and element.keyword in known:
                         continue  # the poll's steps carry every key; keep them
@@ -105,6 +109,22 @@ class WorklistCache:
         for ds in items:
             key = prefix + item_key(ds).encode()
             txn.put(key, orjson.dumps({"dataset": ds.to_json_dict(), "at": now}), db=self._items)
+            for lookup in _lookups(ds):
+                txn.put(lookup, key, db=self._find)
+
+    def item_for(self, accession: str, study_uid: str) -> Dataset | None:
+        """The mirrored item an arriving image belongs to: by its Accession Number,
+        else its Study Instance UID."""
+        with self._env.begin() as txn:
+            for field, value in ((b"acc", accession), (b"study", study_uid)):
+                if not value:
+                    continue
+                key = txn.get(field + SEP + value.encode(), db=self._find)
+                if key is not None:
+                    raw = txn.get(bytes(key), db=self._items)
+                    if raw is not None:
+                        return _dataset(bytes(raw))
+        return None
 
     def _mark(self, txn: lmdb.Transaction, source: str, error: str) -> None:
         meta = {"refreshed_at": time.time(), "error": error}
@@ -131,10 +151,22 @@ class WorklistCache:
             for key, raw in txn.cursor(db=self._items):
                 if prefixes is not None and not bytes(key).startswith(prefixes):
                     continue
-                record = orjson.loads(raw)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    yield Dataset.from_json(record["dataset"])
+                yield _dataset(bytes(raw))
+
+
+def _dataset(raw: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Dataset.from_json(orjson.loads(raw)["dataset"])
+
+
+def _lookups(ds: Dataset) -> list[bytes]:
+    found = []
+    for field, keyword in ((b"acc", "AccessionNumber"), (b"study", "StudyInstanceUID")):
+        value = str(ds.get(keyword, "") or "").strip()
+        if value:
+            found.append(field + SEP + value.encode())
+    return found
 
 
 # ---- matching (PS3.4 K.6.1.2, C.2.2.2) -------------------------------------------------

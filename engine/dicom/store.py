@@ -23,6 +23,7 @@ from pydicom.errors import InvalidDicomError
 
 import core_rs
 from engine.services import Shared
+from engine.worklist.coercion import Correction, correction
 from policies.rules import CALLING_AE, Router
 from storage.committer import IndexUnavailable
 from storage.index import Instance, Outcome, Recalled
@@ -100,17 +101,26 @@ class StoreService:
 
     async def _targets(
         self, path: str, attrs: dict[str, str], calling_ae: str, sop_class_uid: str
-    ) -> list[Target]:
+    ) -> tuple[list[Target], Correction | None]:
+        """Where the object goes, and the worklist's corrections of its demographics
+        when a matching route asks for them (`coerce_from_worklist`)."""
         facts = {**attrs, CALLING_AE: calling_ae, "SOPClassUID": sop_class_uid}
         if self._extra_keywords:
             loop = asyncio.get_running_loop()
             facts |= await loop.run_in_executor(
                 self._io_pool, _read_extra, path, self._extra_keywords
             )
-        return [
-            Target(r.destination, r.priority, r.coerce.model_dump() if r.coerce else None)
-            for r in self._router.route(facts)
-        ]
+        routes = self._router.route(facts)
+        fix = None
+        if any(r.from_worklist for r in routes):
+            fix = correction(self._shared.index.worklist, attrs)
+        targets = []
+        for r in routes:
+            coerce = r.coerce.model_dump() if r.coerce else None
+            if fix is not None and r.from_worklist:
+                coerce = fix.coerce(coerce)
+            targets.append(Target(r.destination, r.priority, coerce))
+        return targets, fix
 
     def _recall_source(self, calling_ae: str, move_originator: str) -> str:
         """The destination a C-STORE comes back from on a C-MOVE this node asked for
@@ -188,11 +198,26 @@ class StoreService:
                 attrs["SOPInstanceUID"],
             )
         source = self._recall_source(calling_ae, move_originator)
-        targets: list[Target] | Recalled = (
-            Recalled(source)
-            if source
-            else await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
-        )
+        targets: list[Target] | Recalled
+        if source:
+            targets = Recalled(source)
+        else:
+            targets, fix = await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
+            if fix is not None:
+                instance = fix.applied(instance)
+                self._audit.write(
+                    "worklist_coerced",
+                    sop_instance_uid=sop_instance_uid,
+                    study_instance_uid=instance.study_instance_uid,
+                    accession_number=instance.accession_number,
+                    calling_ae=calling_ae,
+                    keys=sorted(fix.values),
+                    **(
+                        {"before": fix.before, "after": fix.values}
+                        if self._shared.config.audit.patient_identifiers
+                        else {}
+                    ),
+                )
         try:
             outcome = await self._committer.submit(
                 instance, targets, Path(stored.path), stored.existed

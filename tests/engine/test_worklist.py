@@ -7,12 +7,14 @@ staleness shows in status and /metrics."""
 from __future__ import annotations
 
 import datetime
+import json
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -21,6 +23,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from bench.peers import free_port, wait_for_port
+from tests.engine.test_forward import dicom_destination
+from tests.support.corpus import make_series
+from tests.support.dcmtk import storescu
+from tests.support.orthanc import OrthancProcess
 from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
 TODAY = datetime.date.today().strftime("%Y%m%d")
@@ -255,3 +261,69 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     engine_status = lambda: engine.status()["worklist"]["ris"]  # noqa: E731
     wait_until(lambda: engine_status()["last_error"] == "", 30, "the poll succeeds again")
     assert engine_status()["age_seconds"] < 5
+
+
+def test_images_typed_in_pinyin_get_the_worklist_names(
+    engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
+) -> None:
+    """A device that typed the name in pinyin and a wrong ID: the index record and the
+    copy central Orthanc receives carry the worklist's; the stored bytes do not change."""
+    source = {
+        "name": "ris",
+        "host": "127.0.0.1",
+        "port": ris.port,
+        "called_ae": "RIS",
+        "poll_interval": 1.0,
+        "character_set": "ISO_IR 192",
+    }
+    engine = engine_factory(start=False)
+    central = OrthancProcess(tmp_path / "orthanc").start()
+    try:
+        engine.settings["worklist_source"] = [source]
+        engine.settings["destination"] = [dicom_destination(central)]
+        engine.settings["route"] = [
+            {"name": "all", "destinations": ["central"], "coerce_from_worklist": True}
+        ]
+        engine.start()
+        wait_until(
+            lambda: engine.status().get("worklist", {}).get("ris", {}).get("items") == len(ITEMS),
+            30,
+            "the RIS mirrored",
+        )
+        typed = make_series(
+            tmp_path / "ct",
+            2,
+            PatientName="WANG^FANG",
+            PatientID="TYPED1",
+            AccessionNumber="ACC100",
+        )
+        other = make_series(tmp_path / "other", 1, PatientName="NOBODY", AccessionNumber="NOPE")
+        assert storescu(engine.port, [f.path for f in [*typed, *other]]).returncode == 0
+        for source_file in typed:
+            record = engine.instance(source_file.sop_instance_uid)
+            assert record is not None
+            assert (record["patient_name"], record["patient_id"]) == ("Wang^Fang=王^芳", "PID100")
+            stored = pydicom.dcmread(engine.object_path(record["hash"]))
+            assert str(stored.PatientName) == "WANG^FANG"  # the bytes stay as the device sent
+        untouched = engine.instance(other[0].sop_instance_uid)
+        assert untouched is not None
+        assert untouched["patient_name"] == "NOBODY"
+        wait_until(lambda: central.count() == 3, 60, "forwarded to central")
+        tags = central.tags(typed[0].sop_instance_uid)
+        assert tags is not None
+        assert (tags["PatientName"], tags["PatientID"]) == ("Wang^Fang=王^芳", "PID100")
+        events = [
+            json.loads(line) for line in (engine.data_dir / "audit.jsonl").read_text().splitlines()
+        ]
+        coerced = [e for e in events if e["event"] == "worklist_coerced"]
+        assert len(coerced) == 2
+        assert coerced[0]["before"]["PatientID"] == "TYPED1"
+        # Queries see the worklist's patient.
+        code, _ = engine.get("/readyz")
+        assert code == 200
+        found = httpx.get(
+            f"http://127.0.0.1:{engine.http_port}/dicom-web/studies", params={"PatientID": "PID100"}
+        ).json()
+        assert len(found) == 1
+    finally:
+        central.stop()

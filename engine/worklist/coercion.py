@@ -1,0 +1,58 @@
+"""Demographics typed at the device, set back to the worklist's (IHE PIR's intent):
+an arriving image whose Accession Number (else Study Instance UID) names a mirrored
+worklist item gets that item's patient name, ID, issuer, birth date and sex, on its
+index record and on the copies forwarded by routes with `coerce_from_worklist`.
+The stored bytes stay as the device sent them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from storage.index import Instance
+from storage.worklist import WorklistCache
+
+DEMOGRAPHICS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+
+
+@dataclass(frozen=True)
+class Correction:
+    values: dict[str, str]  # keyword -> the worklist's value, where it differs
+    before: dict[str, str]  # keyword -> what the device sent
+
+    def applied(self, instance: Instance) -> Instance:
+        """The index record with the worklist's demographics."""
+        v = self.values
+        return dataclasses.replace(
+            instance,
+            patient_name=v.get("PatientName", instance.patient_name),
+            patient_id=v.get("PatientID", instance.patient_id),
+            issuer_of_patient_id=v.get("IssuerOfPatientID", instance.issuer_of_patient_id),
+            patient_birth_date=v.get("PatientBirthDate", instance.patient_birth_date),
+            patient_sex=v.get("PatientSex", instance.patient_sex),
+        )
+
+    def coerce(self, base: dict[str, Any] | None) -> dict[str, Any]:
+        """A route's coercion (policies.rules.Coercion, as a dict) with these values set.
+        Names outside ASCII go out in UTF-8: the copy is re-declared ISO_IR 192, and
+        pydicom re-encodes its other text from the original character set."""
+        merged = dict(base or {})
+        values = {**merged.get("set", {}), **self.values}
+        if not all(v.isascii() for v in self.values.values()):
+            values["SpecificCharacterSet"] = "ISO_IR 192"
+        merged["set"] = values
+        return merged
+
+
+def correction(cache: WorklistCache, attrs: dict[str, str]) -> Correction | None:
+    item = cache.item_for(attrs.get("AccessionNumber", ""), attrs.get("StudyInstanceUID", ""))
+    if item is None:
+        return None
+    values, before = {}, {}
+    for keyword in DEMOGRAPHICS:
+        wanted = str(item.get(keyword, "") or "").strip()
+        if wanted and wanted != attrs.get(keyword, ""):
+            values[keyword] = wanted
+            before[keyword] = attrs.get(keyword, "")
+    return Correction(values, before) if values else None
