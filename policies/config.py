@@ -245,6 +245,18 @@ class DicomWebDestination(_Destination):
 Destination = Annotated[DicomDestination | DicomWebDestination, Field(discriminator="kind")]
 
 
+class MppsDestination(_Destination):
+    """Where Modality Performed Procedure Steps received here are relayed (the RIS),
+    through the same durable queues, backoff and dead letters as forwarding."""
+
+    kind: Literal["mpps"] = "mpps"
+    host: str
+    port: Port
+    called_ae: AETitle
+    calling_ae: AETitle | None = None  # default: [node] ae_title
+    associations: Annotated[int, Field(ge=1, le=1)] = 1  # one: steps go in order
+
+
 class WorklistSourceConfig(_Section):
     """An upstream RIS whose Modality Worklist the edge mirrors (engine.worklist)."""
 
@@ -276,11 +288,17 @@ class Config(_Section):
     route: list[RouteConfig]
     calling_ae: list[CallingAEConfig]
     worklist_source: list[WorklistSourceConfig]
+    mpps_destination: list[MppsDestination]
     lifecycle: LifecycleConfig
 
     @property
     def durable(self) -> bool:
         return self.storage.durability == "fsync"
+
+    @property
+    def queues(self) -> list[Any]:
+        """Every destination with a forward queue: objects' and MPPS relays'."""
+        return [*self.destination, *self.mpps_destination]
 
     @property
     def ingest_workers(self) -> int:
@@ -304,9 +322,13 @@ class Config(_Section):
             if titles.count(title) > 1:
                 raise ValueError(f"calling_ae {title!r} is listed twice")
         names = [d.name for d in self.destination]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"destination name {name!r} is used twice; names are unique")
+        relays = [d.name for d in self.mpps_destination]
+        for name in names + relays:
+            if (names + relays).count(name) > 1:
+                raise ValueError(
+                    f"destination name {name!r} is used twice (destinations and "
+                    "mpps_destinations share one namespace: their queues do)"
+                )
         sources = [w.name for w in self.worklist_source]
         for name in sources:
             if sources.count(name) > 1:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import lmdb
 
 from storage.catalog import Catalog
+from storage.mpps import MppsLog
 from storage.queue import Job, Queues, Settlement, Target
 from storage.worklist import WorklistCache
 
@@ -177,6 +178,7 @@ class Index:
         self._moves = self._env.open_db(b"tier_moves")
         self.queues = Queues(self._env)
         self.worklist = WorklistCache(self._env)
+        self.mpps = MppsLog(self._env, self.queues)
 
     def close(self) -> None:
         self._env.close()

@@ -9,6 +9,9 @@ pub const C_GET_RQ: u16 = 0x0010;
 pub const C_FIND_RQ: u16 = 0x0020;
 pub const C_MOVE_RQ: u16 = 0x0021;
 pub const C_ECHO_RQ: u16 = 0x0030;
+/// Modality Performed Procedure Step messages: their datasets are relayed.
+pub const N_SET_RQ: u16 = 0x0120;
+pub const N_CREATE_RQ: u16 = 0x0140;
 /// `CommandDataSetType` value meaning "no dataset follows" (PS3.7 E.1-1).
 pub const NO_DATASET: u16 = 0x0101;
 /// Command sets are a few hundred bytes; anything this large is hostile.
@@ -29,6 +32,9 @@ pub struct Command {
     pub move_originator_message_id: Option<u16>,
     /// C-MOVE-RQ: the AE title the sub-operations go to.
     pub move_destination: String,
+    /// N-SET-RQ (and N-GET, N-ACTION): the object the request is about (PS3.7 10.1).
+    pub requested_sop_class_uid: String,
+    pub requested_sop_instance_uid: String,
 }
 
 impl Command {
@@ -87,6 +93,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command> {
         let tag = u32::from(element);
         match element {
             0x0002 => cmd.affected_sop_class_uid = text(value),
+            0x0003 => cmd.requested_sop_class_uid = text(value),
             0x0100 => {
                 cmd.command_field = us(tag, value)?;
                 seen_field = true;
@@ -99,6 +106,7 @@ pub fn decode(bytes: &[u8]) -> Result<Command> {
             0x0900 => cmd.status = Some(us(tag, value)?),
             0x0902 => cmd.error_comment = text(value),
             0x1000 => cmd.affected_sop_instance_uid = text(value),
+            0x1001 => cmd.requested_sop_instance_uid = text(value),
             0x1030 => cmd.move_originator_ae = text(value),
             0x1031 => cmd.move_originator_message_id = Some(us(tag, value)?),
             _ => {}
@@ -207,6 +215,20 @@ mod tests {
         let cmd = decode(&bytes).unwrap();
         assert_eq!(cmd.move_originator_ae, "VIEWER");
         assert_eq!(cmd.move_originator_message_id, Some(17));
+    }
+
+    #[test]
+    fn n_set_names_the_requested_object() {
+        let mut body = Vec::new();
+        push(&mut body, 0x0003, b"1.2.840.10008.3.1.2.3.3", 0);
+        push(&mut body, 0x0100, &0x0120u16.to_le_bytes(), 0);
+        push(&mut body, 0x0110, &5u16.to_le_bytes(), 0);
+        push(&mut body, 0x0800, &0u16.to_le_bytes(), 0);
+        push(&mut body, 0x1001, b"1.2.3.9", 0);
+        let cmd = decode(&body).unwrap();
+        assert_eq!(cmd.requested_sop_class_uid, "1.2.840.10008.3.1.2.3.3");
+        assert_eq!(cmd.requested_sop_instance_uid, "1.2.3.9");
+        assert!(cmd.affected_sop_class_uid.is_empty());
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct PyCommand {
     error_comment: String,
     move_originator_ae: String,
     move_destination: String,
+    requested_sop_class_uid: String,
+    requested_sop_instance_uid: String,
 }
 
 #[pymethods]
@@ -334,6 +336,8 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
                 error_comment: c.error_comment,
                 move_originator_ae: c.move_originator_ae,
                 move_destination: c.move_destination,
+                requested_sop_class_uid: c.requested_sop_class_uid,
+                requested_sop_instance_uid: c.requested_sop_instance_uid,
             },
         )?
         .into_any(),

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use crate::command::{
-    self, Command, C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_EVENT_REPORT_RQ,
+    self, Command, C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_CREATE_RQ,
+    N_EVENT_REPORT_RQ, N_SET_RQ,
 };
 use crate::dataset::Syntax;
 use crate::error::{abort_reason, CoreError, Result};
@@ -169,12 +170,18 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
-            // Objects, the storage commitment reports the forwarder waits for and
-            // Query/Retrieve identifiers; any other dataset is consumed and dropped
-            // (the command gets "unrecognized").
+            // Objects, the storage commitment reports the forwarder waits for,
+            // Query/Retrieve identifiers and MPPS messages; any other dataset is
+            // consumed and dropped (the command gets "unrecognized").
             let spooled = matches!(
                 command.command_field,
-                C_STORE_RQ | N_EVENT_REPORT_RQ | C_FIND_RQ | C_MOVE_RQ | C_GET_RQ
+                C_STORE_RQ
+                    | N_EVENT_REPORT_RQ
+                    | C_FIND_RQ
+                    | C_MOVE_RQ
+                    | C_GET_RQ
+                    | N_CREATE_RQ
+                    | N_SET_RQ
             );
             let spool = spooled.then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
             self.dataset = Some(Incoming { context_id, spool });

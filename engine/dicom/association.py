@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+import lmdb
+from pydicom.uid import generate_uid
+
 import core_rs
 from engine.dicom import dimse, find, get, move
 from engine.dicom import negotiation as neg
@@ -47,6 +50,7 @@ from engine.forward.senders import DicomSender, ObjectReader
 from engine.worklist import scp as wl_scp
 from policies import access
 from policies.http_access import Caller
+from storage.mpps import MppsRefused
 
 if TYPE_CHECKING:
     from engine.dicom.hub import AssociationHub
@@ -59,6 +63,7 @@ log = logging.getLogger(__name__)
 
 C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 0x0100
 C_FIND_RQ, C_MOVE_RQ, C_GET_RQ, C_STORE_RSP = 0x0020, 0x0021, 0x0010, 0x8001
+N_SET_RQ, N_CREATE_RQ = 0x0120, 0x0140
 _MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
@@ -348,6 +353,8 @@ class Association(asyncio.BufferedProtocol):
             allowed |= neg.QR_FIND
             if self._shared.config.worklist_source:
                 allowed |= {neg.MWL_FIND}
+        if self._shared.config.mpps_destination:
+            allowed |= {neg.MPPS}
         if entry is None or entry.retrieve:
             allowed |= neg.QR_RETRIEVE | neg.QR_GET
         return allowed
@@ -507,7 +514,8 @@ class Association(asyncio.BufferedProtocol):
             self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
             return
         context = self._contexts[received.context_id]
-        if command.affected_sop_class_uid != context.abstract_syntax:
+        sop_class = command.affected_sop_class_uid or command.requested_sop_class_uid
+        if sop_class != context.abstract_syntax:
             spool.discard()
             self._respond(
                 command,
@@ -524,6 +532,8 @@ class Association(asyncio.BufferedProtocol):
             work = self._retrieve(command, context, spool)
         elif field == N_EVENT_REPORT_RQ:
             work = self._commitment_report(command, context, spool)
+        elif field in (N_CREATE_RQ, N_SET_RQ) and context.abstract_syntax == neg.MPPS:
+            work = self._mpps(command, context, spool)
         elif not command.affected_sop_instance_uid:
             spool.discard()
             self._respond(
@@ -652,6 +662,50 @@ class Association(asyncio.BufferedProtocol):
             keys=keys,
             answers=answered,
             status=f"{status:#06x}",
+        )
+
+    async def _mpps(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """MPPS N-CREATE / N-SET: Success once the message and its relay jobs are
+        durable (storage.mpps); the forwarder relays it to the [[mpps_destination]]s."""
+        create = command.command_field == N_CREATE_RQ
+        field = 0x8140 if create else 0x8120
+        uid = command.affected_sop_instance_uid if create else command.requested_sop_instance_uid
+        if create and not uid:
+            uid = str(generate_uid())  # PS3.7 10.1.5.1: the SCP names it, in the response
+        if not uid:
+            self._respond(command, field, 0x0117, neg.MPPS, "no Requested SOP Instance UID")
+            return
+        try:
+            dataset = wl_scp.read_identifier(
+                spool.read_dataset(wl_scp.MAX_IDENTIFIER), context.transfer_syntax
+            )
+            jobs = await asyncio.to_thread(
+                self._shared.index.mpps.accept,
+                "create" if create else "set",
+                uid,
+                dataset,
+                self.calling_ae,
+                [d.name for d in self._shared.config.mpps_destination],
+            )
+        except MppsRefused as exc:
+            self._respond(command, field, exc.status, neg.MPPS, str(exc)[:64], uid)
+            return
+        except (ValueError, core_rs.CoreError, lmdb.Error) as exc:
+            log.error("[%s] MPPS %s not kept: %s", self, uid, exc)
+            self._respond(command, field, 0x0110, neg.MPPS, str(exc)[:64], uid)
+            return
+        if self._shared.committer.on_jobs is not None:
+            self._shared.committer.on_jobs(jobs)
+        self._respond(command, field, SUCCESS, neg.MPPS, instance=uid)
+        self._shared.audit.write(
+            "mpps_received",
+            operation="N-CREATE" if create else "N-SET",
+            mpps_instance_uid=uid,
+            status=str(dataset.get("PerformedProcedureStepStatus", "") or ""),
+            calling_ae=self.calling_ae,
+            peer=self.peer,
         )
 
     async def _worklist_find(
@@ -870,7 +924,10 @@ class Association(asyncio.BufferedProtocol):
         status: int,
         sop_class: str | None = None,
         comment: str = "",
+        instance: str | None = None,
     ) -> None:
+        """`instance`: the Affected SOP Instance UID, when it is not the command's
+        (an N-SET names its object as Requested; an N-CREATE may leave it to us)."""
         if self.state not in (State.Sta6, State.Sta8):
             log.warning(
                 "[%s] status %#06x for message %d not sent: association %s",
@@ -885,7 +942,7 @@ class Association(asyncio.BufferedProtocol):
             command.message_id,
             status,
             affected_sop_class_uid=sop_class or command.affected_sop_class_uid,
-            affected_sop_instance_uid=command.affected_sop_instance_uid,
+            affected_sop_instance_uid=instance or command.affected_sop_instance_uid,
             error_comment=comment,
         )
         data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)

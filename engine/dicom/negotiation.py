@@ -47,10 +47,12 @@ QR_RETRIEVE = frozenset({PATIENT_ROOT_MOVE, STUDY_ROOT_MOVE})
 # C-GET: the images come back on the same association, the requestor as storage SCP.
 QR_GET = frozenset({PATIENT_ROOT_GET, STUDY_ROOT_GET})
 STUDY_ROOT = frozenset({STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET})  # no PATIENT level
-# Modality Worklist (PS3.4 K): offered when [[worklist_source]]s are configured.
+# Modality Worklist (PS3.4 K): offered when [[worklist_source]]s are configured;
+# Modality Performed Procedure Step (PS3.4 F.7) when [[mpps_destination]]s are.
 MWL_FIND = "1.2.840.10008.5.1.4.31"
+MPPS = "1.2.840.10008.3.1.2.3.3"
 NEEDS_NO_DISK = (
-    frozenset({VERIFICATION, STORAGE_COMMITMENT, MWL_FIND}) | QR_FIND | QR_RETRIEVE | QR_GET
+    frozenset({VERIFICATION, STORAGE_COMMITMENT, MWL_FIND, MPPS}) | QR_FIND | QR_RETRIEVE | QR_GET
 )
 # Services that carry only command sets and identifiers: no pixel codecs.
 _UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")

@@ -29,10 +29,11 @@ from pydicom.uid import generate_uid
 
 from engine.dicom.client import PeerUnavailable
 from engine.forward import commitment
+from engine.forward.mpps import MppsSender
 from engine.forward.senders import Delivery, DicomSender, ObjectReader, Settle, StowSender
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
-from policies.config import Config, DicomDestination, ForwardConfig
+from policies.config import Config, DicomDestination, ForwardConfig, MppsDestination
 from storage.committer import GroupCommitter
 from storage.index import Index
 from storage.layout import DataLayout
@@ -164,6 +165,7 @@ class DestinationRunner:
         self._forward = forward
         self._calling_ae = getattr(dest, "calling_ae", None) or config.node.ae_title
         self._queues = index.queues
+        self._index = index
         self._objects = objects
         self._io_pool = io_pool
         self._batch = dest.batch_size or forward.batch_size
@@ -197,6 +199,8 @@ class DestinationRunner:
 
     def _sender(self) -> Sender:
         throttle = self._bucket.take if self._bucket else None
+        if isinstance(self.dest, MppsDestination):
+            return MppsSender(self.dest, self._calling_ae, self._index.mpps)
         if isinstance(self.dest, DicomDestination):
             return DicomSender(self.dest, self._calling_ae, self._objects, throttle)
         return StowSender(self.dest, self._objects, throttle)
@@ -461,7 +465,7 @@ class Forwarder:
         self._metrics = metrics
         self._audit = audit
         self._config = config
-        self.runners = {dest.name: self._runner(config, dest) for dest in config.destination}
+        self.runners = {dest.name: self._runner(config, dest) for dest in config.queues}
         self._loop: asyncio.AbstractEventLoop | None = None  # set once the workers run
         self._wakes: set[asyncio.Task[None]] = set()
 
@@ -482,7 +486,7 @@ class Forwarder:
         start new ones, stop removed ones (their jobs stay queued on disk)."""
         forward_changed = config.forward != self._config.forward
         calling_changed = config.node.ae_title != self._config.node.ae_title
-        wanted = {dest.name: dest for dest in config.destination}
+        wanted = {dest.name: dest for dest in config.queues}
         for name, runner in list(self.runners.items()):
             if wanted.get(name) != runner.dest or forward_changed or calling_changed:
                 await runner.stop()
