@@ -37,6 +37,7 @@ from engine.dicom.store import StoreService
 from engine.forward import recall, wake
 from engine.forward.forwarder import Forwarder
 from engine.forward.senders import ObjectReader
+from engine.hl7 import service as hl7_service
 from engine.lifecycle import LifecycleWorker
 from engine.ops import queue_api, reload, status
 from engine.ops.http import Raw, Route
@@ -176,6 +177,14 @@ async def _start(
         if role == "background":  # STOW-RS objects are committed here
             committer.on_jobs = forwarder.jobs_queued
         stack.push_async_callback(await _serve_http(node, reloader, recaller, store, objects))
+    if role != "ingest" and config.hl7.enabled:
+        try:
+            stack.push_async_callback(await hl7_service.listen(shared, hub.track))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for HL7 on {config.hl7.host}:{config.hl7.port}: {exc.strerror}"
+                " - set [hl7] port."
+            ) from exc
     if role == "background":
         stack.callback(wake.listen(wake.socket_path(layout.run), forwarder.wake))
         # /readyz answers 503 while the workers drain, so the balancer sees it.

@@ -156,6 +156,14 @@ class HttpConfig(_Section):
         return self
 
 
+class Hl7Config(_Section):
+    """HL7 v2 ADT from the HIS over MLLP (engine.hl7): patient updates and merges."""
+
+    enabled: bool
+    host: str
+    port: Port
+
+
 class StorageConfig(_Section):
     durability: Literal["fsync", "os"]
     on_duplicate: Literal["replace", "keep", "reject"]
@@ -280,6 +288,7 @@ class Config(_Section):
     node: NodeConfig
     dicom: DicomConfig
     http: HttpConfig
+    hl7: Hl7Config
     storage: StorageConfig
     logging: LoggingConfig
     audit: AuditConfig

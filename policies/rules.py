@@ -105,6 +105,20 @@ class RouteConfig(_Strict):
     coerce_from_worklist: bool = False
 
 
+def with_values(coerce: dict[str, Any] | None, values: dict[str, str]) -> dict[str, Any] | None:
+    """A coercion (a dumped Coercion) that also sets `values` (corrected demographics)
+    first, so the route's own prefix/delete still apply on top. A value outside
+    ASCII re-declares the copy as ISO_IR 192 (pydicom re-encodes the other text)."""
+    if not values:
+        return coerce
+    merged = dict(coerce or {})
+    new = {**values, **merged.get("set", {})}
+    if not all(v.isascii() for v in values.values()):
+        new["SpecificCharacterSet"] = "ISO_IR 192"
+    merged["set"] = new
+    return merged
+
+
 @dataclass(frozen=True)
 class Route:
     destination: str

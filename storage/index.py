@@ -26,8 +26,9 @@ import enum
 import json
 import logging
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ import lmdb
 
 from storage.catalog import Catalog
 from storage.mpps import MppsLog
+from storage.patients import PatientLog
 from storage.queue import Job, Queues, Settlement, Target
 from storage.worklist import WorklistCache
 
@@ -77,6 +79,10 @@ class Instance:
     series_date: str = ""
     body_part_examined: str = ""
     number_of_frames: str = ""
+    # Demographics corrected since it was stored (HL7 ADT: storage.patients), keyword ->
+    # value: applied to every copy that leaves (forwarding, C-MOVE, C-GET, WADO); the
+    # stored bytes stay as the device sent them.
+    corrections: dict[str, str] = dataclass_field(default_factory=dict)
 
     def field(self, name: str) -> str:
         return str(getattr(self, name, ""))
@@ -163,7 +169,7 @@ class Index:
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=24,
+            max_dbs=48,  # 24 in use: catalog, queues, worklist, MPPS, HL7 (room to grow)
             sync=durable,
             metasync=durable,
             readahead=False,
@@ -179,6 +185,7 @@ class Index:
         self.queues = Queues(self._env)
         self.worklist = WorklistCache(self._env)
         self.mpps = MppsLog(self._env, self.queues)
+        self.patients = PatientLog(self._env)
 
     def close(self) -> None:
         self._env.close()
@@ -414,6 +421,21 @@ class Index:
         outcome, freed = self._apply_one(txn, new, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")
         return outcome, freed
+
+    def correct(
+        self,
+        changes: list[tuple[Instance, Instance]],
+        also: Callable[[lmdb.Transaction], None] | None = None,
+    ) -> None:
+        """Replace instance records (demographics changed) and their catalog entries,
+        with `also`'s writes, in one transaction: all of it is durable, or none."""
+        with self._env.begin(write=True) as txn, self.catalog.batch(txn):
+            for old, new in changes:
+                self.catalog.account(txn, old, -1)
+                self.catalog.account(txn, new, +1)
+                txn.put(_key(new.sop_instance_uid), new.encode(), db=self._instances)
+            if also is not None:
+                also(txn)
 
     def study(self, study_instance_uid: str) -> dict[str, Any] | None:
         with self._env.begin() as txn:

@@ -8,6 +8,7 @@ record is committed (storage.committer). Every failure maps to a failure status.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import warnings
@@ -191,6 +192,19 @@ class StoreService:
             dataset_length=stored.dataset_length,
             received_at=time.time(),
         )
+        dominant = self._shared.index.patients.merged_into(instance.patient_id)
+        if dominant:  # the HIS merged this patient (HL7 A40/A47): attach to the survivor
+            self._audit.write(
+                "patient_merged_on_arrival",
+                sop_instance_uid=sop_instance_uid,
+                **self._audit.patient(instance.patient_id, instance.patient_name),
+                **({"dominant": dominant} if self._shared.config.audit.patient_identifiers else {}),
+            )
+            instance = dataclasses.replace(
+                instance,
+                patient_id=dominant,
+                corrections={**instance.corrections, "PatientID": dominant},
+            )
         if attrs.get("SOPInstanceUID", sop_instance_uid) != sop_instance_uid:
             log.warning(
                 "%s: the dataset says SOP Instance UID %s; indexed under the command's UID",

@@ -42,7 +42,7 @@ from engine.dicom.client import Payload, PeerUnavailable, Requestor, StoreRespon
 from engine.dicom.negotiation import MAX_CONTEXTS
 from monitoring.metrics import Metrics
 from policies.config import DicomDestination, DicomWebDestination
-from policies.rules import Coercion
+from policies.rules import Coercion, with_values
 from storage.index import Index, Instance
 from storage.layout import DataLayout
 from storage.queue import Job
@@ -141,7 +141,8 @@ class ObjectReader:
     async def _dataset(
         self, job: Job, instance: Instance, transfer_syntax: str, path: Path
     ) -> Payload:
-        if job.coerce is None and transfer_syntax == instance.transfer_syntax_uid:
+        coerce = _coerce(job, instance)
+        if coerce is None and transfer_syntax == instance.transfer_syntax_uid:
             return Payload(path, instance.meta_length, instance.dataset_length)
         if transfer_syntax in _ENCODED_AS:
             return await self._transcoded(job, instance, path, _ENCODED_AS[transfer_syntax])
@@ -149,7 +150,7 @@ class ObjectReader:
             return await self._decoded(job, instance, path)
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
-            self._io_pool, _rewrite_dataset, path, job.coerce, transfer_syntax
+            self._io_pool, _rewrite_dataset, path, coerce, transfer_syntax
         )
         return Payload(data=data)
 
@@ -171,7 +172,7 @@ class ObjectReader:
             path,
             instance.transfer_syntax_uid,
             codec=codec,
-            change=_change(job),
+            change=_change(job, instance),
             part10=part10,
         )
         label = codec.removesuffix("-lossless")  # the metric's codec: jpeg-ls, htj2k
@@ -200,7 +201,7 @@ class ObjectReader:
         when its samples cannot be given as native pixels faithfully."""
         stored = instance.transfer_syntax_uid
         codec = "rle" if stored == RLE_LOSSLESS else "jpeg" if stored in JPEG else "jpeg2000"
-        make = partial(decode_to_native, path, stored, change=_change(job), part10=part10)
+        make = partial(decode_to_native, path, stored, change=_change(job, instance), part10=part10)
         try:
             payload, done = await self._spool_copy(make)
         except core_rs.NotRepresentable as exc:
@@ -268,10 +269,11 @@ class ObjectReader:
                 return await self._decoded(job, instance, path, part10=True)
         except core_rs.CodecError:
             pass  # counted and logged; the stored form goes
-        if job.coerce is None:
+        coerce = _coerce(job, instance)
+        if coerce is None:
             return Payload(path, 0, instance.meta_length + instance.dataset_length)
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self._io_pool, _rewrite_file, path, job.coerce)
+        data = await loop.run_in_executor(self._io_pool, _rewrite_file, path, coerce)
         return Payload(data=data)
 
 
@@ -293,9 +295,16 @@ def _rewrite_dataset(path: Path, coerce: dict[str, Any] | None, transfer_syntax:
     return out.getvalue()
 
 
-def _change(job: Job) -> Callable[[Dataset], None] | None:
-    """What a routing rule's coercion does to the forwarded copy, if it has one."""
-    return Coercion.model_validate(job.coerce).apply if job.coerce else None
+def _coerce(job: Job, instance: Instance) -> dict[str, Any] | None:
+    """What changes in the copy that leaves: the record's corrected demographics
+    (HL7 ADT), then the routing rule's coercion."""
+    return with_values(job.coerce, instance.corrections)
+
+
+def _change(job: Job, instance: Instance) -> Callable[[Dataset], None] | None:
+    """What a routing rule's coercion (and the record's corrections) do to the copy."""
+    coerce = _coerce(job, instance)
+    return Coercion.model_validate(coerce).apply if coerce else None
 
 
 def _rewrite_file(path: Path, coerce: dict[str, Any] | None) -> bytes:
@@ -456,7 +465,7 @@ def _wire_syntaxes(job: Job, instance: Instance, dest: DicomDestination) -> list
         first = [ENCODERS[dest.transfer_syntax][0]]
     if dest.transfer_syntax == "uncompressed" and stored in DECODERS:
         return [EXPLICIT_LE, stored]
-    if stored == DEFLATED and job.coerce is not None:
+    if stored == DEFLATED and _coerce(job, instance) is not None:
         return [*first, EXPLICIT_LE]  # a coerced copy is not re-deflated
     if stored in _REENCODABLE or dest.transfer_syntax == "as-stored-or-uncompressed":
         return [*first, stored, *fallback_syntaxes(instance)]

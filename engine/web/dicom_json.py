@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from functools import cache
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def _converted(convert: Callable[[str], Any], value: str) -> Any:
         return value  # a malformed number is shown as sent, not dropped
 
 
-def metadata(path: Path, bulk_uri: str, compressed: bool) -> dict[str, Any]:
+def metadata(path: Path | BytesIO, bulk_uri: str, compressed: bool) -> dict[str, Any]:
     """A stored object's header as DICOM JSON. Pixel Data is never read: it is named
     by a BulkDataURI under `bulk_uri`, and so is any other value over 1 KiB."""
     with warnings.catch_warnings():

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from engine.services import Shared
 from engine.web import qido
 from engine.web.dicom_json import metadata
 from engine.web.gate import Gate
-from engine.web.objects import NotFound, Objects, Unavailable, chunks, payload_path
+from engine.web.objects import NotFound, Objects, Unavailable, chunks, readable
 from engine.web.ops import refused
 from engine.web.render import MEDIA_TYPES, ImageFormat, RenderError, View, parse_window, render
 from policies.http_access import Caller, Refusal
@@ -163,7 +164,7 @@ class DicomWeb:
         self._audit_retrieve(caller, found, "instances")
         boundary = uuid.uuid4().hex
         headers = None
-        if accept.transfer_syntax == "*":
+        if accept.transfer_syntax == "*" and not any(i.corrections for i in found):
             # As stored, every part's size is in the index: with a Content-Length the
             # body goes out as it is read, not copied again into chunked encoding.
             size = sum(
@@ -219,7 +220,7 @@ class DicomWeb:
                 )
                 compressed = instance.transfer_syntax_uid not in _NATIVE
                 answers.append(
-                    await asyncio.to_thread(metadata, payload_path(payload), bulk, compressed)
+                    await asyncio.to_thread(metadata, readable(payload), bulk, compressed)
                 )
             finally:
                 self._objects.release(payload)
@@ -234,7 +235,7 @@ class DicomWeb:
         self._audit_retrieve(caller, [instance], "frames")
         payload = await self._objects.native(instance)
         try:
-            frames = await asyncio.to_thread(_read_frames, payload_path(payload), numbers)
+            frames = await asyncio.to_thread(_read_frames, readable(payload), numbers)
         finally:
             self._objects.release(payload)
         boundary = uuid.uuid4().hex
@@ -260,7 +261,7 @@ class DicomWeb:
         self._audit_retrieve(caller, [instance], "bulk")
         payload, _ = await self._objects.part10(instance, "*")
         try:
-            value = await asyncio.to_thread(_read_value, payload_path(payload), tag)
+            value = await asyncio.to_thread(_read_value, readable(payload), tag)
         finally:
             self._objects.release(payload)
         if value is None:
@@ -299,7 +300,7 @@ class DicomWeb:
         except ValueError as exc:
             return failure(406, f"cannot render: {exc}")
         try:
-            picture = await asyncio.to_thread(render, payload_path(payload), view)
+            picture = await asyncio.to_thread(render, readable(payload), view)
         finally:
             self._objects.release(payload)
         return Response(picture, media_type=MEDIA_TYPES[view.form])
@@ -405,7 +406,7 @@ def _image_form(accept: str) -> ImageFormat:
     return "png" if "image/png" in accept and "image/jpeg" not in accept else "jpeg"
 
 
-def _read_frames(path: Path, numbers: list[int]) -> list[bytes]:
+def _read_frames(path: Path | BytesIO, numbers: list[int]) -> list[bytes]:
     ds = dcmread(path)
     count = int(ds.get("NumberOfFrames", 1) or 1)
     size = len(ds.PixelData) // count
@@ -415,7 +416,7 @@ def _read_frames(path: Path, numbers: list[int]) -> list[bytes]:
     return [bytes(ds.PixelData[(n - 1) * size : n * size]) for n in numbers]
 
 
-def _read_value(path: Path, tag: int) -> bytes | None:
+def _read_value(path: Path | BytesIO, tag: int) -> bytes | None:
     ds = dcmread(path)
     if tag not in ds:
         return None

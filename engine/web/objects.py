@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
@@ -137,6 +138,12 @@ def _job(instance: Instance) -> Job:
         enqueued_at=time.time(),
         hash=instance.hash,
     )
+
+
+def readable(payload: Payload) -> Path | BytesIO:
+    """What pydicom reads the payload from: its file, or the bytes made in memory (a
+    copy with corrected demographics)."""
+    return BytesIO(payload.data) if payload.data is not None else payload_path(payload)
 
 
 def payload_path(payload: Payload) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
@@ -38,7 +39,7 @@ class View:
     quality: int = 90
 
 
-def render(path: Path, view: View) -> bytes:
+def render(path: Path | BytesIO, view: View) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(path, stop_before_pixels=True)
@@ -47,6 +48,8 @@ def render(path: Path, view: View) -> bytes:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if not 1 <= view.frame <= frames:
             raise RenderError(f"frame {view.frame} asked for; the object has {frames}")
+        if isinstance(path, BytesIO):
+            path.seek(0)
         pixels = pixel_array(path, index=view.frame - 1)
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples == 1:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from policies.rules import with_values
 from storage.index import Instance
 from storage.worklist import WorklistCache
 
@@ -33,16 +34,9 @@ class Correction:
             patient_sex=v.get("PatientSex", instance.patient_sex),
         )
 
-    def coerce(self, base: dict[str, Any] | None) -> dict[str, Any]:
-        """A route's coercion (policies.rules.Coercion, as a dict) with these values set.
-        Names outside ASCII go out in UTF-8: the copy is re-declared ISO_IR 192, and
-        pydicom re-encodes its other text from the original character set."""
-        merged = dict(base or {})
-        values = {**merged.get("set", {}), **self.values}
-        if not all(v.isascii() for v in self.values.values()):
-            values["SpecificCharacterSet"] = "ISO_IR 192"
-        merged["set"] = values
-        return merged
+    def coerce(self, base: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A route's coercion (policies.rules.Coercion, as a dict) with these values set."""
+        return with_values(base, self.values)
 
 
 def correction(cache: WorklistCache, attrs: dict[str, str]) -> Correction | None:

@@ -1,0 +1,1 @@
+"""Patient updates from the HIS: HL7 v2 ADT over MLLP."""
