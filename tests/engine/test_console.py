@@ -5,7 +5,6 @@ of the study list and of the study page go to the test output."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -153,13 +152,8 @@ def test_find_a_study_see_where_it_is_and_recall_it(
         assert images.count() == 1
         page.wait_for_function("document.querySelector('.series img').naturalWidth > 0")
         shot(page, "study-page")
-        events = [
-            json.loads(line) for line in (engine.data_dir / "audit.jsonl").read_text().splitlines()
-        ]
-        started = [e for e in events if e["event"] == "recall_started"]
-        assert started
-        assert started[-1]["by"] == "admin"
-        assert any(e["event"] == "console_login_failed" and e["name"] == "desk" for e in events)
+        assert engine.audit("recall_started")[-1]["by"] == "admin"
+        assert engine.audit("console_login_failed")[0]["name"] == "desk"
         page.close()
     finally:
         central.stop()

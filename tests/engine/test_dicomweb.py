@@ -5,7 +5,6 @@ use them. Retrieved objects are compared byte for byte with what was stored."""
 from __future__ import annotations
 
 import io
-import json
 import socket
 import ssl
 import subprocess
@@ -55,15 +54,7 @@ def stow_body(files: list[bytes], content_type: str = "application/dicom") -> tu
 
 
 def audit(engine: EngineProcess, event: str) -> list[dict[str, Any]]:
-    """The audit log's `event` lines, once there is one (the log is written in batches)."""
-    path = engine.data_dir / "audit.jsonl"
-
-    def found() -> list[dict[str, Any]]:
-        lines = path.read_text().splitlines() if path.exists() else []
-        return [e for e in map(json.loads, lines) if e["event"] == event]
-
-    wait_until(lambda: bool(found()), 10, f"an audit line {event}")
-    return found()
+    return engine.audit(event)
 
 
 @pytest.fixture(scope="module")

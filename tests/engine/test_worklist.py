@@ -7,7 +7,6 @@ staleness shows in status and /metrics."""
 from __future__ import annotations
 
 import datetime
-import json
 import signal
 import subprocess
 import time
@@ -312,11 +311,8 @@ def test_images_typed_in_pinyin_get_the_worklist_names(
         tags = central.tags(typed[0].sop_instance_uid)
         assert tags is not None
         assert (tags["PatientName"], tags["PatientID"]) == ("Wang^Fang=王^芳", "PID100")
-        events = [
-            json.loads(line) for line in (engine.data_dir / "audit.jsonl").read_text().splitlines()
-        ]
-        coerced = [e for e in events if e["event"] == "worklist_coerced"]
-        assert len(coerced) == 2
+        wait_until(lambda: len(engine.audit("worklist_coerced")) == 2, 10, "both audited")
+        coerced = engine.audit("worklist_coerced")
         assert coerced[0]["before"]["PatientID"] == "TYPED1"
         # Queries see the worklist's patient.
         code, _ = engine.get("/readyz")
@@ -327,3 +323,79 @@ def test_images_typed_in_pinyin_get_the_worklist_names(
         assert len(found) == 1
     finally:
         central.stop()
+
+
+def gb18030_worklist(folder: Path) -> None:
+    """A worklist file written in GB18030, as a Chinese RIS may keep them."""
+    folder.mkdir(parents=True)
+    ds = Dataset()
+    ds.SpecificCharacterSet = "GB18030"
+    ds.AccessionNumber = "ACC500"
+    ds.PatientName = "Liu^Yang=刘^洋"
+    ds.PatientID = "PID500"
+    ds.PatientBirthDate = "19850505"
+    ds.PatientSex = "M"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.500"
+    ds.RequestedProcedureID = "RP500"
+    ds.RequestedProcedureDescription = "MR knee"
+    step = Dataset()
+    step.Modality = "MR"
+    step.ScheduledStationAETitle = "MR2"
+    step.ScheduledProcedureStepStartDate = TODAY
+    step.ScheduledProcedureStepStartTime = "100000"
+    step.ScheduledProcedureStepID = "SPS500"
+    step.ScheduledProcedureStepDescription = "MR routine"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.5001"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.save_as(folder / "item500.wl", enforce_file_format=True)
+
+
+def test_two_sources_orthanc_worklist_plugin_and_gb18030(
+    engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
+) -> None:
+    """wlmscpfs and Orthanc's worklist plugin as two sources: a modality gets both
+    sources' items, a GB18030 name intact, and Orthanc's from the mirror once it is gone."""
+    gb18030_worklist(tmp_path / "orthanc-worklists")
+    orthanc = OrthancProcess(tmp_path / "orthanc", worklists=tmp_path / "orthanc-worklists")
+    orthanc.start()
+    try:
+        sources = [
+            {
+                "name": "ris",
+                "host": "127.0.0.1",
+                "port": ris.port,
+                "called_ae": "RIS",
+                "poll_interval": 1.0,
+                "timeout": 2.0,
+                "character_set": "ISO_IR 192",
+            },
+            {
+                "name": "orthanc",
+                "host": "127.0.0.1",
+                "port": orthanc.port,
+                "called_ae": orthanc.ae_title,
+                "poll_interval": 1.0,
+                "timeout": 2.0,
+            },
+        ]
+        engine = engine_factory({"worklist_source": sources})
+        wait_until(
+            lambda: engine.status().get("worklist", {}).get("orthanc", {}).get("items") == 1,
+            30,
+            "Orthanc's worklist mirrored",
+        )
+        answers, _ = query(engine.port, Modality="MR")
+        assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC200", "ACC500"]
+        liu = next(a for a in answers if a.AccessionNumber == "ACC500")
+        assert str(liu.PatientName) == "Liu^Yang=刘^洋"
+        orthanc.stop()
+        answers, seconds = query(engine.port, Modality="MR")
+        assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC200", "ACC500"]
+        assert seconds < 3.0
+        liu = next(a for a in answers if a.AccessionNumber == "ACC500")
+        assert str(liu.PatientName) == "Liu^Yang=刘^洋"
+    finally:
+        orthanc.stop()

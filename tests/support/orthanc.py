@@ -14,6 +14,7 @@ from bench.peers import free_port
 from tests.support.process import launch, wait_up
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+WORKLIST_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
 
 
 class OrthancProcess:
@@ -23,6 +24,7 @@ class OrthancProcess:
         modalities: dict[str, tuple[str, str, int]] | None = None,
         count_receptions: bool = False,
         dicomweb_servers: dict[str, str] | None = None,
+        worklists: Path | None = None,
     ):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,13 @@ class OrthancProcess:
                 "Servers": {name: [url] for name, url in (dicomweb_servers or {}).items()},
             },
         }
+        if worklists is not None:  # its worklist plugin serves the .wl files there
+            config["Plugins"] = [*config["Plugins"], str(WORKLIST_PLUGIN)]
+            config["Worklists"] = {"Enable": True, "Database": str(worklists)}
+            config["DicomAlwaysAllowFindWorklist"] = True  # the edge is not in its modalities
+            # Its answers are in DefaultEncoding (Latin-1 unless set), which has no
+            # Chinese: a RIS for Chinese names answers in UTF-8.
+            config["DefaultEncoding"] = "Utf8"
         # Every instance Orthanc stores, re-sent copies included (OverwriteInstances):
         # one line per reception, written by a Lua hook in Orthanc itself.
         self.receptions = workdir / "received.txt"

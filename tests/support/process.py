@@ -164,6 +164,18 @@ class EngineProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def audit(self, event: str, timeout: float = 10) -> list[dict[str, Any]]:
+        """The audit log's `event` lines, once there is one: the log is written in
+        batches (twice a second), so a line may lag the action by that much."""
+        path = self.data_dir / "audit.jsonl"
+
+        def found() -> list[dict[str, Any]]:
+            lines = path.read_text().splitlines() if path.exists() else []
+            return [e for e in map(json.loads, lines) if e["event"] == event]
+
+        wait_until(lambda: bool(found()), timeout, f"an audit line {event}")
+        return found()
+
     def object_path(self, blake3_hex: str) -> Path:
         return self.data_dir / "objects" / blake3_hex[:2] / blake3_hex
 
