@@ -129,6 +129,21 @@ _SCHEMA_NOW = 3
 _MOVE = b"tier_move"
 
 
+def with_demographics(instance: Instance, values: dict[str, str], correct: bool) -> Instance:
+    """The record with new patient demographics (keyword -> value: PatientName,
+    PatientID, IssuerOfPatientID, PatientBirthDate, PatientSex); with `correct`, they
+    also join the corrections every copy that leaves gets."""
+    return replace(
+        instance,
+        patient_name=values.get("PatientName", instance.patient_name),
+        patient_id=values.get("PatientID", instance.patient_id),
+        issuer_of_patient_id=values.get("IssuerOfPatientID", instance.issuer_of_patient_id),
+        patient_birth_date=values.get("PatientBirthDate", instance.patient_birth_date),
+        patient_sex=values.get("PatientSex", instance.patient_sex),
+        corrections={**instance.corrections, **values} if correct else instance.corrections,
+    )
+
+
 def _key(uid: str) -> bytes:
     return uid.encode("ascii", "replace")
 

@@ -5,7 +5,14 @@ core_rs's)."""
 from __future__ import annotations
 
 import struct
+import warnings
+from io import BytesIO
 from typing import Any
+
+from pydicom import Dataset
+from pydicom.filereader import read_dataset
+
+IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 
 NO_DATASET, DATASET = 0x0101, 0x0000
 _COUNTS = {
@@ -56,3 +63,16 @@ def as_dict(counts: Any) -> dict[str, int]:
         "NumberOfFailedSuboperations": counts.failed,
         "NumberOfWarningSuboperations": counts.warning,
     }
+
+
+def read(data: bytes, transfer_syntax: str) -> Dataset:
+    """A request's dataset (identifier, attribute list) from its bytes. pydicom reads
+    values lazily: a malformed one raises when it is used, so callers catch ValueError,
+    TypeError, EOFError, KeyError, LookupError and NotImplementedError there too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_dataset(
+            BytesIO(data),
+            is_implicit_VR=transfer_syntax == IMPLICIT_LE,
+            is_little_endian=transfer_syntax != EXPLICIT_BE,
+        )

@@ -18,7 +18,6 @@ import struct
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from pydicom import Dataset
@@ -26,12 +25,13 @@ from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
+from engine.dicom import dimse
+from engine.dicom.dimse import EXPLICIT_BE, IMPLICIT_LE
 from engine.dicom.negotiation import STUDY_ROOT
 from storage.index import Index
 from storage.query import LEVELS, UNIQUE, Query, QueryError, availability, search
@@ -42,7 +42,6 @@ PENDING, SUCCESS, CANCELLED = 0xFF00, 0x0000, 0xFE00
 IDENTIFIER_DOES_NOT_MATCH, UNABLE_TO_PROCESS = 0xA900, 0xC000
 PAGE = 200  # answers produced per hop to the thread
 MAX_IDENTIFIER = 1 << 20
-_IMPLICIT_LE, _EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 _DATE_RANGE = re.compile(r"^(\d{8})?-?(\d{8})?$")
 _TIME_RANGE = re.compile(r"^(\d{2,6}(\.\d{1,6})?)?-?(\d{2,6}(\.\d{1,6})?)?$")
 
@@ -66,13 +65,9 @@ def parse(data: bytes, transfer_syntax: str, sop_class: str, relational: bool = 
     """The identifier of a C-FIND-RQ (or C-MOVE-RQ); FindFailure with the status to
     answer. `relational`: negotiated for this SOP class (negotiation.relational)."""
     try:
+        identifier = dimse.read(data, transfer_syntax)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            identifier = read_dataset(
-                BytesIO(data),
-                is_implicit_VR=transfer_syntax == _IMPLICIT_LE,
-                is_little_endian=transfer_syntax != _EXPLICIT_BE,
-            )
             keys = _keys(identifier)
     except (ValueError, TypeError, EOFError, KeyError, LookupError, NotImplementedError) as exc:
         raise FindFailure(UNABLE_TO_PROCESS, f"unreadable identifier: {exc}") from exc
@@ -156,9 +151,9 @@ class Encoder:
         self._syntax = transfer_syntax
         self._ae = retrieve_ae
         self._recallable = recallable
-        self._implicit = transfer_syntax == _IMPLICIT_LE
+        self._implicit = transfer_syntax == IMPLICIT_LE
         asked = request.charset[0] if request.charset else ""
-        self._pydicom = transfer_syntax == _EXPLICIT_BE or len(request.charset) > 1
+        self._pydicom = transfer_syntax == EXPLICIT_BE or len(request.charset) > 1
         try:
             self._codec = convert_encodings([asked])[0] if asked else "ascii"
         except LookupError:
@@ -246,8 +241,8 @@ def encode(
         ds.InstanceAvailability = availability(answer.get("_tiers", {}), recallable)
         ds.SpecificCharacterSet = _charset(request.charset, ds)
         buffer = DicomBytesIO()
-        buffer.is_implicit_VR = transfer_syntax == _IMPLICIT_LE
-        buffer.is_little_endian = transfer_syntax != _EXPLICIT_BE
+        buffer.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+        buffer.is_little_endian = transfer_syntax != EXPLICIT_BE
         write_dataset(buffer, ds)
     return bytes(buffer.getvalue())
 

@@ -13,14 +13,13 @@ The message is parsed by the `hl7` library; framing is engine.hl7.mllp's.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 
 import hl7
 import lmdb
 
-from storage.index import Index, Instance
+from storage.index import Index, Instance, with_demographics
 from storage.query import Query, instance_uids
 
 log = logging.getLogger(__name__)
@@ -124,18 +123,6 @@ def _instances(index: Index, patient_id: str) -> list[Instance]:
     return [instance for instance in found if instance is not None]
 
 
-def _corrected(old: Instance, values: dict[str, str]) -> Instance:
-    return dataclasses.replace(
-        old,
-        patient_name=values.get("PatientName", old.patient_name),
-        patient_id=values.get("PatientID", old.patient_id),
-        patient_birth_date=values.get("PatientBirthDate", old.patient_birth_date),
-        patient_sex=values.get("PatientSex", old.patient_sex),
-        issuer_of_patient_id=values.get("IssuerOfPatientID", old.issuer_of_patient_id),
-        corrections={**old.corrections, **values},
-    )
-
-
 def _write(
     index: Index,
     message: hl7.Message,
@@ -144,7 +131,7 @@ def _write(
     values: dict[str, str],
     merge: tuple[str, str] | None,
 ) -> int:
-    changes = [(old, _corrected(old, values)) for old in found]
+    changes = [(old, with_demographics(old, values, correct=True)) for old in found]
     log_entry = index.patients.logged(control_id, str(message), "AA", "", len(changes))
 
     def also(txn: lmdb.Transaction) -> None:

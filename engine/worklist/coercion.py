@@ -6,12 +6,11 @@ The stored bytes stay as the device sent them."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from policies.rules import with_values
-from storage.index import Instance
+from storage.index import Instance, with_demographics
 from storage.worklist import WorklistCache
 
 DEMOGRAPHICS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
@@ -23,16 +22,9 @@ class Correction:
     before: dict[str, str]  # keyword -> what the device sent
 
     def applied(self, instance: Instance) -> Instance:
-        """The index record with the worklist's demographics."""
-        v = self.values
-        return dataclasses.replace(
-            instance,
-            patient_name=v.get("PatientName", instance.patient_name),
-            patient_id=v.get("PatientID", instance.patient_id),
-            issuer_of_patient_id=v.get("IssuerOfPatientID", instance.issuer_of_patient_id),
-            patient_birth_date=v.get("PatientBirthDate", instance.patient_birth_date),
-            patient_sex=v.get("PatientSex", instance.patient_sex),
-        )
+        """The index record with the worklist's demographics (the forwarded copies get
+        them through their routes' coercion)."""
+        return with_demographics(instance, self.values, correct=False)
 
     def coerce(self, base: dict[str, Any] | None) -> dict[str, Any] | None:
         """A route's coercion (policies.rules.Coercion, as a dict) with these values set."""

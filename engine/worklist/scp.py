@@ -5,16 +5,15 @@ association (engine.dicom.association) sends them; engine.worklist.mirror finds 
 from __future__ import annotations
 
 import warnings
-from io import BytesIO
 
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from engine.dicom import dimse
+from engine.dicom.dimse import EXPLICIT_BE, IMPLICIT_LE
 from engine.worklist.names import in_pinyin
 
-IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 MAX_IDENTIFIER = 1 << 20
 PENDING, SUCCESS, UNABLE_TO_PROCESS = 0xFF00, 0x0000, 0xC000
 
@@ -22,13 +21,9 @@ PENDING, SUCCESS, UNABLE_TO_PROCESS = 0xFF00, 0x0000, 0xC000
 def read_identifier(data: bytes, transfer_syntax: str) -> Dataset:
     """ValueError when it cannot be read."""
     try:
+        identifier = dimse.read(data, transfer_syntax)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            identifier = read_dataset(
-                BytesIO(data),
-                is_implicit_VR=transfer_syntax == IMPLICIT_LE,
-                is_little_endian=transfer_syntax != EXPLICIT_BE,
-            )
             for _element in identifier:  # values are decoded lazily: fail here, not later
                 pass
     except (ValueError, TypeError, EOFError, KeyError, LookupError, NotImplementedError) as exc:

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -141,10 +142,9 @@ def query(port: int, calling_ae: str = "CT1", **keys: str) -> tuple[list[Dataset
     return answers, time.monotonic() - started
 
 
-def test_modalities_get_the_worklist_through_a_ris_outage(
-    engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
-) -> None:
-    source = {
+def ris_source(ris: Ris) -> dict[str, Any]:
+    """The [[worklist_source]] entry for the wlmscpfs RIS."""
+    return {
         "name": "ris",
         "host": "127.0.0.1",
         "port": ris.port,
@@ -154,6 +154,12 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
         # wlmscpfs sends no Specific Character Set (its default): say what it sends.
         "character_set": "ISO_IR 192",
     }
+
+
+def test_modalities_get_the_worklist_through_a_ris_outage(
+    engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
+) -> None:
+    source = ris_source(ris)
     # An old CT that cannot show Chinese gets pinyin; the others get names as they are.
     calling = [
         {"ae_title": "CT1"},
@@ -267,14 +273,7 @@ def test_images_typed_in_pinyin_get_the_worklist_names(
 ) -> None:
     """A device that typed the name in pinyin and a wrong ID: the index record and the
     copy central Orthanc receives carry the worklist's; the stored bytes do not change."""
-    source = {
-        "name": "ris",
-        "host": "127.0.0.1",
-        "port": ris.port,
-        "called_ae": "RIS",
-        "poll_interval": 1.0,
-        "character_set": "ISO_IR 192",
-    }
+    source = ris_source(ris)
     engine = engine_factory(start=False)
     central = OrthancProcess(tmp_path / "orthanc").start()
     try:
@@ -363,15 +362,7 @@ def test_two_sources_orthanc_worklist_plugin_and_gb18030(
     orthanc.start()
     try:
         sources = [
-            {
-                "name": "ris",
-                "host": "127.0.0.1",
-                "port": ris.port,
-                "called_ae": "RIS",
-                "poll_interval": 1.0,
-                "timeout": 2.0,
-                "character_set": "ISO_IR 192",
-            },
+            ris_source(ris),
             {
                 "name": "orthanc",
                 "host": "127.0.0.1",
