@@ -15,6 +15,9 @@ from typing import Any
 
 import httpx
 import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from bench.peers import free_port
 from tests.engine.test_forward import dicom_destination
@@ -22,7 +25,7 @@ from tests.engine.test_lifecycle import FAST_RETRIES
 from tests.support.corpus import make_series
 from tests.support.dcmtk import storescu
 from tests.support.orthanc import OrthancProcess
-from tests.support.process import EngineProcess, wait_until
+from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
 MLLP_SEND = str(Path(sys.executable).with_name("mllp_send"))
 
@@ -58,6 +61,28 @@ def send(port: int, message: str, tmp: Path) -> str:
 def msa(ack: str) -> list[str]:
     line = next(part for part in ack.replace("\n", "\r").split("\r") if part.startswith("MSA|"))
     return line.split("|")
+
+
+def c_find(port: int, **keys: str) -> list[Dataset]:
+    """A STUDY-level C-FIND (Study Root) with pynetdicom: the answers."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = ""
+    ds.StudyInstanceUID = ""
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    ae = AE(ae_title="VIEWER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    try:
+        return [
+            found
+            for status, found in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind)
+            if status is not None and status.Status == 0xFF00
+        ]
+    finally:
+        assoc.release()
 
 
 def studies(engine: EngineProcess, **params: str) -> list[dict[str, Any]]:
@@ -121,6 +146,10 @@ def test_adt_updates_merges_and_renames_patients(
     )
     assert studies(engine, PatientID="P3") == []
     assert len(studies(engine, PatientID="P3X")) == 1
+    # C-FIND (pynetdicom) sees it as QIDO-RS does.
+    found = c_find(engine.port, PatientID="P3X")
+    assert [str(a.PatientName) for a in found] == ["Zhou^Yiming"]
+    assert c_find(engine.port, PatientID="P3") == []
 
     # What cannot be applied: AR or AE with the reason, nothing changed.
     wrong_version = msa(send(hl7_port, adt("A08", "C5", "NEW1", "X^Y", version="3.0"), tmp_path))

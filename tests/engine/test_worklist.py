@@ -119,6 +119,8 @@ def query(port: int, calling_ae: str = "CT1", **keys: str) -> tuple[list[Dataset
     ds.SpecificCharacterSet = "ISO_IR 192"
     for keyword in ("PatientName", "PatientID", "AccessionNumber", "StudyInstanceUID"):
         setattr(ds, keyword, keys.pop(keyword, ""))
+    for keyword in [k for k in keys if k == "PatientMotherBirthName"]:
+        setattr(ds, keyword, keys.pop(keyword))
     step = Dataset()
     for keyword in ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate"):
         setattr(step, keyword, keys.pop(keyword, ""))
@@ -236,6 +238,10 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     assert [str(a.PatientID) for a in by_station] == ["PID200"]
     none_tomorrow, _ = query(engine.port, ScheduledProcedureStepStartDate="20990101-20991231")
     assert none_tomorrow == []
+    # A key the mirror's items do not have is answered empty (PS3.4 K.6.1.2.2).
+    (with_unknown,), _ = query(engine.port, PatientID="PID200", PatientMotherBirthName="")
+    assert "PatientMotherBirthName" in with_unknown
+    assert not with_unknown.PatientMotherBirthName
     old, _ = query(engine.port, calling_ae="OLDCT", PatientID="PID100")
     assert [str(a.PatientName) for a in old] == ["Wang^Fang"]
     old, _ = query(engine.port, calling_ae="OLDCT", PatientID="PID400")
