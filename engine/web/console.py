@@ -41,6 +41,7 @@ _STUDY_KEYS = (
 _SERIES_KEYS = ("SeriesNumber", "Modality", "SeriesDescription", "NumberOfSeriesRelatedInstances")
 _LIST_LIMIT = 200
 _STALE_QUEUE = 3600.0  # a destination whose oldest job waited this long is an alert
+_STALE_WORKLIST = 600.0  # as the PacsEdgeWorklistStale alert
 
 
 def _templates() -> Environment:
@@ -246,6 +247,15 @@ class Console:
                     f"{name}: the oldest object has waited "
                     f"{queue['oldest_age_seconds'] / 3600:.1f} h."
                 )
+        if self._node.worklist is not None:
+            for name, age in self._node.worklist.ages().items():
+                error = self._shared.index.worklist.state(name).error
+                if age is None or age > _STALE_WORKLIST or error:
+                    when = "never" if age is None else f"{age / 60:.0f} min ago"
+                    alerts.append(
+                        f"Worklist {name}: the RIS cannot be asked ({error or 'no poll yet'}); "
+                        f"modalities get the edge's copy from {when}, without newer exams."
+                    )
         return alerts
 
     # ---- login ------------------------------------------------------------------------

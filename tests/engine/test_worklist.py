@@ -262,6 +262,8 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     state = engine.status()["worklist"]["ris"]
     assert state["items"] == len(ITEMS), state
     assert state["age_seconds"] >= 1.0, state
+    console = httpx.get(f"http://127.0.0.1:{engine.http_port}/").text
+    assert "Worklist ris: the RIS cannot be asked" in console
     metrics = engine.get_text("/metrics")
     line = next(m for m in metrics.splitlines() if m.startswith("pacs_edge_worklist_age_seconds"))
     assert 'source="ris"' in line
