@@ -347,13 +347,14 @@ def _log_ready(shared: Shared, role: Role) -> None:
         return
     if role == "background":
         log.info(
-            "background process ready: forwarding, ops HTTP on %s:%d",
+            "background process ready: forwarding; HTTP (ops API, DICOMweb, console) on %s:%d",
             config.http.host,
             config.http.port,
         )
         return
     log.info(
-        "pacs-edge %s (%s build) ready: DICOM AE %s on %s:%d%s, ops HTTP on %s:%d, data in %s, "
+        "pacs-edge %s (%s build) ready: DICOM AE %s on %s:%d%s, HTTP (ops API, DICOMweb, "
+        "console) on %s:%d, data in %s, "
         "durability %s",
         core_rs.__version__,
         core_rs.BUILD_PROFILE,

@@ -19,5 +19,10 @@ def configure(level: str, process: str = "") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pynetdicom logs every PDU at INFO; we use only its codecs.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pynetdicom logs every PDU at INFO, and an unreachable peer as two ERROR lines
+    # at every attempt (a worklist poll, an MPPS relay, a recall). Each of those
+    # callers logs its own outcome once, with what to do: pynetdicom speaks only at
+    # DEBUG, or when it is CRITICAL.
+    logging.getLogger("pynetdicom").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.CRITICAL
+    )

@@ -21,11 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-import lmdb
-from pydicom.uid import generate_uid
-
 import core_rs
-from engine.dicom import dimse, find, get, move
 from engine.dicom import negotiation as neg
 from engine.dicom.client import Payload, PeerUnavailable, frames
 from engine.dicom.fsm import Event, State, next_step
@@ -36,21 +32,17 @@ from engine.dicom.proxy_protocol import (
     ProxyHeaderParser,
     looks_like_header,
 )
+from engine.dicom.requests import Requests
 from engine.dicom.store import (
     CANNOT_UNDERSTAND,
-    PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     UNRECOGNIZED_OPERATION,
     StoreResult,
 )
 from engine.forward import commitment
-from engine.forward.commitment import read_event_information
-from engine.forward.senders import DicomSender, ObjectReader
-from engine.worklist import scp as wl_scp
+from engine.forward.senders import ObjectReader
 from policies import access
-from policies.http_access import Caller
-from storage.mpps import MppsRefused
 
 if TYPE_CHECKING:
     from engine.dicom.hub import AssociationHub
@@ -116,10 +108,14 @@ class Association(asyncio.BufferedProtocol):
         self._shared = acceptor.shared
         self._hub = acceptor.hub
         self._storage = acceptor.store
-        self._report = acceptor.report
-        self._objects = acceptor.objects
-        self._recaller = acceptor.recaller
-        self._worklist = acceptor.worklist
+        self._requests = Requests(
+            self,
+            acceptor.shared,
+            acceptor.report,
+            acceptor.objects,
+            acceptor.recaller,
+            acceptor.worklist,
+        )
         self._resolved = resolved
         config = acceptor.shared.config.dicom
         self.id = next(_ids)
@@ -493,9 +489,9 @@ class Association(asyncio.BufferedProtocol):
             return
         if field == C_ECHO_RQ:
             self._hub.record_echo()
-            self._respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
+            self.respond(command, 0x8030, SUCCESS, sop_class=neg.VERIFICATION)
         elif field == C_STORE_RQ:
-            self._respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
+            self.respond(command, 0x8001, CANNOT_UNDERSTAND, comment="C-STORE without dataset")
         elif field == C_STORE_RSP:  # a C-GET sub-operation's answer
             waiter = self._sub_operations.get(command.message_id_being_responded_to or 0)
             if waiter is not None and not waiter.done():
@@ -504,20 +500,20 @@ class Association(asyncio.BufferedProtocol):
             if command.message_id_being_responded_to is not None:
                 self._cancelled.add(command.message_id_being_responded_to)
         else:
-            self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
+            self.respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
 
     def _on_dataset(self, received: core_rs.DatasetReceived) -> None:
         command = self._awaiting_dataset.pop(received.context_id)
         field = command.command_field
         spool = received.spool
         if spool is None:
-            self._respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
+            self.respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
             return
         context = self._contexts[received.context_id]
         sop_class = command.affected_sop_class_uid or command.requested_sop_class_uid
         if sop_class != context.abstract_syntax:
             spool.discard()
-            self._respond(
+            self.respond(
                 command,
                 field | 0x8000,
                 SOP_CLASS_NOT_SUPPORTED,
@@ -525,20 +521,18 @@ class Association(asyncio.BufferedProtocol):
             )
             return
         if field == C_FIND_RQ and context.abstract_syntax == neg.MWL_FIND:
-            work = self._worklist_find(command, context, spool)
+            work = self._requests.worklist_find(command, context, spool)
         elif field == C_FIND_RQ:
-            work = self._find(command, context, spool)
+            work = self._requests.find(command, context, spool)
         elif field in (C_MOVE_RQ, C_GET_RQ):
-            work = self._retrieve(command, context, spool)
+            work = self._requests.retrieve(command, context, spool)
         elif field == N_EVENT_REPORT_RQ:
-            work = self._commitment_report(command, context, spool)
+            work = self._requests.commitment_report(command, context, spool)
         elif field in (N_CREATE_RQ, N_SET_RQ) and context.abstract_syntax == neg.MPPS:
-            work = self._mpps(command, context, spool)
+            work = self._requests.mpps(command, context, spool)
         elif not command.affected_sop_instance_uid:
             spool.discard()
-            self._respond(
-                command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID"
-            )
+            self.respond(command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID")
             return
         else:
             work = self._store(command, context, spool)
@@ -573,294 +567,7 @@ class Association(asyncio.BufferedProtocol):
             result.status,
             (time.perf_counter() - started) * 1e3,
         )
-        self._respond(command, 0x8001, result.status, comment=result.comment)
-
-    async def _commitment_report(
-        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
-    ) -> None:
-        """An archive reports storage commitment on an association of its own."""
-        try:
-            info = read_event_information(spool.read_dataset(_MAX_REPORT), context.transfer_syntax)
-            report = commitment.parse_report(info)
-        except (core_rs.CoreError, ValueError, EOFError) as exc:
-            log.error("[%s] unreadable N-EVENT-REPORT: %s", self, exc)
-            self._respond(command, 0x8100, PROCESSING_FAILURE, comment="unreadable report")
-            return
-        await self._report(report, f"later, on association {self}")
-        self._respond(command, 0x8100, SUCCESS)
-
-    async def _find(
-        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
-    ) -> None:
-        """C-FIND SCP: pending answers a page at a time, made in a thread, sent as
-        fast as the SCU reads them; a C-CANCEL ends it with 0xFE00."""
-        shared = self._shared
-        config = shared.config
-        try:
-            request = find.parse(
-                spool.read_dataset(find.MAX_IDENTIFIER),
-                context.transfer_syntax,
-                context.abstract_syntax,
-                context.abstract_syntax in self._relational,
-            )
-        except (find.FindFailure, core_rs.CoreError) as exc:
-            status = exc.status if isinstance(exc, find.FindFailure) else find.UNABLE_TO_PROCESS
-            self._respond(command, 0x8020, status, comment=str(exc))
-            return
-        recallable = any(d.kind == "dicom" and d.recall for d in config.destination)
-        encoder = find.Encoder(request, context.transfer_syntax, config.node.ae_title, recallable)
-        found = find.answers(shared.index, request.query)
-
-        def next_page() -> tuple[list[bytes], bool]:
-            """Up to a page of encoded answers, and whether that was the last (then
-            the read transaction is closed in the same hop to the thread)."""
-            page = [encoder(answer) for answer in itertools.islice(found, find.PAGE)]
-            done = len(page) < find.PAGE
-            if done:
-                found.close()
-            return page, done
-
-        pending = core_rs.encode_message(
-            command.context_id,
-            True,
-            dimse.response(
-                0x8020, command.message_id, find.PENDING, context.abstract_syntax, dataset=True
-            ),
-            self._peer_max_pdu,
-        )
-        answered, status, comment, done = 0, find.SUCCESS, "", False
-        try:
-            while not done:
-                page, done = await asyncio.to_thread(next_page)
-                for identifier in page:
-                    if command.message_id in self._cancelled:
-                        break
-                    self._send(command, pending, identifier)
-                    answered += 1
-                if command.message_id in self._cancelled:
-                    status = find.CANCELLED
-                    break
-                await self._writable.wait()  # the SCU reads slower than we answer
-                if self.state not in (State.Sta6, State.Sta8):
-                    return
-        except find.FindFailure as exc:
-            status, comment = exc.status, exc.comment
-        except Exception:  # a bug must not leave the SCU waiting for a final status
-            log.exception("[%s] C-FIND failed after %d answer(s)", self, answered)
-            status, comment = find.UNABLE_TO_PROCESS, "the query failed on this node"
-        finally:
-            self._cancelled.discard(command.message_id)
-            if not done:
-                await asyncio.to_thread(found.close)
-        self._respond(command, 0x8020, status, sop_class=context.abstract_syntax, comment=comment)
-        keys = find.audited_keys(request, config.audit.patient_identifiers)
-        shared.audit.write(
-            "query",
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-            level=request.query.level,
-            keys=keys,
-            answers=answered,
-            status=f"{status:#06x}",
-        )
-
-    async def _mpps(
-        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
-    ) -> None:
-        """MPPS N-CREATE / N-SET: Success once the message and its relay jobs are
-        durable (storage.mpps); the forwarder relays it to the [[mpps_destination]]s."""
-        create = command.command_field == N_CREATE_RQ
-        field = 0x8140 if create else 0x8120
-        uid = command.affected_sop_instance_uid if create else command.requested_sop_instance_uid
-        if create and not uid:
-            uid = str(generate_uid())  # PS3.7 10.1.5.1: the SCP names it, in the response
-        if not uid:
-            self._respond(command, field, 0x0117, neg.MPPS, "no Requested SOP Instance UID")
-            return
-        try:
-            dataset = wl_scp.read_identifier(
-                spool.read_dataset(wl_scp.MAX_IDENTIFIER), context.transfer_syntax
-            )
-            jobs = await asyncio.to_thread(
-                self._shared.index.mpps.accept,
-                "create" if create else "set",
-                uid,
-                dataset,
-                self.calling_ae,
-                [d.name for d in self._shared.config.mpps_destination],
-            )
-        except MppsRefused as exc:
-            self._respond(command, field, exc.status, neg.MPPS, str(exc)[:64], uid)
-            return
-        except (ValueError, core_rs.CoreError, lmdb.Error) as exc:
-            log.error("[%s] MPPS %s not kept: %s", self, uid, exc)
-            self._respond(command, field, 0x0110, neg.MPPS, str(exc)[:64], uid)
-            return
-        if self._shared.committer.on_jobs is not None:
-            self._shared.committer.on_jobs(jobs)
-        self._respond(command, field, SUCCESS, neg.MPPS, instance=uid)
-        self._shared.audit.write(
-            "mpps_received",
-            operation="N-CREATE" if create else "N-SET",
-            mpps_instance_uid=uid,
-            status=str(dataset.get("PerformedProcedureStepStatus", "") or ""),
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-        )
-
-    async def _worklist_find(
-        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
-    ) -> None:
-        """Modality Worklist C-FIND: the RIS's answers, or its mirror's (engine.worklist)."""
-        sop_class = context.abstract_syntax
-        try:
-            identifier = wl_scp.read_identifier(
-                spool.read_dataset(wl_scp.MAX_IDENTIFIER), context.transfer_syntax
-            )
-        except (ValueError, core_rs.CoreError) as exc:
-            self._respond(command, 0x8020, wl_scp.UNABLE_TO_PROCESS, comment=str(exc)[:64])
-            return
-        answers, mirrored = await self._worklist.query(identifier)
-        pending = core_rs.encode_message(
-            command.context_id,
-            True,
-            dimse.response(0x8020, command.message_id, wl_scp.PENDING, sop_class, dataset=True),
-            self._peer_max_pdu,
-        )
-        entry = self._shared.config.calling_ae_entry(self.calling_ae.strip())
-        pinyin = entry is not None and entry.worklist_names == "pinyin"
-        sent = 0
-        for answer in answers:
-            if command.message_id in self._cancelled or self.state not in (State.Sta6, State.Sta8):
-                break
-            encoded = await asyncio.to_thread(
-                wl_scp.encode, answer, context.transfer_syntax, pinyin
-            )
-            self._send(command, pending, encoded)
-            sent += 1
-            await self._writable.wait()
-        cancelled = command.message_id in self._cancelled
-        self._cancelled.discard(command.message_id)
-        if self.state not in (State.Sta6, State.Sta8):
-            return
-        self._respond(
-            command, 0x8020, find.CANCELLED if cancelled else wl_scp.SUCCESS, sop_class=sop_class
-        )
-        self._shared.audit.write(
-            "worklist_query",
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-            answers=sent,
-            **({"from_mirror": mirrored} if mirrored else {}),
-        )
-
-    async def _retrieve(
-        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
-    ) -> None:
-        """C-MOVE SCP (sub-operations over our own association to the destination)
-        and C-GET SCP (on this one), a pending response with the counts after each."""
-        shared = self._shared
-        sop_class = context.abstract_syntax
-        is_get = command.command_field == C_GET_RQ
-        field = 0x8010 if is_get else 0x8021
-
-        def respond(status: int, counts: move.Counts, comment: str = "") -> None:
-            rsp = dimse.response(
-                field,
-                command.message_id,
-                status,
-                sop_class,
-                comment=comment,
-                counts=dimse.as_dict(counts),
-            )
-            self._send(
-                command, core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
-            )
-
-        try:
-            request = find.parse(
-                spool.read_dataset(find.MAX_IDENTIFIER),
-                context.transfer_syntax,
-                sop_class,
-                sop_class in self._relational,
-            )
-            dest = None if is_get else move.destination(shared.config, command.move_destination)
-        except (find.FindFailure, move.MoveFailure, core_rs.CoreError) as exc:
-            status = getattr(exc, "status", find.UNABLE_TO_PROCESS)
-            self._respond(command, field, status, sop_class=sop_class, comment=str(exc))
-            return
-
-        async def writable() -> None:
-            await self._writable.wait()
-
-        started = time.monotonic()
-        counts, comment, stopped = move.Counts(), "", False
-        try:
-            sender: move.SubOperations = (
-                get.ReturnSender(self, self._objects)
-                if dest is None
-                else DicomSender(
-                    dest,
-                    shared.config.node.ae_title,
-                    self._objects,
-                    None,
-                    move_originator=(self.calling_ae, command.message_id),
-                )
-            )
-            counts, stopped = await move.run(
-                shared.index,
-                sender,
-                request.query,
-                lambda now: respond(move.PENDING, now),
-                lambda: command.message_id in self._cancelled,
-                writable,
-                self._recall if self._recaller.available else None,
-            )
-            status = counts.final_status(stopped)
-        except (move.MoveFailure, find.FindFailure) as exc:
-            status, comment = exc.status, exc.comment
-        finally:
-            self._cancelled.discard(command.message_id)
-        respond(status, counts, comment)
-        destination = "the requestor (C-GET)" if dest is None else dest.called_ae
-        log.info(
-            "[%s] retrieve to %s: %d sent, %d failed in %.1f s (status %#06x)",
-            self,
-            destination,
-            counts.completed,
-            counts.failed,
-            time.monotonic() - started,
-            status,
-        )
-        keys = find.audited_keys(request, shared.config.audit.patient_identifiers)
-        shared.audit.write(
-            "retrieve",
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-            destination=destination,
-            level=request.query.level,
-            keys=keys,
-            completed=counts.completed,
-            failed=counts.failed,
-            status=f"{status:#06x}",
-        )
-
-    async def _recall(self, study_uid: str, waiting: Callable[[], None]) -> str:
-        """A study a C-MOVE needs back from the center first; "" once it is here."""
-        caller = Caller(f"C-MOVE from {self.calling_ae}", "admin", self.host)
-        code, body = self._recaller.start(study_uid, caller)
-        if code >= 400:
-            return str(body.get("error", f"recall refused ({code})"))
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_RECALL_HEARTBEAT):
-                    await self._recaller.wait(study_uid)
-            progress = self._recaller.progress(study_uid)
-            if progress is None:
-                return "the recall was forgotten"
-            if progress.state != "running":
-                return "" if progress.state == "done" else progress.error or progress.state
-            waiting()
+        self.respond(command, 0x8001, result.status, comment=result.comment)
 
     async def store(
         self, context_id: int, sop_class_uid: str, sop_instance_uid: str, payload: Payload
@@ -890,7 +597,7 @@ class Association(asyncio.BufferedProtocol):
             raise PeerUnavailable("the association ended")
         self.transport.writelines(pieces)
 
-    def _send(self, command: core_rs.Command, pdus: bytes, dataset: bytes = b"") -> None:
+    def send(self, command: core_rs.Command, pdus: bytes, dataset: bytes = b"") -> None:
         """A response's command PDUs and, if any, its dataset, as one write (P-DATA
         request, DT-1), while the association can carry it."""
         if self.state not in (State.Sta6, State.Sta8):
@@ -898,6 +605,32 @@ class Association(asyncio.BufferedProtocol):
         if dataset:
             pdus += core_rs.encode_message(command.context_id, False, dataset, self._peer_max_pdu)
         self._handle(Event.Evt9, data=pdus)
+
+    # ---- what engine.dicom.requests uses (its Link) -----------------------------------
+
+    @property
+    def open(self) -> bool:
+        """Established, or releasing: responses can still go out."""
+        return self.state in (State.Sta6, State.Sta8)
+
+    @property
+    def peer_max_pdu(self) -> int:
+        return self._peer_max_pdu
+
+    @property
+    def relational(self) -> frozenset[str]:
+        """SOP classes with relational queries negotiated (negotiation.relational)."""
+        return self._relational
+
+    def cancelled(self, message_id: int) -> bool:
+        return message_id in self._cancelled
+
+    def forget_cancel(self, message_id: int) -> None:
+        self._cancelled.discard(message_id)
+
+    async def writable(self) -> None:
+        """Until the transport's buffer drains: the peer reads slower than we send."""
+        await self._writable.wait()
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -917,7 +650,7 @@ class Association(asyncio.BufferedProtocol):
         if self._hub.cutting:
             self.drain()
 
-    def _respond(
+    def respond(
         self,
         command: core_rs.Command,
         field: int,
