@@ -12,13 +12,14 @@ logs shipped to shared systems).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class AuditLog:
 
     def write(self, event: str, **fields: Any) -> None:
         record = {"time": round(time.time(), 3), **self._stamp, "event": event, **fields}
-        line = json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+        options = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+        line = orjson.dumps(record, default=str, option=options)
         with self._lock:
             self._pending.append(line)
             self._pending_bytes += len(line)

@@ -19,10 +19,10 @@ def configure(level: str, process: str = "") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pynetdicom logs every PDU at INFO, and an unreachable peer as two ERROR lines
-    # at every attempt (a worklist poll, an MPPS relay, a recall). Each of those
-    # callers logs its own outcome once, with what to do: pynetdicom speaks only at
-    # DEBUG, or when it is CRITICAL.
+    # pynetdicom logs every PDU at INFO (and dumps each PDU at DEBUG), and an
+    # unreachable peer as two ERROR lines at every attempt (a worklist poll, an MPPS
+    # relay, a recall). Each of those callers logs its own outcome once, with what to
+    # do: pynetdicom's warnings and errors show only when we log at DEBUG.
     logging.getLogger("pynetdicom").setLevel(
-        logging.DEBUG if level == "DEBUG" else logging.CRITICAL
+        logging.WARNING if level == "DEBUG" else logging.CRITICAL
     )

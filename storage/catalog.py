@@ -325,4 +325,4 @@ def _get(txn: lmdb.Transaction, db: Any, uid: str) -> dict[str, Any] | None:
 
 
 def _put(txn: lmdb.Transaction, db: Any, uid: str, record: dict[str, Any]) -> None:
-    txn.put(uid.encode(), json.dumps(record, separators=(",", ":")).encode(), db=db)
+    txn.put(uid.encode(), orjson.dumps(record), db=db)

@@ -21,11 +21,12 @@ import json
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 import lmdb
+import orjson
 
 COUNTERS = ("queued", "dead", "waiting", "sent", "committed", "commit_failed")
 
@@ -62,7 +63,7 @@ class Job:
         return _queue_key(self.destination, self.priority, self.seq)
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return orjson.dumps(self.__dict__)  # shallow: see Instance.encode
 
     @classmethod
     def decode(cls, raw: bytes) -> Job:
@@ -259,7 +260,7 @@ class Queues:
         """Record that `dest` holds this version ("sent" or "committed")."""
         record = {"state": state, "at": time.time() if now is None else now, "hash": blake3_hex}
         key = _prefix(dest) + sop_instance_uid.encode()
-        txn.put(key, json.dumps(record).encode(), db=self._done)
+        txn.put(key, orjson.dumps(record), db=self._done)
 
     # ---- storage commitment ------------------------------------------------------------
 
