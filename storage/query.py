@@ -284,6 +284,16 @@ def instance_uids(index: Index, query: Query) -> Iterator[str]:
                 yield from catalog.children(txn, catalog.instances_of, one)
 
 
+def instances(index: Index, query: Query) -> Iterator[Instance]:
+    """The records of every instance under what `query` matches (instance_uids'
+    order), read in one transaction; an instance removed meanwhile is skipped."""
+    with index.reading() as txn:
+        for uid in instance_uids(index, query):
+            record: Instance | None = index.get_in(txn, uid)
+            if record is not None:
+                yield record
+
+
 # ---- matching (PS3.4 C.2.2.2) ----------------------------------------------------------
 
 

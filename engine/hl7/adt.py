@@ -20,7 +20,7 @@ import hl7
 import lmdb
 
 from storage.index import Index, Instance, with_demographics
-from storage.query import Query, instance_uids
+from storage.query import Query, instances
 
 log = logging.getLogger(__name__)
 UPDATES = ("A08", "A31")
@@ -118,9 +118,7 @@ def _decide(index: Index, message: hl7.Message, control_id: str) -> Outcome:
 
 
 def _instances(index: Index, patient_id: str) -> list[Instance]:
-    query = Query("PATIENT", {"PatientID": patient_id})
-    found = (index.get(uid) for uid in instance_uids(index, query))
-    return [instance for instance in found if instance is not None]
+    return list(instances(index, Query("PATIENT", {"PatientID": patient_id})))
 
 
 def _write(

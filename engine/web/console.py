@@ -25,7 +25,7 @@ from engine.ops import status
 from engine.web.gate import Gate
 from engine.web.sessions import COOKIE
 from policies.http_access import Caller, Role, check_password
-from storage.query import Query, QueryError, availability, instance_uids, search
+from storage.query import Query, QueryError, availability, instances, search
 
 _STUDY_KEYS = (
     "PatientName",
@@ -201,11 +201,8 @@ class Console:
             series.append(answer)
         series.sort(key=lambda s: int(s["SeriesNumber"]) if s["SeriesNumber"].isdigit() else 0)
         destinations: dict[str, dict[str, int]] = {}
-        instances = Query("STUDY", {"StudyInstanceUID": uid})
-        for sop in instance_uids(index, instances):
-            record = index.get(sop)
-            if record is None:
-                continue
+        for record in instances(index, Query("STUDY", {"StudyInstanceUID": uid})):
+            sop = record.sop_instance_uid
             for dest in record.destinations:
                 counts = destinations.setdefault(dest, {"committed": 0, "sent": 0, "pending": 0})
                 delivery = index.queues.delivery(dest, sop)

@@ -21,7 +21,8 @@ from engine.forward.senders import ObjectReader
 from engine.services import Shared
 from policies.http_access import Caller
 from storage.index import Instance
-from storage.query import Query, instance_uids
+from storage.query import Query
+from storage.query import instances as stored_instances
 from storage.queue import Job
 from storage.transcode import DECODERS, ENCODERS, EXPLICIT_LE
 
@@ -77,9 +78,7 @@ class Objects:
         keys = {"StudyInstanceUID": study}
         if series:
             keys["SeriesInstanceUID"] = series
-        query = Query("SERIES" if series else "STUDY", keys)
-        found = (index.get(uid) for uid in instance_uids(index, query))
-        return [instance for instance in found if instance is not None]
+        return list(stored_instances(index, Query("SERIES" if series else "STUDY", keys)))
 
     async def _recall(self, caller: Caller, study: str) -> None:
         if not self._recaller.available:
