@@ -10,7 +10,9 @@ from io import BytesIO
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 
 IMPLICIT_LE, EXPLICIT_BE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.2"
 
@@ -76,3 +78,15 @@ def read(data: bytes, transfer_syntax: str) -> Dataset:
             is_implicit_VR=transfer_syntax == IMPLICIT_LE,
             is_little_endian=transfer_syntax != EXPLICIT_BE,
         )
+
+
+def write(ds: Dataset, transfer_syntax: str) -> bytes:
+    """An answer's dataset (identifier, worklist item) in the context's syntax, values
+    as they are, valid or not for their VR: pydicom's warnings are not ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR = transfer_syntax == IMPLICIT_LE
+        buffer.is_little_endian = transfer_syntax != EXPLICIT_BE
+        write_dataset(buffer, ds)
+    return bytes(buffer.getvalue())

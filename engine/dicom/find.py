@@ -24,8 +24,6 @@ from pydicom import Dataset
 from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
@@ -240,11 +238,7 @@ def encode(
         ds.RetrieveAETitle = retrieve_ae
         ds.InstanceAvailability = availability(answer.get("_tiers", {}), recallable)
         ds.SpecificCharacterSet = _charset(request.charset, ds)
-        buffer = DicomBytesIO()
-        buffer.is_implicit_VR = transfer_syntax == IMPLICIT_LE
-        buffer.is_little_endian = transfer_syntax != EXPLICIT_BE
-        write_dataset(buffer, ds)
-    return bytes(buffer.getvalue())
+    return dimse.write(ds, transfer_syntax)
 
 
 def _value(vr: str, text: str) -> Any:

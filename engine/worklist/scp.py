@@ -7,11 +7,8 @@ from __future__ import annotations
 import warnings
 
 from pydicom import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 
 from engine.dicom import dimse
-from engine.dicom.dimse import EXPLICIT_BE, IMPLICIT_LE
 from engine.worklist.names import in_pinyin
 
 MAX_IDENTIFIER = 1 << 20
@@ -33,12 +30,4 @@ def read_identifier(data: bytes, transfer_syntax: str) -> Dataset:
 
 def encode(answer: Dataset, transfer_syntax: str, pinyin: bool = False) -> bytes:
     """`pinyin`: for a calling AE with `worklist_names = "pinyin"` (engine.worklist.names)."""
-    if pinyin:
-        answer = in_pinyin(answer)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        buffer = DicomBytesIO()
-        buffer.is_implicit_VR = transfer_syntax == IMPLICIT_LE
-        buffer.is_little_endian = transfer_syntax != EXPLICIT_BE
-        write_dataset(buffer, answer)
-    return bytes(buffer.getvalue())
+    return dimse.write(in_pinyin(answer) if pinyin else answer, transfer_syntax)
