@@ -130,7 +130,9 @@ async def _start(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
     stack.callback(io_pool.shutdown, wait=True)
-    committer = GroupCommitter(index, layout, config.storage.on_duplicate)
+    committer = GroupCommitter(
+        index, layout, config.storage.on_duplicate, on_loop=not config.durable
+    )
     committer.start()
     stack.callback(committer.close)
     metrics = Metrics(None if run_dir is None else layout.metrics)

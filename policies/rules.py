@@ -123,7 +123,7 @@ def with_values(coerce: dict[str, Any] | None, values: dict[str, str]) -> dict[s
 class Route:
     destination: str
     priority: int
-    coerce: Coercion | None
+    coerce: dict[str, Any] | None  # the rule's Coercion, dumped once; never mutated
     from_worklist: bool = False
 
 
@@ -157,7 +157,8 @@ class Router:
         self._compiled: list[_Compiled] = []
         for rule in rules:
             names = destinations if "*" in rule.destinations else rule.destinations
-            coerce = rule.coerce or None
+            # Dumped here, not per object: every queued job carries this dict.
+            coerce = rule.coerce.model_dump() if rule.coerce else None
             routes = tuple(
                 Route(d, PRIORITIES[rule.priority], coerce, rule.coerce_from_worklist)
                 for d in names

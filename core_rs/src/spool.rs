@@ -132,6 +132,8 @@ impl SpoolWriter {
                 File::open(&folder)?.sync_all()?;
             }
         }
+        // Moved or removed: nothing for Drop to clean up (saves a failing unlink per object).
+        self.path = PathBuf::new();
         let head = std::mem::replace(&mut self.head, HeadParser::new(Syntax::ExplicitLittle));
         let parse_problem = head.problem().map(str::to_owned);
         Ok(StoredObject {
@@ -180,10 +182,12 @@ impl SpoolWriter {
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        // Unfinished (aborted, failed, or already moved): make sure no spool remains.
-        // A missing file is the normal case after `finish`.
+        // Unfinished (aborted or failed): make sure no spool remains. After `finish`
+        // the path is empty.
         drop(self.file.take());
-        let _ = fs::remove_file(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -117,7 +117,7 @@ class StoreService:
             fix = correction(self._shared.index.worklist, attrs)
         targets = []
         for r in routes:
-            coerce = r.coerce.model_dump() if r.coerce else None
+            coerce = r.coerce
             if fix is not None and r.from_worklist:
                 coerce = fix.coerce(coerce)
             targets.append(Target(r.destination, r.priority, coerce))

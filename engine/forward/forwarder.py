@@ -512,7 +512,8 @@ class Forwarder:
         await asyncio.gather(*(runner.stop() for runner in self.runners.values()))
 
     def jobs_queued(self, jobs: list[Job]) -> None:
-        """From the group-commit thread: new jobs are durable, wake their workers."""
+        """From the committing thread (the loop itself with durability "os"): new jobs
+        are durable, wake their workers."""
         if self._loop is not None:
             names = list({job.destination for job in jobs})
             self._loop.call_soon_threadsafe(self.wake, names)

@@ -1,0 +1,139 @@
+"""Where pacs-edge's CPU goes per object: perf samples of the server, by shared object.
+
+One fresh engine per pass, fed the corpus once by DCMTK storescu (or the load
+generator); `perf record` samples every thread of the server process at ~2 kHz, and
+the samples are summed per shared object:
+- python: the interpreter (libpython, the python binary, the stdlib's C modules) —
+  the figure issue 18 bounds at 60 µs per object;
+- uvloop, core_rs (our Rust: BLAKE3, PDU decoding, spool writes), libc, kernel, other.
+
+Interpreter time counts only what runs inside libpython: a C call the interpreter
+makes (a syscall, a Rust function) is billed to the kernel or to core_rs. CPU-seconds
+per object are samples / frequency / objects; the passes' median is reported.
+
+    python -m bench.profile                     # storescu x4, CT-heavy mix, 3 passes
+    python -m bench.profile --client loadgen --associations 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.corpus import FULL, QUICK, build
+from bench.ingest import send
+from bench.peers import PacsEdge
+
+FREQUENCY = 1999  # Hz; odd, so it does not beat with 1 kHz timers
+GOAL_PYTHON_US = 60.0
+
+_GROUPS = (
+    ("python", ("libpython", "python3", ".cpython-3")),  # the stdlib's C modules too
+    ("uvloop", ("loop.cpython", "uvloop")),
+    ("core_rs", ("_core.abi3",)),
+    ("libc", ("libc.so", "libm.so", "ld-linux")),
+    ("kernel", ("[kernel", "[vdso")),
+)
+
+
+def _group(dso: str) -> str:
+    # uvloop's module is named loop.cpython-311-...: test it before the stdlib's.
+    for name, marks in (_GROUPS[1], _GROUPS[0], *_GROUPS[2:]):
+        if any(mark in dso for mark in marks):
+            return name
+    return "other"
+
+
+def by_dso(data: Path) -> dict[str, int]:
+    """Sample counts per group from `perf report` on a recorded file."""
+    out = subprocess.run(
+        [
+            "perf",
+            "report",
+            "-i",
+            str(data),
+            "--no-children",
+            "--sort",
+            "dso",
+            "--stdio",
+            "-g",
+            "none",
+            "--show-nr-samples",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or line.startswith("#") or not parts[0].endswith("%"):
+            continue
+        group = _group(" ".join(parts[2:]))
+        counts[group] = counts.get(group, 0) + int(parts[1])
+    return counts
+
+
+def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> dict[str, float]:
+    corpus = build(QUICK if corpus_mix == "quick" else FULL)
+    peer = PacsEdge(workdir / "peer", "os")
+    peer.start()
+    data = workdir / "perf.data"
+    perf = subprocess.Popen(
+        ["perf", "record", "-q", "-F", str(FREQUENCY), "-p", str(peer.pid), "-o", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        run = send(peer, corpus, associations, client)
+    finally:
+        perf.send_signal(2)  # SIGINT: perf writes its file and exits
+        perf.wait(timeout=60)
+        peer.stop()
+    counts = by_dso(data)
+    objects = run.expected
+    per_object = {g: n / FREQUENCY / objects * 1e6 for g, n in counts.items()}
+    per_object["total"] = sum(per_object.values())
+    per_object["mb_per_s"] = run.mb_per_s
+    per_object["cgroup_cpu_s_per_gb"] = run.cpu_s_per_gb
+    per_object["objects"] = objects
+    return per_object
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--client", choices=("storescu", "loadgen"), default="storescu")
+    parser.add_argument("--associations", type=int, default=4)
+    parser.add_argument("--corpus", choices=("quick", "full"), default="full")
+    parser.add_argument("--passes", type=int, default=3)
+    args = parser.parse_args(argv)
+    if shutil.which("perf") is None:
+        print("perf is not installed (Debian: linux-perf); nothing measured", file=sys.stderr)
+        return 2
+    passes = []
+    with tempfile.TemporaryDirectory(prefix="pacs-edge-profile-", dir=Path.cwd()) as tmp:
+        for n in range(args.passes):
+            passes.append(one_pass(Path(tmp), args.corpus, args.client, args.associations))
+            print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))
+    keys = sorted({k for p in passes for k in p} - {"objects", "mb_per_s", "cgroup_cpu_s_per_gb"})
+    print(
+        f"\npacs-edge (os), {args.client} x{args.associations}, {args.corpus} corpus, "
+        f"median of {args.passes}: server CPU per object by where it runs (µs)"
+    )
+    for key in sorted(keys, key=lambda k: -statistics.median(p.get(k, 0) for p in passes)):
+        print(f"  {key:<8} {statistics.median(p.get(key, 0.0) for p in passes):8.1f}")
+    python = statistics.median(p.get("python", 0.0) for p in passes)
+    verdict = "met" if python <= GOAL_PYTHON_US else "NOT met"
+    print(
+        f"\nPython interpreter per object: {python:.1f} µs (goal <= {GOAL_PYTHON_US:g}: {verdict})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

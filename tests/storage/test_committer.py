@@ -1,0 +1,72 @@
+"""Group commit on the event loop (durability "os"): one transaction per loop
+iteration for everything submitted in it, and nothing goes through the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from storage.committer import GroupCommitter
+from storage.index import Index, Instance, Outcome
+from storage.layout import DataLayout
+from storage.queue import Job, Target
+
+
+def _instance(n: int) -> Instance:
+    return Instance(
+        sop_instance_uid=f"1.2.3.{n}",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.0",
+        patient_id="P1",
+        patient_name="DOE^JANE",
+        modality="CT",
+        study_date="20261204",
+        study_description="",
+        accession_number="A1",
+        series_number="1",
+        instance_number=str(n),
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae="MOD01",
+        hash=f"{n:064x}",
+        meta_length=200,
+        dataset_length=100,
+        received_at=0.0,
+    )
+
+
+def test_os_mode_commits_one_batch_per_loop_iteration(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=False)
+    queued: list[tuple[list[Job], threading.Thread]] = []
+    target = [Target("central", 1, None)]
+
+    async def main() -> tuple[list[Outcome], list[Outcome], GroupCommitter]:
+        committer = GroupCommitter(index, layout, "replace", on_loop=True)
+        committer.on_jobs = lambda jobs: queued.append((jobs, threading.current_thread()))
+        committer.start()
+        try:
+            path = layout.object_path(f"{0:064x}")
+            first = await asyncio.gather(
+                *(committer.submit(_instance(n), target, path, False) for n in range(5))
+            )
+            second = await asyncio.gather(committer.submit(_instance(9), [], path, False))
+            return first, second, committer
+        finally:
+            committer.close()
+
+    try:
+        first, second, committer = asyncio.run(main())
+        assert first == [Outcome.STORED] * 5
+        assert second == [Outcome.STORED]
+        # Five submitted in one iteration share a transaction; the sixth has its own.
+        assert committer.stats.batches == 2
+        assert committer.stats.largest_batch == 5
+        assert all(index.get(f"1.2.3.{n}") is not None for n in (0, 4, 9))
+        # The jobs were queued by a commit on the loop's own thread, not the commit thread.
+        assert [len(jobs) for jobs, _ in queued] == [5]
+        assert {thread for _, thread in queued} == {threading.main_thread()}
+    finally:
+        index.close()
