@@ -8,32 +8,10 @@ import threading
 from pathlib import Path
 
 from storage.committer import GroupCommitter
-from storage.index import Index, Instance, Outcome
+from storage.index import Index, Outcome
 from storage.layout import DataLayout
 from storage.queue import Job, Target
-
-
-def _instance(n: int) -> Instance:
-    return Instance(
-        sop_instance_uid=f"1.2.3.{n}",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.0",
-        patient_id="P1",
-        patient_name="DOE^JANE",
-        modality="CT",
-        study_date="20261204",
-        study_description="",
-        accession_number="A1",
-        series_number="1",
-        instance_number=str(n),
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        calling_ae="MOD01",
-        hash=f"{n:064x}",
-        meta_length=200,
-        dataset_length=100,
-        received_at=0.0,
-    )
+from tests.support.records import instance
 
 
 def test_os_mode_commits_one_batch_per_loop_iteration(tmp_path: Path) -> None:
@@ -50,9 +28,9 @@ def test_os_mode_commits_one_batch_per_loop_iteration(tmp_path: Path) -> None:
         try:
             path = layout.object_path(f"{0:064x}")
             first = await asyncio.gather(
-                *(committer.submit(_instance(n), target, path, False) for n in range(5))
+                *(committer.submit(instance(f"1.2.3.{n}"), target, path, False) for n in range(5))
             )
-            second = await asyncio.gather(committer.submit(_instance(9), [], path, False))
+            second = await asyncio.gather(committer.submit(instance("1.2.3.9"), [], path, False))
             return first, second, committer
         finally:
             committer.close()
