@@ -265,20 +265,6 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
                 f"16 x 210 MB: {run.peer} peak RSS {run.peak_rss_mb} MB "
                 f"(goal <= 150: {verdict(run.peak_rss_mb <= 150)})"
             )
-    # The client check: the same ratio against DCMTK whichever client feeds the peers.
-    dcmtk_by = {c: get("DCMTK", 4, c) for c in ("throughput", "calibration")}
-    for mode in ("os", "fsync"):
-        edge_by = {c: get(f"pacs-edge ({mode})", 4, c) for c in dcmtk_by}
-        ratios = [
-            f"{edge.mb_per_s / base.mb_per_s:.2f}x"
-            for c in ("throughput", "calibration")
-            if (edge := edge_by[c]) and (base := dcmtk_by[c])
-        ]
-        if len(ratios) == 2:
-            lines.append(
-                f" 4 assoc: pacs-edge ({mode}) vs DCMTK storescp: {ratios[0]} fed by the load "
-                f"generator, {ratios[1]} fed by DCMTK storescu"
-            )
     return lines
 
 
