@@ -55,6 +55,9 @@ class Mix:
 
 QUICK = Mix(ct=160, mr=10, cr=4, dx=2, us=10, mg=1)  # ~170 MB
 FULL = Mix(ct=480, mr=30, cr=12, dx=6, us=30, mg=4)  # ~600 MB
+# Issue 18's second mix: most bytes in 5-70 MB objects (CR, DX, MG), a few CT and MR.
+LARGE_QUICK = Mix(ct=20, mr=5, cr=8, dx=8, mg=4)  # ~275 MB, 93% in 5-70 MB objects
+LARGE_FULL = Mix(ct=60, mr=15, cr=24, dx=24, mg=8)  # ~675 MB, 91% in 5-70 MB objects
 BIG = Mix(xa=1)  # the one >= 200 MB object, for the memory scenario
 
 

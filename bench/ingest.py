@@ -7,6 +7,9 @@ One command measures, in one run on one machine:
   each time: MB/s, objects/s, store latency p50/p99/max, server CPU-s/GB, peak RSS;
 - calibration: pacs-edge and DCMTK storescp fed by DCMTK storescu (TCP_NODELAY=1) at 4
   and 16 associations, the client a modality has (issue 18 judges both clients);
+- large objects: the same two scenarios at 4 and 16 associations on a second mix with
+  most bytes in 5-70 MB CR, DX and MG objects, pacs-edge against DCMTK, with its own
+  raw ceiling;
 - latency: 16 associations of 0.5 MB CT slices paced at a fixed rate, not saturated;
 - memory: 16 associations each sending a distinct ~210 MB multi-frame object.
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import limits, loadgen, plots, results
-from bench.corpus import BIG, FULL, QUICK, Corpus, build
+from bench.corpus import BIG, FULL, LARGE_FULL, LARGE_QUICK, QUICK, Corpus, build
 from bench.peers import (
     DcmtkStorescp,
     Meter,
@@ -41,6 +44,8 @@ from bench.peers import (
 )
 
 LATENCY_RATE = 100.0  # objects/s of 0.5 MB over 16 associations: ~12x a 4,000-study/day peak
+DURABLE_RAW = "write+fdatasync+rename+dir fsync"  # fsync mode's ceiling (issue 18)
+MIXES = ("CT-heavy", "large")
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Run:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     client_cpu_s_per_gb: float = 0.0
+    mix: str = "CT-heavy"
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -157,8 +163,19 @@ def measure(label: str, make: Make, workdir: Path, repeat: int, one_pass: Pass) 
     return runs[len(runs) // 2]
 
 
-def dealt(corpus: Corpus, n: int, client: str = "loadgen") -> Pass:
-    return lambda peer: send(peer, corpus, n, client)
+def dealt(corpus: Corpus, n: int, client: str = "loadgen", mix: str = "CT-heavy") -> Pass:
+    def one_pass(peer: Peer) -> Run:
+        run = send(
+            peer,
+            corpus,
+            n,
+            client,
+            scenario="calibration" if client == "storescu" else "throughput",
+        )
+        run.mix = mix
+        return run
+
+    return one_pass
 
 
 def scripted(corpus: Corpus, streams: list[loadgen.Stream], duration: float, scenario: str) -> Pass:
@@ -185,14 +202,17 @@ _HEADER = [
 
 def table(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]) -> str:
     lines = []
-    for scenario, title in (
-        ("throughput", "{n} association{s}, modality mix, saturated"),
-        ("calibration", "{n} associations, DCMTK storescu as the client"),
-        ("latency", "{n} associations, 0.5 MB CT at a fixed rate"),
-        ("memory", "{n} associations, each one ~210 MB multi-frame object"),
+    for scenario, mix, title in (
+        ("throughput", "CT-heavy", "{n} association{s}, modality mix, saturated"),
+        ("calibration", "CT-heavy", "{n} associations, DCMTK storescu as the client"),
+        ("throughput", "large", "{n} associations, large-object mix (5-70 MB), load generator"),
+        ("calibration", "large", "{n} associations, large-object mix (5-70 MB), storescu"),
+        ("latency", "CT-heavy", "{n} associations, 0.5 MB CT at a fixed rate"),
+        ("memory", "CT-heavy", "{n} associations, each one ~210 MB multi-frame object"),
     ):
-        for n in sorted({r.associations for r in runs if r.scenario == scenario}):
-            group = [r for r in runs if r.associations == n and r.scenario == scenario]
+        chosen = [r for r in runs if r.scenario == scenario and r.mix == mix]
+        for n in sorted({r.associations for r in chosen}):
+            group = [r for r in chosen if r.associations == n]
             dcmtk = next((r for r in group if r.peer.startswith("DCMTK")), None)
             heading = title.format(n=n, s="s" if n > 1 else "")
             lines += [f"\n**{heading}**\n", *_HEADER]
@@ -200,7 +220,7 @@ def table(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
             lines += [
                 f"| *raw limit: {x.name}* | {x.mb_per_s} | | | | | | | |"
                 for x in found
-                if x.associations == n and scenario == "throughput"
+                if x.associations == n and x.mix == mix and scenario == "throughput"
             ]
             lines += [
                 f"| *floor: 0.5 MB {f.name}* | | | {f.p50_ms} / {f.p99_ms} / | | | | | |"
@@ -211,48 +231,58 @@ def table(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
 
 
 def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]) -> list[str]:
-    def get(peer: str, n: int, scenario: str = "throughput") -> Run | None:
+    def get(peer: str, n: int, scenario: str = "throughput", mix: str = "CT-heavy") -> Run | None:
         return next(
             (
                 r
                 for r in runs
-                if r.peer.startswith(peer) and r.associations == n and r.scenario == scenario
+                if r.peer.startswith(peer)
+                and r.associations == n
+                and r.scenario == scenario
+                and r.mix == mix
             ),
             None,
         )
 
-    def limit(name: str, n: int) -> limits.Limit | None:
-        return next((x for x in found if x.name == name and x.associations == n), None)
+    def limit(name: str, n: int, mix: str) -> limits.Limit | None:
+        return next(
+            (x for x in found if x.name == name and x.associations == n and x.mix == mix), None
+        )
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
     lines = []
-    for n in (4, 16):
-        # Issue 18: with either client, "os" mode >= 1.2x DCMTK's MB/s at <= 0.8x its
-        # server CPU per GB.
-        for scenario, client in (("throughput", "load generator"), ("calibration", "storescu")):
-            dcmtk = get("DCMTK", n, scenario)
-            for mode in ("os", "fsync"):
-                edge = get(f"pacs-edge ({mode})", n, scenario)
-                if not (edge and dcmtk):
-                    continue
-                ratio = edge.mb_per_s / dcmtk.mb_per_s
+    for mix in MIXES:
+        for n in (4, 16):
+            # Issue 18: with either client, on both mixes, "os" mode >= 1.2x DCMTK's MB/s
+            # at <= 0.8x its server CPU per GB.
+            for scenario, client in (("throughput", "load generator"), ("calibration", "storescu")):
+                dcmtk = get("DCMTK", n, scenario, mix)
+                for mode in ("os", "fsync"):
+                    edge = get(f"pacs-edge ({mode})", n, scenario, mix)
+                    if not (edge and dcmtk):
+                        continue
+                    ratio = edge.mb_per_s / dcmtk.mb_per_s
+                    line = (
+                        f"{mix}, {n:>2} assoc, {client}: pacs-edge ({mode}) {ratio:.2f}x DCMTK "
+                        f"storescp MB/s (goal >= 1.2: {verdict(ratio >= 1.2)})"
+                    )
+                    if mode == "os" and dcmtk.cpu_s_per_gb:
+                        cpu = edge.cpu_s_per_gb / dcmtk.cpu_s_per_gb
+                        line += f", {cpu:.2f}x its CPU-s/GB (goal <= 0.8: {verdict(cpu <= 0.8)})"
+                    lines.append(line)
+            fsync, raw = get("pacs-edge (fsync)", n, mix=mix), limit(DURABLE_RAW, n, mix)
+            os_mode = get("pacs-edge (os)", n, mix=mix)
+            if fsync and raw:
+                ratio = fsync.mb_per_s / raw.mb_per_s
                 line = (
-                    f"{n:>2} assoc, {client}: pacs-edge ({mode}) {ratio:.2f}x DCMTK storescp "
-                    f"MB/s (goal >= 1.2: {verdict(ratio >= 1.2)})"
+                    f"{mix}, {n:>2} assoc: pacs-edge (fsync) {ratio:.2f}x raw {DURABLE_RAW} "
+                    f"(goal >= 0.9: {verdict(ratio >= 0.9)})"
                 )
-                if mode == "os" and dcmtk.cpu_s_per_gb:
-                    cpu = edge.cpu_s_per_gb / dcmtk.cpu_s_per_gb
-                    line += f", {cpu:.2f}x its CPU-s/GB (goal <= 0.8: {verdict(cpu <= 0.8)})"
+                if os_mode:  # what durability costs the engine itself, network included
+                    line += f"; {fsync.mb_per_s / os_mode.mb_per_s:.2f}x its own os mode"
                 lines.append(line)
-        fsync, raw = get("pacs-edge (fsync)", n), limit("write+fdatasync", n)
-        if fsync and raw:
-            ratio = fsync.mb_per_s / raw.mb_per_s
-            lines.append(
-                f"{n:>2} assoc: pacs-edge (fsync) {ratio:.2f}x raw write+fdatasync "
-                f"(goal >= 0.9: {verdict(ratio >= 0.9)})"
-            )
     lines += [f"floor for one 0.5 MB object: {f.name} p99 {f.p99_ms} ms" for f in floors]
     for run in runs:
         if run.scenario == "latency" and run.peer.startswith("pacs-edge"):
@@ -271,7 +301,8 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
 def _show(run: Run) -> None:
     latency = f"p50 {run.p50_ms:>6} p99 {run.p99_ms:>7} ms" if run.latencies_ms else " " * 25
     print(
-        f"  {run.scenario:<11} {run.peer:<26} {run.associations:>2} assoc  {run.mb_per_s:>7} MB/s  "
+        f"  {run.scenario:<11} {run.mix:<8} {run.peer:<26} {run.associations:>2} assoc  "
+        f"{run.mb_per_s:>7} MB/s  "
         f"{latency}  {run.cpu_s_per_gb:>6} CPU-s/GB  RSS {run.peak_rss_mb:>6} MB  "
         f"stored {run.stored}/{run.expected}",
         flush=True,
@@ -290,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=0)
     args = parser.parse_args(argv)
     corpus = build(QUICK if args.quick else FULL)
+    large = build(LARGE_QUICK if args.quick else LARGE_FULL)
     big = build(BIG)
     repeat = 1 if args.quick else 3
     levels = args.associations or ("1,4,16" if args.quick else "1,4,16,64")
@@ -309,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     exact.close()
     print(
         f"corpus {corpus.name}: {len(corpus.files)} objects, {corpus.bytes / 1e6:.0f} MB; "
+        f"large-object mix {large.name}: {len(large.files)} objects, {large.bytes / 1e6:.0f} MB; "
         f"{os.cpu_count()} cores; {repeat} pass(es) per point; server CPU from "
         f"{'cgroups (exact)' if exact.exact else '/proc (forked children may be missed)'}",
         flush=True,
@@ -320,10 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         floors = limits.latency_floors(workdir, rate=LATENCY_RATE)
         print("  latency floors: " + ", ".join(f"{f.name} p99 {f.p99_ms} ms" for f in floors))
         for n in concurrency:
-            found += [limits.loopback(corpus, n), limits.write_fdatasync(corpus, n, workdir)]
+            found += [
+                limits.loopback(corpus, n),
+                limits.write_fdatasync(corpus, n, workdir),
+                limits.write_fdatasync(corpus, n, workdir, rename=True),
+            ]
+            if n in (4, 16):
+                found.append(limits.write_fdatasync(large, n, workdir, True, "large"))
             print(
                 f"  raw limits  {n:>2} assoc: "
-                + ", ".join(f"{x.name} {x.mb_per_s} MB/s" for x in found[-2:])
+                + ", ".join(
+                    f"{x.name} ({x.mix}) {x.mb_per_s} MB/s" for x in found if x.associations == n
+                )
             )
         # An untimed pass of every peer first: on a VM the first touch of fresh guest
         # memory (page cache included) costs ~4x, and must not land on whoever runs
@@ -339,8 +380,14 @@ def main(argv: list[str] | None = None) -> int:
             for label, make in peers:
                 if label.startswith(("DCMTK", "pacs-edge")):
                     runs.append(measure(label, make, workdir, repeat, dealt(corpus, n, "storescu")))
-                    runs[-1].scenario = "calibration"
                     _show(runs[-1])
+        for n in (x for x in (4, 16) if x in concurrency):  # issue 18's second mix
+            for label, make in peers:
+                if label.startswith(("DCMTK", "pacs-edge")):
+                    for client in ("loadgen", "storescu"):
+                        one_pass = dealt(large, n, client, "large")
+                        runs.append(measure(label, make, workdir, repeat, one_pass))
+                        _show(runs[-1])
         ct = corpus.only("CT")
         paced = [
             loadgen.Stream(f"CT{n:02d}", ct.items, LATENCY_RATE / 16, True, True, 300, n / 16)

@@ -4,8 +4,11 @@
   nothing but send/recv (1 MiB buffers, TCP_NODELAY), one sender and one receiver
   thread per connection: no SCP can receive faster on this machine;
 - write+fdatasync: the corpus's files written to new files on the disk the peers
-  use, N writers, fdatasync per file (what a durable SCP must at least do per
-  object): a floor on the cost of durability, the ceiling for fsync mode.
+  use, N writers, fdatasync per file: a floor on the cost of durability;
+- write+fdatasync+rename+dir fsync: the same, each file written under a temporary
+  name, synced, renamed into one of 256 folders and that folder fsynced: what a
+  durable SCP that never shows a half-written object must at least do per object,
+  the ceiling for fsync mode (issue 18).
 
 and the latency floors for one 0.5 MB object, paced like the latency scenario:
 
@@ -18,6 +21,7 @@ Threads are enough: the GIL is released in every send, recv, write and fdatasync
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -34,6 +38,7 @@ class Limit:
     name: str
     associations: int
     mb_per_s: float
+    mix: str = "CT-heavy"
 
 
 @dataclass
@@ -80,11 +85,16 @@ def loopback(corpus: Corpus, connections: int) -> Limit:
     return Limit("loopback TCP", connections, round(share * connections / seconds / 1e6, 1))
 
 
-def write_fdatasync(corpus: Corpus, writers: int, folder: Path) -> Limit:
+def write_fdatasync(
+    corpus: Corpus, writers: int, folder: Path, rename: bool = False, mix: str = "CT-heavy"
+) -> Limit:
     folder.mkdir(parents=True, exist_ok=True)
     # Read first, so the disk's writes are measured, not the corpus's reads.
     for path in corpus.files:
         path.read_bytes()
+    shards = [folder / f"{k:02x}" for k in range(256)] if rename else []
+    for shard in shards:
+        shard.mkdir(exist_ok=True)
 
     def write(n: int) -> None:
         for k, path in enumerate(corpus.files[n::writers]):
@@ -94,11 +104,20 @@ def write_fdatasync(corpus: Corpus, writers: int, folder: Path) -> Limit:
                     out.write(chunk)
                 out.flush()
                 os.fdatasync(out.fileno())
+            if rename:  # the engine's layout: objects/<2 hex>/<name>, the folder synced
+                shard = shards[hash((n, k)) % 256]
+                target.rename(shard / target.name)
+                fd = os.open(shard, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     seconds = _parallel([threading.Thread(target=write, args=(n,)) for n in range(writers)])
-    for path in folder.iterdir():
-        path.unlink()
-    return Limit("write+fdatasync", writers, round(corpus.bytes / seconds / 1e6, 1))
+    shutil.rmtree(folder)
+    folder.mkdir()
+    name = "write+fdatasync+rename+dir fsync" if rename else "write+fdatasync"
+    return Limit(name, writers, round(corpus.bytes / seconds / 1e6, 1), mix)
 
 
 def _floor(name: str, seconds: list[float]) -> Floor:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 def _throughput(runs: list[Run], found: list[Limit], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5))
+    runs = [r for r in runs if r.mix == "CT-heavy"]
+    found = [x for x in found if x.mix == "CT-heavy"]
     for peer in dict.fromkeys(r.peer for r in runs if r.scenario == "throughput"):
         points = sorted(
             (r.associations, r.mb_per_s)

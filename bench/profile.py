@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.corpus import FULL, QUICK, build
+from bench.corpus import FULL, LARGE_FULL, QUICK, build
 from bench.ingest import send
 from bench.peers import PacsEdge
 
@@ -80,8 +80,11 @@ def by_dso(data: Path) -> dict[str, int]:
     return counts
 
 
+MIXES = {"quick": QUICK, "full": FULL, "large": LARGE_FULL}  # large: issue 18's second mix
+
+
 def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> dict[str, float]:
-    corpus = build(QUICK if corpus_mix == "quick" else FULL)
+    corpus = build(MIXES[corpus_mix])
     peer = PacsEdge(workdir / "peer", "os")
     peer.start()
     data = workdir / "perf.data"
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--client", choices=("storescu", "loadgen"), default="storescu")
     parser.add_argument("--associations", type=int, default=4)
-    parser.add_argument("--corpus", choices=("quick", "full"), default="full")
+    parser.add_argument("--corpus", choices=sorted(MIXES), default="full")
     parser.add_argument("--passes", type=int, default=3)
     args = parser.parse_args(argv)
     if shutil.which("perf") is None:

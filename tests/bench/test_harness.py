@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from bench import corpus, limits, loadgen, plots, soak
+from bench import corpus, ingest, limits, loadgen, plots, soak
 from bench.ingest import Run
 from bench.peers import free_port
 from tests.support.process import EngineProcess, launch, wait_until
@@ -119,6 +119,10 @@ def test_raw_limits_and_floors_are_measured(tiny: corpus.Corpus, tmp_path: Path)
     assert limits.loopback(tiny, 2).mb_per_s > 0
     assert limits.write_fdatasync(tiny, 2, tmp_path / "w").mb_per_s > 0
     assert list((tmp_path / "w").iterdir()) == []  # cleaned up
+    durable = limits.write_fdatasync(tiny, 2, tmp_path / "w", rename=True, mix="large")
+    assert (durable.name, durable.mix) == (ingest.DURABLE_RAW, "large")
+    assert durable.mb_per_s > 0
+    assert list((tmp_path / "w").iterdir()) == []  # the 256 folders too
     floors = limits.latency_floors(tmp_path / "f", count=20, rate=200)
     assert [f.name for f in floors] == ["loopback round trip", "write+fdatasync"]
     assert all(0 < f.p50_ms <= f.p99_ms for f in floors)
@@ -129,6 +133,33 @@ def _run(peer: str, n: int, scenario: str, latencies: list[float]) -> Run:
         peer, n, 1.0, 100.0 * n, 10.0, 3.0, 50.0, 2.0, 1.0, 10, 10, scenario,
         latencies_ms=latencies,
     )  # fmt: skip
+
+
+def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
+    runs = []
+    for mix, edge_mb_s in (("CT-heavy", 130.0), ("large", 90.0)):
+        for peer, mb_s in (("pacs-edge (os)", edge_mb_s), ("pacs-edge (fsync)", edge_mb_s / 2)):
+            runs.append(_run(peer, 4, "throughput", []))
+            runs[-1].mb_per_s, runs[-1].mix = mb_s, mix
+        runs.append(_run("DCMTK storescp --fork", 4, "throughput", []))
+        runs[-1].mb_per_s, runs[-1].mix = 100.0, mix
+    found = [limits.Limit(ingest.DURABLE_RAW, 4, 50.0, "large")]
+    lines = ingest.goals(runs, found, [])
+    assert any(
+        line.startswith("CT-heavy,  4 assoc, load generator: pacs-edge (os) 1.30x")
+        and "met" in line
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("large,  4 assoc, load generator: pacs-edge (os) 0.90x")
+        and "NOT met" in line
+        for line in lines
+    ), lines
+    # fsync mode against the large mix's own raw ceiling; the CT-heavy one has none here
+    assert [line for line in lines if "raw" in line] == [
+        f"large,  4 assoc: pacs-edge (fsync) 0.90x raw {ingest.DURABLE_RAW} (goal >= 0.9: met); "
+        "0.50x its own os mode"
+    ]
 
 
 def test_plots_are_png_files(tmp_path: Path) -> None:
