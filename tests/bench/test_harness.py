@@ -143,8 +143,14 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
             runs[-1].mb_per_s, runs[-1].mix = mb_s, mix
         runs.append(_run("DCMTK storescp --fork", 4, "throughput", []))
         runs[-1].mb_per_s, runs[-1].mix = 100.0, mix
+    runs.append(_run("pacs-edge (fsync)", 16, "latency", [1.0, 2.0]))
+    runs[-1].p99_ms = 7.0
     found = [limits.Limit(ingest.DURABLE_RAW, 4, 50.0, "large")]
-    lines = ingest.goals(runs, found, [])
+    lines = ingest.goals(runs, found, [limits.Floor("write+fdatasync", 2.0, 4.0)])
+    assert (
+        "16 assoc, 100 CT objects/s: pacs-edge (fsync) p99 7.0 ms = 1.75x the "
+        "write+fdatasync floor (goal <= 1.5: NOT met)"
+    ) in lines
     assert any(
         line.startswith("CT-heavy,  4 assoc, load generator: pacs-edge (os) 1.30x")
         and "met" in line
