@@ -33,6 +33,7 @@ from core_rs._core import (
     key_attributes,
     rle_decode,
     rle_encode,
+    sync_filesystem,
     warm_pack,
     warm_unpack,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "key_attributes",
     "rle_decode",
     "rle_encode",
+    "sync_filesystem",
     "warm_pack",
     "warm_unpack",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "key_attributes",
     "rle_decode",
     "rle_encode",
+    "sync_filesystem",
     "warm_pack",
     "warm_unpack",
 ]
@@ -151,6 +152,7 @@ def encode_store_request(
     move_originator_message_id: int = 0,
 ) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
+def sync_filesystem(path: str | PathLike[str]) -> None: ...
 
 @final
 class PixelLayout:

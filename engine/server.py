@@ -123,15 +123,19 @@ async def _start(
         await asyncio.to_thread(recovery.verify, index, layout, config.storage.verify_on_start)
     else:
         index.check_readers()  # slots a killed worker held
-    # Finishing an object with fsync (fdatasync, rename, folder fsync) blocks a
-    # thread, never the loop. One thread per possible association: they sleep in
-    # syscalls, and the more syncs wait together, the more one journal commit carries.
+    # Blocking file work (reading extra routing attributes, unlinking what a failed
+    # store wrote, the object reader) runs here, never on the loop: one thread per
+    # possible association, since they sleep in syscalls.
     io_pool = ThreadPoolExecutor(
         max_workers=config.dicom.max_associations, thread_name_prefix="object-store"
     )
     stack.callback(io_pool.shutdown, wait=True)
     committer = GroupCommitter(
-        index, layout, config.storage.on_duplicate, on_loop=not config.durable
+        index,
+        layout,
+        config.storage.on_duplicate,
+        on_loop=not config.durable,
+        sync_files=config.durable,
     )
     committer.start()
     stack.callback(committer.close)

@@ -6,7 +6,9 @@ commit before it answers, and so before the peer sends the next object.
 
 Where the commit runs depends on what it costs (docs/decisions/0030):
 - durability "fsync": a thread owns the write transaction, because its commit syncs
-  for milliseconds; while it syncs, the next batch gathers.
+  for milliseconds; while it syncs, the next batch gathers. Before the index commit,
+  one filesystem sync makes every object file and rename of the batch durable: the
+  objects are not synced one by one (docs/decisions/0031).
 - durability "os": the commit only writes to the page cache, so it runs on the event
   loop, once per loop iteration for whatever arrived in it. No thread hop: no futex
   wake-up, no GIL hand-over, no scheduling delay on a busy machine.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import lmdb
 
+import core_rs
 from storage.index import Index, Instance, OnDuplicate, Outcome, Recalled
 from storage.layout import DataLayout
 from storage.queue import Job, Settlement, Target
@@ -77,8 +80,14 @@ class GroupCommitter:
         layout: DataLayout,
         on_duplicate: OnDuplicate,
         on_loop: bool = False,
+        sync_files: bool = False,
     ) -> None:
-        """`on_loop`: commit on the event loop that `start` runs in (durability "os")."""
+        """`on_loop`: commit on the event loop that `start` runs in (durability "os").
+        `sync_files`: make the batch's object files durable before indexing them
+        (durability "fsync"); a sync takes milliseconds, so never with `on_loop`."""
+        if on_loop and sync_files:
+            raise ValueError("a committer that syncs files must not commit on the loop")
+        self._sync_files = sync_files
         self._index = index
         self._layout = layout
         self._on_duplicate = on_duplicate
@@ -162,6 +171,8 @@ class GroupCommitter:
         ready = [p for p in pending if not p.deduplicated or p.path.exists()]
         vanished = IndexUnavailable("object file vanished before indexing; send again")
         _resolve_all([(lost, vanished) for lost in pending if lost not in ready])
+        if ready and self._sync_files:
+            ready = self._sync(ready)
         try:
             outcomes, unreferenced, jobs = self._index.apply(
                 [(p.instance, p.targets) for p in ready],
@@ -185,6 +196,19 @@ class GroupCommitter:
             path = self._layout.tier_path(tier, blake3_hex)
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    def _sync(self, ready: list[_Pending]) -> list[_Pending]:
+        """One sync for the batch's files and renames, before any index record points
+        at them; on failure none of them is indexed, and each sender hears 0xA700."""
+        try:
+            core_rs.sync_filesystem(self._layout.objects)
+        except OSError as exc:  # core_rs.StorageError is one
+            self.stats.failures += 1
+            log.error("could not make %d object file(s) durable: %s", len(ready), exc)
+            failed = IndexUnavailable(f"object files not durable: {exc}")
+            _resolve_all([(item, failed) for item in ready])
+            return []
+        return ready
 
 
 _Result = tuple[_Pending | _Settling, Outcome | Exception | None]

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class DataLayout:
     def spool(self) -> Path:
         return self.root / "spool"
 
-    @property
+    @cached_property  # asked for on every object stored
     def objects(self) -> Path:
         return self.root / "objects"
 

@@ -418,6 +418,13 @@ fn encode_message(
     Ok(PyBytes::new(py, &out))
 }
 
+/// One durable sync of the filesystem holding `path` (decision 0031).
+#[pyfunction]
+fn sync_filesystem(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(move || spool::sync_filesystem(&path))
+        .map_err(to_pyerr)
+}
+
 #[pyfunction]
 fn hash_file(py: Python<'_>, path: PathBuf, offset: u64) -> PyResult<String> {
     py.detach(move || spool::hash_file(&path, offset))
@@ -650,6 +657,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_message, m)?)?;
     m.add_function(wrap_pyfunction!(encode_store_request, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
+    m.add_function(wrap_pyfunction!(sync_filesystem, m)?)?;
     m.add_function(wrap_pyfunction!(key_attributes, m)?)?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 """The C-STORE service: from a received spool file to a durable, indexed object.
 
 The status it returns is the one the modality sees, so it is Success (0x0000) only
-after the object is fdatasync'ed and renamed into the object store AND its index
-record is committed (storage.committer). Every failure maps to a failure status.
+after the object is renamed into the object store, synced with its batch (durability
+"fsync"), AND its index record is committed (storage.committer). Every failure maps to a failure status.
 """
 
 from __future__ import annotations
@@ -145,14 +145,10 @@ class StoreService:
     ) -> StoreResult:
         loop = asyncio.get_running_loop()
         try:
-            # Only GIL-free Rust goes to a thread; this method's Python stays on the loop
-            # (measured cheaper: docs/decisions/0002).
-            if self._shared.config.durable:  # fdatasync takes milliseconds: not on the loop
-                stored = await loop.run_in_executor(
-                    self._io_pool, spool.finish, self._layout.objects, True
-                )
-            else:  # a flush and a rename: cheaper than the hop to a thread
-                stored = spool.finish(self._layout.objects, False)
+            # A flush and a rename, on the loop: cheaper than the hop to a thread. With
+            # durability "fsync" the group committer syncs the batch's files before it
+            # indexes them (docs/decisions/0031), so no object syncs on its own.
+            stored = spool.finish(self._layout.objects, False)
         except core_rs.OutOfSpaceError:
             log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
             return StoreResult(OUT_OF_RESOURCES, "edge disk is full")

@@ -1,13 +1,18 @@
 """Group commit on the event loop (durability "os"): one transaction per loop
-iteration for everything submitted in it, and nothing goes through the thread."""
+iteration for everything submitted in it, and nothing goes through the thread.
+With durability "fsync" the thread syncs the batch's files before indexing them,
+and indexes none of them when that sync fails."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from pathlib import Path
 
-from storage.committer import GroupCommitter
+import pytest
+
+from storage.committer import GroupCommitter, IndexUnavailable
 from storage.index import Index, Outcome
 from storage.layout import DataLayout
 from storage.queue import Job, Target
@@ -48,3 +53,44 @@ def test_os_mode_commits_one_batch_per_loop_iteration(tmp_path: Path) -> None:
         assert {thread for _, thread in queued} == {threading.main_thread()}
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("objects_folder", ["present", "gone"])
+def test_fsync_mode_indexes_only_what_the_filesystem_sync_made_durable(
+    tmp_path: Path, objects_folder: str
+) -> None:
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=True)
+    if objects_folder == "gone":  # the sync cannot even open the hot tier's folder
+        shutil.rmtree(layout.objects)
+
+    async def main() -> list[Outcome | BaseException]:
+        committer = GroupCommitter(index, layout, "replace", sync_files=True)
+        committer.start()
+        try:
+            path = layout.object_path(f"{0:064x}")
+            submitted = (
+                committer.submit(instance(f"1.2.3.{n}"), [], path, False) for n in range(3)
+            )
+            return await asyncio.gather(*submitted, return_exceptions=True)
+        finally:
+            committer.close()
+
+    try:
+        outcomes = asyncio.run(main())
+        if objects_folder == "present":
+            assert outcomes == [Outcome.STORED] * 3
+            assert all(index.get(f"1.2.3.{n}") is not None for n in range(3))
+        else:  # no false Success, and no record pointing at a file that may be lost
+            assert all(isinstance(o, IndexUnavailable) for o in outcomes), outcomes
+            assert "object files not durable" in str(outcomes[0])
+            assert all(index.get(f"1.2.3.{n}") is None for n in range(3))
+    finally:
+        index.close()
+
+
+def test_a_committer_that_syncs_files_refuses_the_loop(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path / "data")
+    with pytest.raises(ValueError, match="must not commit on the loop"):
+        GroupCommitter(None, layout, "replace", on_loop=True, sync_files=True)  # type: ignore[arg-type]
