@@ -31,6 +31,7 @@ __all__ = [
     "jpegls_decode",
     "jpegls_encode",
     "key_attributes",
+    "quick_ack",
     "rle_decode",
     "rle_encode",
     "sync_filesystem",
@@ -153,6 +154,7 @@ def encode_store_request(
 ) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
 def sync_filesystem(path: str | PathLike[str]) -> None: ...
+def quick_ack(fd: int) -> None: ...
 
 @final
 class PixelLayout:

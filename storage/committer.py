@@ -94,17 +94,26 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Pending | _Settling | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._on_loop = on_loop
-        self._home: asyncio.AbstractEventLoop | None = None
+        self._home: asyncio.AbstractEventLoop | None = None  # the loop `start` ran in
+        self._home_thread = 0
         self._gathering: list[_Pending | _Settling] = []  # on_loop: this iteration's
         self.stats = CommitStats()
         # Called after each commit with the jobs it queued, on the committing thread.
         self.on_jobs: Callable[[list[Job]], None] | None = None
 
     def start(self) -> None:
-        if self._on_loop:
-            self._home = asyncio.get_running_loop()
+        self._home = asyncio.get_running_loop()
+        self._home_thread = threading.get_ident()
         # Also on_loop: submissions from another loop or thread still go to the thread.
         self._thread.start()
+
+    def _here(self) -> asyncio.AbstractEventLoop | None:
+        """The caller's running loop. The home loop is recognised by thread, without
+        asyncio.get_running_loop(): CPython 3.11 makes a getpid syscall in each call."""
+        home = self._home
+        if home is not None and threading.get_ident() == self._home_thread and home.is_running():
+            return home  # one thread runs one loop at a time
+        return _running_loop()
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
@@ -113,7 +122,7 @@ class GroupCommitter:
         self._thread.join()
 
     def _put(self, item: _Pending | _Settling) -> None:
-        if item.loop is not self._home:
+        if not self._on_loop or item.loop is not self._home:
             self._queue.put(item)
             return
         self._gathering.append(item)
@@ -123,7 +132,7 @@ class GroupCommitter:
     def _commit_gathered(self) -> None:
         batch, self._gathering = self._gathering, []
         if batch:
-            self._commit(batch)
+            self._commit(batch, self._here())
 
     async def submit(
         self,
@@ -132,7 +141,7 @@ class GroupCommitter:
         path: Path,
         deduplicated: bool,
     ) -> Outcome:
-        loop = asyncio.get_running_loop()
+        loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._put(_Pending(instance, targets, path, deduplicated, future, loop))
         return await future
@@ -140,7 +149,7 @@ class GroupCommitter:
     async def settle(self, settlements: list[Settlement]) -> None:
         """Record forward outcomes in the next group commit; returns once durable,
         so a job the destination acknowledged is not sent again after a crash."""
-        loop = asyncio.get_running_loop()
+        loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._put(_Settling(settlements, future, loop))
         await future
@@ -161,16 +170,19 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            self._commit(batch, None)
 
-    def _commit(self, batch: list[_Pending | _Settling]) -> None:
+    def _commit(
+        self, batch: list[_Pending | _Settling], here: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """`here`: the loop running on this thread, if any (its futures settle directly)."""
         settling = [item for item in batch if isinstance(item, _Settling)]
         pending = [item for item in batch if isinstance(item, _Pending)]
         # An identical object found on disk may have been deleted since, by a
         # "replace" of the instance that owned it: then it is not indexed.
         ready = [p for p in pending if not p.deduplicated or p.path.exists()]
         vanished = IndexUnavailable("object file vanished before indexing; send again")
-        _resolve_all([(lost, vanished) for lost in pending if lost not in ready])
+        _resolve_all(here, [(lost, vanished) for lost in pending if lost not in ready])
         if ready and self._sync_files:
             ready = self._sync(ready)
         try:
@@ -184,12 +196,14 @@ class GroupCommitter:
             log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
             failed = IndexUnavailable(f"index write failed: {exc}")
             everyone: list[_Pending | _Settling] = [*ready, *settling]
-            _resolve_all([(item, failed) for item in everyone])
+            _resolve_all(here, [(item, failed) for item in everyone])
             return
         self.stats.batches += 1
         self.stats.instances += len(ready)
         self.stats.largest_batch = max(self.stats.largest_batch, len(ready))
-        _resolve_all([*zip(ready, outcomes, strict=True), *((item, None) for item in settling)])
+        _resolve_all(
+            here, [*zip(ready, outcomes, strict=True), *((item, None) for item in settling)]
+        )
         if jobs and self.on_jobs is not None:
             self.on_jobs(jobs)
         for blake3_hex, tier in unreferenced:
@@ -206,7 +220,7 @@ class GroupCommitter:
             self.stats.failures += 1
             log.error("could not make %d object file(s) durable: %s", len(ready), exc)
             failed = IndexUnavailable(f"object files not durable: {exc}")
-            _resolve_all([(item, failed) for item in ready])
+            _resolve_all(None, [(item, failed) for item in ready])  # from the commit thread
             return []
         return ready
 
@@ -214,7 +228,7 @@ class GroupCommitter:
 _Result = tuple[_Pending | _Settling, Outcome | Exception | None]
 
 
-def _resolve_all(results: list[_Result]) -> None:
+def _resolve_all(here: asyncio.AbstractEventLoop | None, results: list[_Result]) -> None:
     """Settle a batch's futures with ONE wake-up per event loop, not one per object."""
     by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
     for pending, result in results:
@@ -230,7 +244,7 @@ def _resolve_all(results: list[_Result]) -> None:
                 pending.future.set_result(result)  # type: ignore[arg-type]
 
     for loop, batch in by_loop.items():
-        if _running_loop() is loop:  # committed on the loop itself: no wake-up needed
+        if here is loop:  # committed on the loop itself: no wake-up needed
             settle(batch)
         else:
             loop.call_soon_threadsafe(settle, batch)

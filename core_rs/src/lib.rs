@@ -7,6 +7,7 @@ pub mod codec;
 pub mod command;
 pub mod dataset;
 pub mod error;
+pub mod net;
 pub mod part10;
 pub mod pdu;
 pub mod receiver;

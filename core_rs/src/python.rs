@@ -418,6 +418,12 @@ fn encode_message(
     Ok(PyBytes::new(py, &out))
 }
 
+/// TCP_QUICKACK on an association's socket, by descriptor (no Python socket object).
+#[pyfunction]
+fn quick_ack(fd: i32) -> PyResult<()> {
+    crate::net::quick_ack(fd).map_err(|e| to_pyerr(CoreError::Io(e)))
+}
+
 /// One durable sync of the filesystem holding `path` (decision 0031).
 #[pyfunction]
 fn sync_filesystem(py: Python<'_>, path: PathBuf) -> PyResult<()> {
@@ -658,6 +664,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_store_request, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(sync_filesystem, m)?)?;
+    m.add_function(wrap_pyfunction!(quick_ack, m)?)?;
     m.add_function(wrap_pyfunction!(key_attributes, m)?)?;
     Ok(())
 }

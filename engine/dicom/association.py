@@ -76,7 +76,6 @@ _ids = itertools.count(1)
 _BEFORE_ASSOCIATION = memoryview(bytearray(64 * 1024))
 _RECALL_HEARTBEAT = 5.0  # seconds between pending C-MOVE responses while recalling
 _SMALL_READ = 16 * 1024  # reads below this are requests and control PDUs, not image data
-_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class Association(asyncio.BufferedProtocol):
         self.id = next(_ids)
         self.state = State.Sta1
         self.transport: asyncio.Transport | None = None
-        self._socket: Any = None  # set in connection_made, for TCP options
+        self._fd = -1  # the TCP socket's descriptor, set in connection_made, for TCP options
         self.peer = "?"  # the real client: after a PROXY header, the address it names
         self.via = ""  # the trusted load balancer the connection came through
         self.address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
@@ -152,7 +151,10 @@ class Association(asyncio.BufferedProtocol):
         self.stored_bytes = 0
         self.released = False
         self._started = time.monotonic()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: CPython 3.11's get_running_loop() makes a getpid syscall per call (its
+        # fork check), and the hot path asked for it ~9 times per object.
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # ---- asyncio protocol: I/O only -------------------------------------------------
 
@@ -163,7 +165,7 @@ class Association(asyncio.BufferedProtocol):
         if sock is not None:
             # Without it DCMTK peers stall ~40 ms per object (Nagle + delayed ACK).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._socket = sock
+            self._fd = sock.fileno()
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -188,14 +190,16 @@ class Association(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.state in (State.Sta13, State.Sta1):
             return  # AA-6: whatever still arrives is ignored
-        self._last_activity = asyncio.get_running_loop().time()
-        if nbytes < _SMALL_READ and self._socket is not None:
+        self._last_activity = self._loop.time()
+        if nbytes < _SMALL_READ and self._fd >= 0:
             # A request's pieces (command, then identifier) from a peer without
             # TCP_NODELAY (pynetdicom, DCMTK by default) wait for our ACK of the first:
             # ACK at once rather than after the kernel's ~40 ms delay. Linux resets
             # the flag, so it is set again after each small read; big reads need it not.
+            # By descriptor in core_rs: uvloop's socket.setsockopt builds a new Python
+            # socket (and a getsockname) per call.
             with contextlib.suppress(OSError):
-                self._socket.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                core_rs.quick_ack(self._fd)
         data: memoryview | bytes = self._view[:nbytes]
         if self._first_read or self._proxy is not None:
             unwrapped = self._unwrap_proxy_header(data)
@@ -536,7 +540,7 @@ class Association(asyncio.BufferedProtocol):
             return
         else:
             work = self._store(command, context, spool)
-        task = asyncio.get_running_loop().create_task(work)
+        task = self._loop.create_task(work)
         self._tasks.add(task)
         self._hub.track(task)
         task.add_done_callback(self._store_done)
@@ -575,7 +579,7 @@ class Association(asyncio.BufferedProtocol):
         """A C-STORE sub-operation of a C-GET on this association: the request, the
         dataset in windows as the requestor reads them, then its answer's status."""
         message_id = next(self._sub_ids) & 0xFFFF
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[int] = self._loop.create_future()
         self._sub_operations[message_id] = waiter
         try:
             command = core_rs.encode_store_request(message_id, sop_class_uid, sop_instance_uid, 0)
@@ -703,7 +707,7 @@ class Association(asyncio.BufferedProtocol):
     def _start_artim(self) -> None:
         self._stop_artim()
         timeout = self._shared.config.dicom.artim_timeout
-        self._artim = asyncio.get_running_loop().call_later(timeout, self._artim_expired)
+        self._artim = self._loop.call_later(timeout, self._artim_expired)
 
     def _stop_artim(self) -> None:
         if self._artim is not None:
@@ -717,22 +721,19 @@ class Association(asyncio.BufferedProtocol):
 
     def _arm_idle_timer(self) -> None:
         # One timer that re-arms itself, instead of a new timer per read.
-        loop = asyncio.get_running_loop()
         timeout = self._shared.config.dicom.idle_timeout
-        self._idle = loop.call_later(timeout, self._idle_check)
+        self._idle = self._loop.call_later(timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         self._idle = None
         if self.state not in (State.Sta6, State.Sta8):
             return
         timeout = self._shared.config.dicom.idle_timeout
-        silent = asyncio.get_running_loop().time() - self._last_activity
+        silent = self._loop.time() - self._last_activity
         if silent >= timeout and not self._tasks:
             self._handle(Event.Evt15, reason=None, why=f"no data for {silent:.0f} s")
         else:
-            self._idle = asyncio.get_running_loop().call_later(
-                max(timeout - silent, 1.0), self._idle_check
-            )
+            self._idle = self._loop.call_later(max(timeout - silent, 1.0), self._idle_check)
 
     def _cancel_timers(self) -> None:
         self._stop_artim()

@@ -2,7 +2,8 @@
 
 The status it returns is the one the modality sees, so it is Success (0x0000) only
 after the object is renamed into the object store, synced with its batch (durability
-"fsync"), AND its index record is committed (storage.committer). Every failure maps to a failure status.
+"fsync"), AND its index record is committed (storage.committer). Every failure maps
+to a failure status.
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ class StoreService:
         calling_ae: str,
         move_originator: str = "",
     ) -> StoreResult:
-        loop = asyncio.get_running_loop()
         try:
             # A flush and a rename, on the loop: cheaper than the hop to a thread. With
             # durability "fsync" the group committer syncs the batch's files before it
@@ -234,7 +234,7 @@ class StoreService:
             )
         except IndexUnavailable as exc:
             if not stored.existed:  # written by us, never indexed: take it back
-                await loop.run_in_executor(
+                await asyncio.get_running_loop().run_in_executor(
                     self._io_pool, partial(Path(stored.path).unlink, missing_ok=True)
                 )
             return StoreResult(OUT_OF_RESOURCES, str(exc)[:64])
