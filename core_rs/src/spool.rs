@@ -22,6 +22,11 @@ use crate::part10::{self, Meta};
 /// PDU's worth keeps memory per association O(PDU size).
 const WRITE_BUFFER: usize = 256 * 1024;
 
+/// A piece at least this large goes from the receive buffer straight to `write(2)`
+/// (after what is buffered): copying it into the buffer first cost a memcpy of every
+/// byte, about a fifth of the user-space instructions per object (callgrind).
+const DIRECT_WRITE: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct SpoolWriter {
     path: PathBuf,
@@ -87,7 +92,12 @@ impl SpoolWriter {
             self.head.push(data);
         }
         if let Some(file) = self.file.as_mut() {
-            if let Err(e) = file.write_all(data) {
+            let written = if data.len() >= DIRECT_WRITE {
+                file.flush().and_then(|()| file.get_mut().write_all(data))
+            } else {
+                file.write_all(data)
+            };
+            if let Err(e) = written {
                 self.error = Some(e.into());
             }
         }
@@ -321,6 +331,26 @@ mod tests {
         assert_eq!(fs::read(&stored[0].path).unwrap().len(), 100_004);
         assert_eq!(hash_file(&stored[0].path, 4).unwrap(), stored[0].hash);
         assert!(!dir.join("s0").exists() && !dir.join("s1").exists());
+    }
+
+    #[test]
+    fn small_and_large_pieces_land_in_order() {
+        // Small pieces are buffered, large ones written directly: the buffered bytes
+        // must reach the file before a large piece that follows them.
+        let dir = tempdir("order");
+        let sizes = [10, DIRECT_WRITE + 1, 3, 5, WRITE_BUFFER + 7, DIRECT_WRITE - 1, 1];
+        let mut expected = b"META".to_vec();
+        let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle);
+        for (n, size) in sizes.into_iter().enumerate() {
+            let piece: Vec<u8> = (0..size).map(|i| (i * 7 + n) as u8).collect();
+            w.write(&piece);
+            expected.extend_from_slice(&piece);
+        }
+        let hash = blake3::hash(&expected[4..]).to_hex().to_string();
+        fs::create_dir_all(dir.join(&hash[..2])).unwrap();
+        let stored = w.finish(&dir, false).unwrap();
+        assert_eq!(stored.hash, hash);
+        assert!(fs::read(&stored.path).unwrap() == expected);
     }
 
     #[test]
