@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from prometheus_client import (
@@ -107,6 +108,9 @@ class Metrics:
         self._ae = _BoundedLabel()
         self._address = _BoundedLabel()
         self._modality = _BoundedLabel()
+        # Per object, labels() validates and locks: its children are kept per sender.
+        self._stored_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._status_children: dict[int, Any] = {}
         self.associations = Counter(
             "pacs_edge_associations",
             "Associations by calling AE and result (accepted, rejected, aborted).",
@@ -229,10 +233,25 @@ class Metrics:
             self.sources.labels(self._address(address), result).inc()
 
     def stored(self, calling_ae: str, modality: str, size: int, seconds: float) -> None:
-        ae = self._ae(calling_ae)
-        self.instances_received.labels(ae, self._modality(modality)).inc()
-        self.bytes_received.labels(ae).inc(size)
+        children = self._stored_children.get((calling_ae, modality))
+        if children is None:
+            ae = self._ae(calling_ae)
+            children = (
+                self.instances_received.labels(ae, self._modality(modality)),
+                self.bytes_received.labels(ae),
+            )
+            if len(self._stored_children) < _MAX_LABEL_VALUES:
+                self._stored_children[(calling_ae, modality)] = children
+        children[0].inc()
+        children[1].inc(size)
         self.store_duration.observe(seconds)
+
+    def status(self, status: int) -> None:
+        """A DIMSE status answered (its hex label: 0x0000, 0xa700, ...)."""
+        child = self._status_children.get(status)
+        if child is None:
+            child = self._status_children[status] = self.statuses.labels(f"{status:#06x}")
+        child.inc()
 
     def forward(self, destination: str, result: str, size: int, seconds: float) -> None:
         self.forwarded.labels(destination, result).inc()

@@ -161,6 +161,13 @@ def _age_key(instance: Instance) -> bytes:
 
 def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
     """A just-received instance as its record starts: hot, its whole file local."""
+    stored_length = received.meta_length + received.dataset_length
+    if (
+        received.tier == "hot"
+        and received.stored_length == stored_length
+        and received.destinations == destinations
+    ):
+        return received  # built that way (engine.dicom.store): no 32-field copy
     return replace(
         received,
         tier="hot",

@@ -162,14 +162,14 @@ class AssociationHub:
         task.add_done_callback(self._tasks.discard)
 
     def record_store(self, result: StoreResult, calling_ae: str, seconds: float) -> None:
-        self._metrics.statuses.labels(f"{result.status:#06x}").inc()
+        self._metrics.status(result.status)
         if result.outcome not in (None, Outcome.STORED):
             self._metrics.duplicates.labels(result.outcome.value).inc()
         if result.status == 0x0000:
             self._metrics.stored(calling_ae, result.modality, result.size, seconds)
 
     def record_echo(self) -> None:
-        self._metrics.statuses.labels("0x0000").inc()
+        self._metrics.status(0x0000)
 
     async def shutdown(self, grace: float) -> None:
         """Drain: open associations get up to `grace` s to finish (release) by

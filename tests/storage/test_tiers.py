@@ -90,6 +90,17 @@ def index(tmp_path: Path) -> Index:
     return made
 
 
+def test_a_record_is_indexed_as_stored_whether_or_not_built_that_way(index: Index) -> None:
+    now = time.time()
+    built = replace(record("2.1", now), stored_length=1200, destinations=("central",))
+    stale = replace(record("2.2", now), stored_length=1200, destinations=("elsewhere",))
+    index.apply([(built, [Target("central", 1)]), (stale, [Target("central", 1)])], "replace")
+    for uid in ("2.1", "2.2"):
+        kept = index.get(uid)
+        assert kept is not None
+        assert (kept.tier, kept.stored_length, kept.destinations) == ("hot", 1200, ("central",))
+
+
 def test_tiers_by_age_and_counts_add_up(index: Index) -> None:
     now = time.time()
     batch = [(record(f"1.{n}", now - n * 60), [Target("central", 1)]) for n in range(5)]
