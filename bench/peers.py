@@ -194,6 +194,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30)
 class Peer(ABC):
     name: str
     called_ae = AE_TITLE
+    start_timeout = 30.0  # seconds until the port must listen
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -224,7 +225,7 @@ class Peer(ABC):
             )
         self.meter.pid = self.proc.pid
         try:
-            wait_for_port(self.port, self.proc)
+            wait_for_port(self.port, self.proc, self.start_timeout)
         except RuntimeError as exc:
             tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{self.name} did not start: {exc}\n{tail}") from exc
@@ -299,7 +300,7 @@ class PacsEdge(Peer):
         super().start()
         # The port opens with the first worker; measure once every process is up
         # and its start-up CPU (imports, index check) is spent.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 2 * self.start_timeout
         while time.monotonic() < deadline:
             try:
                 workers = self.status()["workers"]
@@ -309,7 +310,9 @@ class PacsEdge(Peer):
                 break
             time.sleep(0.1)
         else:
-            raise RuntimeError(f"{self.name}: not every worker started within 60 s")
+            raise RuntimeError(
+                f"{self.name}: not every worker started within {2 * self.start_timeout:g} s"
+            )
         time.sleep(1.0)
 
     def api(self, path: str, method: str = "GET") -> dict[str, Any]:

@@ -12,8 +12,16 @@ Interpreter time counts only what runs inside libpython: a C call the interprete
 makes (a syscall, a Rust function) is billed to the kernel or to core_rs. CPU-seconds
 per object are samples / frequency / objects; the passes' median is reported.
 
+On a shared VM those samples move by +-30% between passes. `--callgrind` counts
+instead: the engine runs under valgrind's callgrind, and the user-space instructions
+each group executed while the corpus was sent are reported per object. The same
+binary, corpus and client give the same count within ~1%, whatever else the machine
+does, so two commits compare; the kernel is not counted, and an association's
+set-up is spread over its objects.
+
     python -m bench.profile                     # storescu x4, CT-heavy mix, 3 passes
     python -m bench.profile --client loadgen --associations 16
+    python -m bench.profile --callgrind --passes 1
 """
 
 from __future__ import annotations
@@ -83,6 +91,81 @@ def by_dso(data: Path) -> dict[str, int]:
 MIXES = {"quick": QUICK, "full": FULL, "large": LARGE_FULL}  # large: issue 18's second mix
 
 
+class _UnderCallgrind(PacsEdge):
+    """The engine (durability "os") run by callgrind: ~50x slower, counted exactly."""
+
+    start_timeout = 300.0
+
+    def __init__(self, workdir: Path, out: Path) -> None:
+        super().__init__(workdir, "os")
+        self.out = out
+
+    def command(self) -> list[str]:
+        return [
+            "valgrind",
+            "--tool=callgrind",
+            "--dump-instr=no",
+            f"--callgrind-out-file={self.out}",
+            *super().command(),
+        ]
+
+
+def _compressed(value: str, names: dict[str, str]) -> str:
+    """callgrind's name compression: "(7) /lib/x.so" defines 7, "(7)" uses it."""
+    if not value.startswith("("):
+        return value
+    key, _, name = value[1:].partition(")")
+    if name.strip():
+        names[key] = name.strip()
+    return names.get(key, value)
+
+
+def instructions_by_group(dump: Path) -> dict[str, int]:
+    """Self instruction counts (Ir) per group of shared objects in a callgrind file.
+    A cost line right after `calls=` is the callee's inclusive cost: not counted."""
+    objects: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    current = "other"
+    after_call = False
+    with dump.open(errors="replace") as lines:
+        for line in lines:
+            if line.startswith("ob="):
+                current = _group(_compressed(line[3:].rstrip("\n"), objects))
+            elif line.startswith("cob="):
+                _compressed(line[4:].rstrip("\n"), objects)  # may define a name
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                    continue
+                fields = line.split()
+                if len(fields) >= 2:
+                    counts[current] = counts.get(current, 0) + int(fields[1])
+    return counts
+
+
+def callgrind_pass(
+    workdir: Path, corpus_mix: str, client: str, associations: int
+) -> dict[str, float]:
+    corpus = build(MIXES[corpus_mix])
+    out = workdir / "callgrind.out"
+    peer = _UnderCallgrind(workdir / "peer", out)
+    peer.start()
+    try:
+        # Counted from here: start-up and imports are not the objects' cost.
+        subprocess.run(["callgrind_control", "-z", str(peer.pid)], check=True, capture_output=True)
+        run = send(peer, corpus, associations, client)
+        subprocess.run(["callgrind_control", "-d", str(peer.pid)], check=True, capture_output=True)
+    finally:
+        peer.stop()
+    counts = instructions_by_group(out.with_name(out.name + ".1"))
+    per_object = {g: n / run.expected / 1e3 for g, n in counts.items()}  # k instructions
+    per_object["total"] = sum(per_object.values())
+    per_object["objects"] = run.expected
+    return per_object
+
+
 def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> dict[str, float]:
     corpus = build(MIXES[corpus_mix])
     peer = PacsEdge(workdir / "peer", "os")
@@ -115,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--associations", type=int, default=4)
     parser.add_argument("--corpus", choices=sorted(MIXES), default="full")
     parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument(
+        "--callgrind", action="store_true", help="count instructions (valgrind), not samples"
+    )
     args = parser.parse_args(argv)
+    if args.callgrind:
+        return _counted(args)
     if shutil.which("perf") is None:
         print("perf is not installed (Debian: linux-perf); nothing measured", file=sys.stderr)
         return 2
@@ -137,6 +225,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nPython interpreter per object: {python:.1f} µs (goal <= {GOAL_PYTHON_US:g}: {verdict})"
     )
+    return 0
+
+
+def _counted(args: argparse.Namespace) -> int:
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: valgrind); nothing measured", file=sys.stderr)
+        return 2
+    passes = []
+    with tempfile.TemporaryDirectory(prefix="pacs-edge-callgrind-", dir=Path.cwd()) as tmp:
+        for n in range(args.passes):
+            passes.append(callgrind_pass(Path(tmp), args.corpus, args.client, args.associations))
+            print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))
+    keys = {k for p in passes for k in p} - {"objects"}
+    median = {k: statistics.median(p.get(k, 0.0) for p in passes) for k in keys}
+    print(
+        f"\npacs-edge (os) under callgrind, {args.client} x{args.associations}, {args.corpus} "
+        f"corpus, median of {args.passes}: user-space instructions per object (thousands)"
+    )
+    for key in sorted(keys, key=lambda k: -median[k]):
+        print(f"  {key:<8} {median[key]:9.1f}")
     return 0
 
 

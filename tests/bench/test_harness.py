@@ -211,3 +211,19 @@ def test_codec_bench_measures_both_codecs_on_the_same_pixels(tiny: corpus.Corpus
         assert abs(row.ours / row.theirs - 1) < 0.05  # the same codec, the same size
         assert min(row.ours_encode_s, row.theirs_decode_s) > 0
     assert "| CT | 16 | 1 |" in codecs.table(rows)
+
+
+def test_callgrind_counts_self_instructions_per_group(tmp_path: Path) -> None:
+    from bench import profile
+
+    dump = tmp_path / "callgrind.out.1"
+    dump.write_text(
+        "version: 1\npositions: line\nevents: Ir\n"
+        "ob=(1) /usr/lib/libpython3.11.so.1.0\nfl=(1) ceval.c\nfn=(1) eval\n"
+        "10 500\n+2 100\n"
+        "cob=(2) /work/core_rs/_core.abi3.so\ncfn=(2) blake3\ncalls=3 0\n"
+        "12 9000\n"  # the call's inclusive cost: billed where the callee counts it
+        "ob=(2)\nfl=(2) hash.rs\nfn=(2)\n5 9000\n"
+        "ob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6\nfn=(3) memcpy\n* 40\n"
+    )
+    assert profile.instructions_by_group(dump) == {"python": 600, "core_rs": 9000, "libc": 40}
