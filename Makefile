@@ -4,7 +4,7 @@
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
 #   make bench-full - the whole matrix, forward, scaling, recall and query benchmarks, a 10-minute soak
-#   make fuzz    - libFuzzer: PDU decoder, header parser, JPEG-LS/HTJ2K round trip, RLE,
+#   make fuzz    - libFuzzer: PDU and A-ASSOCIATE-RQ decoders, header parser, JPEG-LS/HTJ2K round trip, RLE,
 #                  JPEG 2000 and JPEG decoders
 SHELL := /bin/bash
 VENV ?= .venv
@@ -96,7 +96,7 @@ bench-full: system-deps build-dev
 FUZZ_SECONDS ?= 120
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	cd core_rs/fuzz && for target in pdu_decoder header_parser lossless_roundtrip rle_decoder j2k_decoder jpeg_decoder; do \
+	cd core_rs/fuzz && for target in pdu_decoder associate_rq header_parser lossless_roundtrip rle_decoder j2k_decoder jpeg_decoder; do \
 		RUSTC_BOOTSTRAP=1 cargo fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 

@@ -20,6 +20,8 @@ __all__ = [
     "StoredObject",
     "WarmPacked",
     "__version__",
+    "decode_associate_rq",
+    "encode_associate_ac",
     "encode_message",
     "encode_response",
     "encode_store_request",
@@ -155,6 +157,28 @@ def encode_store_request(
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
 def sync_filesystem(path: str | PathLike[str]) -> None: ...
 def quick_ack(fd: int) -> None: ...
+def decode_associate_rq(
+    pdu: bytes,
+) -> tuple[
+    int,  # protocol version
+    str,  # called AE title
+    str,  # calling AE title
+    str,  # application context name
+    list[tuple[int, str, list[str]]],  # (context ID, abstract syntax, transfer syntaxes)
+    int,  # maximum length received, 0: no limit
+    str,  # implementation class UID
+    str,  # implementation version name
+    list[tuple[str, bool, bool]],  # role selection: (SOP class, SCU role, SCP role)
+    list[tuple[str, bytes]],  # extended negotiation: (SOP class, application information)
+]: ...
+def encode_associate_ac(
+    called_ae: str,
+    calling_ae: str,
+    results: list[tuple[int, int, str]],
+    max_pdu: int,
+    roles: list[tuple[str, bool, bool]],
+    extended: list[tuple[str, bytes]],
+) -> bytes: ...
 
 @final
 class PixelLayout:

@@ -3,6 +3,7 @@
 //! The modules below know nothing of Python; `python` (feature "python") is the one
 //! binding layer that exposes them as the private module `core_rs._core`.
 
+pub mod associate;
 pub mod codec;
 pub mod command;
 pub mod dataset;

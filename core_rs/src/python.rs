@@ -15,6 +15,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
+use crate::associate::{self, AssociateRq, ContextResult, ExtendedNegotiation, RoleSelection};
 use crate::codec;
 use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
@@ -359,6 +360,105 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
     })
 }
 
+type Contexts = Vec<(u8, String, Vec<String>)>;
+type Roles = Vec<(String, bool, bool)>;
+
+/// An A-ASSOCIATE-RQ PDU as plain values (`engine.dicom.negotiation` names them).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn decode_associate_rq<'py>(
+    py: Python<'py>,
+    pdu: &[u8],
+) -> PyResult<(
+    u16,
+    String,
+    String,
+    String,
+    Contexts,
+    u32,
+    String,
+    String,
+    Roles,
+    Vec<(String, Bound<'py, PyBytes>)>,
+)> {
+    let rq = associate::decode_associate_rq(pdu).map_err(to_pyerr)?;
+    let contexts = rq
+        .contexts
+        .into_iter()
+        .map(|c| (c.id, c.abstract_syntax, c.transfer_syntaxes))
+        .collect();
+    let roles = rq
+        .roles
+        .into_iter()
+        .map(|r| (r.sop_class_uid, r.scu, r.scp))
+        .collect();
+    let extended = rq
+        .extended
+        .into_iter()
+        .map(|e| (e.sop_class_uid, PyBytes::new(py, &e.info)))
+        .collect();
+    Ok((
+        rq.protocol_version,
+        rq.called_ae,
+        rq.calling_ae,
+        rq.application_context,
+        contexts,
+        rq.max_pdu,
+        rq.implementation_class_uid,
+        rq.implementation_version_name,
+        roles,
+        extended,
+    ))
+}
+
+/// An A-ASSOCIATE-AC PDU answering `called_ae`/`calling_ae`'s request.
+#[pyfunction]
+fn encode_associate_ac(
+    py: Python<'_>,
+    called_ae: String,
+    calling_ae: String,
+    results: Vec<(u8, u8, String)>,
+    max_pdu: u32,
+    roles: Roles,
+    extended: Vec<(String, Vec<u8>)>,
+) -> Bound<'_, PyBytes> {
+    let request = AssociateRq {
+        called_ae,
+        calling_ae,
+        ..AssociateRq::default()
+    };
+    let results: Vec<ContextResult> = results
+        .into_iter()
+        .map(|(id, result, transfer_syntax)| ContextResult {
+            id,
+            result,
+            transfer_syntax,
+        })
+        .collect();
+    let roles: Vec<RoleSelection> = roles
+        .into_iter()
+        .map(|(sop_class_uid, scu, scp)| RoleSelection {
+            sop_class_uid,
+            scu,
+            scp,
+        })
+        .collect();
+    let extended: Vec<ExtendedNegotiation> = extended
+        .into_iter()
+        .map(|(sop_class_uid, info)| ExtendedNegotiation {
+            sop_class_uid,
+            info,
+        })
+        .collect();
+    let us = associate::Implementation {
+        max_pdu,
+        class_uid: crate::part10::IMPLEMENTATION_CLASS_UID,
+        version_name: crate::part10::IMPLEMENTATION_VERSION_NAME,
+    };
+    let pdu = associate::encode_associate_ac(&request, &results, &us, &roles, &extended);
+    PyBytes::new(py, &pdu)
+}
+
 #[pyfunction]
 #[pyo3(signature = (command_field, message_id_being_responded_to, status, affected_sop_class_uid = "", affected_sop_instance_uid = "", error_comment = ""))]
 fn encode_response<'py>(
@@ -418,7 +518,7 @@ fn encode_message(
     Ok(PyBytes::new(py, &out))
 }
 
-/// TCP_QUICKACK on an association's socket, by descriptor (no Python socket object).
+/// `TCP_QUICKACK` on an association's socket, by descriptor (no Python socket object).
 #[pyfunction]
 fn quick_ack(fd: i32) -> PyResult<()> {
     crate::net::quick_ack(fd).map_err(|e| to_pyerr(CoreError::Io(e)))
@@ -665,6 +765,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(sync_filesystem, m)?)?;
     m.add_function(wrap_pyfunction!(quick_ack, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_associate_rq, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_associate_ac, m)?)?;
     m.add_function(wrap_pyfunction!(key_attributes, m)?)?;
     Ok(())
 }

@@ -338,7 +338,15 @@ mod tests {
         // Small pieces are buffered, large ones written directly: the buffered bytes
         // must reach the file before a large piece that follows them.
         let dir = tempdir("order");
-        let sizes = [10, DIRECT_WRITE + 1, 3, 5, WRITE_BUFFER + 7, DIRECT_WRITE - 1, 1];
+        let sizes = [
+            10,
+            DIRECT_WRITE + 1,
+            3,
+            5,
+            WRITE_BUFFER + 7,
+            DIRECT_WRITE - 1,
+            1,
+        ];
         let mut expected = b"META".to_vec();
         let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle);
         for (n, size) in sizes.into_iter().enumerate() {
