@@ -64,6 +64,9 @@ def name_keys(name: str) -> set[str]:
     return {group.upper() for group in name.split("=") if group}
 
 
+_KEYED = ("patient_id", "accession_number", "study_date", "patient_name")  # + modalities
+
+
 def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
     tail = SEP + uid.encode()
     keys = set()
@@ -79,6 +82,14 @@ def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
     for modality in record.get("modalities", {}):
         keys.add(b"mod" + SEP + modality.encode() + tail)
     return keys
+
+
+def _same_keys(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether two records of one study give the same study_keys (see _study_keys)."""
+    return (
+        all(before.get(f) == after.get(f) for f in _KEYED)
+        and before.get("modalities", {}).keys() == after.get("modalities", {}).keys()
+    )
 
 
 @dataclass
@@ -222,7 +233,8 @@ class Catalog:
             self._write(txn, name, uid, None)
             return before, None
         if sign > 0:  # what the newest instance says, where it says anything
-            record.update({key: value for key in fields if (value := instance.field(key))})
+            given = instance.__dict__  # these fields are all strings: no field() per key
+            record.update({key: value for key in fields if (value := given.get(key))})
         self._write(txn, name, uid, record)
         return before, record
 
@@ -233,6 +245,8 @@ class Catalog:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
+        if before and after and _same_keys(before, after):
+            return  # the usual case: one more instance of a study, its keys unchanged
         old = _study_keys(uid, before) if before else set()
         new = _study_keys(uid, after) if after else set()
         for key in old - new:
@@ -251,9 +265,8 @@ class Catalog:
             self._write(txn, b"patients", instance.patient_id, None)
             return
         if sign > 0:
-            record.update(
-                {name: value for name in PATIENT_FIELDS if (value := instance.field(name))}
-            )
+            given = instance.__dict__
+            record.update({name: value for name in PATIENT_FIELDS if (value := given.get(name))})
         self._write(txn, b"patients", instance.patient_id, record)
 
     # ---- reading ----------------------------------------------------------------------
