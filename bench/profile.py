@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.corpus import FULL, LARGE_FULL, QUICK, build
@@ -192,6 +193,30 @@ def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> 
     return per_object
 
 
+Pass = Callable[[Path, str, str, int], dict[str, float]]
+_NOT_GROUPS = {"objects", "mb_per_s", "cgroup_cpu_s_per_gb"}  # a pass's other figures
+
+
+def _median_of_passes(
+    args: argparse.Namespace, one: Pass, tool: str, unit: str
+) -> dict[str, float]:
+    """Run `one` pass `args.passes` times, each printed; print and return the medians."""
+    passes = []
+    with tempfile.TemporaryDirectory(prefix=f"pacs-edge-{tool}-", dir=Path.cwd()) as tmp:
+        for n in range(args.passes):
+            passes.append(one(Path(tmp), args.corpus, args.client, args.associations))
+            print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))
+    keys = {k for p in passes for k in p} - _NOT_GROUPS
+    median = {k: statistics.median(p.get(k, 0.0) for p in passes) for k in keys}
+    print(
+        f"\npacs-edge (os) by {tool}, {args.client} x{args.associations}, {args.corpus} corpus, "
+        f"median of {args.passes}: {unit} per object"
+    )
+    for key in sorted(keys, key=lambda k: -median[k]):
+        print(f"  {key:<8} {median[key]:9.1f}")
+    return median
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--client", choices=("storescu", "loadgen"), default="storescu")
@@ -202,49 +227,23 @@ def main(argv: list[str] | None = None) -> int:
         "--callgrind", action="store_true", help="count instructions (valgrind), not samples"
     )
     args = parser.parse_args(argv)
-    if args.callgrind:
-        return _counted(args)
-    if shutil.which("perf") is None:
-        print("perf is not installed (Debian: linux-perf); nothing measured", file=sys.stderr)
+    tool = "valgrind" if args.callgrind else "perf"
+    if shutil.which(tool) is None:
+        print(
+            f"{tool} is not installed (Debian: {tool.replace('perf', 'linux-perf')}); "
+            "nothing measured",
+            file=sys.stderr,
+        )
         return 2
-    passes = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-profile-", dir=Path.cwd()) as tmp:
-        for n in range(args.passes):
-            passes.append(one_pass(Path(tmp), args.corpus, args.client, args.associations))
-            print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))
-    keys = {k for p in passes for k in p} - {"objects", "mb_per_s", "cgroup_cpu_s_per_gb"}
-    median = {k: statistics.median(p.get(k, 0.0) for p in passes) for k in keys}
-    print(
-        f"\npacs-edge (os), {args.client} x{args.associations}, {args.corpus} corpus, "
-        f"median of {args.passes}: server CPU per object by where it runs (µs)"
-    )
-    for key in sorted(keys, key=lambda k: -median[k]):
-        print(f"  {key:<8} {median[key]:8.1f}")
+    if args.callgrind:
+        _median_of_passes(args, callgrind_pass, "callgrind", "user-space instructions (k)")
+        return 0
+    median = _median_of_passes(args, one_pass, "perf", "server CPU by where it runs, µs")
     python = median.get("python", 0.0)
     verdict = "met" if python <= GOAL_PYTHON_US else "NOT met"
     print(
         f"\nPython interpreter per object: {python:.1f} µs (goal <= {GOAL_PYTHON_US:g}: {verdict})"
     )
-    return 0
-
-
-def _counted(args: argparse.Namespace) -> int:
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (Debian: valgrind); nothing measured", file=sys.stderr)
-        return 2
-    passes = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-callgrind-", dir=Path.cwd()) as tmp:
-        for n in range(args.passes):
-            passes.append(callgrind_pass(Path(tmp), args.corpus, args.client, args.associations))
-            print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))
-    keys = {k for p in passes for k in p} - {"objects"}
-    median = {k: statistics.median(p.get(k, 0.0) for p in passes) for k in keys}
-    print(
-        f"\npacs-edge (os) under callgrind, {args.client} x{args.associations}, {args.corpus} "
-        f"corpus, median of {args.passes}: user-space instructions per object (thousands)"
-    )
-    for key in sorted(keys, key=lambda k: -median[k]):
-        print(f"  {key:<8} {median[key]:9.1f}")
     return 0
 
 
