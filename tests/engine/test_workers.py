@@ -42,6 +42,9 @@ def test_a_killed_worker_restarts_and_loses_nothing(
     engine_factory: Callable[..., EngineProcess], tmp_path: Path
 ) -> None:
     node = engine_factory({"node": {"workers": 2}})
+    # /readyz answers once one worker listens; a second still starting would get none
+    # of the associations below (seen once in CI), and nothing would be left to kill.
+    wait_until(lambda: node.status()["workers"]["running"] == 2, 60, "both workers listening")
     # 200 objects an association: ~3 s of ingest, a window wide enough to see both
     # workers busy (30 took 0.4 s, and the poll could miss it).
     series = [make_series(tmp_path / f"s{i}", 200) for i in range(8)]
