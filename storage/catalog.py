@@ -64,19 +64,17 @@ def name_keys(name: str) -> set[str]:
     return {group.upper() for group in name.split("=") if group}
 
 
-_KEYED = ("patient_id", "accession_number", "study_date", "patient_name")  # + modalities
+# A study's search keys: its record's field -> the key's prefix in study_keys, then
+# the patient name's component groups and the modalities (see _study_keys).
+_KEYED = (("patient_id", b"pid"), ("accession_number", b"acc"), ("study_date", b"date"))
 
 
 def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
     tail = SEP + uid.encode()
     keys = set()
-    for field, value in (
-        (b"pid", record.get("patient_id", "")),
-        (b"acc", record.get("accession_number", "")),
-        (b"date", record.get("study_date", "")),
-    ):
-        if value:
-            keys.add(field + SEP + value.encode() + tail)
+    for name, prefix in _KEYED:
+        if value := record.get(name, ""):
+            keys.add(prefix + SEP + value.encode() + tail)
     for group in name_keys(record.get("patient_name", "")):
         keys.add(b"name" + SEP + group.encode() + tail)
     for modality in record.get("modalities", {}):
@@ -85,9 +83,10 @@ def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
 
 
 def _same_keys(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Whether two records of one study give the same study_keys (see _study_keys)."""
+    """Whether two records of one study give the same study_keys, without building them."""
     return (
-        all(before.get(f) == after.get(f) for f in _KEYED)
+        all(before.get(name) == after.get(name) for name, _ in _KEYED)
+        and before.get("patient_name") == after.get("patient_name")
         and before.get("modalities", {}).keys() == after.get("modalities", {}).keys()
     )
 

@@ -85,9 +85,6 @@ class Instance:
     # stored bytes stay as the device sent them.
     corrections: dict[str, str] = dataclass_field(default_factory=dict)
 
-    def field(self, name: str) -> str:
-        return str(getattr(self, name, ""))
-
     @property
     def local_length(self) -> int:
         """Bytes its file takes here (records older than tiers lack stored_length)."""
