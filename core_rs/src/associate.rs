@@ -249,7 +249,8 @@ pub struct Implementation<'a> {
 /// negotiation replies.
 #[must_use]
 pub fn encode_associate_ac(
-    request: &AssociateRq,
+    called_ae: &str,
+    calling_ae: &str,
     results: &[ContextResult],
     us: &Implementation<'_>,
     roles: &[RoleSelection],
@@ -258,8 +259,8 @@ pub fn encode_associate_ac(
     let mut body = Vec::with_capacity(FIXED_FIELDS + 64 * results.len() + 128);
     body.extend_from_slice(&1u16.to_be_bytes());
     body.extend_from_slice(&[0, 0]);
-    body.extend_from_slice(&ae_field(&request.called_ae));
-    body.extend_from_slice(&ae_field(&request.calling_ae));
+    body.extend_from_slice(&ae_field(called_ae));
+    body.extend_from_slice(&ae_field(calling_ae));
     body.extend_from_slice(&[0; 32]);
     push_item(
         &mut body,
@@ -427,7 +428,14 @@ mod tests {
             class_uid: "1.2.3.4",
             version_name: "PACS_EDGE",
         };
-        let ac = encode_associate_ac(&request, &results, &us, &request.roles, &[]);
+        let ac = encode_associate_ac(
+            &request.called_ae,
+            &request.calling_ae,
+            &results,
+            &us,
+            &request.roles,
+            &[],
+        );
         assert_eq!(ac[0], ASSOCIATE_AC);
         assert_eq!(
             ac.len(),

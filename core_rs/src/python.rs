@@ -15,7 +15,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::associate::{self, AssociateRq, ContextResult, ExtendedNegotiation, RoleSelection};
+use crate::associate::{self, ContextResult, ExtendedNegotiation, RoleSelection};
 use crate::codec;
 use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
@@ -360,8 +360,48 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
     })
 }
 
-type Contexts = Vec<(u8, String, Vec<String>)>;
-type Roles = Vec<(String, bool, bool)>;
+// The A-ASSOCIATE values cross the boundary as tuples (the .pyi names each field).
+type ContextTuple = (u8, String, Vec<String>);
+type RoleTuple = (String, bool, bool);
+
+impl From<RoleSelection> for RoleTuple {
+    fn from(r: RoleSelection) -> Self {
+        (r.sop_class_uid, r.scu, r.scp)
+    }
+}
+
+impl From<RoleTuple> for RoleSelection {
+    fn from((sop_class_uid, scu, scp): RoleTuple) -> Self {
+        Self {
+            sop_class_uid,
+            scu,
+            scp,
+        }
+    }
+}
+
+impl From<(u8, u8, String)> for ContextResult {
+    fn from((id, result, transfer_syntax): (u8, u8, String)) -> Self {
+        Self {
+            id,
+            result,
+            transfer_syntax,
+        }
+    }
+}
+
+impl From<(String, Vec<u8>)> for ExtendedNegotiation {
+    fn from((sop_class_uid, info): (String, Vec<u8>)) -> Self {
+        Self {
+            sop_class_uid,
+            info,
+        }
+    }
+}
+
+fn converted<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
+    items.into_iter().map(B::from).collect()
+}
 
 /// An A-ASSOCIATE-RQ PDU as plain values (`engine.dicom.negotiation` names them).
 #[pyfunction]
@@ -374,11 +414,11 @@ fn decode_associate_rq<'py>(
     String,
     String,
     String,
-    Contexts,
+    Vec<ContextTuple>,
     u32,
     String,
     String,
-    Roles,
+    Vec<RoleTuple>,
     Vec<(String, Bound<'py, PyBytes>)>,
 )> {
     let rq = associate::decode_associate_rq(pdu).map_err(to_pyerr)?;
@@ -386,11 +426,6 @@ fn decode_associate_rq<'py>(
         .contexts
         .into_iter()
         .map(|c| (c.id, c.abstract_syntax, c.transfer_syntaxes))
-        .collect();
-    let roles = rq
-        .roles
-        .into_iter()
-        .map(|r| (r.sop_class_uid, r.scu, r.scp))
         .collect();
     let extended = rq
         .extended
@@ -406,56 +441,35 @@ fn decode_associate_rq<'py>(
         rq.max_pdu,
         rq.implementation_class_uid,
         rq.implementation_version_name,
-        roles,
+        converted(rq.roles),
         extended,
     ))
 }
 
 /// An A-ASSOCIATE-AC PDU answering `called_ae`/`calling_ae`'s request.
 #[pyfunction]
-fn encode_associate_ac(
-    py: Python<'_>,
-    called_ae: String,
-    calling_ae: String,
+fn encode_associate_ac<'py>(
+    py: Python<'py>,
+    called_ae: &str,
+    calling_ae: &str,
     results: Vec<(u8, u8, String)>,
     max_pdu: u32,
-    roles: Roles,
+    roles: Vec<RoleTuple>,
     extended: Vec<(String, Vec<u8>)>,
-) -> Bound<'_, PyBytes> {
-    let request = AssociateRq {
-        called_ae,
-        calling_ae,
-        ..AssociateRq::default()
-    };
-    let results: Vec<ContextResult> = results
-        .into_iter()
-        .map(|(id, result, transfer_syntax)| ContextResult {
-            id,
-            result,
-            transfer_syntax,
-        })
-        .collect();
-    let roles: Vec<RoleSelection> = roles
-        .into_iter()
-        .map(|(sop_class_uid, scu, scp)| RoleSelection {
-            sop_class_uid,
-            scu,
-            scp,
-        })
-        .collect();
-    let extended: Vec<ExtendedNegotiation> = extended
-        .into_iter()
-        .map(|(sop_class_uid, info)| ExtendedNegotiation {
-            sop_class_uid,
-            info,
-        })
-        .collect();
+) -> Bound<'py, PyBytes> {
     let us = associate::Implementation {
         max_pdu,
         class_uid: crate::part10::IMPLEMENTATION_CLASS_UID,
         version_name: crate::part10::IMPLEMENTATION_VERSION_NAME,
     };
-    let pdu = associate::encode_associate_ac(&request, &results, &us, &roles, &extended);
+    let pdu = associate::encode_associate_ac(
+        called_ae,
+        calling_ae,
+        &converted(results),
+        &us,
+        &converted(roles),
+        &converted(extended),
+    );
     PyBytes::new(py, &pdu)
 }
 

@@ -23,7 +23,14 @@ fuzz_target!(|data: &[u8]| {
         class_uid: "1.2.3",
         version_name: "FUZZ",
     };
-    let ac = encode_associate_ac(&request, &results, &us, &request.roles, &request.extended);
+    let ac = encode_associate_ac(
+        &request.called_ae,
+        &request.calling_ae,
+        &results,
+        &us,
+        &request.roles,
+        &request.extended,
+    );
     let length = u32::from_be_bytes([ac[2], ac[3], ac[4], ac[5]]) as usize;
     assert_eq!(ac.len(), 6 + length);
 });
