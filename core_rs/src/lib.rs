@@ -11,6 +11,7 @@ pub mod error;
 pub mod net;
 pub mod part10;
 pub mod pdu;
+pub mod pump;
 pub mod receiver;
 pub mod spool;
 pub mod warm;

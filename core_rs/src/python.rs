@@ -7,8 +7,10 @@
 // pyo3 extracts arguments (PyBuffer, Vec, PathBuf) by value; they cannot be borrowed.
 #![allow(clippy::needless_pass_by_value)]
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -21,6 +23,7 @@ use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
 use crate::error::CoreError;
 use crate::pdu::Limits;
+use crate::pump::{Completions, Ended, Pump};
 use crate::receiver::{Receiver, RxEvent};
 use crate::spool::{self, Part10Upload, SpoolWriter, StoredObject};
 use crate::warm;
@@ -270,7 +273,17 @@ fn named(attributes: Vec<(u32, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
 
 #[pyclass(module = "core_rs._core", name = "Receiver")]
 pub struct PyReceiver {
-    inner: Receiver,
+    /// None while the receiver is with its pump thread.
+    inner: Option<Receiver>,
+    pump: Option<Pump>,
+}
+
+impl PyReceiver {
+    fn receiver(&mut self) -> PyResult<&mut Receiver> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("the receiver is with its pump thread"))
+    }
 }
 
 #[pymethods]
@@ -283,30 +296,150 @@ impl PyReceiver {
             max_control,
         };
         Self {
-            inner: Receiver::new(limits, spool_dir, spool_prefix),
+            inner: Some(Receiver::new(limits, spool_dir, spool_prefix)),
+            pump: None,
         }
     }
 
-    fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String)>) {
-        self.inner.establish(calling_ae, &contexts);
+    fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String)>) -> PyResult<()> {
+        self.receiver()?.establish(calling_ae, &contexts);
+        Ok(())
     }
 
     #[getter]
     fn at_boundary(&self) -> bool {
-        self.inner.at_boundary()
+        self.inner.as_ref().is_some_and(Receiver::at_boundary)
+    }
+
+    #[getter]
+    fn streaming(&self) -> bool {
+        self.inner.as_ref().is_some_and(Receiver::streaming)
     }
 
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<Py<PyAny>>> {
-        let inner = &mut self.inner;
+        let inner = self.receiver()?;
         let events = with_bytes(&data, |bytes| {
             run_detached(py, bytes.len(), || inner.feed(bytes))
         })?
         .map_err(to_pyerr)?;
-        events
-            .into_iter()
-            .map(|event| event_to_py(py, event))
-            .collect()
+        events_to_py(py, events)
     }
+
+    /// Hand the receiver to this association's pump thread (started on first use,
+    /// reading a duplicate of `fd`); `completions` names `token` when it is back.
+    fn pump(
+        &mut self,
+        fd: i32,
+        completions: &PyCompletions,
+        token: u64,
+        buffer_len: usize,
+        quiet_after: f64,
+    ) -> PyResult<()> {
+        let receiver = self
+            .inner
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("the receiver is already pumping"))?;
+        if self.pump.is_none() {
+            let spawned = duplicate(fd).and_then(|socket| {
+                Pump::spawn(
+                    socket,
+                    buffer_len,
+                    Arc::clone(&completions.inner),
+                    token,
+                    Duration::from_secs_f64(quiet_after),
+                )
+            });
+            match spawned {
+                Ok(pump) => self.pump = Some(pump),
+                Err(err) => {
+                    self.inner = Some(receiver);
+                    return Err(to_pyerr(CoreError::Io(err)));
+                }
+            }
+        }
+        if let Some(pump) = &self.pump {
+            if let Err(receiver) = pump.start(Box::new(receiver)) {
+                self.inner = Some(*receiver);
+                return Err(PyRuntimeError::new_err("the pump thread is gone"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The receiver is back: what it decoded, or None when the run ended without
+    /// events (the socket closed, went quiet, or the pump was cancelled) and the
+    /// caller reads the socket itself again. A protocol error raises as `feed` does.
+    fn collect(&mut self, py: Python<'_>) -> PyResult<Option<Vec<Py<PyAny>>>> {
+        let (receiver, ended) = self
+            .pump
+            .as_ref()
+            .and_then(Pump::finish)
+            .ok_or_else(|| PyRuntimeError::new_err("no pump run has ended"))?;
+        self.inner = Some(receiver);
+        match ended {
+            Ended::Events(events) => events_to_py(py, events).map(Some),
+            Ended::Failed(err) => Err(to_pyerr(err)),
+            Ended::Closed | Ended::Quiet | Ended::Cancelled => Ok(None),
+        }
+    }
+
+    /// The association is over: a pump run in progress is cancelled (`collect`
+    /// still follows; then call this again). With the receiver here, its pump thread
+    /// ends (closing its duplicate of the socket) and a dataset still arriving is
+    /// dropped, its spool file deleted.
+    fn close(&mut self) {
+        if let Some(pump) = &self.pump {
+            pump.cancel();
+        }
+        if let Some(receiver) = self.inner.as_mut() {
+            receiver.abandon();
+            self.pump = None;
+        }
+    }
+}
+
+/// A descriptor of our own for the socket `fd` names, for a thread to read while the
+/// event loop owns (and may close) the original.
+fn duplicate(fd: i32) -> std::io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the caller's transport keeps `fd` open for the duration of this call,
+    // which only duplicates it (F_DUPFD_CLOEXEC); the borrow does not outlive it.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
+
+/// Where pump threads announce that a receiver is back: the event loop watches
+/// `fileno()` and calls `take()` for the tokens.
+#[pyclass(module = "core_rs._core", name = "Completions", frozen)]
+pub struct PyCompletions {
+    inner: Arc<Completions>,
+}
+
+#[pymethods]
+impl PyCompletions {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let inner = Completions::new().map_err(|e| to_pyerr(CoreError::Io(e)))?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn fileno(&self) -> i32 {
+        self.inner.fd()
+    }
+
+    fn take(&self) -> Vec<u64> {
+        self.inner.take()
+    }
+}
+
+fn events_to_py(py: Python<'_>, events: Vec<RxEvent>) -> PyResult<Vec<Py<PyAny>>> {
+    events
+        .into_iter()
+        .map(|event| event_to_py(py, event))
+        .collect()
 }
 
 fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
@@ -755,6 +888,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .collect();
     m.add("KEY_ATTRIBUTES", PyTuple::new(m.py(), keywords)?)?;
     m.add_class::<PyReceiver>()?;
+    m.add_class::<PyCompletions>()?;
     m.add_class::<PyCommand>()?;
     m.add_class::<PyControlPdu>()?;
     m.add_class::<PyDatasetReceived>()?;

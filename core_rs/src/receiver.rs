@@ -97,6 +97,21 @@ impl Receiver {
             && self.assembler.command.is_empty()
     }
 
+    /// A dataset is arriving: what follows until its last fragment is only
+    /// dataset PDVs (or an abort), which a pump thread can take without the state machine.
+    #[must_use]
+    pub fn streaming(&self) -> bool {
+        self.assembler.dataset.is_some()
+    }
+
+    /// The association is over: a dataset still arriving is dropped (its spool
+    /// file deleted) now, not whenever the receiver itself is freed.
+    pub fn abandon(&mut self) {
+        self.assembler.dataset = None;
+        self.assembler.command.clear();
+        self.assembler.command_context = None;
+    }
+
     pub fn feed(&mut self, input: &[u8]) -> Result<Vec<RxEvent>> {
         let mut events = Vec::new();
         let asm = &mut self.assembler;
@@ -241,12 +256,12 @@ impl Assembler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::command::{encode_response, Response};
     use crate::pdu::encode_message;
 
-    fn store_rq() -> Vec<u8> {
+    pub(crate) fn store_rq() -> Vec<u8> {
         // A C-STORE-RQ command set, built with the response encoder's element writer
         // semantics: command field 0x0001, dataset present (0x0000).
         let mut rq = encode_response(&Response {

@@ -32,6 +32,7 @@ from engine.dicom.proxy_protocol import (
     ProxyHeaderParser,
     looks_like_header,
 )
+from engine.dicom.pumps import QUIET_AFTER, Pumps
 from engine.dicom.requests import Requests
 from engine.dicom.store import (
     CANNOT_UNDERSTAND,
@@ -137,7 +138,12 @@ class Association(asyncio.BufferedProtocol):
         self._artim: asyncio.TimerHandle | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
-        self._reading_paused = False
+        self._reading_paused = False  # too many objects waiting for their commit
+        # Set for plain TCP (a pump thread cannot read through TLS): while a dataset
+        # streams in, core_rs reads the socket on a thread and the loop does not.
+        self._pumps: Pumps | None = None
+        self._pumping = False
+        self._quiet_after = min(QUIET_AFTER, config.idle_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
         self._cancelled: set[int] = set()  # message IDs a C-CANCEL-RQ named
@@ -179,6 +185,8 @@ class Association(asyncio.BufferedProtocol):
             self._proxy = ProxyHeaderParser()
         if transport.get_extra_info("sslcontext") is not None:
             self.tls_names = access.certificate_names(transport.get_extra_info("peercert"))
+        elif self._fd >= 0 and self._resolved is None:
+            self._pumps = self._hub.pumps
         if not self._hub.add(self):
             self.transport.abort()  # connection_lost follows; still Sta1, nothing to undo
             return
@@ -208,12 +216,20 @@ class Association(asyncio.BufferedProtocol):
             data = unwrapped
         try:
             events = self._receiver.feed(data)
-        except core_rs.ProtocolError as exc:
-            self._handle(Event.Evt19, reason=exc.reason, why=str(exc))
+        except (core_rs.ProtocolError, core_rs.CommandError) as exc:
+            self._protocol_error(exc)
             return
-        except core_rs.CommandError as exc:
-            self._handle(Event.Evt19, reason=0, why=str(exc))
-            return
+        self._dispatch(events)
+        if self._may_pump():
+            self._start_pump()
+
+    def _protocol_error(self, exc: core_rs.ProtocolError | core_rs.CommandError) -> None:
+        reason = exc.reason if isinstance(exc, core_rs.ProtocolError) else 0
+        self._handle(Event.Evt19, reason=reason, why=str(exc))
+
+    def _dispatch(
+        self, events: list[core_rs.ControlPdu | core_rs.Command | core_rs.DatasetReceived]
+    ) -> None:
         for event in events:
             if self.state in (State.Sta13, State.Sta1):
                 break
@@ -221,6 +237,59 @@ class Association(asyncio.BufferedProtocol):
                 self._on_control(event)
             else:
                 self._handle(Event.Evt10, indication=event)
+
+    # ---- the pump: core_rs reads the socket while a dataset streams in -------------
+
+    def _may_pump(self) -> bool:
+        return (
+            self._pumps is not None
+            and self.state is State.Sta6
+            and not self._reading_paused
+            and self._receiver.streaming
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def _start_pump(self) -> None:
+        assert self._pumps is not None
+        assert self.transport is not None
+        self.transport.pause_reading()
+        try:
+            self._pumps.start(
+                self._receiver, self.id, self._fd, len(self._view), self._quiet_after, self._pumped
+            )
+        except (core_rs.CoreError, RuntimeError) as exc:
+            # No thread or descriptor to spare: this association reads on the loop.
+            log.warning("[%s] reading on the event loop: no pump thread (%s)", self, exc)
+            self._pumps = None
+            self.transport.resume_reading()
+            return
+        self._pumping = True
+
+    def _pumped(self) -> None:
+        """The pump thread handed the receiver back: what it decoded goes to the state
+        machine as a read's would; then the pump or the loop reads on."""
+        self._pumping = False
+        try:
+            events = self._receiver.collect()
+        except (core_rs.ProtocolError, core_rs.CommandError) as exc:
+            events = None
+            if self.state not in (State.Sta13, State.Sta1):
+                self._protocol_error(exc)
+        # Without events the socket closed, or went quiet for quiet_after seconds,
+        # which the idle timer counts.
+        self._last_activity = self._loop.time() - (0 if events else self._quiet_after)
+        if events:
+            self._dispatch(events)
+        if self.state not in (State.Sta6, State.Sta8):
+            self._receiver.close()
+        if self.transport is None or self.transport.is_closing():
+            return
+        if events is not None and self._may_pump():
+            self._start_pump()
+        elif not self._reading_paused:
+            # Also after the socket closed or went quiet: the loop's own read sees it.
+            self.transport.resume_reading()
 
     def _unwrap_proxy_header(self, data: memoryview | bytes) -> bytes | memoryview | None:
         """A trusted load balancer's PROXY header names the real client; from
@@ -271,6 +340,7 @@ class Association(asyncio.BufferedProtocol):
         return None  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._receiver.close()
         self._writable.set()  # a paused answer loop wakes up, sees the state and ends
         for waiter in self._sub_operations.values():
             if not waiter.done():
@@ -477,6 +547,7 @@ class Association(asyncio.BufferedProtocol):
 
     def _send_abort(self, reason: int | None, why: str) -> None:
         assert self.transport is not None
+        self._receiver.close()
         self.transport.write(neg.encode_abort(reason))
         self._hub.free_slot(self)
         log.error(
@@ -649,7 +720,10 @@ class Association(asyncio.BufferedProtocol):
         if self._reading_paused and len(self._tasks) < _MAX_STORES_IN_FLIGHT:
             self._reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
+                if self._may_pump():
+                    self._start_pump()
+                elif not self._pumping:
+                    self.transport.resume_reading()
         self._maybe_finish_release()
         if self._hub.cutting:
             self.drain()
@@ -730,7 +804,7 @@ class Association(asyncio.BufferedProtocol):
             return
         timeout = self._shared.config.dicom.idle_timeout
         silent = self._loop.time() - self._last_activity
-        if silent >= timeout and not self._tasks:
+        if silent >= timeout and not self._tasks and not self._pumping:
             self._handle(Event.Evt15, reason=None, why=f"no data for {silent:.0f} s")
         else:
             self._idle = self._loop.call_later(max(timeout - silent, 1.0), self._idle_check)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.dicom.live import LiveAssociation, LiveAssociations
+from engine.dicom.pumps import Pumps
 from engine.dicom.store import StoreResult
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
@@ -57,6 +58,7 @@ class AssociationHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False  # refuse new associations
         self.cutting = False  # grace is over: end each association after its object
+        self.pumps = Pumps()  # associations' socket-reading threads (engine.dicom.pumps)
 
     def add(self, association: Association) -> bool:
         """A new connection; False when too many have not associated yet (the
@@ -196,6 +198,7 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        self.pumps.close()
 
     def _give_back(self) -> None:
         """Free the closed connections' objects, which sit in reference cycles

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -137,13 +138,54 @@ def test_truncated_object_then_disconnect(node: EngineProcess, bystander: Client
     client.send(
         pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False, last=False)
     )
+    spool = node.data_dir / "spool"
+    wait_until(lambda: bool(list(spool.iterdir())), 5, "the object to be spooling")
     client.send(struct.pack(">BBI", 4, 0, 5000) + b"\x00" * 100)  # PDU cut short
-    time.sleep(0.2)
-    assert list((node.data_dir / "spool").iterdir()), "the object should be spooling"
     client.close()
     deadline = time.monotonic() + 10
     while list((node.data_dir / "spool").iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert node.status()["instances"] == 0
+
+
+def pump_threads(node: EngineProcess) -> list[str]:
+    """core_rs's socket-reading threads in the engine (named pump-<association>)."""
+    assert node.proc is not None
+    names = (task / "comm" for task in Path(f"/proc/{node.proc.pid}/task").iterdir())
+    return [name for name in (n.read_text().strip() for n in names) if name.startswith("pump-")]
+
+
+def mid_object(node: EngineProcess) -> Client:
+    """An association half-way through an object, which a pump thread now reads."""
+    client = established(node)
+    client.send(pdata(3, c_store_rq("1.2.826.0.1.3680043.2.1.98"), command=True))
+    client.send(
+        pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False, last=False)
+    )
+    wait_until(lambda: bool(pump_threads(node)), 5, "a pump thread to take the socket")
+    return client
+
+
+def test_broken_pdu_mid_object_read_by_the_pump(node: EngineProcess, bystander: Client) -> None:
+    """The thread that reads a dataset meets the bad PDU: the same A-ABORT as on the
+    loop, and the thread ends with the association (its socket descriptor too)."""
+    client = mid_object(node)
+    client.send(struct.pack(">BBI", 4, 0, MAX_PDU + 1) + b"\x00" * 64)
+    expect_abort(client, INVALID_PARAMETER)
+    wait_until(lambda: not pump_threads(node), 5, "the pump thread to end")
+    assert node.status()["instances"] == 0
+
+
+def test_silence_mid_object_meets_the_idle_timeout(
+    engine_factory: Callable[..., EngineProcess],
+) -> None:
+    node = engine_factory({"dicom": {"idle_timeout": 1.0}})
+    client = mid_object(node)
+    started = time.monotonic()
+    assert client.read_pdu().type == 7  # A-ABORT
+    assert 0.5 < time.monotonic() - started < 5
+    client.close()
+    wait_until(lambda: not list((node.data_dir / "spool").iterdir()), 10, "the spool cleaned")
     assert node.status()["instances"] == 0
 
 

@@ -1,0 +1,365 @@
+//! Reading an association's socket on a thread of its own while a dataset streams in.
+//!
+//! The event loop reads everything an association sends until a command announces a
+//! dataset; then it hands the receiver and a duplicate of the socket to the
+//! association's pump thread and stops reading. The thread reads, frames, hashes and
+//! spools with no Python and no GIL until the receiver has something the state
+//! machine must see (the dataset's end, a control PDU), then hands the receiver back
+//! and wakes the loop through one eventfd shared by every pump of the process.
+//! Associations hash and write on as many cores as there are, the way a
+//! process-per-association SCP does, and the loop wakes once per object, not per read.
+//! See docs/decisions/0033.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::CoreError;
+use crate::net;
+use crate::receiver::{Receiver, RxEvent};
+
+/// How often a waiting pump looks at its cancel flag.
+const POLL_MS: libc::c_int = 100;
+/// Reads below this end a request or a control PDU (see `net::quick_ack`).
+const SMALL_READ: usize = 16 * 1024;
+
+/// Why a pump run ended. Only `Events` and `Failed` carry anything for the state
+/// machine; after the others the loop reads the socket itself again, and sees the
+/// end of the connection (or the peer's next bytes) the ordinary way.
+#[derive(Debug)]
+pub enum Ended {
+    /// The receiver decoded something the state machine must see.
+    Events(Vec<RxEvent>),
+    /// The peer broke the protocol: the association is aborted.
+    Failed(CoreError),
+    /// The socket reached its end or failed; the loop's own read will tell how.
+    Closed,
+    /// Nothing arrived for `quiet_after`: the loop's idle timer takes over.
+    Quiet,
+    /// The association ended on the loop's side.
+    Cancelled,
+}
+
+/// Where finished pump runs are announced: a list of tokens and an eventfd the
+/// event loop watches.
+#[derive(Debug)]
+pub struct Completions {
+    eventfd: OwnedFd,
+    done: Mutex<Vec<u64>>,
+}
+
+impl Completions {
+    /// # Errors
+    /// When the kernel refuses an eventfd (descriptor limit).
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; a negative result is an error, anything
+        // else a new descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            // SAFETY: `fd` was just created above and is owned by nothing else.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            done: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    fn push(&self, token: u64) {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(token);
+        let one: u64 = 1;
+        // SAFETY: write reads 8 bytes from `one`, alive on this frame. It cannot fail
+        // but by overflowing the counter (2^64 - 1 wake-ups unread), which `take`
+        // resets; a lost wake-up then still finds the token in the list next time.
+        unsafe { libc::write(self.fd(), std::ptr::from_ref(&one).cast(), 8) };
+    }
+
+    /// The tokens of the runs that ended since the last call; resets the eventfd.
+    pub fn take(&self) -> Vec<u64> {
+        let mut counter: u64 = 0;
+        // SAFETY: read writes at most 8 bytes into `counter`, alive on this frame;
+        // EAGAIN (nothing pending) leaves it untouched and is not an error here.
+        unsafe { libc::read(self.fd(), std::ptr::from_mut(&mut counter).cast(), 8) };
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+type Slot = Arc<Mutex<Option<(Receiver, Ended)>>>;
+
+/// One association's pump thread. Dropping it ends the thread once its run is over.
+#[derive(Debug)]
+pub struct Pump {
+    go: mpsc::Sender<Box<Receiver>>,
+    back: Slot,
+    cancel: Arc<AtomicBool>,
+}
+
+/// What a pump thread works with besides the receiver it is handed per run.
+struct Line {
+    socket: OwnedFd,
+    buffer: Vec<u8>,
+    cancel: Arc<AtomicBool>,
+    quiet_after: Duration,
+}
+
+impl Pump {
+    /// A thread that reads `socket` (the association's, duplicated) in pieces of up
+    /// to `buffer_len` bytes whenever it is handed the receiver, and announces the end
+    /// of each run to `completions` as `token`.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn spawn(
+        socket: OwnedFd,
+        buffer_len: usize,
+        completions: Arc<Completions>,
+        token: u64,
+        quiet_after: Duration,
+    ) -> std::io::Result<Self> {
+        let (go, runs) = mpsc::channel::<Box<Receiver>>();
+        let back: Slot = Arc::new(Mutex::new(None));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut line = Line {
+            socket,
+            buffer: vec![0; buffer_len],
+            cancel: Arc::clone(&cancel),
+            quiet_after,
+        };
+        let slot = Arc::clone(&back);
+        thread::Builder::new()
+            .name(format!("pump-{token}"))
+            .spawn(move || {
+                // Ends when the Pump (the only sender) is dropped.
+                while let Ok(mut receiver) = runs.recv() {
+                    let ended = line.run(&mut receiver);
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((*receiver, ended));
+                    completions.push(token);
+                }
+            })?;
+        Ok(Self { go, back, cancel })
+    }
+
+    /// Hand the receiver to the thread; it comes back through `finish`.
+    ///
+    /// # Errors
+    /// The receiver itself, if the thread is gone (it panicked).
+    pub fn start(&self, receiver: Box<Receiver>) -> Result<(), Box<Receiver>> {
+        self.go.send(receiver).map_err(|failed| failed.0)
+    }
+
+    /// The receiver and how its run ended, once `Completions` named this pump.
+    #[must_use]
+    pub fn finish(&self) -> Option<(Receiver, Ended)> {
+        self.back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// End the current run as soon as the thread next looks (within `POLL_MS`).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl Line {
+    fn run(&mut self, receiver: &mut Receiver) -> Ended {
+        let fd = self.socket.as_fd().as_raw_fd();
+        let mut last_data = Instant::now();
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ended::Cancelled;
+            }
+            // Read first, wait only when nothing is there: under load the bytes are
+            // usually waiting, and a poll before each read would double the syscalls.
+            // SAFETY: read writes at most `buffer.len()` bytes into the buffer, which
+            // this thread owns; `fd` stays open (we own the duplicate).
+            let n = unsafe { libc::read(fd, self.buffer.as_mut_ptr().cast(), self.buffer.len()) };
+            let n = match usize::try_from(n) {
+                Ok(0) => return Ended::Closed,
+                Ok(n) => n,
+                Err(_) => match std::io::Error::last_os_error().kind() {
+                    std::io::ErrorKind::WouldBlock => match readable(fd) {
+                        Ok(false) if last_data.elapsed() >= self.quiet_after => {
+                            return Ended::Quiet
+                        }
+                        Ok(_) => continue,
+                        Err(_) => return Ended::Closed,
+                    },
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => return Ended::Closed,
+                },
+            };
+            last_data = Instant::now();
+            if n < SMALL_READ {
+                // As the loop does; a socket that is gone shows at the next read.
+                let _ = net::quick_ack(fd);
+            }
+            match receiver.feed(&self.buffer[..n]) {
+                Err(err) => return Ended::Failed(err),
+                Ok(events) if !events.is_empty() => return Ended::Events(events),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Whether `fd` has bytes (or its end, or an error) to read within `POLL_MS`.
+fn readable(fd: RawFd) -> std::io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes exactly one pollfd, alive on this frame.
+    let rc = unsafe { libc::poll(&raw mut pollfd, 1, POLL_MS) };
+    match rc {
+        0 => Ok(false),
+        1.. => Ok(true),
+        _ => {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::{encode_message, Limits};
+    use crate::receiver::tests::store_rq;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, OwnedFd) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (client, OwnedFd::from(server))
+    }
+
+    fn wait(completions: &Completions, pump: &Pump) -> (Receiver, Ended) {
+        for _ in 0..500 {
+            if completions.take().contains(&7) {
+                return pump.finish().unwrap();
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the pump never finished");
+    }
+
+    fn receiver(dir: &std::path::Path) -> Receiver {
+        let mut rx = Receiver::new(Limits::default(), dir.to_path_buf(), "p".into());
+        rx.establish("CT1", &[(1, "1.2.840.10008.1.2.1".into())]);
+        rx
+    }
+
+    #[test]
+    fn streams_a_dataset_and_hands_back_what_follows_it() {
+        let dir = std::env::temp_dir().join(format!("core_rs-pump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rx = receiver(&dir);
+        let (mut client, server) = pair();
+        // The command arrives on the loop; the pump takes over for the dataset.
+        let events = rx.feed(&encode_message(1, true, &store_rq(), 0)).unwrap();
+        assert_eq!(events.len(), 1);
+        let completions = Arc::new(Completions::new().unwrap());
+        let pump = Pump::spawn(
+            server,
+            4096,
+            Arc::clone(&completions),
+            7,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        pump.start(Box::new(rx)).unwrap();
+        let mut wire = encode_message(1, false, &vec![5u8; 100_000], 1000);
+        // The next command is in the same read as the dataset's end, or after it.
+        wire.extend(encode_message(1, true, &store_rq(), 0));
+        client.write_all(&wire).unwrap();
+        let (mut rx, ended) = wait(&completions, &pump);
+        let Ended::Events(mut events) = ended else {
+            panic!("{ended:?}")
+        };
+        let RxEvent::Dataset {
+            spool: Some(spool), ..
+        } = events.remove(0)
+        else {
+            panic!()
+        };
+        assert_eq!(spool.dataset_len(), 100_000);
+        if events.is_empty() {
+            pump.start(Box::new(rx)).unwrap();
+            let (again, ended) = wait(&completions, &pump);
+            rx = again;
+            assert!(
+                matches!(ended, Ended::Events(ref e) if e.len() == 1),
+                "{ended:?}"
+            );
+        }
+        // A command whose dataset is still to come: the receiver is mid-message.
+        assert!(!rx.at_boundary());
+    }
+
+    #[test]
+    fn a_closed_socket_a_broken_pdu_and_a_cancel_end_the_run() {
+        let dir = std::env::temp_dir();
+        let completions = Arc::new(Completions::new().unwrap());
+        let quiet = Duration::from_secs(5);
+
+        let (client, server) = pair();
+        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
+        pump.start(Box::new(receiver(&dir))).unwrap();
+        drop(client);
+        assert!(matches!(wait(&completions, &pump).1, Ended::Closed));
+
+        let (mut client, server) = pair();
+        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
+        pump.start(Box::new(receiver(&dir))).unwrap();
+        client.write_all(&[0x04, 0, 0, 0, 0, 2, 9, 9]).unwrap(); // PDV item too short
+        assert!(matches!(
+            wait(&completions, &pump).1,
+            Ended::Failed(CoreError::Protocol { .. })
+        ));
+
+        let (_client, server) = pair();
+        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
+        pump.start(Box::new(receiver(&dir))).unwrap();
+        pump.cancel();
+        assert!(matches!(wait(&completions, &pump).1, Ended::Cancelled));
+
+        let (_client, server) = pair();
+        let pump = Pump::spawn(
+            server,
+            4096,
+            Arc::clone(&completions),
+            7,
+            Duration::from_millis(150),
+        )
+        .unwrap();
+        pump.start(Box::new(receiver(&dir))).unwrap();
+        assert!(matches!(wait(&completions, &pump).1, Ended::Quiet));
+    }
+}
