@@ -252,12 +252,24 @@ mod tests {
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
-    fn pair() -> (TcpStream, OwnedFd) {
+    /// A pump reading the server side of a fresh loopback connection, already
+    /// handed `rx`; the client side is for the test to write to.
+    fn pumping(rx: Receiver, quiet_after: Duration) -> (TcpStream, Pump, Arc<Completions>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (client, OwnedFd::from(server))
+        let completions = Arc::new(Completions::new().unwrap());
+        let pump = Pump::spawn(
+            OwnedFd::from(server),
+            4096,
+            Arc::clone(&completions),
+            7,
+            quiet_after,
+        )
+        .unwrap();
+        pump.start(Box::new(rx)).unwrap();
+        (client, pump, completions)
     }
 
     fn wait(completions: &Completions, pump: &Pump) -> (Receiver, Ended) {
@@ -281,20 +293,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("core_rs-pump-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut rx = receiver(&dir);
-        let (mut client, server) = pair();
         // The command arrives on the loop; the pump takes over for the dataset.
         let events = rx.feed(&encode_message(1, true, &store_rq(), 0)).unwrap();
         assert_eq!(events.len(), 1);
-        let completions = Arc::new(Completions::new().unwrap());
-        let pump = Pump::spawn(
-            server,
-            4096,
-            Arc::clone(&completions),
-            7,
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        pump.start(Box::new(rx)).unwrap();
+        let (mut client, pump, completions) = pumping(rx, Duration::from_secs(5));
         let mut wire = encode_message(1, false, &vec![5u8; 100_000], 1000);
         // The next command is in the same read as the dataset's end, or after it.
         wire.extend(encode_message(1, true, &store_rq(), 0));
@@ -324,42 +326,26 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_socket_a_broken_pdu_and_a_cancel_end_the_run() {
+    fn a_closed_socket_a_broken_pdu_a_cancel_and_silence_end_the_run() {
         let dir = std::env::temp_dir();
-        let completions = Arc::new(Completions::new().unwrap());
         let quiet = Duration::from_secs(5);
 
-        let (client, server) = pair();
-        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
-        pump.start(Box::new(receiver(&dir))).unwrap();
+        let (client, pump, completions) = pumping(receiver(&dir), quiet);
         drop(client);
         assert!(matches!(wait(&completions, &pump).1, Ended::Closed));
 
-        let (mut client, server) = pair();
-        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
-        pump.start(Box::new(receiver(&dir))).unwrap();
+        let (mut client, pump, completions) = pumping(receiver(&dir), quiet);
         client.write_all(&[0x04, 0, 0, 0, 0, 2, 9, 9]).unwrap(); // PDV item too short
         assert!(matches!(
             wait(&completions, &pump).1,
             Ended::Failed(CoreError::Protocol { .. })
         ));
 
-        let (_client, server) = pair();
-        let pump = Pump::spawn(server, 4096, Arc::clone(&completions), 7, quiet).unwrap();
-        pump.start(Box::new(receiver(&dir))).unwrap();
+        let (_client, pump, completions) = pumping(receiver(&dir), quiet);
         pump.cancel();
         assert!(matches!(wait(&completions, &pump).1, Ended::Cancelled));
 
-        let (_client, server) = pair();
-        let pump = Pump::spawn(
-            server,
-            4096,
-            Arc::clone(&completions),
-            7,
-            Duration::from_millis(150),
-        )
-        .unwrap();
-        pump.start(Box::new(receiver(&dir))).unwrap();
+        let (_client, pump, completions) = pumping(receiver(&dir), Duration::from_millis(150));
         assert!(matches!(wait(&completions, &pump).1, Ended::Quiet));
     }
 }
