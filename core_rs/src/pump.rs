@@ -1,11 +1,12 @@
-//! Reading an association's socket on a thread of its own while a dataset streams in.
+//! Reading an association's socket on a thread of its own.
 //!
-//! The event loop reads everything an association sends until a command announces a
-//! dataset; then it hands the receiver and a duplicate of the socket to the
-//! association's pump thread and stops reading. The thread reads, frames, hashes and
+//! The event loop reads an association until it is established; then it hands the
+//! receiver and a duplicate of the socket to the association's pump thread and
+//! stops reading. The thread reads, frames, hashes and
 //! spools with no Python and no GIL until the receiver has something the state
-//! machine must see (the dataset's end, a control PDU), then hands the receiver back
-//! and wakes the loop through one eventfd shared by every pump of the process.
+//! machine must see now (an object's end with its command, a command without a
+//! dataset, a control PDU), then hands the receiver back and wakes the loop through
+//! one eventfd shared by every pump of the process; the loop hands it straight back.
 //! Associations hash and write on as many cores as there are, the way a
 //! process-per-association SCP does, and the loop wakes once per object, not per read.
 //! See docs/decisions/0033.
@@ -150,11 +151,13 @@ impl Pump {
         Ok(Self { go, back, cancel })
     }
 
-    /// Hand the receiver to the thread; it comes back through `finish`.
+    /// Hand the receiver to the thread (a cancel before is forgotten); it comes back
+    /// through `finish`.
     ///
     /// # Errors
     /// The receiver itself, if the thread is gone (it panicked).
     pub fn start(&self, receiver: Box<Receiver>) -> Result<(), Box<Receiver>> {
+        self.cancel.store(false, Ordering::Relaxed);
         self.go.send(receiver).map_err(|failed| failed.0)
     }
 
@@ -181,6 +184,19 @@ impl Drop for Pump {
 
 impl Line {
     fn run(&mut self, receiver: &mut Receiver) -> Ended {
+        let mut held = Vec::new();
+        match self.read(receiver, &mut held) {
+            // Commands held for their dataset go up with whatever ended the run: the
+            // loop must know them when it reads the rest.
+            Ended::Quiet | Ended::Closed if !held.is_empty() => Ended::Events(held),
+            ended => ended,
+        }
+    }
+
+    /// Read until the receiver has decoded something the state machine must see
+    /// now. A command that announces a dataset is held until the dataset's end (the
+    /// state machine does nothing with it before), so an object wakes the loop once.
+    fn read(&mut self, receiver: &mut Receiver, held: &mut Vec<RxEvent>) -> Ended {
         let fd = self.socket.as_fd().as_raw_fd();
         let mut last_data = Instant::now();
         loop {
@@ -214,11 +230,17 @@ impl Line {
             }
             match receiver.feed(&self.buffer[..n]) {
                 Err(err) => return Ended::Failed(err),
-                Ok(events) if !events.is_empty() => return Ended::Events(events),
-                Ok(_) => {}
+                Ok(events) => held.extend(events),
+            }
+            if held.iter().any(|event| !announces_dataset(event)) {
+                return Ended::Events(std::mem::take(held));
             }
         }
     }
+}
+
+fn announces_dataset(event: &RxEvent) -> bool {
+    matches!(event, RxEvent::Command { command, .. } if command.has_dataset())
 }
 
 /// Whether `fd` has bytes (or its end, or an error) to read within `POLL_MS`.
@@ -289,40 +311,44 @@ mod tests {
     }
 
     #[test]
-    fn streams_a_dataset_and_hands_back_what_follows_it() {
+    fn an_object_comes_back_once_with_its_command() {
         let dir = std::env::temp_dir().join(format!("core_rs-pump-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut rx = receiver(&dir);
-        // The command arrives on the loop; the pump takes over for the dataset.
-        let events = rx.feed(&encode_message(1, true, &store_rq(), 0)).unwrap();
-        assert_eq!(events.len(), 1);
-        let (mut client, pump, completions) = pumping(rx, Duration::from_secs(5));
-        let mut wire = encode_message(1, false, &vec![5u8; 100_000], 1000);
-        // The next command is in the same read as the dataset's end, or after it.
-        wire.extend(encode_message(1, true, &store_rq(), 0));
-        client.write_all(&wire).unwrap();
-        let (mut rx, ended) = wait(&completions, &pump);
-        let Ended::Events(mut events) = ended else {
+        let (mut client, pump, completions) = pumping(receiver(&dir), Duration::from_secs(5));
+        // Command and dataset in small pieces: the command is held, not handed up.
+        let mut wire = encode_message(1, true, &store_rq(), 0);
+        wire.extend(encode_message(1, false, &vec![5u8; 100_000], 1000));
+        for piece in wire.chunks(30_000) {
+            client.write_all(piece).unwrap();
+            thread::sleep(Duration::from_millis(5));
+        }
+        let (rx, ended) = wait(&completions, &pump);
+        let Ended::Events(events) = ended else {
             panic!("{ended:?}")
         };
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(announces_dataset(&events[0]));
         let RxEvent::Dataset {
             spool: Some(spool), ..
-        } = events.remove(0)
+        } = &events[1]
         else {
             panic!()
         };
         assert_eq!(spool.dataset_len(), 100_000);
-        if events.is_empty() {
-            pump.start(Box::new(rx)).unwrap();
-            let (again, ended) = wait(&completions, &pump);
-            rx = again;
-            assert!(
-                matches!(ended, Ended::Events(ref e) if e.len() == 1),
-                "{ended:?}"
-            );
-        }
-        // A command whose dataset is still to come: the receiver is mid-message.
-        assert!(!rx.at_boundary());
+        assert!(rx.at_boundary());
+
+        // A peer that stops after a command: the command still comes up.
+        pump.start(Box::new(rx)).unwrap();
+        client
+            .write_all(&encode_message(1, true, &store_rq(), 0))
+            .unwrap();
+        drop(client);
+        let (rx, ended) = wait(&completions, &pump);
+        assert!(
+            matches!(ended, Ended::Events(ref e) if e.len() == 1),
+            "{ended:?}"
+        );
+        assert!(rx.streaming());
     }
 
     #[test]

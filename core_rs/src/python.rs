@@ -311,11 +311,6 @@ impl PyReceiver {
         self.inner.as_ref().is_some_and(Receiver::at_boundary)
     }
 
-    #[getter]
-    fn streaming(&self) -> bool {
-        self.inner.as_ref().is_some_and(Receiver::streaming)
-    }
-
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = self.receiver()?;
         let events = with_bytes(&data, |bytes| {
@@ -327,6 +322,7 @@ impl PyReceiver {
 
     /// Hand the receiver to this association's pump thread (started on first use,
     /// reading a duplicate of `fd`); `completions` names `token` when it is back.
+    /// A pump cancelled before is not any more.
     fn pump(
         &mut self,
         fd: i32,
@@ -380,6 +376,13 @@ impl PyReceiver {
             Ended::Events(events) => events_to_py(py, events).map(Some),
             Ended::Failed(err) => Err(to_pyerr(err)),
             Ended::Closed | Ended::Quiet | Ended::Cancelled => Ok(None),
+        }
+    }
+
+    /// Ask for the receiver back now (`collect` follows).
+    fn cancel_pump(&self) {
+        if let Some(pump) = &self.pump {
+            pump.cancel();
         }
     }
 

@@ -139,10 +139,11 @@ class Association(asyncio.BufferedProtocol):
         self._idle: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._reading_paused = False  # too many objects waiting for their commit
-        # Set for plain TCP (a pump thread cannot read through TLS): while a dataset
-        # streams in, core_rs reads the socket on a thread and the loop does not.
+        # Set for plain TCP (a pump thread cannot read through TLS): once established,
+        # core_rs reads the socket on a thread and the loop does not.
         self._pumps: Pumps | None = None
         self._pumping = False
+        self._drain_after_pump = False  # drain() waits for the receiver to come back
         self._quiet_after = min(QUIET_AFTER, config.idle_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
@@ -238,14 +239,15 @@ class Association(asyncio.BufferedProtocol):
             else:
                 self._handle(Event.Evt10, indication=event)
 
-    # ---- the pump: core_rs reads the socket while a dataset streams in -------------
+    # ---- the pump: core_rs reads the socket of an established association ---------
 
     def _may_pump(self) -> bool:
         return (
             self._pumps is not None
             and self.state is State.Sta6
             and not self._reading_paused
-            and self._receiver.streaming
+            and not self._pumping
+            and not self._drain_after_pump
             and self.transport is not None
             and not self.transport.is_closing()
         )
@@ -290,6 +292,9 @@ class Association(asyncio.BufferedProtocol):
         elif not self._reading_paused:
             # Also after the socket closed or went quiet: the loop's own read sees it.
             self.transport.resume_reading()
+        if self._drain_after_pump:
+            self._drain_after_pump = False
+            self.drain()
 
     def _unwrap_proxy_header(self, data: memoryview | bytes) -> bytes | memoryview | None:
         """A trusted load balancer's PROXY header names the real client; from
@@ -767,6 +772,12 @@ class Association(asyncio.BufferedProtocol):
 
     def drain(self) -> None:
         """Shutting down: end the association once no object is half-way in."""
+        if self._pumping:
+            # Its receiver is with the pump thread, which may be waiting for the next
+            # object: ask for it back, then decide.
+            self._drain_after_pump = True
+            self._receiver.cancel_pump()
+            return
         if (
             self.state is State.Sta6 and not self._tasks and self._receiver.at_boundary
         ) or self.state in (State.Sta2, State.Sta3):

@@ -1,6 +1,6 @@
 """Wakes the associations whose socket a core_rs pump thread has been reading.
 
-While a dataset streams in, an association hands its receiver to a thread of its own
+Once established, a plain-TCP association hands its receiver to a thread of its own
 (`core_rs.Receiver.pump`) and stops reading on the event loop, so associations hash
 and spool on every core and the loop wakes once per object instead of once per read.
 The threads announce the end of each run through one eventfd per process, which this

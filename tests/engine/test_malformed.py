@@ -155,24 +155,28 @@ def pump_threads(node: EngineProcess) -> list[str]:
     return [name for name in (n.read_text().strip() for n in names) if name.startswith("pump-")]
 
 
-def mid_object(node: EngineProcess) -> Client:
-    """An association half-way through an object, which a pump thread now reads."""
+def mid_object(node: EngineProcess) -> tuple[Client, set[str]]:
+    """An association half-way through an object, which a pump thread now reads (and
+    the names of the pump threads it started)."""
+    before = set(pump_threads(node))
     client = established(node)
     client.send(pdata(3, c_store_rq("1.2.826.0.1.3680043.2.1.98"), command=True))
     client.send(
         pdata(3, b"\x08\x00\x18\x00UI\x04\x001.2\x00" + b"\x00" * 4000, command=False, last=False)
     )
-    wait_until(lambda: bool(pump_threads(node)), 5, "a pump thread to take the socket")
-    return client
+    wait_until(lambda: bool(set(pump_threads(node)) - before), 5, "a pump thread to take over")
+    return client, set(pump_threads(node)) - before
 
 
 def test_broken_pdu_mid_object_read_by_the_pump(node: EngineProcess, bystander: Client) -> None:
     """The thread that reads a dataset meets the bad PDU: the same A-ABORT as on the
     loop, and the thread ends with the association (its socket descriptor too)."""
-    client = mid_object(node)
+    # The bystander's own pump starts right after its A-ASSOCIATE-AC; it stays.
+    wait_until(lambda: bool(pump_threads(node)), 5, "the bystander's pump thread")
+    client, threads = mid_object(node)
     client.send(struct.pack(">BBI", 4, 0, MAX_PDU + 1) + b"\x00" * 64)
     expect_abort(client, INVALID_PARAMETER)
-    wait_until(lambda: not pump_threads(node), 5, "the pump thread to end")
+    wait_until(lambda: not threads & set(pump_threads(node)), 5, "the pump thread to end")
     assert node.status()["instances"] == 0
 
 
@@ -180,7 +184,7 @@ def test_silence_mid_object_meets_the_idle_timeout(
     engine_factory: Callable[..., EngineProcess],
 ) -> None:
     node = engine_factory({"dicom": {"idle_timeout": 1.0}})
-    client = mid_object(node)
+    client, _ = mid_object(node)
     started = time.monotonic()
     assert client.read_pdu().type == 7  # A-ABORT
     assert 0.5 < time.monotonic() - started < 5
