@@ -391,9 +391,7 @@ impl PyReceiver {
     /// ends (closing its duplicate of the socket) and a dataset still arriving is
     /// dropped, its spool file deleted.
     fn close(&mut self) {
-        if let Some(pump) = &self.pump {
-            pump.cancel();
-        }
+        self.cancel_pump();
         if let Some(receiver) = self.inner.as_mut() {
             receiver.abandon();
             self.pump = None;

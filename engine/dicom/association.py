@@ -727,7 +727,7 @@ class Association(asyncio.BufferedProtocol):
             if self.transport is not None and not self.transport.is_closing():
                 if self._may_pump():
                     self._start_pump()
-                elif not self._pumping:
+                else:
                     self.transport.resume_reading()
         self._maybe_finish_release()
         if self._hub.cutting:

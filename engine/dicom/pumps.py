@@ -47,10 +47,6 @@ class Pumps:
             del self._waiting[token]
             raise
 
-    @property
-    def running(self) -> int:
-        return len(self._waiting)
-
     def _wake(self) -> None:
         assert self._completions is not None
         for token in self._completions.take():
