@@ -103,8 +103,8 @@ def send(
     """One timed pass against a started peer; `streams` default to the corpus dealt."""
     assert peer.meter is not None
     # The pass before left up to its whole corpus dirty in the page cache; its
-    # writeback would compete with this pass. Measured: without this, whichever peer
-    # ran second in an A/B pair lost 10-20% on the large mix.
+    # writeback would compete with this pass. Without this, the engine run second in
+    # an A/B pair came out 10-20% slower on the large mix (docs/decisions/0034).
     os.sync()
     cpu_before = peer.meter.cpu_seconds()
     split_before = peer.meter.cpu_split()
