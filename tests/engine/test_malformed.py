@@ -151,8 +151,13 @@ def test_truncated_object_then_disconnect(node: EngineProcess, bystander: Client
 def pump_threads(node: EngineProcess) -> list[str]:
     """core_rs's socket-reading threads in the engine (named pump-<association>)."""
     assert node.proc is not None
-    names = (task / "comm" for task in Path(f"/proc/{node.proc.pid}/task").iterdir())
-    return [name for name in (n.read_text().strip() for n in names) if name.startswith("pump-")]
+    names = []
+    for task in Path(f"/proc/{node.proc.pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended between the listing and the read
+            continue
+    return [name for name in names if name.startswith("pump-")]
 
 
 def mid_object(node: EngineProcess) -> tuple[Client, set[str]]:
