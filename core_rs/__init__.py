@@ -7,6 +7,7 @@ it with the exception hierarchy of ``core_rs._errors``. Import from here, never 
 
 from core_rs._core import (
     BUILD_PROFILE,
+    HTJ2K_BACKEND,
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
     KEY_ATTRIBUTES,
@@ -55,6 +56,7 @@ from core_rs._errors import (
 
 __all__ = [
     "BUILD_PROFILE",
+    "HTJ2K_BACKEND",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "KEY_ATTRIBUTES",

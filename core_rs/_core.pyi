@@ -7,6 +7,7 @@ from typing_extensions import Buffer
 
 __all__ = [
     "BUILD_PROFILE",
+    "HTJ2K_BACKEND",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "KEY_ATTRIBUTES",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 __version__: str
+# "OpenJPH 0.9.0 (system library)", or the pure-Rust fallback's name.
+HTJ2K_BACKEND: str
 BUILD_PROFILE: str
 IMPLEMENTATION_CLASS_UID: str
 IMPLEMENTATION_VERSION_NAME: str
@@ -222,7 +225,8 @@ class PixelLayout:
     def frame_bytes(self) -> int: ...
 
 def htj2k_encode(frame: Buffer, layout: PixelLayout) -> bytes:
-    """Lossless HTJ2K, returned only once OpenJPEG decodes it back to `frame` exactly.
+    """Lossless HTJ2K (the system's OpenJPH, or openjph-core without it: HTJ2K_BACKEND),
+    returned only once OpenJPEG decodes it back to `frame` exactly.
     Raises NotRepresentable, VerificationFailed or CodecError."""
 
 def j2k_decode(data: Buffer, layout: PixelLayout) -> bytes:

@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"pacs-edge {core_rs.__version__} ({core_rs.BUILD_PROFILE})",
+        version=f"pacs-edge {core_rs.__version__} ({core_rs.BUILD_PROFILE}; "
+        f"HTJ2K encoder: {core_rs.HTJ2K_BACKEND})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

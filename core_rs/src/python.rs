@@ -786,7 +786,8 @@ codec_functions! {
     jpegls_encode(frame) => codec::jpegls_encode_verified;
     /// One JPEG-LS frame back to native samples.
     jpegls_decode(data) => codec::jpegls_decode;
-    /// Lossless HTJ2K of one native frame, verified by decoding with `OpenJPEG`.
+    /// Lossless HTJ2K of one native frame (`OpenJPH`, or openjph-core without it),
+    /// verified by decoding with `OpenJPEG`.
     htj2k_encode(frame) => codec::htj2k_encode_verified;
     /// One JPEG frame (baseline, extended, lossless) back to native samples as coded.
     jpeg_decode(data) => codec::jpeg_decode;
@@ -867,6 +868,8 @@ fn warm_unpack(py: Python<'_>, src: PathBuf, dst: PathBuf, durable: bool) -> PyR
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Which HTJ2K encoder this build linked (decision 0035), for the bench and logs.
+    m.add("HTJ2K_BACKEND", codec::htj2k_backend())?;
     m.add(
         "BUILD_PROFILE",
         if cfg!(debug_assertions) {

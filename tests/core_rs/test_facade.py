@@ -19,6 +19,15 @@ def test_version_and_build() -> None:
     assert core_rs.BUILD_PROFILE in {"release", "debug"}
 
 
+def test_htj2k_encodes_with_the_system_openjph_when_it_is_installed() -> None:
+    """`make build-deps` installs libopenjph-dev and the Makefile's build requires it:
+    an extension built without it (the pure-Rust fallback) fails here, so CI runs the
+    system-library path (decision 0035)."""
+    header = Path("/usr/include/openjph/ojph_codestream.h")
+    expected = "OpenJPH" if header.exists() else "openjph-core"
+    assert core_rs.HTJ2K_BACKEND.startswith(expected), core_rs.HTJ2K_BACKEND
+
+
 def test_exception_hierarchy() -> None:
     assert issubclass(core_rs.ProtocolError, core_rs.CoreError)
     assert issubclass(core_rs.ProtocolError, ValueError)

@@ -15,17 +15,14 @@ use openjph_core::types::{Point, Size};
 
 use super::{CodecError, Layout};
 
-/// `OpenJPH`'s default; fewer when the image is too small for five halvings.
-const MAX_LEVELS: u32 = 5;
-
 /// Lossless HTJ2K of one frame of `bits_stored` samples as the codec sees them
 /// (masked: the bits above Bits Stored are zero), interleaved, little-endian.
-pub fn encode(samples: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
-    let run = catch_unwind(AssertUnwindSafe(|| encode_frame(samples, layout)));
+pub fn encode(samples: &[u8], layout: &Layout, levels: u32) -> Result<Vec<u8>, CodecError> {
+    let run = catch_unwind(AssertUnwindSafe(|| encode_frame(samples, layout, levels)));
     run.unwrap_or_else(|_| Err(CodecError::Corrupt("the HTJ2K encoder panicked".into())))
 }
 
-fn encode_frame(samples: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+fn encode_frame(samples: &[u8], layout: &Layout, levels: u32) -> Result<Vec<u8>, CodecError> {
     let failed = |e: openjph_core::OjphError| CodecError::Corrupt(format!("HTJ2K encode: {e}"));
     let (width, height) = (layout.columns, layout.rows);
     let components = u32::from(layout.components);
@@ -43,7 +40,7 @@ fn encode_frame(samples: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> 
         );
     }
     let cod = cs.access_cod_mut();
-    cod.set_num_decomposition(MAX_LEVELS.min(width.min(height).ilog2()));
+    cod.set_num_decomposition(levels);
     cod.set_reversible(true);
     cod.set_color_transform(false);
     cs.set_planar(0);

@@ -4,9 +4,12 @@
 //! samples interleaved (Planar Configuration 0), 8 or 16 bits allocated.
 
 mod charls;
+#[cfg(any(not(openjph_system), test))]
 mod htj2k;
 mod jpeg;
 mod openjpeg;
+#[cfg(openjph_system)]
+mod openjph;
 mod rle;
 
 use std::borrow::Cow;
@@ -291,7 +294,9 @@ fn jpeg_frame(data: &[u8], layout: &Layout, to_rgb: bool) -> Result<Vec<u8>, Cod
 
 /// One JPEG 2000 or HTJ2K frame (lossless or lossy; J2K codestream or JP2) back to
 /// native samples laid out as `layout`. A codestream whose header disagrees with
-/// `layout` is refused before it is decoded.
+/// `layout` is refused before it is decoded. Always `OpenJPEG`, never the linked
+/// `OpenJPH` 0.9: a damaged codestream makes that one abort the process (decision
+/// 0035).
 pub fn j2k_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     layout.check_decodable("JPEG 2000")?;
     let mut frame = openjpeg::decode(data, layout)?;
@@ -301,14 +306,39 @@ pub fn j2k_decode(data: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     Ok(frame)
 }
 
+/// Which HTJ2K encoder this build has: the system's `OpenJPH` when build.rs found it,
+/// else the pure-Rust openjph-core.
+#[must_use]
+pub fn htj2k_backend() -> String {
+    #[cfg(openjph_system)]
+    return format!("OpenJPH {} (system library)", openjph::version());
+    #[cfg(not(openjph_system))]
+    return "openjph-core (pure Rust)".to_owned();
+}
+
 /// Lossless HTJ2K of one native frame, returned only once `OpenJPEG` (not the
 /// encoder's own decoder) decodes it back to exactly `frame`.
 pub fn htj2k_encode_verified(frame: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
     layout.check_encodable()?;
     check_length(frame, layout)?;
-    let encoded = htj2k::encode(&masked(frame, layout)?, layout)?;
+    let encoded = htj2k_encode(&masked(frame, layout)?, layout)?;
     same("HTJ2K", j2k_decode(&encoded, layout), frame)?;
     Ok(encoded)
+}
+
+/// `OpenJPH`'s default of five wavelet levels; fewer when the image is too small.
+fn htj2k_levels(layout: &Layout) -> u32 {
+    5.min(layout.columns.min(layout.rows).ilog2())
+}
+
+#[cfg(openjph_system)]
+fn htj2k_encode(samples: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    openjph::encode(samples, layout, htj2k_levels(layout))
+}
+
+#[cfg(not(openjph_system))]
+fn htj2k_encode(samples: &[u8], layout: &Layout) -> Result<Vec<u8>, CodecError> {
+    htj2k::encode(samples, layout, htj2k_levels(layout))
 }
 
 /// DICOM RLE Lossless of one native frame (any bit pattern: RLE codes bytes),
@@ -395,6 +425,26 @@ mod tests {
                 );
                 assert_eq!(decode(&encoded, &l).unwrap(), frame, "{l:?}");
             }
+        }
+    }
+
+    /// The pure-Rust HTJ2K encoder stays the fallback: in a build with the system
+    /// `OpenJPH`, it is still held to the same round trips.
+    #[test]
+    fn the_fallback_htj2k_encoder_round_trips_too() {
+        for (allocated, stored, components, signed) in [
+            (8, 8, 1, false),
+            (8, 8, 3, false),
+            (16, 16, 1, true),
+            (16, 12, 1, false),
+            (16, 12, 1, true),
+            (16, 10, 3, false),
+        ] {
+            let l = layout(allocated, stored, components, signed);
+            let frame = ramp(&l);
+            let encoded =
+                htj2k::encode(&masked(&frame, &l).unwrap(), &l, htj2k_levels(&l)).unwrap();
+            assert_eq!(j2k_decode(&encoded, &l).unwrap(), frame, "{l:?}");
         }
     }
 
