@@ -11,7 +11,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-RUST_SOURCES := $(shell find core_rs/src -name '*.rs') core_rs/Cargo.toml Cargo.toml
+RUST_SOURCES := $(shell find core_rs/src -name '*.rs' -o -name '*.cpp') core_rs/build.rs \
+	core_rs/Cargo.toml Cargo.toml
+# HTJ2K through the system's OpenJPH (build-deps installs it): a build that cannot
+# find it fails instead of quietly taking the slower pure-Rust fallback. Build the
+# fallback with `make build-dev PACS_EDGE_OPENJPH=off` (core_rs/build.rs).
+export PACS_EDGE_OPENJPH ?= required
 
 .PHONY: run test lint format build-dev build-deps system-deps bench bench-full fuzz clean
 
@@ -20,14 +25,17 @@ $(PY):
 	$(PY) -m pip install -q -U pip 'maturin>=1.7,<2'
 
 # What building the Rust extension needs besides cargo: cmake and a C++ compiler,
-# which build CharLS (JPEG-LS) and libjpeg-turbo from source, and nasm for
-# libjpeg-turbo's SIMD code (docs/decisions/0015, 0021).
+# which build CharLS (JPEG-LS) and libjpeg-turbo from source, nasm for
+# libjpeg-turbo's SIMD code, and OpenJPH with pkg-config for HTJ2K
+# (docs/decisions/0015, 0021, 0035).
 build-deps:
 	@if ! command -v cmake >/dev/null || ! command -v g++ >/dev/null \
-		|| ! command -v nasm >/dev/null; then \
-		echo "installing cmake, g++ and nasm from Debian (to build CharLS, libjpeg-turbo)..."; \
+		|| ! command -v nasm >/dev/null || ! command -v pkg-config >/dev/null \
+		|| [ ! -e /usr/include/openjph/ojph_codestream.h ]; then \
+		echo "installing cmake, g++, nasm, pkg-config and libopenjph-dev from Debian (to build CharLS, libjpeg-turbo, link OpenJPH)..."; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake g++ nasm >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			cmake g++ nasm pkg-config libopenjph-dev >/dev/null; \
 	fi
 
 # Builds the Rust extension (release: the engine is only ever measured that way)
