@@ -394,6 +394,21 @@ mod tests {
 
     type Encode = fn(&[u8], &Layout) -> Result<Vec<u8>, CodecError>;
 
+    /// Bits allocated, bits stored, samples per pixel, signed: every layout the
+    /// lossless encoders take, at the edges of each.
+    const LAYOUTS: [(u8, u8, u8, bool); 10] = [
+        (8, 8, 1, false),
+        (8, 8, 3, false),
+        (8, 7, 1, true),
+        (16, 16, 1, false),
+        (16, 16, 1, true),
+        (16, 12, 1, false),
+        (16, 12, 1, true),
+        (16, 10, 3, false),
+        (16, 7, 1, false),
+        (16, 8, 1, true),
+    ];
+
     #[test]
     fn round_trips_every_supported_layout() {
         // JPEG-LS decoded by CharLS, HTJ2K by OpenJPEG (not its encoder's own decoder).
@@ -401,18 +416,7 @@ mod tests {
             (jpegls_encode_verified, jpegls_decode),
             (htj2k_encode_verified, j2k_decode),
         ];
-        for (allocated, stored, components, signed) in [
-            (8, 8, 1, false),
-            (8, 8, 3, false),
-            (8, 7, 1, true),
-            (16, 16, 1, false),
-            (16, 16, 1, true),
-            (16, 12, 1, false),
-            (16, 12, 1, true),
-            (16, 10, 3, false),
-            (16, 7, 1, false),
-            (16, 8, 1, true),
-        ] {
+        for (allocated, stored, components, signed) in LAYOUTS {
             let l = layout(allocated, stored, components, signed);
             let frame = ramp(&l);
             for (n, (encode, decode)) in codecs.iter().enumerate() {
@@ -432,14 +436,7 @@ mod tests {
     /// `OpenJPH`, it is still held to the same round trips.
     #[test]
     fn the_fallback_htj2k_encoder_round_trips_too() {
-        for (allocated, stored, components, signed) in [
-            (8, 8, 1, false),
-            (8, 8, 3, false),
-            (16, 16, 1, true),
-            (16, 12, 1, false),
-            (16, 12, 1, true),
-            (16, 10, 3, false),
-        ] {
+        for (allocated, stored, components, signed) in LAYOUTS {
             let l = layout(allocated, stored, components, signed);
             let frame = ramp(&l);
             let encoded =
