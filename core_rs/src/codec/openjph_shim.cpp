@@ -75,10 +75,11 @@ typedef void (*pe_ojph_sink)(void* user, const uint8_t* data, size_t len);
 
 // "0.9.0": the library's own version, for the bench and the logs.
 const char* pe_ojph_version(void) {
-  static char version[32];
-  std::snprintf(version, sizeof version, "%d.%d.%d", OPENJPH_VERSION_MAJOR,
-                OPENJPH_VERSION_MINOR, OPENJPH_VERSION_PATCH);
-  return version;
+  // Built once (C++11 makes a local static's initialisation thread-safe), then only read.
+  static const std::string version = std::to_string(OPENJPH_VERSION_MAJOR) + "." +
+                                     std::to_string(OPENJPH_VERSION_MINOR) + "." +
+                                     std::to_string(OPENJPH_VERSION_PATCH);
+  return version.c_str();
 }
 
 // Lossless HTJ2K of `samples` (interleaved, little-endian, `bytes_per_sample` each,
