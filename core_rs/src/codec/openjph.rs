@@ -40,19 +40,11 @@ pub fn version() -> String {
 
 unsafe extern "C" fn collect(user: *mut c_void, data: *const u8, len: usize) {
     // SAFETY: `user` is the `Vec` that `encode` owns for the whole call, and the shim
-    // passes OpenJPH's buffer of `len` bytes, valid for this call.
+    // passes a piece of OpenJPH's output, `len` bytes valid for this call.
     unsafe {
         let out = &mut *user.cast::<Vec<u8>>();
         out.extend_from_slice(std::slice::from_raw_parts(data, len));
     }
-}
-
-fn failed(doing: &str, error: &[u8]) -> CodecError {
-    let why = CStr::from_bytes_until_nul(error).map_or_else(
-        |_| String::from("no message"),
-        |m| m.to_string_lossy().into_owned(),
-    );
-    CodecError::Corrupt(format!("HTJ2K {doing} (OpenJPH): {why}"))
 }
 
 /// Lossless HTJ2K of one frame of masked samples (the bits above Bits Stored zero),
@@ -81,8 +73,13 @@ pub fn encode(samples: &[u8], layout: &Layout, levels: u32) -> Result<Vec<u8>, C
         )
     };
     if status == 0 {
-        Ok(out)
-    } else {
-        Err(failed("encode", &error))
+        return Ok(out);
     }
+    let why = CStr::from_bytes_until_nul(&error).map_or_else(
+        |_| String::from("no message"),
+        |m| m.to_string_lossy().into_owned(),
+    );
+    Err(CodecError::Corrupt(format!(
+        "HTJ2K encode (OpenJPH): {why}"
+    )))
 }

@@ -73,6 +73,33 @@ extern "C" {
 
 typedef void (*pe_ojph_sink)(void* user, const uint8_t* data, size_t len);
 
+}  // extern "C"
+
+namespace {
+
+// OpenJPH's output file that hands each piece of the codestream straight to the
+// caller's sink: the codestream is buffered once, on the Rust side, not first in an
+// ojph::mem_outfile and then copied.
+class SinkFile : public ojph::outfile_base {
+ public:
+  SinkFile(pe_ojph_sink sink, void* user) : sink_(sink), user_(user) {}
+  size_t write(const void* ptr, size_t size) override {
+    sink_(user_, static_cast<const uint8_t*>(ptr), size);
+    written_ += size;
+    return size;
+  }
+  ojph::si64 tell() override { return ojph::si64(written_); }
+
+ private:
+  pe_ojph_sink sink_;
+  void* user_;
+  size_t written_ = 0;
+};
+
+}  // namespace
+
+extern "C" {
+
 // "0.9.0": the library's own version, for the bench and the logs.
 const char* pe_ojph_version(void) {
   // Built once (C++11 makes a local static's initialisation thread-safe), then only read.
@@ -84,7 +111,8 @@ const char* pe_ojph_version(void) {
 
 // Lossless HTJ2K of `samples` (interleaved, little-endian, `bytes_per_sample` each,
 // the bits above `bits_stored` zero) with `levels` wavelet levels; the codestream goes
-// to `sink` once, whole. Returns 0, or 1 with a message in `error`.
+// to `sink` in pieces, in order. Returns 0, or 1 with a message in `error` (the
+// sink may then have had part of a codestream: the caller drops it).
 int pe_ojph_encode(const uint8_t* samples, uint32_t width, uint32_t height,
                    uint32_t components, uint32_t bytes_per_sample,
                    uint32_t bits_stored, int is_signed, uint32_t levels,
@@ -105,8 +133,7 @@ int pe_ojph_encode(const uint8_t* samples, uint32_t width, uint32_t height,
     cod.set_reversible(true);
     cod.set_color_transform(false);
     cs.set_planar(false);
-    ojph::mem_outfile out;
-    out.open(size_t(width) * height * components * bytes_per_sample / 2 + 1024);
+    SinkFile out(sink, user);
     cs.write_headers(&out);
     const int shift = 32 - int(bits_stored);
     const size_t per_row = size_t(width) * components;
@@ -133,7 +160,6 @@ int pe_ojph_encode(const uint8_t* samples, uint32_t width, uint32_t height,
       }
     }
     cs.flush();
-    sink(user, out.get_data(), size_t(out.tell()));
     cs.close();
     return 0;
   } catch (const std::exception& e) {
