@@ -198,9 +198,10 @@ pub struct PyPart10Upload {
 #[pymethods]
 impl PyPart10Upload {
     #[new]
-    fn new(spool_path: PathBuf, source_ae: &str) -> Self {
+    #[pyo3(signature = (spool_path, source_ae, write_behind = false))]
+    fn new(spool_path: PathBuf, source_ae: &str, write_behind: bool) -> Self {
         Self {
-            inner: Some(Part10Upload::new(spool_path, source_ae)),
+            inner: Some(Part10Upload::new(spool_path, source_ae, write_behind)),
         }
     }
 
@@ -289,14 +290,22 @@ impl PyReceiver {
 #[pymethods]
 impl PyReceiver {
     #[new]
-    #[pyo3(signature = (spool_dir, spool_prefix, max_pdu, max_control = 1 << 20))]
-    fn new(spool_dir: PathBuf, spool_prefix: String, max_pdu: u32, max_control: u32) -> Self {
+    #[pyo3(signature = (spool_dir, spool_prefix, max_pdu, max_control = 1 << 20, write_behind = false))]
+    fn new(
+        spool_dir: PathBuf,
+        spool_prefix: String,
+        max_pdu: u32,
+        max_control: u32,
+        write_behind: bool,
+    ) -> Self {
         let limits = Limits {
             max_pdata: max_pdu,
             max_control,
         };
+        let receiver =
+            Receiver::new(limits, spool_dir, spool_prefix).with_write_behind(write_behind);
         Self {
-            inner: Some(Receiver::new(limits, spool_dir, spool_prefix)),
+            inner: Some(receiver),
             pump: None,
         }
     }

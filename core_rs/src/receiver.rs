@@ -40,6 +40,8 @@ struct Assembler {
     established: bool,
     spool_dir: PathBuf,
     spool_prefix: String,
+    /// Spools start their disk writes as bytes land (durability "fsync").
+    write_behind: bool,
     calling_ae: String,
     sequence: u64,
     command: Vec<u8>,
@@ -69,6 +71,7 @@ impl Receiver {
                 established: false,
                 spool_dir,
                 spool_prefix,
+                write_behind: false,
                 calling_ae: String::new(),
                 sequence: 0,
                 command: Vec::new(),
@@ -76,6 +79,14 @@ impl Receiver {
                 dataset: None,
             },
         }
+    }
+
+    /// Spool files start their disk writes as the bytes arrive, so the group
+    /// commit's sync finds them written (durability "fsync", decision 36).
+    #[must_use]
+    pub fn with_write_behind(mut self, on: bool) -> Self {
+        self.assembler.write_behind = on;
+        self
     }
 
     /// The association is accepted: P-DATA may flow on these contexts
@@ -251,7 +262,7 @@ impl Assembler {
             ts_uid,
             &self.calling_ae,
         );
-        SpoolWriter::create(path, &meta, syntax)
+        SpoolWriter::create(path, &meta, syntax, self.write_behind)
     }
 }
 

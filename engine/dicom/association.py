@@ -131,7 +131,12 @@ class Association(asyncio.BufferedProtocol):
         self.calling_ae = ""
         self._view = _BEFORE_ASSOCIATION  # our own buffer once accepted (AE-7)
         self._receiver = core_rs.Receiver(
-            acceptor.shared.layout.spool, f"{os.getpid()}-{self.id}", config.max_pdu
+            acceptor.shared.layout.spool,
+            f"{os.getpid()}-{self.id}",
+            config.max_pdu,
+            # With "fsync", spools start their disk writes as the bytes land: the
+            # group commit's sync then waits for little (docs/decisions/0036).
+            write_behind=acceptor.shared.config.storage.durability == "fsync",
         )
         self._contexts: dict[int, AcceptedContext] = {}
         self._peer_max_pdu = 0

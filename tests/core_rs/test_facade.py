@@ -3,11 +3,15 @@ Rust header parser agrees with pydicom on every public test file."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 from pathlib import Path
 
 import blake3
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.tag import Tag
 
 import core_rs
@@ -108,3 +112,49 @@ def test_key_attributes_agree_with_pydicom() -> None:
         sop = ours.get("SOPInstanceUID", b"").decode().rstrip("\0 ")
         assert sop == their_sop, f.path.name
     assert compared > 500
+
+
+_SYS_CACHESTAT = 451  # the same number on every Linux architecture
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+def _dirty_pages(path: Path) -> tuple[int, int]:
+    """(dirty, cached) pages of `path` in the page cache, by Linux's cachestat(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    whole = (ctypes.c_uint64 * 2)(0, 0)  # offset 0, length 0: the whole file
+    stat = _CacheStat()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syscall(_SYS_CACHESTAT, fd, whole, ctypes.byref(stat), 0) != 0:
+            error = ctypes.get_errno()
+            if error == errno.ENOSYS:
+                pytest.skip("this kernel has no cachestat(2) (Linux >= 6.5)")
+            raise OSError(error, os.strerror(error), str(path))
+    finally:
+        os.close(fd)
+    return stat.dirty, stat.cache
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_write_behind_sends_spool_bytes_to_the_disk_as_they_land(
+    write_behind: bool, tmp_path: Path
+) -> None:
+    """Durability "fsync" spools start their disk writes as every MiB lands, so the
+    group commit's sync waits for little (decision 0036); without it the pages stay
+    dirty until the OS's writeback, ~30 s later."""
+    upload = core_rs.Part10Upload(tmp_path / "spool", "TEST", write_behind)
+    upload.write(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    for _ in range(16):
+        upload.write(os.urandom(512 * 1024))
+    dirty, cached = _dirty_pages(tmp_path / "spool")
+    assert cached >= 2048  # 8 MiB of 4 KiB pages; at most the last 1 MiB unsent
+    if write_behind:
+        assert dirty < cached // 4, (dirty, cached)
+    else:
+        assert dirty > cached // 2, (dirty, cached)
