@@ -10,7 +10,9 @@ One command measures, in one run on one machine:
 - large objects: the same two scenarios at 4 and 16 associations on a second mix with
   most bytes in 5-70 MB CR, DX and MG objects, pacs-edge against DCMTK, with its own
   raw ceiling;
-- latency: 16 associations of 0.5 MB CT slices paced at a fixed rate, not saturated;
+- latency: 16 associations of 0.5 MB CT slices paced at a fixed rate, not saturated,
+  first against DCMTK storescp --ignore (answers, stores nothing): the floor the
+  client and the DICOM exchange set before any SCP's own work;
 - memory: 16 associations each sending a distinct ~210 MB multi-frame object.
 
 Report ratios, not absolutes: the machine is shared and noisy, so only figures from
@@ -34,6 +36,7 @@ from pathlib import Path
 from bench import limits, loadgen, plots, results
 from bench.corpus import BIG, FULL, LARGE_FULL, LARGE_QUICK, QUICK, Corpus, build
 from bench.peers import (
+    DcmtkDiscarding,
     DcmtkStorescp,
     Meter,
     Orthanc,
@@ -45,6 +48,7 @@ from bench.peers import (
 
 LATENCY_RATE = 100.0  # objects/s of 0.5 MB over 16 associations: ~12x a 4,000-study/day peak
 DURABLE_RAW = "write+fdatasync+rename+dir fsync"  # fsync mode's ceiling (issue 18)
+DISCARDING = "C-STORE round trip, nothing stored"  # the latency scenario's exchange alone
 MIXES = ("CT-heavy", "large")
 
 
@@ -144,6 +148,22 @@ def send(
         client_cpu_s_per_gb=round(client_cpu / gb, 2),
         latencies_ms=[round(x, 3) for x in latencies],
     )
+
+
+def _discarding_floor(
+    workdir: Path, ct: Corpus, paced: list[loadgen.Stream], seconds: float
+) -> limits.Floor:
+    """The latency scenario against an SCP that answers every object and stores
+    none: what the client and the DICOM exchange cost before any SCP's own work."""
+    peer = DcmtkDiscarding(workdir)
+    peer.start()
+    try:
+        run = send(peer, ct, len(paced), "loadgen", paced, seconds, "latency")
+    finally:
+        peer.stop()
+    if run.stored:  # then it did an SCP's work, and its latency is no floor
+        raise RuntimeError(f"{peer.name} stored {run.stored} objects")
+    return limits.Floor(DISCARDING, run.p50_ms, run.p99_ms)
 
 
 Make = Callable[[Path], Peer]  # a peer, fresh, in this folder
@@ -290,6 +310,13 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
     lines += [f"floor for one 0.5 MB object: {f.name} p99 {f.p99_ms} ms" for f in floors]
     # Issue 18: p99 at a fixed rate within 1.5x one durable write of the same size.
     floor = next((f.p99_ms for f in floors if f.name == "write+fdatasync"), None)
+    exchange = next((f.p99_ms for f in floors if f.name == DISCARDING), None)
+    if floor and exchange:  # what the same goal would give an SCP that stores nothing
+        lines.append(
+            f"16 assoc, {LATENCY_RATE:g} CT objects/s: an SCP that stores nothing "
+            f"({DcmtkDiscarding.name}) p99 {exchange} ms = {exchange / floor:.2f}x the "
+            "write+fdatasync floor: the client and the DICOM exchange alone"
+        )
     for run in runs:
         if run.scenario == "latency" and run.peer.startswith("pacs-edge"):
             line = f"16 assoc, {LATENCY_RATE:g} CT objects/s: {run.peer} p99 {run.p99_ms} ms"
@@ -403,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             loadgen.Stream(f"CT{n:02d}", ct.items, LATENCY_RATE / 16, True, True, 300, n / 16)
             for n in range(16)
         ]
+        floors.append(_discarding_floor(workdir, ct, paced, latency_seconds))
+        print(f"  latency floor: {DISCARDING} p99 {floors[-1].p99_ms} ms", flush=True)
         for label, make in peers:
             if label.startswith("pynetdicom"):
                 continue  # refuses more than 10 associations

@@ -354,6 +354,18 @@ class DcmtkStorescp(Peer):
         return _count_files(self.workdir / "out")
 
 
+class DcmtkDiscarding(DcmtkStorescp):
+    """storescp --ignore: receives every object and answers Success, stores nothing.
+    Not a peer to compare with: the latency the client and the DICOM exchange cost
+    alone, a floor no SCP can beat with the same client (`bench.ingest`)."""
+
+    name = "DCMTK storescp --ignore"
+
+    def command(self) -> list[str]:
+        storescp, *rest = super().command()
+        return [storescp, "--ignore", *rest]
+
+
 class PynetdicomStorescp(Peer):
     name = "pynetdicom storescp"
 

@@ -115,6 +115,16 @@ def test_regional_rates_follow_the_study_mix(tiny: corpus.Corpus) -> None:
     assert by_modality["CT"] == pytest.approx(4000 * ct_share * ct_objects * 3 / 86400)
 
 
+def test_the_discarding_floor_is_a_real_exchange_that_stores_nothing(
+    tiny: corpus.Corpus, tmp_path: Path
+) -> None:
+    paced = [loadgen.Stream("CT01", tiny.items, rate=50, repeat=True, fresh_uids=True)]
+    # Raises if the SCP kept any object (then it would not be a floor).
+    floor = ingest._discarding_floor(tmp_path / "peer", tiny, paced, 1.0)
+    assert floor.name == ingest.DISCARDING
+    assert 0 < floor.p50_ms <= floor.p99_ms  # answered: nan when every send failed
+
+
 def test_raw_limits_and_floors_are_measured(tiny: corpus.Corpus, tmp_path: Path) -> None:
     assert limits.loopback(tiny, 2).mb_per_s > 0
     assert limits.write_fdatasync(tiny, 2, tmp_path / "w").mb_per_s > 0
@@ -146,10 +156,15 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
     runs.append(_run("pacs-edge (fsync)", 16, "latency", [1.0, 2.0]))
     runs[-1].p99_ms = 7.0
     found = [limits.Limit(ingest.DURABLE_RAW, 4, 50.0, "large")]
-    lines = ingest.goals(runs, found, [limits.Floor("write+fdatasync", 2.0, 4.0)])
+    floors = [limits.Floor("write+fdatasync", 2.0, 4.0), limits.Floor(ingest.DISCARDING, 1, 5.0)]
+    lines = ingest.goals(runs, found, floors)
     assert (
         "16 assoc, 100 CT objects/s: pacs-edge (fsync) p99 7.0 ms = 1.75x the "
         "write+fdatasync floor (goal <= 1.5: NOT met)"
+    ) in lines
+    assert (
+        "16 assoc, 100 CT objects/s: an SCP that stores nothing (DCMTK storescp --ignore) "
+        "p99 5.0 ms = 1.25x the write+fdatasync floor: the client and the DICOM exchange alone"
     ) in lines
     assert any(
         line.startswith("CT-heavy,  4 assoc, load generator: pacs-edge (os) 1.30x")
