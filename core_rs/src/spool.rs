@@ -126,11 +126,53 @@ fn start_writeback(file: &File, start: u64, len: u64) {
     let _ = (file, start, len);
 }
 
+/// BLAKE3 fed in whole, aligned 16 KiB runs. The bytes arrive as PDV pieces of any
+/// length (16,372 from DCMTK's default PDU), and BLAKE3 hashes a piece that starts
+/// or ends inside a run in small subtrees, with less of its 16-way SIMD in use:
+/// measured here on 0.5 MB, pieces of 16,378 bytes hashed at 2.5 GB/s and of
+/// 131,066 at 5.3, against 5.6 and 6.2 through this (decision 37).
+#[derive(Debug, Default)]
+struct AlignedHasher {
+    hasher: blake3::Hasher,
+    /// The start of the next run, copied while it is shorter than `HASH_RUN`.
+    run: Vec<u8>,
+}
+
+/// 16 BLAKE3 chunks of 1 KiB: one pass of its widest (AVX-512) kernel.
+const HASH_RUN: usize = 16 * 1024;
+
+impl AlignedHasher {
+    fn update(&mut self, mut data: &[u8]) {
+        if !self.run.is_empty() {
+            let take = (HASH_RUN - self.run.len()).min(data.len());
+            self.run.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.run.len() < HASH_RUN {
+                return;
+            }
+            self.hasher.update(&self.run);
+            self.run.clear();
+        }
+        let whole = data.len() - data.len() % HASH_RUN;
+        self.hasher.update(&data[..whole]); // aligned: straight from the piece
+        if whole < data.len() {
+            self.run.reserve_exact(HASH_RUN);
+            self.run.extend_from_slice(&data[whole..]);
+        }
+    }
+
+    fn finalize(&mut self) -> blake3::Hash {
+        self.hasher.update(&self.run);
+        self.run.clear();
+        self.hasher.finalize()
+    }
+}
+
 #[derive(Debug)]
 pub struct SpoolWriter {
     path: PathBuf,
     file: Option<Coalesced>,
-    hasher: blake3::Hasher,
+    hasher: AlignedHasher,
     head: HeadParser,
     meta_len: u64,
     dataset_len: u64,
@@ -159,7 +201,7 @@ impl SpoolWriter {
         let mut writer = Self {
             path,
             file: None,
-            hasher: blake3::Hasher::new(),
+            hasher: AlignedHasher::default(),
             head: HeadParser::new(syntax),
             meta_len: meta.len() as u64,
             dataset_len: 0,
@@ -473,6 +515,44 @@ mod tests {
             assert!(fs::read(&stored.path).unwrap() == expected);
             fs::remove_file(&stored.path).unwrap();
         }
+    }
+
+    #[test]
+    fn the_aligned_hasher_agrees_with_blake3_whatever_the_pieces() {
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let expected = blake3::hash(&data);
+        let runs = [
+            1,
+            1023,
+            HASH_RUN - 1,
+            HASH_RUN,
+            HASH_RUN + 1,
+            16_372,
+            131_066,
+            200_000,
+        ];
+        for piece in runs {
+            let mut hasher = AlignedHasher::default();
+            for c in data.chunks(piece) {
+                hasher.update(c);
+            }
+            assert_eq!(hasher.finalize(), expected, "pieces of {piece}");
+        }
+        // Mixed lengths, as PDVs of different PDUs and a last short one arrive.
+        let mut hasher = AlignedHasher::default();
+        let mut rest = &data[..];
+        for n in [10, 70_000, 3, 16_384, 50_000, 1].iter().cycle() {
+            let n = (*n).min(rest.len());
+            hasher.update(&rest[..n]);
+            rest = &rest[n..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(hasher.finalize(), expected);
+        assert_eq!(AlignedHasher::default().finalize(), blake3::hash(b""));
     }
 
     #[test]
