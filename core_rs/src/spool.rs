@@ -8,8 +8,9 @@
 //! Durability "fsync" does not sync per object: the group committer makes a whole
 //! batch's files and renames durable with one `sync_filesystem` before its index
 //! commit (docs/decisions/0031). With `write_behind` the spool starts the disk
-//! writes of every MiB as it lands, and of the rest at `finish`, so that sync finds
-//! the data on its way and waits only for what is left (docs/decisions/0036).
+//! writes of every MiB as it lands, and of the rest when `finish` keeps the file, so
+//! that sync finds the data on its way and waits only for what is left
+//! (docs/decisions/0036).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, IoSlice, Read, Write};
@@ -60,11 +61,20 @@ impl Coalesced {
     }
 
     /// `len` more bytes are in the page cache. With `write_behind`, start writing
-    /// them to the disk, without waiting, once a stride has gathered (or `last`).
-    fn wrote(&mut self, len: usize, last: bool) {
+    /// them to the disk, without waiting, once a stride has gathered.
+    fn wrote(&mut self, len: usize) {
         self.written += len as u64;
+        if self.written - self.unsent >= WRITE_BEHIND_STRIDE {
+            self.send_rest();
+        }
+    }
+
+    /// With `write_behind`, start the disk writes of what no stride has sent yet:
+    /// at the end of a file that is kept (not of a message read back and deleted,
+    /// nor of a duplicate, which would only be written to be removed).
+    fn send_rest(&mut self) {
         let gathered = self.written - self.unsent;
-        if self.write_behind && gathered > 0 && (last || gathered >= WRITE_BEHIND_STRIDE) {
+        if self.write_behind && gathered > 0 {
             start_writeback(&self.file, self.unsent, gathered);
             self.unsent = self.written;
         }
@@ -88,15 +98,16 @@ impl Coalesced {
             }
         }
         self.pending.clear();
-        self.wrote(total, false);
+        self.wrote(total);
         Ok(())
     }
 
-    /// Everything written; the file, to sync or close.
-    fn into_file(mut self) -> std::io::Result<File> {
+    /// Everything buffered handed to the kernel.
+    fn flush(&mut self) -> std::io::Result<()> {
         self.file.write_all(&self.pending)?;
-        self.wrote(self.pending.len(), true);
-        Ok(self.file)
+        self.wrote(self.pending.len());
+        self.pending.clear();
+        Ok(())
     }
 }
 
@@ -251,20 +262,23 @@ impl SpoolWriter {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        let Some(file) = self.file.take() else {
+        let Some(mut file) = self.file.take() else {
             return Err(CoreError::Io(std::io::Error::other(
                 "spool file was not opened",
             )));
         };
-        let file = file.into_file()?;
-        if durable {
-            file.sync_data()?;
-        }
-        drop(file);
+        file.flush()?;
         let hash = self.hasher.finalize().to_hex().to_string();
         let folder = objects_dir.join(&hash[..2]);
         let dest = folder.join(&hash);
         let existed = dest.exists();
+        if !existed {
+            file.send_rest();
+        }
+        if durable {
+            file.file.sync_data()?;
+        }
+        drop(file);
         if existed {
             fs::remove_file(&self.path)?;
             if durable {
@@ -310,8 +324,8 @@ impl SpoolWriter {
                 self.dataset_len
             )));
         }
-        if let Some(file) = self.file.take() {
-            file.into_file()?;
+        if let Some(mut file) = self.file.take() {
+            file.flush()?;
         }
         let mut file = File::open(&self.path)?;
         let mut skipped =

@@ -136,7 +136,7 @@ class Association(asyncio.BufferedProtocol):
             config.max_pdu,
             # With "fsync", spools start their disk writes as the bytes land: the
             # group commit's sync then waits for little (docs/decisions/0036).
-            write_behind=acceptor.shared.config.storage.durability == "fsync",
+            write_behind=acceptor.shared.config.durable,
         )
         self._contexts: dict[int, AcceptedContext] = {}
         self._peer_max_pdu = 0

@@ -75,8 +75,8 @@ class Stow:
 
         def begin() -> None:
             path = self._shared.layout.spool / f"{os.getpid()}-stow-{uuid.uuid4().hex}"
-            write_behind = self._shared.config.storage.durability == "fsync"
-            current[:] = [_Part(core_rs.Part10Upload(path, CALLING_AE, write_behind))]
+            upload = core_rs.Part10Upload(path, CALLING_AE, self._shared.config.durable)
+            current[:] = [_Part(upload)]
 
         def header_field(data: bytes, start: int, end: int) -> None:
             current[0].header[0] += data[start:end]
