@@ -26,7 +26,6 @@ import argparse
 import os
 import resource
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 from bench import results
 from bench.corpus import Corpus, Mix, build
 from bench.peers import DcmtkStorescp, PacsEdge, free_port, spread
+from bench.scratch import scratch
 
 SENDERS = (
     "pacs-edge forwarder",
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     passes: list[Pass] = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+    with scratch("pacs-edge-bench-") as tmp:
         levels = [] if args.only_wan else [int(x) for x in args.associations.split(",")]
         if levels:
             print("warm-up pass (not measured) ...", flush=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from bench.peers import (
     PynetdicomStorescp,
     spread,
 )
+from bench.scratch import scratch
 
 LATENCY_RATE = 100.0  # objects/s of 0.5 MB over 16 associations: ~12x a 4,000-study/day peak
 DURABLE_RAW = "write+fdatasync+rename+dir fsync"  # fsync mode's ceiling (issue 18)
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs: list[Run] = []
     found: list[limits.Limit] = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+    with scratch("pacs-edge-bench-") as tmp:
         workdir = Path(tmp) / "peer"
         # As many samples as the latency scenario takes: a p99 of 200 is its 2nd worst,
         # and one slow flush of this VM moved the floor between 1.2 and 2.8 ms.

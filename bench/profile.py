@@ -31,13 +31,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bench.corpus import FULL, LARGE_FULL, QUICK, build
 from bench.ingest import send
 from bench.peers import PacsEdge
+from bench.scratch import scratch
 
 FREQUENCY = 1999  # Hz; odd, so it does not beat with 1 kHz timers
 GOAL_PYTHON_US = 60.0
@@ -202,7 +202,7 @@ def _median_of_passes(
 ) -> dict[str, float]:
     """Run `one` pass `args.passes` times, each printed; print and return the medians."""
     passes = []
-    with tempfile.TemporaryDirectory(prefix=f"pacs-edge-{tool}-", dir=Path.cwd()) as tmp:
+    with scratch(f"pacs-edge-{tool}-") as tmp:
         for n in range(args.passes):
             passes.append(one(Path(tmp), args.corpus, args.client, args.associations))
             print(f"pass {n + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in passes[-1].items()))

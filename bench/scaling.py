@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from bench import results
 from bench.corpus import Mix, build
 from bench.ingest import Make, Run, dealt, measure
 from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge
+from bench.scratch import scratch
 
 
 def lineup() -> list[tuple[str, Make]]:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+    with scratch("pacs-edge-bench-") as tmp:
         print("warm-up pass (not measured) ...", flush=True)
         for label, make in peers:
             measure(label, make, Path(tmp) / "peer", 1, dealt(corpus, 4))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 from bench import loadgen, results
 from bench.corpus import QUICK, build
 from bench.peers import DcmtkStorescp, PacsEdge, free_port, tree_kb
+from bench.scratch import scratch
 
 
 @dataclass
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     ticks: list[Tick] = []
-    with tempfile.TemporaryDirectory(prefix="pacs-edge-bench-", dir=Path.cwd()) as tmp:
+    with scratch("pacs-edge-bench-") as tmp:
         archive = DcmtkStorescp(Path(tmp) / "archive")
         archive.start()
         config = Path(tmp) / "edge.toml"

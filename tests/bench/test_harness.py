@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from bench import corpus, ingest, limits, loadgen, plots, soak
+from bench import corpus, ingest, limits, loadgen, plots, scratch, soak
 from bench.ingest import Run
 from bench.peers import free_port
 from tests.support.process import EngineProcess, launch, wait_until
@@ -143,6 +143,27 @@ def _run(peer: str, n: int, scenario: str, latencies: list[float]) -> Run:
         peer, n, 1.0, 100.0 * n, 10.0, 3.0, 50.0, 2.0, 1.0, 10, 10, scenario,
         latencies_ms=latencies,
     )  # fmt: skip
+
+
+def test_the_scratch_folder_spreads_each_pass_over_block_groups(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bench's passes must not create their files where the pass before deleted
+    thousands (bench/scratch.py): ext4's top-directory flag, read back by lsattr."""
+    monkeypatch.chdir(tmp_path)
+    with scratch.scratch("t-") as folder:
+        assert folder.parent == tmp_path  # on the disk under test, not a tmpfs /tmp
+        shown = subprocess.run(
+            ["lsattr", "-d", str(folder)], capture_output=True, text=True, check=False
+        )
+        if shown.returncode != 0:
+            pytest.skip(f"not an ext2/3/4 folder here: {shown.stderr.strip()}")
+        letters = shown.stdout.split()[0]
+        assert "T" in letters, letters
+        assert scratch.flags(folder) & scratch.TOPDIR
+        plain = folder / "plain"
+        plain.mkdir()
+        assert not scratch.flags(plain) & scratch.TOPDIR  # the flag is not inherited
 
 
 def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
