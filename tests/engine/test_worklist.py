@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -398,3 +399,21 @@ def test_two_sources_orthanc_worklist_plugin_and_gb18030(
         assert str(liu.PatientName) == "Liu^Yang=刘^洋"
     finally:
         orthanc.stop()
+
+
+def test_the_pinyin_dictionaries_load_only_when_a_name_needs_them() -> None:
+    """pypinyin takes ~53 MB in each process that imports it: a site that never asks
+    for pinyin must not carry it (the bench's memory goal is 150 MB in all)."""
+    script = (
+        "import sys, engine.cli, engine.worklist.names as names\n"
+        "assert 'pypinyin' not in sys.modules, 'loaded at start-up'\n"
+        "assert names.pinyin_name('Wang^Fang=王^芳') == 'Wang^Fang'\n"
+        "assert 'pypinyin' not in sys.modules, 'loaded for a name with a Latin group'\n"
+        "print(names.pinyin_name('张^小明'))\n"
+        "assert 'pypinyin' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ZHANG^XIAOMING"
