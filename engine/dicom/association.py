@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import core_rs
 from engine.dicom import negotiation as neg
 from engine.dicom.client import Payload, PeerUnavailable, frames
-from engine.dicom.fsm import Event, State, next_step
+from engine.dicom.fsm import Action, Event, State, next_step
 from engine.dicom.negotiation import AcceptedContext, AssociationRequest, MalformedRequest
 from engine.dicom.proxy_protocol import (
     ClientAddress,
@@ -58,6 +58,9 @@ C_STORE_RQ, C_ECHO_RQ, C_CANCEL_RQ, N_EVENT_REPORT_RQ = 0x0001, 0x0030, 0x0FFF, 
 C_FIND_RQ, C_MOVE_RQ, C_GET_RQ, C_STORE_RSP = 0x0020, 0x0021, 0x0010, 0x8001
 N_SET_RQ, N_CREATE_RQ = 0x0120, 0x0140
 _MAX_REPORT = 16 * 2**20  # event information of a commitment report, read into memory
+# Each PS3.8 action's method (`_ae6`, `_dt1`, ...), named once, not per event.
+_ACTIONS = {action: f"_{action.name.lower()}" for action in Action}
+
 _CONTROL_EVENTS = {
     0x01: Event.Evt6,
     0x02: Event.Evt3,
@@ -366,11 +369,17 @@ class Association(asyncio.BufferedProtocol):
 
     def _handle(self, event: Event, **info: Any) -> None:
         action, next_state = next_step(self.state, event)
-        log.debug(
-            "[%s] %s %s: %s -> %s", self, event.name, action.name, self.state.name, next_state.name
-        )
+        if log.isEnabledFor(logging.DEBUG):  # three events per object: no formatting
+            log.debug(
+                "[%s] %s %s: %s -> %s",
+                self,
+                event.name,
+                action.name,
+                self.state.name,
+                next_state.name,
+            )
         self.state = next_state
-        getattr(self, f"_{action.name.lower()}")(**info)
+        getattr(self, _ACTIONS[action])(**info)
 
     def _on_control(self, pdu: core_rs.ControlPdu) -> None:
         event = _CONTROL_EVENTS[pdu.pdu_type]

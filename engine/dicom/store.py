@@ -93,7 +93,7 @@ class StoreService:
     def __init__(self, shared: Shared, io_pool: Executor, router: Router) -> None:
         self._shared = shared  # its config, read at each use: a reload swaps it
         self._audit = shared.audit
-        self._layout = shared.layout
+        self._objects = str(shared.layout.objects)  # per object: no Path to convert
         self._committer = shared.committer
         self._io_pool = io_pool
         self._extra_keywords: list[str] = []
@@ -152,7 +152,7 @@ class StoreService:
             # A flush and a rename, on the loop: cheaper than the hop to a thread. With
             # durability "fsync" the group committer syncs the batch's files before it
             # indexes them (docs/decisions/0031), so no object syncs on its own.
-            stored = spool.finish(self._layout.objects, False)
+            stored = spool.finish(self._objects, False)
         except core_rs.OutOfSpaceError:
             log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
             return StoreResult(OUT_OF_RESOURCES, "edge disk is full")
@@ -237,9 +237,7 @@ class StoreService:
                 ),
             )
         try:
-            outcome = await self._committer.submit(
-                instance, targets, Path(stored.path), stored.existed
-            )
+            outcome = await self._committer.submit(instance, targets, stored.path, stored.existed)
         except IndexUnavailable as exc:
             if not stored.existed:  # written by us, never indexed: take it back
                 await asyncio.get_running_loop().run_in_executor(

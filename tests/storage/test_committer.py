@@ -31,7 +31,7 @@ def test_os_mode_commits_one_batch_per_loop_iteration(tmp_path: Path) -> None:
         committer.on_jobs = lambda jobs: queued.append((jobs, threading.current_thread()))
         committer.start()
         try:
-            path = layout.object_path(f"{0:064x}")
+            path = str(layout.object_path(f"{0:064x}"))
             first = await asyncio.gather(
                 *(committer.submit(instance(f"1.2.3.{n}"), target, path, False) for n in range(5))
             )
@@ -69,7 +69,7 @@ def test_fsync_mode_indexes_only_what_the_filesystem_sync_made_durable(
         committer = GroupCommitter(index, layout, "replace", sync_files=True)
         committer.start()
         try:
-            path = layout.object_path(f"{0:064x}")
+            path = str(layout.object_path(f"{0:064x}"))
             submitted = (
                 committer.submit(instance(f"1.2.3.{n}"), [], path, False) for n in range(3)
             )
