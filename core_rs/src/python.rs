@@ -15,7 +15,7 @@ use std::time::Duration;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::associate::{self, ContextResult, ExtendedNegotiation, RoleSelection};
 use crate::codec;
@@ -262,6 +262,28 @@ impl From<StoredObject> for PyStoredObject {
             attributes: named(s.attributes),
             parse_problem: s.parse_problem,
         }
+    }
+}
+
+#[pymethods]
+impl PyStoredObject {
+    /// The attributes as text, keyword -> value without PS3.5's NUL and space
+    /// padding, when every value is ASCII (the common subset of every character
+    /// set); None when one is not, and `attributes` must be decoded with the
+    /// object's Specific Character Set. Per object, this spares Python a dict, an
+    /// ASCII test and a decode of each value.
+    #[getter]
+    fn text<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if !self.attributes.iter().all(|(_, value)| value.is_ascii()) {
+            return Ok(None);
+        }
+        let text = PyDict::new(py);
+        for (keyword, value) in &self.attributes {
+            // ASCII, so UTF-8: the conversion cannot fail.
+            let value = std::str::from_utf8(value).unwrap_or_default();
+            text.set_item(keyword, value.trim_matches(['\0', ' ']))?;
+        }
+        Ok(Some(text))
     }
 }
 

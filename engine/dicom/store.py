@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -56,12 +55,13 @@ def _destinations(targets: list[Target] | Recalled) -> tuple[str, ...]:
     return () if isinstance(targets, Recalled) else tuple(t.destination for t in targets)
 
 
-def _decode_attributes(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+def _decode_attributes(stored: core_rs.StoredObject) -> dict[str, str]:
     """Key attribute bytes to text, honouring (0008,0005) Specific Character Set."""
-    values = dict(raw)
-    if all(value.isascii() for value in values.values()):
+    text = stored.text
+    if text is not None:
         # The common case, and every character set's ASCII subset: skip pydicom.
-        return {name: value.decode("ascii").strip("\x00 ") for name, value in values.items()}
+        return text
+    values = dict(stored.attributes)
     charset = values.get("SpecificCharacterSet", b"").decode("ascii", "replace")
     terms = [term.strip() for term in charset.split("\\")] if charset.strip() else ["ISO_IR 6"]
     with warnings.catch_warnings(record=True) as caught:
@@ -161,7 +161,7 @@ class StoreService:
             return StoreResult(OUT_OF_RESOURCES, "edge storage error")
         if stored.parse_problem:
             log.warning("%s: stored as sent, but %s", sop_instance_uid, stored.parse_problem)
-        attrs = _decode_attributes(stored.attributes)
+        attrs = _decode_attributes(stored)
         if attrs.get("SOPInstanceUID", sop_instance_uid) != sop_instance_uid:
             log.warning(
                 "%s: the dataset says SOP Instance UID %s; indexed under the command's UID",

@@ -158,3 +158,32 @@ def test_write_behind_sends_spool_bytes_to_the_disk_as_they_land(
         assert dirty < cached // 4, (dirty, cached)
     else:
         assert dirty > cached // 2, (dirty, cached)
+
+
+@pytest.mark.parametrize("name", ["Doe^John", "Wang^Fang=王^芳"])
+def test_stored_objects_give_their_attributes_as_text_when_ascii(name: str, tmp_path: Path) -> None:
+    """`text` spares Python the decoding of ASCII values (every character set's
+    common subset); any other value leaves it to the Specific Character Set."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = name
+    ds.StudyDescription = "HEAD "  # PS3.5 pads to an even length with a space
+    source = tmp_path / "in.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    objects = tmp_path / "objects"
+    for byte in range(256):
+        (objects / f"{byte:02x}").mkdir(parents=True)
+    upload = core_rs.Part10Upload(tmp_path / "spool", "TEST")
+    upload.write(source.read_bytes())
+    spool, *_ = upload.finish()
+    stored = spool.finish(objects, False)
+    raw = dict(stored.attributes)
+    assert raw["PatientName"].rstrip(b" ") == name.encode()  # as sent, padded
+    if name.isascii():
+        assert stored.text is not None
+        assert stored.text["PatientName"] == name
+        assert stored.text["StudyDescription"] == "HEAD"
+        assert stored.text["SOPInstanceUID"] == ds.SOPInstanceUID
+        assert stored.text.keys() == raw.keys()
+    else:
+        assert stored.text is None
