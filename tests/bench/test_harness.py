@@ -174,6 +174,9 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
             runs[-1].mb_per_s, runs[-1].mix = mb_s, mix
         runs.append(_run("DCMTK storescp --fork", 4, "throughput", []))
         runs[-1].mb_per_s, runs[-1].mix = 100.0, mix
+    for peer, mb_s, cpu in (("pacs-edge (os)", 110.0, 0.7), ("DCMTK storescp --fork", 100.0, 1.0)):
+        runs.append(_run(peer, 4, "small PDUs", []))  # storescu --max-send-pdu 16384
+        runs[-1].mb_per_s, runs[-1].cpu_s_per_gb = mb_s, cpu
     runs.append(_run("pacs-edge (fsync)", 16, "latency", [1.0, 2.0]))
     runs[-1].p99_ms = 7.0
     found = [limits.Limit(ingest.DURABLE_RAW, 4, 50.0, "large")]
@@ -197,6 +200,10 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
         and "NOT met" in line
         for line in lines
     ), lines
+    assert (
+        "CT-heavy,  4 assoc, storescu, 16 KiB PDUs: pacs-edge (os) 1.10x DCMTK storescp MB/s "
+        "(goal >= 1.2: NOT met), 0.70x its CPU-s/GB (goal <= 0.8: met)"
+    ) in lines
     # fsync mode against the large mix's own raw ceiling; the CT-heavy one has none here
     assert [line for line in lines if "raw" in line] == [
         f"large,  4 assoc: pacs-edge (fsync) 0.90x raw {ingest.DURABLE_RAW} (goal >= 0.9: met); "
