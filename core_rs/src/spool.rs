@@ -271,12 +271,12 @@ impl SpoolWriter {
         let hash = self.hasher.finalize().to_hex().to_string();
         let folder = objects_dir.join(&hash[..2]);
         let dest = folder.join(&hash);
-        let existed = dest.exists();
+        if durable {
+            file.file.sync_data()?; // before the name in objects/ points at the bytes
+        }
+        let existed = !rename_if_absent(&self.path, &dest)?;
         if !existed {
             file.send_rest();
-        }
-        if durable {
-            file.file.sync_data()?;
         }
         drop(file);
         if existed {
@@ -288,12 +288,9 @@ impl SpoolWriter {
                 File::open(&dest)?.sync_data()?;
                 File::open(&folder)?.sync_all()?;
             }
-        } else {
-            fs::rename(&self.path, &dest)?;
-            if durable {
-                // The rename itself must reach the disk before the index points at it.
-                File::open(&folder)?.sync_all()?;
-            }
+        } else if durable {
+            // The rename itself must reach the disk before the index points at it.
+            File::open(&folder)?.sync_all()?;
         }
         // Moved or removed: nothing for Drop to clean up (saves a failing unlink per object).
         self.path = PathBuf::new();
@@ -409,6 +406,45 @@ impl Part10Upload {
     }
 }
 
+/// Move `from` to `to` unless `to` exists: false (and nothing moved) when it does.
+/// One `renameat2(RENAME_NOREPLACE)` where a `stat` of `to` and a `rename` took two
+/// syscalls per object, with no window between them; filesystems without the flag
+/// get the two.
+fn rename_if_absent(from: &Path, to: &Path) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let source = CString::new(from.as_os_str().as_bytes())?;
+        let target = CString::new(to.as_os_str().as_bytes())?;
+        // SAFETY: both paths are NUL-terminated strings that live across the call,
+        // which only reads them; AT_FDCWD resolves them as `fs::rename` would.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EEXIST) => return Ok(false),
+            Some(libc::EINVAL | libc::ENOSYS) => {} // no RENAME_NOREPLACE here
+            _ => return Err(err),
+        }
+    }
+    if to.exists() {
+        return Ok(false);
+    }
+    fs::rename(from, to)?;
+    Ok(true)
+}
+
 /// BLAKE3 of a file's bytes from `offset` on: re-checks a stored object's dataset.
 pub fn hash_file(path: &Path, offset: u64) -> Result<String> {
     let mut file = File::open(path)?;
@@ -486,6 +522,20 @@ mod tests {
         assert_eq!(fs::read(&stored[0].path).unwrap().len(), 100_004);
         assert_eq!(hash_file(&stored[0].path, 4).unwrap(), stored[0].hash);
         assert!(!dir.join("s0").exists() && !dir.join("s1").exists());
+    }
+
+    #[test]
+    fn a_rename_never_replaces_what_is_there() {
+        let dir = tempdir("noreplace");
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        fs::write(&a, b"first").unwrap();
+        fs::write(&b, b"second").unwrap();
+        assert!(!rename_if_absent(&b, &a).unwrap());
+        assert_eq!(fs::read(&a).unwrap(), b"first");
+        assert!(b.exists());
+        assert!(rename_if_absent(&b, &c).unwrap());
+        assert_eq!(fs::read(&c).unwrap(), b"second");
+        assert!(!b.exists());
     }
 
     #[test]
