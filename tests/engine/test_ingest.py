@@ -4,11 +4,11 @@ with the dataset exactly as sent."""
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
-import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -21,6 +21,7 @@ from engine.dicom.negotiation import TRANSFER_SYNTAXES
 from tests.support.corpus import SourceFile, make_series, public_corpus
 from tests.support.dcmtk import dcmdump_ok, propose_flag, storescu
 from tests.support.process import AE_TITLE, EngineProcess
+from tests.support.pynet import store_series
 
 pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes unchanged
 # pydicom's test files are odd on purpose: the SENDING side warns while reading them.
@@ -207,32 +208,24 @@ def test_index_survives_restart(engine: EngineProcess, tmp_path: Path) -> None:
     assert all(engine.instance(f.sop_instance_uid) for f in files)
 
 
-def test_pynetdicom_parallel_threads(engine: EngineProcess, tmp_path: Path) -> None:
-    """16 pynetdicom associations at once, each storing its own series."""
+def test_pynetdicom_parallel_associations(engine: EngineProcess, tmp_path: Path) -> None:
+    """16 pynetdicom associations at once, each storing its own series from a client
+    process of its own (tests/support/pynet.py says why not 16 threads)."""
     series = [make_series(tmp_path / f"p{i}", 5, "MR_small.dcm") for i in range(16)]
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def run(files: list[SourceFile]) -> None:
-        ae = AE(ae_title="PYNET")
-        ae.add_requested_context(files[0].sop_class_uid, [files[0].transfer_syntax_uid])
-        assoc = ae.associate("127.0.0.1", engine.port, ae_title=AE_TITLE)
-        if not assoc.is_established:
-            with lock:
-                failures.append("association refused")
-            return
-        for f in files:
-            status = assoc.send_c_store(f.path).get("Status", -1)
-            if status != 0:
-                with lock:
-                    failures.append(f"{f.path}: {status}")
-        assoc.release()
-
-    threads = [threading.Thread(target=run, args=(files,)) for files in series]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    first = series[0][0]
+    with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sent = [
+            pool.submit(
+                store_series,
+                engine.port,
+                AE_TITLE,
+                first.sop_class_uid,
+                first.transfer_syntax_uid,
+                [str(f.path) for f in files],
+            )
+            for files in series
+        ]
+        failures = [failure for future in sent for failure in future.result(timeout=120)]
     assert not failures
     assert engine.status()["instances"] == 16 * 5
 
