@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,8 +49,19 @@ def test_a_killed_worker_restarts_and_loses_nothing(
     # 200 objects an association: ~3 s of ingest, a window wide enough to see both
     # workers busy (30 took 0.4 s, and the poll could miss it).
     series = [make_series(tmp_path / f"s{i}", 200) for i in range(8)]
-    by_path = {str(f.path): f for files in series for f in files}
     procs = [storescu(node.port, files, f"CT{i}") for i, files in enumerate(series)]
+    # The kernel deals connections to the workers' listening sockets by a hash of
+    # their addresses: all 8 can land on one worker (1 in 128; seen in CI). Then more
+    # associations, one at a time and at most 8, until the other worker holds one.
+    settle = time.monotonic() + 10
+    while len(series) < 16 and sum(1 for n in worker_pids(node).values() if n) < 2:
+        if time.monotonic() < settle:
+            time.sleep(0.2)
+            continue
+        series.append(make_series(tmp_path / f"s{len(series)}", 200))
+        procs.append(storescu(node.port, series[-1], f"CT{len(series) - 1}"))
+        settle = time.monotonic() + 2
+    by_path = {str(f.path): f for files in series for f in files}
     wait_until(
         lambda: node.status()["instances"] >= 40 and all(worker_pids(node).values()),
         120,
