@@ -57,6 +57,8 @@ MIXES = ("CT-heavy", "large")
 SMALL_PDU = 16384
 # How each client's passes are labelled: the scenario its rows are tabled under.
 _SCENARIOS = {"loadgen": "throughput", "storescu": "calibration", "storescu-16k": "small PDUs"}
+# The storescu clients, and the cap each puts on the PDUs it sends (0: the SCP's limit).
+_STORESCU_PDU = {"storescu": 0, "storescu-16k": SMALL_PDU}
 
 
 @dataclass
@@ -92,10 +94,8 @@ def _storescu(peer: Peer, corpus: Corpus, associations: int, max_send_pdu: int =
 
     def command(i: int) -> list[str]:
         aet = f"MOD{i:02d}"
-        return [
-            *("storescu", "-R", *limit, "-aec", peer.called_ae, "-aet", aet),
-            *("127.0.0.1", str(peer.port)),
-        ]
+        ends = ["-aec", peer.called_ae, "-aet", aet, "127.0.0.1", str(peer.port)]
+        return ["storescu", "-R", *limit, *ends]
 
     for output in spread(command, corpus.files, associations):
         print(f"  {peer.name}: storescu failed:\n{output}")
@@ -127,8 +127,8 @@ def send(
     split_before = peer.meter.cpu_split()
     stored_before = peer.stored()
     started = time.perf_counter()
-    if client in ("storescu", "storescu-16k"):
-        _storescu(peer, corpus, associations, SMALL_PDU if client == "storescu-16k" else 0)
+    if client in _STORESCU_PDU:
+        _storescu(peer, corpus, associations, _STORESCU_PDU[client])
         latencies, client_cpu = [], 0.0  # no per-object times; its CPU is not ours to count
         size, objects = corpus.bytes, len(corpus.files)
     else:
@@ -439,10 +439,10 @@ def main(argv: list[str] | None = None) -> int:
                 if label.startswith(("DCMTK", "pacs-edge")):
                     runs.append(measure(label, make, workdir, repeat, dealt(corpus, n, "storescu")))
                     _show(runs[-1])
-        for n in (x for x in (4,) if x in concurrency):  # the PDU size many modalities send
+        if 4 in concurrency:  # the PDU size many modalities send
             for label, make in peers:
                 if label.startswith(("DCMTK", "pacs-edge")):
-                    one_pass = dealt(corpus, n, "storescu-16k")
+                    one_pass = dealt(corpus, 4, "storescu-16k")
                     runs.append(measure(label, make, workdir, repeat, one_pass))
                     _show(runs[-1])
         for n in (x for x in (4, 16) if x in concurrency):  # issue 18's second mix

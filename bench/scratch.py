@@ -29,14 +29,17 @@ _SETFLAGS = 0x40086602
 TOPDIR = 0x00020000
 
 
+def _flags_of(fd: int) -> int:
+    return int(struct.unpack("i", fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0)))[0])
+
+
 def flags(folder: Path) -> int:
     """The folder's inode flags (lsattr's letters, as bits)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        raw = fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0))
+        return _flags_of(fd)
     finally:
         os.close(fd)
-    return int(struct.unpack("i", raw)[0])
 
 
 def spread(folder: Path) -> str:
@@ -44,8 +47,7 @@ def spread(folder: Path) -> str:
     (another filesystem than ext2/3/4, or no permission): the bench still runs."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        current = struct.unpack("i", fcntl.ioctl(fd, _GETFLAGS, struct.pack("i", 0)))[0]
-        fcntl.ioctl(fd, _SETFLAGS, struct.pack("i", current | TOPDIR))
+        fcntl.ioctl(fd, _SETFLAGS, struct.pack("i", _flags_of(fd) | TOPDIR))
     except OSError as exc:
         return f"{exc.strerror or exc}"
     finally:
