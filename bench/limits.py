@@ -21,7 +21,6 @@ Threads are enough: the GIL is released in every send, recv, write and fdatasync
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.corpus import Corpus
+from bench.scratch import discard
 
 _CHUNK = 1 << 20
 
@@ -114,7 +114,7 @@ def write_fdatasync(
                     os.close(fd)
 
     seconds = _parallel([threading.Thread(target=write, args=(n,)) for n in range(writers)])
-    shutil.rmtree(folder)
+    discard(folder)
     folder.mkdir()
     name = "write+fdatasync+rename+dir fsync" if rename else "write+fdatasync"
     return Limit(name, writers, round(corpus.bytes / seconds / 1e6, 1), mix)
@@ -170,6 +170,5 @@ def latency_floors(
             out.flush()
             os.fdatasync(out.fileno())
         writes.append(time.perf_counter() - started)
-    for k in range(count):
-        (folder / f"floor-{k}").unlink()
+    discard(folder)
     return [_floor("loopback round trip", trips), _floor("write+fdatasync", writes)]

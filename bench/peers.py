@@ -8,7 +8,6 @@ import contextlib
 import ctypes
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 import psutil
 
 from bench import balancer
+from bench.scratch import discard
 from engine.ops.client import OpsClient
 
 AE_TITLE = "PACS_EDGE"
@@ -209,7 +209,7 @@ class Peer(ABC):
         return {**os.environ, "TCP_NODELAY": "1"}
 
     def start(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        discard(self.workdir)
         self.workdir.mkdir(parents=True)
         self.prepare()
         self.meter = Meter(type(self).__name__.lower())
@@ -255,7 +255,7 @@ class Peer(ABC):
         self.proc = None
         if self.meter is not None:
             self.meter.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        discard(self.workdir)
 
 
 def _count_files(folder: Path) -> int:

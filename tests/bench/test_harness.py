@@ -166,6 +166,25 @@ def test_the_scratch_folder_spreads_each_pass_over_block_groups(
         assert not scratch.flags(plain) & scratch.TOPDIR  # the flag is not inherited
 
 
+def test_a_discarded_pass_keeps_its_inodes_until_the_bench_ends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Deleting a pass's files would leave recently deleted inodes for the next pass's
+    file creations to skip (bench/scratch.py): its files are emptied, not removed."""
+    monkeypatch.chdir(tmp_path)
+    with scratch.scratch("t-") as folder:
+        peer = folder / "peer"
+        (peer / "objects").mkdir(parents=True)
+        (peer / "objects" / "a.dcm").write_bytes(b"x" * 100_000)
+        inode = (peer / "objects" / "a.dcm").stat().st_ino
+        scratch.discard(peer)
+        assert not peer.exists()  # the next pass makes a fresh one
+        (kept,) = folder.glob("peer.discarded-*/objects/a.dcm")
+        assert (kept.stat().st_ino, kept.stat().st_size) == (inode, 0)
+        scratch.discard(peer)  # nothing there: nothing to do
+    assert not list(tmp_path.iterdir())  # the scratch folder deletes it all at the end
+
+
 def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
     runs = []
     for mix, edge_mb_s in (("CT-heavy", 130.0), ("large", 90.0)):
