@@ -9,9 +9,11 @@ loop), a third of the engine's CPU, and as much again for DCMTK, in whatever ord
 the passes happened to run. So nothing is deleted while the bench measures: a
 pass's folder is `discard`ed (its files emptied, which frees their blocks but not
 their inodes, and the folder moved aside), and the scratch folder is deleted whole
-when the bench ends. The scratch folder also carries ext4's "top directory" flag
-(chattr +T), so each pass's folder lands in a block group of ext4's choosing, as
-folders at the root do, away from where earlier runs deleted theirs.
+when the bench ends. What an earlier run deleted is forgotten at the start: ext4
+only skips an inode whose inode-table block is still in the buffer cache, so the
+scratch folder drops the clean page cache (as root) before the first pass. It also
+carries ext4's "top directory" flag (chattr +T), so each pass's folder lands in a
+block group of ext4's choosing, as folders at the root do.
 See docs/decisions/0038.
 """
 
@@ -76,13 +78,28 @@ def discard(folder: Path) -> None:
     folder.rename(folder.with_name(f"{folder.name}.discarded-{next(_discarded)}"))
 
 
+def forget_deletions() -> str:
+    """Write everything out and drop the clean page cache, inode-table blocks with
+    the dates of recent deletions among it; "" once done, else why not (not root)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 @contextlib.contextmanager
-def scratch(prefix: str) -> Iterator[Path]:
+def scratch(prefix: str, forget: bool = True) -> Iterator[Path]:
     """A temporary folder in the working directory (on the disk under test, not a
-    tmpfs), spread across block groups where the filesystem allows; says which."""
+    tmpfs), spread across block groups where the filesystem allows; says which.
+    `forget`: first drop the page cache, and with it earlier runs' deletions."""
     with tempfile.TemporaryDirectory(prefix=prefix, dir=Path.cwd()) as tmp:
         folder = Path(tmp)
         why = spread(folder)
         where = "spread over block groups (ext4 +T)" if not why else f"not spread ({why})"
+        if forget:
+            why = forget_deletions()
+            where += "; page cache dropped" if not why else f"; page cache kept ({why})"
         print(f"scratch folder {folder.name}: {where}", flush=True)
         yield folder

@@ -151,7 +151,7 @@ def test_the_scratch_folder_spreads_each_pass_over_block_groups(
     """The bench's passes must not create their files where the pass before deleted
     thousands (bench/scratch.py): ext4's top-directory flag, read back by lsattr."""
     monkeypatch.chdir(tmp_path)
-    with scratch.scratch("t-") as folder:
+    with scratch.scratch("t-", forget=False) as folder:
         assert folder.parent == tmp_path  # on the disk under test, not a tmpfs /tmp
         shown = subprocess.run(
             ["lsattr", "-d", str(folder)], capture_output=True, text=True, check=False
@@ -172,7 +172,7 @@ def test_a_discarded_pass_keeps_its_inodes_until_the_bench_ends(
     """Deleting a pass's files would leave recently deleted inodes for the next pass's
     file creations to skip (bench/scratch.py): its files are emptied, not removed."""
     monkeypatch.chdir(tmp_path)
-    with scratch.scratch("t-") as folder:
+    with scratch.scratch("t-", forget=False) as folder:
         peer = folder / "peer"
         (peer / "objects").mkdir(parents=True)
         (peer / "objects" / "a.dcm").write_bytes(b"x" * 100_000)
