@@ -308,9 +308,13 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
                     ratio = edge.mb_per_s / dcmtk.mb_per_s
                     line = (
                         f"{mix}, {n:>2} assoc, {client}: pacs-edge ({mode}) {ratio:.2f}x DCMTK "
-                        f"storescp MB/s (goal >= 1.2: {verdict(ratio >= 1.2)})"
+                        "storescp MB/s"
                     )
-                    if mode == "os" and dcmtk.cpu_s_per_gb:
+                    if mode == "fsync":  # its goal is the raw durable ceiling, below
+                        lines.append(f"{line} (no goal: DCMTK makes nothing durable)")
+                        continue
+                    line += f" (goal >= 1.2: {verdict(ratio >= 1.2)})"
+                    if dcmtk.cpu_s_per_gb:
                         cpu = edge.cpu_s_per_gb / dcmtk.cpu_s_per_gb
                         line += f", {cpu:.2f}x its CPU-s/GB (goal <= 0.8: {verdict(cpu <= 0.8)})"
                     lines.append(line)
@@ -322,8 +326,12 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
                     f"{mix}, {n:>2} assoc: pacs-edge (fsync) {ratio:.2f}x raw {DURABLE_RAW} "
                     f"(goal >= 0.9: {verdict(ratio >= 0.9)})"
                 )
-                if os_mode:  # what durability costs the engine itself, network included
-                    line += f"; {fsync.mb_per_s / os_mode.mb_per_s:.2f}x its own os mode"
+                if os_mode:  # what durability costs the engine itself, network included,
+                    # and how near the ceiling the engine gets when it syncs nothing at all
+                    line += (
+                        f"; {fsync.mb_per_s / os_mode.mb_per_s:.2f}x its own os mode, which "
+                        f"is at {os_mode.mb_per_s / raw.mb_per_s:.2f}x the ceiling"
+                    )
                 lines.append(line)
     lines += [f"floor for one 0.5 MB object: {f.name} p99 {f.p99_ms} ms" for f in floors]
     # Issue 18: p99 at a fixed rate within 1.5x one durable write of the same size.
