@@ -1,19 +1,19 @@
 """The bench's scratch folder, where every pass's server keeps its files.
 
-Each pass gets a fresh folder inside it and deletes it after. On ext4 without a
-journal (this machine's root filesystem, and some edge servers'), creating a file
-skips every free inode of the block group that was deleted in the last 1-6 minutes,
-one buffer-cache lookup each: a pass that creates its files where the pass before
-deleted thousands paid 180-230 µs per file instead of 7 (python3 -c of os.open in a
-loop), a third of the engine's CPU, and as much again for DCMTK, in whatever order
-the passes happened to run. So nothing is deleted while the bench measures: a
-pass's folder is `discard`ed (its files emptied, which frees their blocks but not
-their inodes, and the folder moved aside), and the scratch folder is deleted whole
-when the bench ends. What an earlier run deleted is forgotten at the start: ext4
-only skips an inode whose inode-table block is still in the buffer cache, so the
-scratch folder drops the clean page cache (as root) before the first pass. It also
-carries ext4's "top directory" flag (chattr +T), so each pass's folder lands in a
-block group of ext4's choosing, as folders at the root do.
+Each pass gets a fresh folder inside it. On ext4 without a journal (this machine's
+root filesystem, and some edge servers'), creating a file skips every free inode of
+the block group that was deleted in the last 1-6 minutes, one buffer-cache lookup
+each: a pass that creates its files where the pass before deleted thousands paid
+180-230 µs per file instead of 7 (python3 -c of os.open in a loop), a third of the
+engine's CPU, and as much again for DCMTK, in whatever order the passes happened to
+run. So nothing is deleted while the bench measures: a pass's folder is `discard`ed
+(its files emptied, which frees their blocks but not their inodes, and the folder
+moved aside), and the scratch folder is deleted whole when the bench ends. What an
+earlier run deleted is forgotten at the start: ext4 only skips an inode whose
+inode-table block is still in the buffer cache, so the scratch folder drops the clean page
+cache (as root) before the first pass. It also carries ext4's "top directory" flag
+(chattr +T), so each pass's folder lands in a block group of ext4's choosing, as
+folders at the root do.
 See docs/decisions/0038.
 """
 
@@ -99,7 +99,7 @@ def scratch(prefix: str, forget: bool = True) -> Iterator[Path]:
         why = spread(folder)
         where = "spread over block groups (ext4 +T)" if not why else f"not spread ({why})"
         if forget:
-            why = forget_deletions()
-            where += "; page cache dropped" if not why else f"; page cache kept ({why})"
+            kept = forget_deletions()
+            where += "; page cache dropped" if not kept else f"; page cache kept ({kept})"
         print(f"scratch folder {folder.name}: {where}", flush=True)
         yield folder
