@@ -38,6 +38,9 @@ class IndexUnavailable(Exception):
     """The index could not take the record (map full, disk error): answer 0xA700."""
 
 
+_VANISHED = "object file vanished before indexing; send again"
+
+
 @dataclass
 class CommitStats:
     batches: int = 0
@@ -54,7 +57,7 @@ class CommitStats:
         }
 
 
-@dataclass
+@dataclass(eq=False)  # one submission: equal only to itself
 class _Pending:
     instance: Instance
     targets: list[Target] | Recalled
@@ -64,7 +67,7 @@ class _Pending:
     loop: asyncio.AbstractEventLoop = field(repr=False)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Settling:
     """The forwarder's record of what destinations answered."""
 
@@ -176,13 +179,20 @@ class GroupCommitter:
         self, batch: list[_Pending | _Settling], here: asyncio.AbstractEventLoop | None
     ) -> None:
         """`here`: the loop running on this thread, if any (its futures settle directly)."""
-        settling = [item for item in batch if isinstance(item, _Settling)]
-        pending = [item for item in batch if isinstance(item, _Pending)]
-        # An identical object found on disk may have been deleted since, by a
-        # "replace" of the instance that owned it: then it is not indexed.
-        ready = [p for p in pending if not p.deduplicated or os.path.exists(p.path)]
-        vanished = IndexUnavailable("object file vanished before indexing; send again")
-        _resolve_all(here, [(lost, vanished) for lost in pending if lost not in ready])
+        settling: list[_Settling] = []
+        ready: list[_Pending] = []
+        lost: list[_Result] = []
+        for item in batch:
+            if isinstance(item, _Settling):
+                settling.append(item)
+            # An identical object found on disk may have been deleted since, by a
+            # "replace" of the instance that owned it: then it is not indexed.
+            elif item.deduplicated and not os.path.exists(item.path):
+                lost.append((item, IndexUnavailable(_VANISHED)))
+            else:
+                ready.append(item)
+        if lost:
+            _resolve_all(here, lost)
         if ready and self._sync_files:
             ready = self._sync(ready)
         try:

@@ -23,7 +23,6 @@ into that same transaction.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -100,7 +99,7 @@ class Instance:
 
     @classmethod
     def decode(cls, raw: bytes) -> Instance:
-        fields = json.loads(raw)
+        fields = orjson.loads(raw)
         fields["destinations"] = tuple(fields.get("destinations", ()))
         return cls(**fields)
 
@@ -123,6 +122,10 @@ class Totals:
 
 TIERS = ("hot", "warm", "central")
 LOCAL_TIERS = ("hot", "warm")
+# Each tier's two counters in `totals`: (instances, bytes), keys built once.
+_TIER_COUNTERS = {
+    tier: (f"tier:{tier}:objects".encode(), f"tier:{tier}:bytes".encode()) for tier in TIERS
+}
 _SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist, 3 the catalog
 _SCHEMA_NOW = 3
 
@@ -294,13 +297,13 @@ class Index:
             "from": instance.tier,
             "to": tier,
         }
-        txn.put(_MOVE, json.dumps(move).encode(), db=self._moves)
+        txn.put(_MOVE, orjson.dumps(move), db=self._moves)
 
     def tier_move(self) -> dict[str, str] | None:
         """The last tier move journalled: {"sop", "hash", "from", "to"}, or None."""
         with self._env.begin(db=self._moves) as txn:
             raw = txn.get(_MOVE)
-        return None if raw is None else dict(json.loads(bytes(raw)))
+        return None if raw is None else dict(orjson.loads(raw))
 
     def end_tier_move(self) -> None:
         with self._env.begin(write=True, db=self._moves) as txn:
@@ -339,11 +342,8 @@ class Index:
         """Per tier: (instances, bytes on this node; for "central", dataset bytes)."""
         with self._env.begin(db=self._totals) as txn:
             return {
-                tier: (
-                    self._count(txn, f"tier:{tier}:objects".encode()),
-                    self._count(txn, f"tier:{tier}:bytes".encode()),
-                )
-                for tier in TIERS
+                tier: (self._count(txn, objects), self._count(txn, size))
+                for tier, (objects, size) in _TIER_COUNTERS.items()
             }
 
     def totals(self) -> Totals:
@@ -502,8 +502,9 @@ class Index:
             else:
                 txn.delete(_age_key(instance), db=self._by_age)
         size = instance.local_length if instance.tier != "central" else instance.dataset_length
-        self._bump(txn, self._totals, f"tier:{instance.tier}:objects".encode(), sign)
-        self._bump(txn, self._totals, f"tier:{instance.tier}:bytes".encode(), sign * size)
+        objects, size_key = _TIER_COUNTERS[instance.tier]
+        self._bump(txn, self._totals, objects, sign)
+        self._bump(txn, self._totals, size_key, sign * size)
 
     def _account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """Add (sign=+1) or remove (-1) an instance from every count it is part of."""

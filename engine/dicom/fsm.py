@@ -11,7 +11,14 @@ from __future__ import annotations
 import enum
 
 
-class State(enum.Enum):
+class _Named(enum.Enum):
+    """Members hash by identity, in C: Enum's own __hash__ is Python code (hash of the
+    name), and every event looks up its step and action by member, three per object."""
+
+    __hash__ = object.__hash__
+
+
+class State(_Named):
     Sta1 = "Idle"
     Sta2 = "Transport connection open (awaiting A-ASSOCIATE-RQ PDU)"
     Sta3 = "Awaiting local A-ASSOCIATE response primitive"
@@ -20,7 +27,7 @@ class State(enum.Enum):
     Sta13 = "Awaiting transport connection close indication"
 
 
-class Event(enum.Enum):
+class Event(_Named):
     Evt3 = "A-ASSOCIATE-AC PDU received"
     Evt4 = "A-ASSOCIATE-RJ PDU received"
     Evt5 = "Transport connection indication"
@@ -39,7 +46,7 @@ class Event(enum.Enum):
     Evt19 = "Unrecognized or invalid PDU received"
 
 
-class Action(enum.Enum):
+class Action(_Named):
     AE5 = "AE-5: issue transport connection response, start ARTIM"
     AE6 = "AE-6: stop ARTIM, issue A-ASSOCIATE indication"
     AE7 = "AE-7: send A-ASSOCIATE-AC PDU"
