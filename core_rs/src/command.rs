@@ -42,6 +42,17 @@ impl Command {
     pub fn has_dataset(&self) -> bool {
         self.data_set_type != NO_DATASET
     }
+
+    /// The SOP class the request is about: Affected, or Requested for the
+    /// N-services that name their object that way (N-SET).
+    #[must_use]
+    pub fn sop_class_uid(&self) -> &str {
+        if self.affected_sop_class_uid.is_empty() {
+            &self.requested_sop_class_uid
+        } else {
+            &self.affected_sop_class_uid
+        }
+    }
 }
 
 fn us(tag: u32, value: &[u8]) -> Result<u16> {

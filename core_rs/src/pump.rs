@@ -270,7 +270,7 @@ fn readable(fd: RawFd) -> std::io::Result<bool> {
 mod tests {
     use super::*;
     use crate::pdu::{encode_message, Limits};
-    use crate::receiver::tests::store_rq;
+    use crate::receiver::tests::{context, store_rq, SC_IMAGE};
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
@@ -306,7 +306,7 @@ mod tests {
 
     fn receiver(dir: &std::path::Path) -> Receiver {
         let mut rx = Receiver::new(Limits::default(), dir.to_path_buf(), "p".into());
-        rx.establish("CT1", &[(1, "1.2.840.10008.1.2.1".into())]);
+        rx.establish("CT1", &[(1, context(SC_IMAGE, "1.2.840.10008.1.2.1"))]);
         rx
     }
 

@@ -24,7 +24,7 @@ use crate::dataset::{self, Syntax};
 use crate::error::CoreError;
 use crate::pdu::Limits;
 use crate::pump::{Completions, Ended, Pump};
-use crate::receiver::{Receiver, RxEvent};
+use crate::receiver::{Context, Receiver, RxEvent};
 use crate::spool::{self, Part10Upload, SpoolWriter, StoredObject};
 use crate::warm;
 
@@ -332,7 +332,18 @@ impl PyReceiver {
         }
     }
 
-    fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String)>) -> PyResult<()> {
+    /// `contexts`: (ID, abstract syntax UID, transfer syntax UID) of each accepted one.
+    fn establish(&mut self, calling_ae: &str, contexts: Vec<(u8, String, String)>) -> PyResult<()> {
+        let contexts: Vec<(u8, Context)> = contexts
+            .into_iter()
+            .map(|(id, abstract_syntax, transfer_syntax)| {
+                let context = Context {
+                    abstract_syntax,
+                    transfer_syntax,
+                };
+                (id, context)
+            })
+            .collect();
         self.receiver()?.establish(calling_ae, &contexts);
         Ok(())
     }

@@ -34,9 +34,23 @@ struct Incoming {
     spool: Option<Box<SpoolWriter>>,
 }
 
+/// An accepted presentation context: what may be sent on it, and how it is encoded.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+}
+
+#[derive(Debug, Clone)]
+struct Accepted {
+    abstract_syntax: String,
+    ts_uid: String,
+    syntax: Syntax,
+}
+
 #[derive(Debug)]
 struct Assembler {
-    contexts: Vec<Option<(String, Syntax)>>,
+    contexts: Vec<Option<Accepted>>,
     established: bool,
     spool_dir: PathBuf,
     spool_prefix: String,
@@ -89,14 +103,17 @@ impl Receiver {
         self
     }
 
-    /// The association is accepted: P-DATA may flow on these contexts
-    /// (context ID, accepted transfer syntax UID).
-    pub fn establish(&mut self, calling_ae: &str, contexts: &[(u8, String)]) {
+    /// The association is accepted: P-DATA may flow on these contexts, by ID.
+    pub fn establish(&mut self, calling_ae: &str, contexts: &[(u8, Context)]) {
         let asm = &mut self.assembler;
         calling_ae.trim().clone_into(&mut asm.calling_ae);
         asm.contexts = vec![None; 256];
-        for (id, ts) in contexts {
-            asm.contexts[usize::from(*id)] = Some((ts.clone(), Syntax::from_uid(ts)));
+        for (id, context) in contexts {
+            asm.contexts[usize::from(*id)] = Some(Accepted {
+                abstract_syntax: context.abstract_syntax.clone(),
+                ts_uid: context.transfer_syntax.clone(),
+                syntax: Syntax::from_uid(&context.transfer_syntax),
+            });
         }
         asm.established = true;
     }
@@ -144,6 +161,18 @@ impl Receiver {
 }
 
 impl Assembler {
+    fn context(&self, context_id: u8) -> Result<&Accepted> {
+        self.contexts
+            .get(usize::from(context_id))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                CoreError::protocol(
+                    abort_reason::INVALID_PDU_PARAMETER,
+                    format!("PDV for presentation context {context_id}, which was not accepted"),
+                )
+            })
+    }
+
     fn on_pdv(
         &mut self,
         context_id: u8,
@@ -157,17 +186,7 @@ impl Assembler {
                 "P-DATA-TF before the association was accepted".into(),
             ));
         }
-        let Some((ts_uid, syntax)) = self
-            .contexts
-            .get(usize::from(context_id))
-            .cloned()
-            .flatten()
-        else {
-            return Err(CoreError::protocol(
-                abort_reason::INVALID_PDU_PARAMETER,
-                format!("PDV for presentation context {context_id}, which was not accepted"),
-            ));
-        };
+        self.context(context_id)?;
         if !is_command {
             return self.on_dataset(context_id, complete, data, events);
         }
@@ -196,9 +215,12 @@ impl Assembler {
         self.command_context = None;
         let command = command::decode(&bytes)?;
         if command.has_dataset() {
+            let accepted = self.context(context_id)?.clone();
             // Objects, the storage commitment reports the forwarder waits for,
             // Query/Retrieve identifiers and MPPS messages; any other dataset is
-            // consumed and dropped (the command gets "unrecognized").
+            // consumed and dropped (the command gets "unrecognized"). So is one
+            // whose SOP class is not its context's (0x0122): refused before
+            // anything of it is written.
             let spooled = matches!(
                 command.command_field,
                 C_STORE_RQ
@@ -208,8 +230,9 @@ impl Assembler {
                     | C_GET_RQ
                     | N_CREATE_RQ
                     | N_SET_RQ
-            );
-            let spool = spooled.then(|| Box::new(self.open_spool(&command, &ts_uid, syntax)));
+            ) && command.sop_class_uid() == accepted.abstract_syntax;
+            let spool = spooled
+                .then(|| Box::new(self.open_spool(&command, &accepted.ts_uid, accepted.syntax)));
             self.dataset = Some(Incoming { context_id, spool });
         }
         events.push(RxEvent::Command {
@@ -272,13 +295,23 @@ pub(crate) mod tests {
     use crate::command::{encode_response, Response};
     use crate::pdu::encode_message;
 
+    /// Secondary Capture, the SOP class of `store_rq`.
+    pub(crate) const SC_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+    pub(crate) fn context(abstract_syntax: &str, transfer_syntax: &str) -> Context {
+        Context {
+            abstract_syntax: abstract_syntax.into(),
+            transfer_syntax: transfer_syntax.into(),
+        }
+    }
+
     pub(crate) fn store_rq() -> Vec<u8> {
         // A C-STORE-RQ command set, built with the response encoder's element writer
         // semantics: command field 0x0001, dataset present (0x0000).
         let mut rq = encode_response(&Response {
             command_field: C_STORE_RQ,
             message_id_being_responded_to: 1,
-            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.7",
+            affected_sop_class_uid: SC_IMAGE,
             affected_sop_instance_uid: "1.2.3.4",
             status: 0,
             error_comment: "",
@@ -295,7 +328,7 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("core_rs-rx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
-        rx.establish("CT1", &[(1, "1.2.840.10008.1.2.1".into())]);
+        rx.establish("CT1", &[(1, context(SC_IMAGE, "1.2.840.10008.1.2.1"))]);
         let mut wire = encode_message(1, true, &store_rq(), 0);
         wire.extend(encode_message(1, false, &[9u8; 5000], 1024));
         let mut events = Vec::new();
@@ -314,6 +347,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_store_on_another_sop_class_context_is_consumed_not_spooled() {
+        let dir = std::env::temp_dir().join(format!("core_rs-rx-sc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
+        let mr_image = "1.2.840.10008.5.1.4.1.1.4";
+        rx.establish("CT1", &[(1, context(mr_image, "1.2.840.10008.1.2.1"))]);
+        let mut wire = encode_message(1, true, &store_rq(), 0);
+        wire.extend(encode_message(1, false, &[9u8; 5000], 1024));
+        let mut events = Vec::new();
+        for chunk in wire.chunks(777) {
+            events.extend(rx.feed(chunk).unwrap());
+            // Nothing of it is ever on disk, not even while it arrives.
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        }
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            events.pop().unwrap(),
+            RxEvent::Dataset { spool: None, .. }
+        ));
+        assert!(rx.at_boundary());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn pdata_before_association_and_unknown_context_are_protocol_errors() {
         let dir = std::env::temp_dir();
         let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
@@ -323,7 +380,7 @@ pub(crate) mod tests {
             Err(CoreError::Protocol { reason: 2, .. })
         ));
         let mut rx = Receiver::new(Limits::default(), dir, "t".into());
-        rx.establish("X", &[(3, "1.2.840.10008.1.2".into())]);
+        rx.establish("X", &[(3, context(SC_IMAGE, "1.2.840.10008.1.2"))]);
         assert!(matches!(
             rx.feed(&wire),
             Err(CoreError::Protocol { reason: 6, .. })

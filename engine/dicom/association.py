@@ -467,7 +467,8 @@ class Association(asyncio.BufferedProtocol):
             if cx.abstract_syntax in storage_scp
         }
         self._receiver.establish(
-            request.calling_ae, [(cx.context_id, cx.transfer_syntax) for cx in accepted]
+            request.calling_ae,
+            [(cx.context_id, cx.abstract_syntax, cx.transfer_syntax) for cx in accepted],
         )
         # One PDU header plus our max PDU per read keeps syscalls few and memory flat.
         self._view = memoryview(bytearray(self._shared.config.dicom.max_pdu + 1024))
@@ -600,19 +601,18 @@ class Association(asyncio.BufferedProtocol):
         command = self._awaiting_dataset.pop(received.context_id)
         field = command.command_field
         spool = received.spool
-        if spool is None:
-            self.respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
-            return
         context = self._contexts[received.context_id]
         sop_class = command.affected_sop_class_uid or command.requested_sop_class_uid
-        if sop_class != context.abstract_syntax:
-            spool.discard()
+        if sop_class != context.abstract_syntax:  # core_rs spooled none of it
             self.respond(
                 command,
                 field | 0x8000,
                 SOP_CLASS_NOT_SUPPORTED,
                 comment="SOP class differs from the presentation context",
             )
+            return
+        if spool is None:
+            self.respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
             return
         if field == C_FIND_RQ and context.abstract_syntax == neg.MWL_FIND:
             work = self._requests.worklist_find(command, context, spool)

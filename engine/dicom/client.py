@@ -166,7 +166,7 @@ class Requestor:
             writer.close()
             raise PeerUnavailable(f"{host}:{port} answered A-ASSOCIATE-RQ with PDU {pdu.pdu_type}")
         accepted, peer_max = _parse_accept(pdu.data, contexts)
-        receiver.establish(called_ae, [(cid, ts) for (_ab, ts), cid in accepted.items()])
+        receiver.establish(called_ae, [(cid, ab, ts) for (ab, ts), cid in accepted.items()])
         return cls(reader, writer, receiver, accepted, peer_max, response_timeout)
 
     async def store(
