@@ -348,10 +348,12 @@ def goals(runs: list[Run], found: list[limits.Limit], floors: list[limits.Floor]
             line = f"16 assoc, {LATENCY_RATE:g} CT objects/s: {run.peer} p99 {run.p99_ms} ms"
             if floor:
                 ratio = run.p99_ms / floor
-                line += (
-                    f" = {ratio:.2f}x the write+fdatasync floor "
-                    f"(goal <= 1.5: {verdict(ratio <= 1.5)})"
-                )
+                line += f" = {ratio:.2f}x the write+fdatasync floor "
+                # Issue 18 sets this goal for "fsync" mode; "os" makes nothing durable.
+                if run.peer == "pacs-edge (fsync)":
+                    line += f"(goal <= 1.5: {verdict(ratio <= 1.5)})"
+                else:
+                    line += "(no goal: it makes nothing durable)"
             lines.append(line)
         if run.scenario == "memory" and run.peer.startswith("pacs-edge"):
             lines.append(
