@@ -323,14 +323,25 @@ pub(crate) mod tests {
         rq
     }
 
-    #[test]
-    fn streams_a_store_into_a_spool() {
-        let dir = std::env::temp_dir().join(format!("core_rs-rx-{}", std::process::id()));
+    /// A receiver established on context 1 (`abstract_syntax`, explicit VR little
+    /// endian) spooling into a fresh folder of its own, and the wire of one C-STORE
+    /// of `store_rq` with 5,000 dataset bytes on that context.
+    fn one_store(folder: &str, abstract_syntax: &str) -> (Receiver, PathBuf, Vec<u8>) {
+        let dir = std::env::temp_dir().join(format!("core_rs-rx-{folder}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
-        rx.establish("CT1", &[(1, context(SC_IMAGE, "1.2.840.10008.1.2.1"))]);
+        rx.establish(
+            "CT1",
+            &[(1, context(abstract_syntax, "1.2.840.10008.1.2.1"))],
+        );
         let mut wire = encode_message(1, true, &store_rq(), 0);
         wire.extend(encode_message(1, false, &[9u8; 5000], 1024));
+        (rx, dir, wire)
+    }
+
+    #[test]
+    fn streams_a_store_into_a_spool() {
+        let (mut rx, _dir, wire) = one_store("spool", SC_IMAGE);
         let mut events = Vec::new();
         for chunk in wire.chunks(777) {
             events.extend(rx.feed(chunk).unwrap());
@@ -348,13 +359,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_store_on_another_sop_class_context_is_consumed_not_spooled() {
-        let dir = std::env::temp_dir().join(format!("core_rs-rx-sc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
         let mr_image = "1.2.840.10008.5.1.4.1.1.4";
-        rx.establish("CT1", &[(1, context(mr_image, "1.2.840.10008.1.2.1"))]);
-        let mut wire = encode_message(1, true, &store_rq(), 0);
-        wire.extend(encode_message(1, false, &[9u8; 5000], 1024));
+        let (mut rx, dir, wire) = one_store("other-class", mr_image);
         let mut events = Vec::new();
         for chunk in wire.chunks(777) {
             events.extend(rx.feed(chunk).unwrap());
