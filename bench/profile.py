@@ -27,10 +27,14 @@ set-up is spread over its objects.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import select
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,12 +176,20 @@ def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> 
     peer = PacsEdge(workdir / "peer", "os")
     peer.start()
     data = workdir / "perf.data"
+    control, ack = workdir / "perf-control", workdir / "perf-ack"
+    for fifo in (control, ack):
+        fifo.unlink(missing_ok=True)
+        os.mkfifo(fifo)
+    # Started with its events off, and sent only once perf says they are on: a pump
+    # thread the engine starts while perf is still attaching would not be sampled.
+    record = ["perf", "record", "-q", "-F", str(FREQUENCY), "-p", str(peer.pid)]
     perf = subprocess.Popen(
-        ["perf", "record", "-q", "-F", str(FREQUENCY), "-p", str(peer.pid), "-o", str(data)],
+        [*record, "-o", str(data), "--delay=-1", f"--control=fifo:{control},{ack}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
+        _enable(perf, control, ack)
         run = send(peer, corpus, associations, client)
     finally:
         perf.send_signal(2)  # SIGINT: perf writes its file and exits
@@ -191,6 +203,36 @@ def one_pass(workdir: Path, corpus_mix: str, client: str, associations: int) -> 
     per_object["cgroup_cpu_s_per_gb"] = run.cpu_s_per_gb
     per_object["objects"] = objects
     return per_object
+
+
+def _enable(perf: subprocess.Popen[bytes], control: Path, ack: Path, timeout: float = 30) -> None:
+    """Turn perf's events on through its control FIFO and wait for its "ack"."""
+    deadline = time.monotonic() + timeout
+    reply = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:  # a FIFO opens for writing only once perf has opened it to read
+            try:
+                command = os.open(control, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO or perf.poll() is not None:
+                    raise RuntimeError(f"perf record did not start: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise RuntimeError("perf record did not open its control FIFO") from exc
+                time.sleep(0.02)
+        try:
+            os.write(command, b"enable\n")
+        finally:
+            os.close(command)
+        answer = b""
+        while b"ack" not in answer:
+            left = deadline - time.monotonic()
+            if left <= 0 or perf.poll() is not None:
+                raise RuntimeError("perf record did not acknowledge 'enable'")
+            if select.select([reply], [], [], left)[0]:
+                answer += os.read(reply, 64)
+    finally:
+        os.close(reply)
 
 
 Pass = Callable[[Path, str, str, int], dict[str, float]]
