@@ -195,9 +195,27 @@ def measure(label: str, make: Make, workdir: Path, repeat: int, one_pass: Pass) 
             peer.stop()
         run.peer = label
         runs.append(run)
-    # The median run by throughput, so one lucky or unlucky pass does not decide.
-    runs.sort(key=lambda r: r.mb_per_s)
-    return runs[len(runs) // 2]
+    return _median(runs)
+
+
+def _median(runs: list[Run]) -> Run:
+    """The median run by throughput, so one lucky or unlucky pass does not decide."""
+    return sorted(runs, key=lambda r: r.mb_per_s)[len(runs) // 2]
+
+
+def side_by_side(
+    peers: list[tuple[str, Make]], workdir: Path, repeat: int, one_pass: Pass
+) -> list[Run]:
+    """`repeat` rounds of one pass per peer, each on a fresh server, the order rotating
+    from round to round, then each peer's median pass, in the order given. Passes of
+    one peer back to back would meet the shared machine in a state of their own; in
+    alternation every peer meets the same drift."""
+    passes: dict[str, list[Run]] = {label: [] for label, _ in peers}
+    for round_ in range(repeat):
+        first = round_ % len(peers)
+        for label, make in peers[first:] + peers[:first]:
+            passes[label].append(measure(label, make, workdir, 1, one_pass))
+    return [_median(passes[label]) for label, _ in peers]
 
 
 def dealt(corpus: Corpus, n: int, client: str = "loadgen", mix: str = "CT-heavy") -> Pass:
@@ -440,28 +458,22 @@ def main(argv: list[str] | None = None) -> int:
         print("warm-up pass (not measured) ...", flush=True)
         for label, make in peers:
             measure(label, make, workdir, 1, dealt(corpus, 4))
-        for step, n in enumerate(concurrency):
-            for label, make in peers[step:] + peers[:step]:
-                runs.append(measure(label, make, workdir, repeat, dealt(corpus, n)))
-                _show(runs[-1])
+        # Every point's peers side by side, their passes alternating (side_by_side).
+        points = [
+            (peers[step:] + peers[:step], dealt(corpus, n)) for step, n in enumerate(concurrency)
+        ]
+        pair = [(label, make) for label, make in peers if label.startswith(("DCMTK", "pacs-edge"))]
         for n in (x for x in (4, 16) if x in concurrency):  # the client users have
-            for label, make in peers:
-                if label.startswith(("DCMTK", "pacs-edge")):
-                    runs.append(measure(label, make, workdir, repeat, dealt(corpus, n, "storescu")))
-                    _show(runs[-1])
+            points.append((pair, dealt(corpus, n, "storescu")))
         if 4 in concurrency:  # the PDU size many modalities send
-            for label, make in peers:
-                if label.startswith(("DCMTK", "pacs-edge")):
-                    one_pass = dealt(corpus, 4, "storescu-16k")
-                    runs.append(measure(label, make, workdir, repeat, one_pass))
-                    _show(runs[-1])
+            points.append((pair, dealt(corpus, 4, "storescu-16k")))
         for n in (x for x in (4, 16) if x in concurrency):  # issue 18's second mix
-            for label, make in peers:
-                if label.startswith(("DCMTK", "pacs-edge")):
-                    for client in ("loadgen", "storescu"):
-                        one_pass = dealt(large, n, client, "large")
-                        runs.append(measure(label, make, workdir, repeat, one_pass))
-                        _show(runs[-1])
+            for client in ("loadgen", "storescu"):
+                points.append((pair, dealt(large, n, client, "large")))
+        for among, one_pass in points:
+            for run in side_by_side(among, workdir, repeat, one_pass):
+                runs.append(run)
+                _show(run)
         ct = corpus.only("CT")
         paced = [
             loadgen.Stream(f"CT{n:02d}", ct.items, LATENCY_RATE / 16, True, True, 300, n / 16)

@@ -300,3 +300,34 @@ def test_callgrind_counts_self_instructions_per_group(tmp_path: Path) -> None:
         "ob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6\nfn=(3) memcpy\n* 40\n"
     )
     assert profile.instructions_by_group(dump) == {"python": 600, "core_rs": 9000, "libc": 40}
+
+
+class _Stand:
+    """Stands in for a server: what is tested is the order the harness runs passes in."""
+
+    def __init__(self, name: str, started: list[str]) -> None:
+        self.name, self.started = name, started
+
+    def start(self) -> None:
+        self.started.append(self.name)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_peers_of_a_point_alternate_pass_by_pass_and_keep_their_own_median(
+    tmp_path: Path,
+) -> None:
+    started: list[str] = []
+    speeds = {"A": iter([1.0, 5.0, 3.0]), "B": iter([9.0, 2.0, 4.0])}
+
+    def one_pass(peer: object) -> Run:
+        assert isinstance(peer, _Stand)
+        run = _run("?", 4, "throughput", [])
+        run.mb_per_s = next(speeds[peer.name])
+        return run
+
+    peers = [(name, lambda _dir, n=name: _Stand(n, started)) for name in ("A", "B")]
+    runs = ingest.side_by_side(peers, tmp_path, 3, one_pass)  # type: ignore[arg-type]
+    assert started == ["A", "B", "B", "A", "A", "B"]  # never one peer's passes in a row
+    assert [(r.peer, r.mb_per_s) for r in runs] == [("A", 3.0), ("B", 4.0)]
