@@ -41,10 +41,10 @@ pub struct Context {
     pub transfer_syntax: String,
 }
 
+/// A context as the assembler keeps it: with its transfer syntax parsed once.
 #[derive(Debug, Clone)]
 struct Accepted {
-    abstract_syntax: String,
-    ts_uid: String,
+    context: Context,
     syntax: Syntax,
 }
 
@@ -110,8 +110,7 @@ impl Receiver {
         asm.contexts = vec![None; 256];
         for (id, context) in contexts {
             asm.contexts[usize::from(*id)] = Some(Accepted {
-                abstract_syntax: context.abstract_syntax.clone(),
-                ts_uid: context.transfer_syntax.clone(),
+                context: context.clone(),
                 syntax: Syntax::from_uid(&context.transfer_syntax),
             });
         }
@@ -230,9 +229,11 @@ impl Assembler {
                     | C_GET_RQ
                     | N_CREATE_RQ
                     | N_SET_RQ
-            ) && command.sop_class_uid() == accepted.abstract_syntax;
-            let spool = spooled
-                .then(|| Box::new(self.open_spool(&command, &accepted.ts_uid, accepted.syntax)));
+            ) && command.sop_class_uid() == accepted.context.abstract_syntax;
+            let spool = spooled.then(|| {
+                let ts_uid = &accepted.context.transfer_syntax;
+                Box::new(self.open_spool(&command, ts_uid, accepted.syntax))
+            });
             self.dataset = Some(Incoming { context_id, spool });
         }
         events.push(RxEvent::Command {
