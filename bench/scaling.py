@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import results
 from bench.corpus import Mix, build
-from bench.ingest import Make, Run, dealt, measure
+from bench.ingest import Make, Run, dealt, measure, side_by_side
 from bench.peers import BalancedEdge, DcmtkStorescp, PacsEdge
 from bench.scratch import scratch
 
@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, make in peers:
             measure(label, make, Path(tmp) / "peer", 1, dealt(corpus, 4))
         for step, n in enumerate(levels):
-            for label, make in peers[step:] + peers[:step]:
-                run = measure(label, make, Path(tmp) / "peer", repeat, dealt(corpus, n))
+            among = peers[step:] + peers[:step]
+            for run in side_by_side(among, Path(tmp) / "peer", repeat, dealt(corpus, n)):
                 runs.append(run)
                 print(
-                    f"  {label:<42} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
+                    f"  {run.peer:<42} {n:>2} assoc  {run.mb_per_s:>7} MB/s  "
                     f"{run.objects_per_s:>7} obj/s  {run.cpu_s_per_gb:>6} CPU-s/GB  "
                     f"stored {run.stored}/{run.expected}",
                     flush=True,
