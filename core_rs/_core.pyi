@@ -130,6 +130,11 @@ class DatasetReceived:
     def context_id(self) -> int: ...
     @property
     def spool(self) -> SpoolFile | None: ...
+    @property
+    def status(self) -> int:
+        """0 with a spool. Without one, the DIMSE failure status its command gets:
+        0x0122 when its SOP class is not its context's, 0x0211 when no service here
+        takes a dataset with it."""
 
 @final
 class Receiver:

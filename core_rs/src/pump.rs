@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(announces_dataset(&events[0]));
         let RxEvent::Dataset {
-            spool: Some(spool), ..
+            spool: Ok(spool), ..
         } = &events[1]
         else {
             panic!()

@@ -134,6 +134,8 @@ pub struct PyControlPdu {
 pub struct PyDatasetReceived {
     context_id: u8,
     spool: Option<Py<PySpoolFile>>,
+    /// 0 with a spool; without, the failure status its command is answered with.
+    status: u16,
 }
 
 #[pyclass(module = "core_rs._core", name = "SpoolFile", frozen)]
@@ -519,19 +521,24 @@ fn event_to_py(py: Python<'_>, event: RxEvent) -> PyResult<Py<PyAny>> {
         )?
         .into_any(),
         RxEvent::Dataset { context_id, spool } => {
-            let spool = spool
-                .map(|w| {
+            let (spool, status) = match spool {
+                Ok(w) => {
                     let dataset_length = w.dataset_len();
-                    Py::new(
-                        py,
-                        PySpoolFile {
-                            writer: Mutex::new(Some(*w)),
-                            dataset_length,
-                        },
-                    )
-                })
-                .transpose()?;
-            Py::new(py, PyDatasetReceived { context_id, spool })?.into_any()
+                    let writer = Mutex::new(Some(*w));
+                    let file = PySpoolFile {
+                        writer,
+                        dataset_length,
+                    };
+                    (Some(Py::new(py, file)?), 0)
+                }
+                Err(why) => (None, why.status()),
+            };
+            let received = PyDatasetReceived {
+                context_id,
+                spool,
+                status,
+            };
+            Py::new(py, received)?.into_any()
         }
     })
 }

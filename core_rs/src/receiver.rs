@@ -20,18 +20,38 @@ pub enum RxEvent {
     Control { pdu_type: u8, pdu: Vec<u8> },
     /// A complete command set.
     Command { context_id: u8, command: Command },
-    /// The dataset that followed the last command is complete. `spool` is the object
-    /// for a C-STORE, None for a dataset we only consumed.
+    /// The dataset that followed the last command is complete: in a spool, or
+    /// consumed and dropped, and why.
     Dataset {
         context_id: u8,
-        spool: Option<Box<SpoolWriter>>,
+        spool: std::result::Result<Box<SpoolWriter>, Refusal>,
     },
+}
+
+/// Why a command's dataset was consumed without being written: each is the DIMSE
+/// failure status the command is answered with (PS3.7 C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No service here takes a dataset with this command (0x0211).
+    UnrecognizedOperation,
+    /// Its SOP class is not the abstract syntax of its presentation context (0x0122).
+    SopClassNotSupported,
+}
+
+impl Refusal {
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::UnrecognizedOperation => 0x0211,
+            Refusal::SopClassNotSupported => 0x0122,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Incoming {
     context_id: u8,
-    spool: Option<Box<SpoolWriter>>,
+    spool: std::result::Result<Box<SpoolWriter>, Refusal>,
 }
 
 /// An accepted presentation context: what may be sent on it, and how it is encoded.
@@ -220,7 +240,7 @@ impl Assembler {
             // consumed and dropped (the command gets "unrecognized"). So is one
             // whose SOP class is not its context's (0x0122): refused before
             // anything of it is written.
-            let spooled = matches!(
+            let taken = matches!(
                 command.command_field,
                 C_STORE_RQ
                     | N_EVENT_REPORT_RQ
@@ -229,11 +249,15 @@ impl Assembler {
                     | C_GET_RQ
                     | N_CREATE_RQ
                     | N_SET_RQ
-            ) && command.sop_class_uid() == accepted.context.abstract_syntax;
-            let spool = spooled.then(|| {
+            );
+            let spool = if command.sop_class_uid() != accepted.context.abstract_syntax {
+                Err(Refusal::SopClassNotSupported)
+            } else if !taken {
+                Err(Refusal::UnrecognizedOperation)
+            } else {
                 let ts_uid = &accepted.context.transfer_syntax;
-                Box::new(self.open_spool(&command, ts_uid, accepted.syntax))
-            });
+                Ok(Box::new(self.open_spool(&command, ts_uid, accepted.syntax)))
+            };
             self.dataset = Some(Incoming { context_id, spool });
         }
         events.push(RxEvent::Command {
@@ -261,7 +285,7 @@ impl Assembler {
                 incoming.context_id
             )));
         }
-        if let Some(spool) = incoming.spool.as_mut() {
+        if let Ok(spool) = incoming.spool.as_mut() {
             spool.write(data);
         }
         if complete {
@@ -325,9 +349,14 @@ pub(crate) mod tests {
     }
 
     /// A receiver established on context 1 (`abstract_syntax`, explicit VR little
-    /// endian) spooling into a fresh folder of its own, and the wire of one C-STORE
-    /// of `store_rq` with 5,000 dataset bytes on that context.
-    fn one_store(folder: &str, abstract_syntax: &str) -> (Receiver, PathBuf, Vec<u8>) {
+    /// endian) spooling into a fresh folder of its own, and the wire of one message
+    /// of `store_rq` with `command_field` in place of C-STORE's and 5,000 dataset
+    /// bytes on that context.
+    fn one_message(
+        folder: &str,
+        abstract_syntax: &str,
+        command_field: u16,
+    ) -> (Receiver, PathBuf, Vec<u8>) {
         let dir = std::env::temp_dir().join(format!("core_rs-rx-{folder}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
@@ -335,9 +364,39 @@ pub(crate) mod tests {
             "CT1",
             &[(1, context(abstract_syntax, "1.2.840.10008.1.2.1"))],
         );
-        let mut wire = encode_message(1, true, &store_rq(), 0);
+        let mut command = store_rq();
+        // (0000,0100) Command Field, implicit VR: tag, length 2, then its value.
+        let tag = [0, 0, 0, 1, 2, 0, 0, 0];
+        let pos = command.windows(8).position(|w| w == tag).unwrap() + 8;
+        command[pos..pos + 2].copy_from_slice(&command_field.to_le_bytes());
+        let mut wire = encode_message(1, true, &command, 0);
         wire.extend(encode_message(1, false, &[9u8; 5000], 1024));
         (rx, dir, wire)
+    }
+
+    fn one_store(folder: &str, abstract_syntax: &str) -> (Receiver, PathBuf, Vec<u8>) {
+        one_message(folder, abstract_syntax, C_STORE_RQ)
+    }
+
+    /// Feeds `one_message`'s wire in 777-byte reads, checking that nothing is ever on
+    /// disk, and returns why its dataset was refused.
+    fn refused(message: (Receiver, PathBuf, Vec<u8>)) -> Refusal {
+        let (mut rx, dir, wire) = message;
+        let mut events = Vec::new();
+        for chunk in wire.chunks(777) {
+            events.extend(rx.feed(chunk).unwrap());
+            // Nothing of it is ever on disk, not even while it arrives.
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        }
+        assert_eq!(events.len(), 2);
+        assert!(rx.at_boundary());
+        std::fs::remove_dir_all(&dir).unwrap();
+        match events.pop().unwrap() {
+            RxEvent::Dataset {
+                spool: Err(why), ..
+            } => why,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -349,7 +408,7 @@ pub(crate) mod tests {
         }
         assert_eq!(events.len(), 2);
         let RxEvent::Dataset {
-            spool: Some(spool), ..
+            spool: Ok(spool), ..
         } = events.pop().unwrap()
         else {
             panic!()
@@ -361,20 +420,17 @@ pub(crate) mod tests {
     #[test]
     fn a_store_on_another_sop_class_context_is_consumed_not_spooled() {
         let mr_image = "1.2.840.10008.5.1.4.1.1.4";
-        let (mut rx, dir, wire) = one_store("other-class", mr_image);
-        let mut events = Vec::new();
-        for chunk in wire.chunks(777) {
-            events.extend(rx.feed(chunk).unwrap());
-            // Nothing of it is ever on disk, not even while it arrives.
-            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        }
-        assert_eq!(events.len(), 2);
-        assert!(matches!(
-            events.pop().unwrap(),
-            RxEvent::Dataset { spool: None, .. }
-        ));
-        assert!(rx.at_boundary());
-        std::fs::remove_dir_all(&dir).unwrap();
+        let why = refused(one_store("other-class", mr_image));
+        assert_eq!(why, Refusal::SopClassNotSupported);
+        assert_eq!(why.status(), 0x0122);
+    }
+
+    #[test]
+    fn a_dataset_no_service_takes_is_consumed_not_spooled() {
+        // C-ECHO carries no dataset; one announced with it is nobody's to keep.
+        let why = refused(one_message("unrecognized", SC_IMAGE, command::C_ECHO_RQ));
+        assert_eq!(why, Refusal::UnrecognizedOperation);
+        assert_eq!(why.status(), 0x0211);
     }
 
     #[test]

@@ -602,17 +602,11 @@ class Association(asyncio.BufferedProtocol):
         field = command.command_field
         spool = received.spool
         context = self._contexts[received.context_id]
-        sop_class = command.affected_sop_class_uid or command.requested_sop_class_uid
-        if sop_class != context.abstract_syntax:  # core_rs spooled none of it
-            self.respond(
-                command,
-                field | 0x8000,
-                SOP_CLASS_NOT_SUPPORTED,
-                comment="SOP class differs from the presentation context",
-            )
-            return
-        if spool is None:
-            self.respond(command, field | 0x8000, UNRECOGNIZED_OPERATION)
+        if spool is None:  # core_rs consumed it without writing it, and says why
+            comment = ""
+            if received.status == SOP_CLASS_NOT_SUPPORTED:
+                comment = "SOP class differs from the presentation context"
+            self.respond(command, field | 0x8000, received.status, comment=comment)
             return
         if field == C_FIND_RQ and context.abstract_syntax == neg.MWL_FIND:
             work = self._requests.worklist_find(command, context, spool)

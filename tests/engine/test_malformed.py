@@ -256,6 +256,24 @@ def test_store_on_context_of_another_sop_class(node: EngineProcess, bystander: C
     client.close()
 
 
+def test_dataset_with_a_command_that_takes_none(node: EngineProcess, bystander: Client) -> None:
+    """A C-ECHO announcing a dataset: the dataset is read and dropped, never spooled,
+    the answer is 0x0211 (unrecognized operation), the association goes on."""
+    client = established(node)
+    echo_with_dataset = command_set(
+        AffectedSOPClassUID="1.2.840.10008.1.1",
+        CommandField=0x0030,
+        MessageID=7,
+        CommandDataSetType=0x0001,
+    )
+    client.send(pdata(1, echo_with_dataset, command=True))
+    client.send(pdata(1, b"\x08\x00\x18\x00UI\x08\x001.2.3.4\x00", command=False))
+    answer = client.read_pdu().command()
+    assert (int(answer.CommandField), int(answer.Status)) == (0x8030, 0x0211)
+    assert client.echo() == 0
+    client.close()
+
+
 def test_proxy_header_from_an_untrusted_address(node: EngineProcess, bystander: Client) -> None:
     """Only [dicom] trusted_proxies may name another client address; from anyone
     else the header is an abort, or any host could pass an allowlist."""
