@@ -22,6 +22,8 @@ __all__ = [
     "StoredObject",
     "WarmPacked",
     "__version__",
+    "catalog_count",
+    "catalog_retier",
     "decode_associate_rq",
     "encode_associate_ac",
     "encode_message",
@@ -185,6 +187,23 @@ def encode_store_request(
 ) -> bytes: ...
 def hash_file(path: str | PathLike[str], offset: int) -> str: ...
 def sync_filesystem(path: str | PathLike[str]) -> None: ...
+def catalog_count(
+    series: bytes | None,
+    study: bytes | None,
+    patient: bytes | None,
+    instance: dict[str, object],
+    sign: int,
+) -> tuple[bytes | None, bytes | None, bytes | None, int, bool]:
+    """An instance (its record's ``__dict__``) counted in (``sign`` 1) or out (-1) of
+    its series, study and patient records, each as stored (None: none yet). Returns
+    the three records after it (None: gone; the patient's also when the instance
+    names none), +1/-1/0 as the series record came, went or stayed, and whether the
+    study's search keys may have changed. Raises RecordError on a damaged record."""
+
+def catalog_retier(record: bytes, old_tier: str, new_tier: str) -> bytes:
+    """A series or study record with one instance moved from ``old_tier`` to
+    ``new_tier``. Raises RecordError on a damaged record."""
+
 def quick_ack(fd: int) -> None: ...
 def decode_associate_rq(
     pdu: bytes,

@@ -43,3 +43,7 @@ class NotRepresentable(CodecError):
 
 class VerificationFailed(CodecError):
     """An encoded frame did not decode to the original: it must not be used."""
+
+
+class RecordError(CoreError, ValueError):
+    """An index record is not what the catalog writes (a damaged index)."""

@@ -28,6 +28,8 @@ pub enum CoreError {
     Io(io::Error),
     /// A pixel codec refused, failed, or did not round-trip (`codec`).
     Codec(crate::codec::CodecError),
+    /// An index record is not what the catalog writes (`catalog`).
+    Record(String),
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;
@@ -50,6 +52,7 @@ impl fmt::Display for CoreError {
             Self::NoSpace(e) => write!(f, "no space left on device: {e}"),
             Self::Io(e) => write!(f, "I/O error: {e}"),
             Self::Codec(e) => write!(f, "{e}"),
+            Self::Record(m) => write!(f, "unreadable index record: {m}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! binding layer that exposes them as the private module `core_rs._core`.
 
 pub mod associate;
+pub mod catalog;
 pub mod codec;
 pub mod command;
 pub mod dataset;

@@ -15,9 +15,11 @@ use std::time::Duration;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::associate::{self, ContextResult, ExtendedNegotiation, RoleSelection};
+use crate::catalog;
 use crate::codec;
 use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
@@ -36,6 +38,7 @@ pyo3::import_exception!(core_rs._errors, OutOfSpaceError);
 pyo3::import_exception!(core_rs._errors, CodecError);
 pyo3::import_exception!(core_rs._errors, NotRepresentable);
 pyo3::import_exception!(core_rs._errors, VerificationFailed);
+pyo3::import_exception!(core_rs._errors, RecordError);
 
 /// Below this many bytes releasing and re-taking the GIL costs more than it frees
 /// (measured: a 16 KiB BLAKE3+write takes ~5 µs, a detach/attach pair ~1 µs and a
@@ -78,6 +81,7 @@ fn to_pyerr(err: CoreError) -> PyErr {
                 VerificationFailed::new_err(message)
             }
             CoreError::Codec(codec::CodecError::Corrupt(_)) => CodecError::new_err(message),
+            CoreError::Record(_) => RecordError::new_err(message),
         }
     })
 }
@@ -721,6 +725,78 @@ fn quick_ack(fd: i32) -> PyResult<()> {
     crate::net::quick_ack(fd).map_err(|e| to_pyerr(CoreError::Io(e)))
 }
 
+type Records<'py> = (
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    i8,
+    bool,
+);
+
+/// One instance (its record's fields, as `Instance.__dict__`) counted in (`sign` 1)
+/// or out (-1) of its series, study and patient records (`catalog::count`).
+#[pyfunction]
+fn catalog_count<'py>(
+    py: Python<'py>,
+    series: Option<&[u8]>,
+    study: Option<&[u8]>,
+    patient: Option<&[u8]>,
+    instance: &Bound<'py, PyDict>,
+    sign: i64,
+) -> PyResult<Records<'py>> {
+    // Interned once: a key whose hash is cached makes each lookup one probe.
+    static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+    let names = NAMES.get_or_init(py, || {
+        let all = catalog::FIELDS.iter().chain(&["tier"]);
+        all.map(|name| PyString::intern(py, name).unbind())
+            .collect()
+    });
+    // The values are borrowed from the Python strings, which `held` keeps alive.
+    let held = names
+        .iter()
+        .map(|name| instance.get_item(name.bind(py)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let mut texts = Vec::with_capacity(held.len());
+    for value in &held {
+        texts.push(match value {
+            Some(value) => value.cast::<PyString>()?.to_str()?,
+            None => "",
+        });
+    }
+    let facts = catalog::Facts {
+        fields: catalog::FIELDS
+            .iter()
+            .copied()
+            .zip(texts.iter().copied())
+            .collect(),
+        tier: texts[catalog::FIELDS.len()],
+        dataset_length: instance
+            .get_item("dataset_length")?
+            .map_or(Ok(0), |v| v.extract())?,
+    };
+    let counted = catalog::count(series, study, patient, &facts, sign).map_err(to_pyerr)?;
+    let bytes = |raw: Option<Vec<u8>>| raw.map(|r| PyBytes::new(py, &r));
+    Ok((
+        bytes(counted.series),
+        bytes(counted.study),
+        bytes(counted.patient),
+        counted.series_link,
+        counted.rekey,
+    ))
+}
+
+/// A series or study record with one instance moved between tiers.
+#[pyfunction]
+fn catalog_retier<'py>(
+    py: Python<'py>,
+    record: &[u8],
+    old_tier: &str,
+    new_tier: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let moved = catalog::retier(record, old_tier, new_tier).map_err(to_pyerr)?;
+    Ok(PyBytes::new(py, &moved))
+}
+
 /// One durable sync of the filesystem holding `path` (decision 0031).
 #[pyfunction]
 fn sync_filesystem(py: Python<'_>, path: PathBuf) -> PyResult<()> {
@@ -965,6 +1041,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_store_request, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(sync_filesystem, m)?)?;
+    m.add_function(wrap_pyfunction!(catalog_count, m)?)?;
+    m.add_function(wrap_pyfunction!(catalog_retier, m)?)?;
     m.add_function(wrap_pyfunction!(quick_ack, m)?)?;
     m.add_function(wrap_pyfunction!(decode_associate_rq, m)?)?;
     m.add_function(wrap_pyfunction!(encode_associate_ac, m)?)?;
