@@ -16,6 +16,8 @@ Named databases beside storage.index's:
 Each record counts its instances and bytes and how many of them are in each tier
 (hot, warm, central), so an answer says where the copy is (Instance Availability)
 without reading an instance record. A record goes when its last instance does.
+What one instance does to the three records is core_rs's (its `catalog` module);
+this module keeps them, their links and keys, and reads them.
 """
 
 from __future__ import annotations
@@ -29,33 +31,12 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import orjson
 
+import core_rs
+
 if TYPE_CHECKING:
     from storage.index import Instance
 
 SEP = b"\0"
-# The fields of the study record that come from its instances (the latest wins).
-STUDY_FIELDS = (
-    "patient_id",
-    "issuer_of_patient_id",
-    "patient_name",
-    "patient_birth_date",
-    "patient_sex",
-    "study_date",
-    "study_time",
-    "study_id",
-    "accession_number",
-    "study_description",
-    "referring_physician_name",
-)
-SERIES_FIELDS = (
-    "study_instance_uid",
-    "modality",
-    "series_number",
-    "series_description",
-    "series_date",
-    "body_part_examined",
-)
-PATIENT_FIELDS = ("patient_name", "issuer_of_patient_id", "patient_birth_date", "patient_sex")
 
 
 def name_keys(name: str) -> set[str]:
@@ -82,15 +63,6 @@ def _study_keys(uid: str, record: dict[str, Any]) -> set[bytes]:
     return keys
 
 
-def _same_keys(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Whether two records of one study give the same study_keys, without building them."""
-    return (
-        all(before.get(name) == after.get(name) for name, _ in _KEYED)
-        and before.get("patient_name") == after.get("patient_name")
-        and before.get("modalities", {}).keys() == after.get("modalities", {}).keys()
-    )
-
-
 @dataclass
 class Catalog:
     env: lmdb.Environment
@@ -100,8 +72,9 @@ class Catalog:
         # studies' records as they were before it (for their keys), written once.
         # Shared by the threads that write, safely: only the holder of LMDB's one write
         # transaction stages, and `batch` ends before that transaction commits.
-        self._staged: dict[tuple[bytes, str], dict[str, Any] | None] | None = None
-        self._before: dict[str, dict[str, Any] | None] = {}
+        self._staged: dict[tuple[bytes, str], bytes | None] | None = None
+        self._before: dict[str, bytes | None] = {}
+        self._rekey_due: set[str] = set()  # studies whose keys may have changed
         self.studies = self.env.open_db(b"studies")
         self.series = self.env.open_db(b"series")
         self.patients = self.env.open_db(b"patients")
@@ -117,39 +90,38 @@ class Catalog:
         """Stage record changes for the rest of this transaction and write each
         record (and a study's keys) once at the end: a group commit's instances
         mostly share their series, study and patient."""
-        self._staged, self._before = {}, {}
+        self._staged, self._before, self._rekey_due = {}, {}, set()
         try:
             yield
-            for (name, uid), record in self._staged.items():
-                db = self._dbs[name]
-                if record is None:
-                    txn.delete(uid.encode(), db=db)
-                else:
-                    _put(txn, db, uid, record)
-            for uid, before in self._before.items():
-                self._rekey(txn, uid, before, self._staged.get((b"studies", uid)))
+            for (name, uid), raw in self._staged.items():
+                self._put(txn, name, uid, raw)
+            for uid in self._rekey_due:
+                self._rekey(txn, uid, self._before.get(uid), self._staged.get((b"studies", uid)))
         finally:
-            self._staged, self._before = None, {}
+            self._staged, self._before, self._rekey_due = None, {}, set()
 
-    def _read(self, txn: lmdb.Transaction, name: bytes, uid: str) -> dict[str, Any] | None:
+    def _read(self, txn: lmdb.Transaction, name: bytes, uid: str) -> bytes | None:
+        """A record as stored (JSON), or as staged in this batch."""
         if self._staged is None:
-            return _get(txn, self._dbs[name], uid)
+            return _raw(txn, self._dbs[name], uid)
         key = (name, uid)
         if key not in self._staged:
-            self._staged[key] = _get(txn, self._dbs[name], uid)
+            self._staged[key] = _raw(txn, self._dbs[name], uid)
             if name == b"studies":
                 self._before[uid] = self._staged[key]
         return self._staged[key]
 
-    def _write(
-        self, txn: lmdb.Transaction, name: bytes, uid: str, record: dict[str, Any] | None
-    ) -> None:
+    def _write(self, txn: lmdb.Transaction, name: bytes, uid: str, raw: bytes | None) -> None:
         if self._staged is not None:
-            self._staged[(name, uid)] = record
-        elif record is None:
+            self._staged[(name, uid)] = raw
+        else:
+            self._put(txn, name, uid, raw)
+
+    def _put(self, txn: lmdb.Transaction, name: bytes, uid: str, raw: bytes | None) -> None:
+        if raw is None:
             txn.delete(uid.encode(), db=self._dbs[name])
         else:
-            _put(txn, self._dbs[name], uid, record)
+            txn.put(uid.encode(), raw, db=self._dbs[name])
 
     def clear(self, txn: lmdb.Transaction) -> None:
         """Empty every catalog database (before a rebuild from the instances)."""
@@ -164,29 +136,40 @@ class Catalog:
             txn.drop(db, delete=False)
 
     def account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
-        """Add (+1) or remove (-1) an instance from its series, study and patient."""
+        """Add (+1) or remove (-1) an instance from its series, study and patient.
+        What that does to each record is core_rs's (`catalog_count`): it runs for
+        every object stored, so it is not interpreter time."""
         study_uid, series_uid = instance.study_instance_uid, instance.series_instance_uid
+        patient_id = instance.patient_id
         series_key = series_uid.encode() + SEP + instance.sop_instance_uid.encode()
         if sign > 0:
             txn.put(series_key, b"", db=self.instances_of)
         else:
             txn.delete(series_key, db=self.instances_of)
-        series_before, series_after = self._update(
-            txn, b"series", series_uid, instance, sign, SERIES_FIELDS
+        study_before = self._read(txn, b"studies", study_uid)
+        series, study, patient, link, rekey = core_rs.catalog_count(
+            self._read(txn, b"series", series_uid),
+            study_before,
+            self._read(txn, b"patients", patient_id) if patient_id else None,
+            instance.__dict__,
+            sign,
         )
-        if (series_before is None) != (series_after is None):
-            link = study_uid.encode() + SEP + series_uid.encode()
-            if series_after is not None:
-                txn.put(link, b"", db=self.series_of)
+        if link:
+            key = study_uid.encode() + SEP + series_uid.encode()
+            if link > 0:
+                txn.put(key, b"", db=self.series_of)
             else:
-                txn.delete(link, db=self.series_of)
-        series_change = (series_after is not None) - (series_before is not None)
-        before, after = self._update(
-            txn, b"studies", study_uid, instance, sign, STUDY_FIELDS, series_change
-        )
+                txn.delete(key, db=self.series_of)
+        self._write(txn, b"series", series_uid, series)
+        self._write(txn, b"studies", study_uid, study)
+        if patient_id:
+            self._write(txn, b"patients", patient_id, patient)
+        if not rekey:
+            return
         if self._staged is None:
-            self._rekey(txn, study_uid, before, after)
-        self._patient(txn, instance, sign, (after is not None) - (before is not None))
+            self._rekey(txn, study_uid, study_before, study)
+        else:
+            self._rekey_due.add(study_uid)
 
     def retier(self, txn: lmdb.Transaction, instance: Instance, old_tier: str) -> None:
         """The instance moved from `old_tier` to its tier now."""
@@ -195,78 +178,20 @@ class Catalog:
             (b"studies", instance.study_instance_uid),
         ):
             found = self._read(txn, name, uid)
-            if found is None:
-                continue
-            record = dict(found)
-            tiers = dict(record.get("tiers", {}))
-            tiers[old_tier] = tiers.get(old_tier, 0) - 1
-            tiers[instance.tier] = tiers.get(instance.tier, 0) + 1
-            record["tiers"] = tiers
-            self._write(txn, name, uid, record)
-
-    def _update(
-        self,
-        txn: lmdb.Transaction,
-        name: bytes,
-        uid: str,
-        instance: Instance,
-        sign: int,
-        fields: tuple[str, ...],
-        series_change: int = 0,
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """Count the instance in (or out of) the record of `uid`: (before, after)."""
-        before = self._read(txn, name, uid)
-        record: dict[str, Any] = (
-            dict(before) if before else {"instances": 0, "bytes": 0, "series": 0}
-        )
-        record["tiers"] = dict(record.get("tiers", {}))
-        record["instances"] += sign
-        record["bytes"] += sign * instance.dataset_length
-        record["series"] = record.get("series", 0) + series_change
-        record["tiers"][instance.tier] = record["tiers"].get(instance.tier, 0) + sign
-        if name == b"studies" and instance.modality:
-            modalities = dict(record.get("modalities", {}))
-            modalities[instance.modality] = modalities.get(instance.modality, 0) + sign
-            record["modalities"] = {m: n for m, n in modalities.items() if n > 0}
-        if record["instances"] <= 0:
-            self._write(txn, name, uid, None)
-            return before, None
-        if sign > 0:  # what the newest instance says, where it says anything
-            given = instance.__dict__  # these fields are all strings: no field() per key
-            record.update({key: value for key in fields if (value := given.get(key))})
-        self._write(txn, name, uid, record)
-        return before, record
+            if found is not None:
+                self._write(txn, name, uid, core_rs.catalog_retier(found, old_tier, instance.tier))
 
     def _rekey(
-        self,
-        txn: lmdb.Transaction,
-        uid: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
+        self, txn: lmdb.Transaction, uid: str, before: bytes | None, after: bytes | None
     ) -> None:
-        if before and after and _same_keys(before, after):
-            return  # the usual case: one more instance of a study, its keys unchanged
-        old = _study_keys(uid, before) if before else set()
-        new = _study_keys(uid, after) if after else set()
+        """Bring a study's search keys from what its record `before` gave to what it
+        gives `after` (core_rs said they may differ)."""
+        old = _study_keys(uid, orjson.loads(before)) if before else set()
+        new = _study_keys(uid, orjson.loads(after)) if after else set()
         for key in old - new:
             txn.delete(key, db=self.study_keys)
         for key in new - old:
             txn.put(key, b"", db=self.study_keys)
-
-    def _patient(self, txn: lmdb.Transaction, instance: Instance, sign: int, studies: int) -> None:
-        if not instance.patient_id:
-            return
-        found = self._read(txn, b"patients", instance.patient_id)
-        record: dict[str, Any] = dict(found) if found else {"studies": 0, "instances": 0}
-        record["studies"] += studies
-        record["instances"] += sign
-        if record["instances"] <= 0:
-            self._write(txn, b"patients", instance.patient_id, None)
-            return
-        if sign > 0:
-            given = instance.__dict__
-            record.update({name: value for name in PATIENT_FIELDS if (value := given.get(name))})
-        self._write(txn, b"patients", instance.patient_id, record)
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -331,10 +256,11 @@ class Catalog:
             yield bytes(key).decode(), json.loads(bytes(raw))
 
 
+def _raw(txn: lmdb.Transaction, db: Any, uid: str) -> bytes | None:
+    raw = txn.get(uid.encode(), db=db)
+    return None if raw is None else bytes(raw)  # the same object when it is bytes
+
+
 def _get(txn: lmdb.Transaction, db: Any, uid: str) -> dict[str, Any] | None:
     raw = txn.get(uid.encode(), db=db)
     return None if raw is None else dict(orjson.loads(raw))
-
-
-def _put(txn: lmdb.Transaction, db: Any, uid: str, record: dict[str, Any]) -> None:
-    txn.put(uid.encode(), orjson.dumps(record), db=db)

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 
 class IndexUnavailable(Exception):
-    """The index could not take the record (map full, disk error): answer 0xA700."""
+    """The index could not take the record (map full, disk error, a damaged record
+    it would have to change): answer 0xA700."""
 
 
 _VANISHED = "object file vanished before indexing; send again"
@@ -201,7 +202,7 @@ class GroupCommitter:
                 self._on_duplicate,
                 [settlement for item in settling for settlement in item.settlements],
             )
-        except (lmdb.Error, OSError) as exc:
+        except (lmdb.Error, OSError, core_rs.RecordError) as exc:
             self.stats.failures += 1
             log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
             failed = IndexUnavailable(f"index write failed: {exc}")

@@ -94,3 +94,42 @@ def test_a_committer_that_syncs_files_refuses_the_loop(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path / "data")
     with pytest.raises(ValueError, match="must not commit on the loop"):
         GroupCommitter(None, layout, "replace", on_loop=True, sync_files=True)  # type: ignore[arg-type]
+
+
+def test_a_damaged_catalog_record_fails_its_batch_not_the_committer(tmp_path: Path) -> None:
+    """A study record that is not JSON: the instances of that study get
+    IndexUnavailable (0xA700), nothing of their batch is indexed, and the next
+    batch, of another study, commits."""
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=False)
+    with index._env.begin(write=True) as txn:  # damaged on purpose
+        txn.put(b"S1", b"{not json", db=index.catalog.studies)
+
+    async def main() -> tuple[list[Outcome | BaseException], Outcome]:
+        committer = GroupCommitter(index, layout, "replace", on_loop=True)
+        committer.start()
+        try:
+            path = str(layout.object_path(f"{0:064x}"))
+            # Bounded: a commit that died in its loop callback would leave them waiting.
+            async with asyncio.timeout(10):
+                damaged = await asyncio.gather(
+                    committer.submit(instance("1.2.3.1", study="S1"), [], path, False),
+                    committer.submit(instance("1.2.3.2", study="S2"), [], path, False),
+                    return_exceptions=True,
+                )
+                later = await committer.submit(instance("1.2.3.3", study="S2"), [], path, False)
+            return damaged, later
+        finally:
+            committer.close()
+
+    try:
+        damaged, later = asyncio.run(main())
+        assert all(isinstance(o, IndexUnavailable) for o in damaged), damaged
+        assert "unreadable index record" in str(damaged[0])
+        assert index.get("1.2.3.1") is None
+        assert index.get("1.2.3.2") is None
+        assert later is Outcome.STORED
+        assert index.study("S2") is not None
+    finally:
+        index.close()
