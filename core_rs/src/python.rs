@@ -759,8 +759,9 @@ fn catalog_count<'py>(
     let mut texts = Vec::with_capacity(held.len());
     for value in &held {
         texts.push(match value {
-            Some(value) => value.cast::<PyString>()?.to_str()?,
-            None => "",
+            // Missing or None (a record of an older version): says nothing, as "" does.
+            Some(value) if !value.is_none() => value.cast::<PyString>()?.to_str()?,
+            _ => "",
         });
     }
     let facts = catalog::Facts {

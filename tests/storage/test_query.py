@@ -200,3 +200,16 @@ def test_upgrade_builds_the_catalog_of_an_older_index(tmp_path: Path, index: Ind
     assert index.upgrade() == 5
     assert uids(index, "STUDY", PatientID="P1") == ["S1", "S3"]
     assert index.totals().studies == 3
+
+
+def test_a_field_an_older_record_left_null_counts_as_empty(index: Index) -> None:
+    """Records written before a field existed decode with null in it: the catalog
+    counts such an instance, and its other fields still reach the study."""
+    older = replace(
+        make("4.1", "S4", "S4.1", patient_id="P4", patient_name="Old^Rec"),
+        study_description=None,  # type: ignore[arg-type]
+    )
+    index.apply([(older, [])], "replace")
+    [s4] = search(index, Query("STUDY", {"StudyInstanceUID": "S4", "PatientName": ""}))
+    assert s4["PatientName"] == "Old^Rec"
+    assert uids(index, "STUDY", PatientID="P4") == ["S4"]
