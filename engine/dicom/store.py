@@ -175,44 +175,46 @@ class StoreService:
             targets = Recalled(source)
         else:
             targets, fix = await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
-        # The record is built once, as the index keeps it (hot, routed): a frozen
-        # dataclass of 32 fields costs ~10 µs per copy.
+        # The record is built once, as the index keeps it (hot, routed), and not
+        # through the frozen dataclass's __init__ (Instance.of).
         patient_id = attrs.get("PatientID", "")
         dominant = self._shared.index.patients.merged_into(patient_id)
-        instance = Instance(
-            sop_instance_uid=sop_instance_uid,
-            sop_class_uid=sop_class_uid,
-            study_instance_uid=attrs.get("StudyInstanceUID", ""),
-            series_instance_uid=attrs.get("SeriesInstanceUID", ""),
-            # The HIS merged this patient (HL7 A40/A47): attach to the survivor.
-            patient_id=dominant or patient_id,
-            patient_name=attrs.get("PatientName", ""),
-            modality=attrs.get("Modality", ""),
-            study_date=attrs.get("StudyDate", ""),
-            study_description=attrs.get("StudyDescription", ""),
-            accession_number=attrs.get("AccessionNumber", ""),
-            series_number=attrs.get("SeriesNumber", ""),
-            instance_number=attrs.get("InstanceNumber", ""),
-            issuer_of_patient_id=attrs.get("IssuerOfPatientID", ""),
-            patient_birth_date=attrs.get("PatientBirthDate", ""),
-            patient_sex=attrs.get("PatientSex", ""),
-            study_time=attrs.get("StudyTime", ""),
-            study_id=attrs.get("StudyID", ""),
-            referring_physician_name=attrs.get("ReferringPhysicianName", ""),
-            series_description=attrs.get("SeriesDescription", ""),
-            series_date=attrs.get("SeriesDate", ""),
-            body_part_examined=attrs.get("BodyPartExamined", ""),
-            number_of_frames=attrs.get("NumberOfFrames", ""),
-            transfer_syntax_uid=transfer_syntax_uid,
-            calling_ae=calling_ae,
-            hash=stored.hash,
-            meta_length=stored.meta_length,
-            dataset_length=stored.dataset_length,
-            received_at=time.time(),
-            tier="hot",
-            stored_length=stored.meta_length + stored.dataset_length,
-            destinations=_destinations(targets),
-            corrections={"PatientID": dominant} if dominant else {},
+        instance = Instance.of(
+            {
+                "sop_instance_uid": sop_instance_uid,
+                "sop_class_uid": sop_class_uid,
+                "study_instance_uid": attrs.get("StudyInstanceUID", ""),
+                "series_instance_uid": attrs.get("SeriesInstanceUID", ""),
+                # The HIS merged this patient (HL7 A40/A47): attach to the survivor.
+                "patient_id": dominant or patient_id,
+                "patient_name": attrs.get("PatientName", ""),
+                "modality": attrs.get("Modality", ""),
+                "study_date": attrs.get("StudyDate", ""),
+                "study_description": attrs.get("StudyDescription", ""),
+                "accession_number": attrs.get("AccessionNumber", ""),
+                "series_number": attrs.get("SeriesNumber", ""),
+                "instance_number": attrs.get("InstanceNumber", ""),
+                "issuer_of_patient_id": attrs.get("IssuerOfPatientID", ""),
+                "patient_birth_date": attrs.get("PatientBirthDate", ""),
+                "patient_sex": attrs.get("PatientSex", ""),
+                "study_time": attrs.get("StudyTime", ""),
+                "study_id": attrs.get("StudyID", ""),
+                "referring_physician_name": attrs.get("ReferringPhysicianName", ""),
+                "series_description": attrs.get("SeriesDescription", ""),
+                "series_date": attrs.get("SeriesDate", ""),
+                "body_part_examined": attrs.get("BodyPartExamined", ""),
+                "number_of_frames": attrs.get("NumberOfFrames", ""),
+                "transfer_syntax_uid": transfer_syntax_uid,
+                "calling_ae": calling_ae,
+                "hash": stored.hash,
+                "meta_length": stored.meta_length,
+                "dataset_length": stored.dataset_length,
+                "received_at": time.time(),
+                "tier": "hot",
+                "stored_length": stored.meta_length + stored.dataset_length,
+                "destinations": _destinations(targets),
+                "corrections": {"PatientID": dominant} if dominant else {},
+            }
         )
         if dominant:
             self._audit.write(
