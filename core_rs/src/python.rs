@@ -747,7 +747,7 @@ fn catalog_count<'py>(
     // Interned once: a key whose hash is cached makes each lookup one probe.
     static NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
     let names = NAMES.get_or_init(py, || {
-        let all = catalog::FIELDS.iter().chain(&["tier"]);
+        let all = catalog::fields().chain(["tier"]);
         all.map(|name| PyString::intern(py, name).unbind())
             .collect()
     });
@@ -764,13 +764,10 @@ fn catalog_count<'py>(
             _ => "",
         });
     }
+    let tier = texts.pop().unwrap_or_default(); // the last name is "tier"
     let facts = catalog::Facts {
-        fields: catalog::FIELDS
-            .iter()
-            .copied()
-            .zip(texts.iter().copied())
-            .collect(),
-        tier: texts[catalog::FIELDS.len()],
+        fields: catalog::fields().zip(texts).collect(),
+        tier,
         dataset_length: instance
             .get_item("dataset_length")?
             .map_or(Ok(0), |v| v.extract())?,
