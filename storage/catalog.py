@@ -262,5 +262,5 @@ def _raw(txn: lmdb.Transaction, db: Any, uid: str) -> bytes | None:
 
 
 def _get(txn: lmdb.Transaction, db: Any, uid: str) -> dict[str, Any] | None:
-    raw = txn.get(uid.encode(), db=db)
+    raw = _raw(txn, db, uid)
     return None if raw is None else dict(orjson.loads(raw))

@@ -167,6 +167,18 @@ impl Record {
 
     /// The record's values of the fields in `names` become the instance's, where
     /// it has one (the latest instance wins; an empty value says nothing).
+    /// What is left once the counts moved by `sign`: nothing when its last instance
+    /// went, else the record, taking the newest instance's `names` when it came in.
+    fn settled(mut self, facts: &Facts, sign: i64, names: &[&str]) -> Option<Self> {
+        if self.instances <= 0 {
+            return None;
+        }
+        if sign > 0 {
+            self.take_fields(facts, names);
+        }
+        Some(self)
+    }
+
     fn take_fields(&mut self, facts: &Facts, names: &[&str]) {
         for name in names {
             let value = facts.get(name);
@@ -234,26 +246,14 @@ fn count_in(
     if let Some(modality) = modality.filter(|m| !m.is_empty()) {
         bump_in(&mut record.modalities, modality, sign, true);
     }
-    if record.instances <= 0 {
-        return None;
-    }
-    if sign > 0 {
-        record.take_fields(facts, fields);
-    }
-    Some(record)
+    record.settled(facts, sign, fields)
 }
 
 fn count_patient(record: Option<Record>, facts: &Facts, sign: i64, studies: i64) -> Option<Record> {
     let mut record = record.unwrap_or_default();
     bump(&mut record.studies, studies);
     record.instances += sign;
-    if record.instances <= 0 {
-        return None;
-    }
-    if sign > 0 {
-        record.take_fields(facts, PATIENT_FIELDS);
-    }
-    Some(record)
+    record.settled(facts, sign, PATIENT_FIELDS)
 }
 
 /// What a study's search keys are made of (storage.catalog's `_study_keys`): its

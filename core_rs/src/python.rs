@@ -769,7 +769,7 @@ fn catalog_count<'py>(
         fields: catalog::fields().zip(texts).collect(),
         tier,
         dataset_length: instance
-            .get_item("dataset_length")?
+            .get_item(pyo3::intern!(py, "dataset_length"))?
             .map_or(Ok(0), |v| v.extract())?,
     };
     let counted = catalog::count(series, study, patient, &facts, sign).map_err(to_pyerr)?;
