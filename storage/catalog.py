@@ -147,13 +147,18 @@ class Catalog:
         else:
             txn.delete(series_key, db=self.instances_of)
         study_before = self._read(txn, b"studies", study_uid)
-        series, study, patient, link, rekey = core_rs.catalog_count(
-            self._read(txn, b"series", series_uid),
-            study_before,
-            self._read(txn, b"patients", patient_id) if patient_id else None,
-            instance.__dict__,
-            sign,
-        )
+        try:
+            series, study, patient, link, rekey = core_rs.catalog_count(
+                self._read(txn, b"series", series_uid),
+                study_before,
+                self._read(txn, b"patients", patient_id) if patient_id else None,
+                instance.__dict__,
+                sign,
+            )
+        except core_rs.RecordError as exc:  # say whose, for the log
+            raise core_rs.RecordError(
+                f"{exc} (series {series_uid}, study {study_uid}, patient {patient_id!r})"
+            ) from exc
         if link:
             key = study_uid.encode() + SEP + series_uid.encode()
             if link > 0:

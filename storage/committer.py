@@ -102,6 +102,7 @@ class GroupCommitter:
         self._home_thread = 0
         self._gathering: list[_Pending | _Settling] = []  # on_loop: this iteration's
         self.stats = CommitStats()
+        self._catalog_marked = False  # a damaged catalog record: rebuild at next start
         # Called after each commit with the jobs it queued, on the committing thread.
         self.on_jobs: Callable[[list[Job]], None] | None = None
 
@@ -202,12 +203,11 @@ class GroupCommitter:
                 self._on_duplicate,
                 [settlement for item in settling for settlement in item.settlements],
             )
-        except (lmdb.Error, OSError, core_rs.RecordError) as exc:
-            self.stats.failures += 1
-            log.error("index commit of %d instance(s) failed: %s", len(ready), exc)
-            failed = IndexUnavailable(f"index write failed: {exc}")
-            everyone: list[_Pending | _Settling] = [*ready, *settling]
-            _resolve_all(here, [(item, failed) for item in everyone])
+        except core_rs.RecordError as exc:
+            self._damaged([*ready, *settling], here, exc)
+            return
+        except (lmdb.Error, OSError) as exc:
+            self._failed([*ready, *settling], here, exc)
             return
         self.stats.batches += 1
         self.stats.instances += len(ready)
@@ -221,6 +221,45 @@ class GroupCommitter:
             path = self._layout.tier_path(tier, blake3_hex)
             if path is not None:
                 path.unlink(missing_ok=True)
+
+    def _failed(
+        self,
+        items: list[_Pending | _Settling],
+        here: asyncio.AbstractEventLoop | None,
+        exc: Exception,
+    ) -> None:
+        self.stats.failures += 1
+        instances = sum(isinstance(item, _Pending) for item in items)
+        log.error("index commit of %d instance(s) failed: %s", instances, exc)
+        failed = IndexUnavailable(f"index write failed: {exc}")
+        _resolve_all(here, [(item, failed) for item in items])
+
+    def _damaged(
+        self,
+        items: list[_Pending | _Settling],
+        here: asyncio.AbstractEventLoop | None,
+        exc: core_rs.RecordError,
+    ) -> None:
+        """A catalog record did not read. Its instances cannot be indexed until the
+        catalog is rebuilt (at the next start); the rest of the batch must not fail
+        with them, so each item commits again on its own."""
+        if not self._catalog_marked:
+            log.error(
+                "index: %s. The catalog is rebuilt from the instance records at the next "
+                "start: restart the engine. Until then the objects that record counts "
+                "are refused (0xA700), and a batch that holds one commits object by object",
+                exc,
+            )
+            try:
+                self._index.mark_catalog_damaged()
+                self._catalog_marked = True
+            except lmdb.Error as marking:
+                log.error("index: could not mark the catalog for a rebuild: %s", marking)
+        if len(items) == 1:
+            self._failed(items, here, exc)
+            return
+        for item in items:
+            self._commit([item], here)
 
     def _sync(self, ready: list[_Pending]) -> list[_Pending]:
         """One sync for the batch's files and renames, before any index record points

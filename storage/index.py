@@ -4,7 +4,8 @@ Named databases in one environment (multi-process safe, one writer at a time):
 
     instances  SOP Instance UID -> instance record (JSON)
     objects    BLAKE3 hex -> how many instance records point at that file
-    totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers
+    totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers;
+               "schema"; "catalog_damaged" while a rebuild of the catalog is due
     by_age     tier NUL received_at (µs, 8 bytes big-endian) SOP Instance UID -> ""
                the objects kept on this node, oldest first per tier (storage.tiers)
 
@@ -43,6 +44,11 @@ from storage.worklist import WorklistCache
 log = logging.getLogger(__name__)
 
 OnDuplicate = Literal["replace", "keep", "reject"]
+
+
+class DamagedRecord(ValueError):
+    """An instance record that does not decode: the one instance it is about cannot
+    be indexed again; nothing else needs it."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,12 @@ class Instance:
 
     @classmethod
     def decode(cls, raw: bytes) -> Instance:
-        values = orjson.loads(raw)
-        values["destinations"] = tuple(values.get("destinations", ()))
-        return cls.of(values)
+        try:
+            values = orjson.loads(raw)
+            values["destinations"] = tuple(values.get("destinations", ()))
+            return cls.of(values)
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise DamagedRecord(f"instance record {bytes(raw[:60])!r}: {exc}") from exc
 
 
 _FIELDS = frozenset(f.name for f in fields(Instance))
@@ -149,6 +158,7 @@ _TIER_COUNTERS = {
 }
 _SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist, 3 the catalog
 _SCHEMA_NOW = 3
+_CATALOG_DAMAGED = b"catalog_damaged"  # in totals: rebuild the catalog at the next start
 
 
 _MOVE = b"tier_move"
@@ -195,6 +205,17 @@ def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
         stored_length=received.meta_length + received.dataset_length,
         destinations=destinations,
     )
+
+
+def _readable(raw: bytes | memoryview) -> Instance | None:
+    """The instance record, or None when it is damaged: the copy just received then
+    takes its place, so sending an object again mends its record. The damaged one
+    is not taken out of the counts, which it cannot be read for."""
+    try:
+        return Instance.decode(bytes(raw))
+    except DamagedRecord as exc:
+        log.error("index: %s; replaced by the copy just received", exc)
+        return None
 
 
 # Files to delete once a commit is durable: (BLAKE3 hex, tier it is in).
@@ -257,25 +278,52 @@ class Index:
     def upgrade(self) -> int:
         """Bring an index written by an older version up to date; start-up only, before
         workers start. Schema 2 added by-age keys and tier counts (every object then
-        hot); schema 3 the query catalog (storage.catalog), rebuilt from the instances."""
+        hot); schema 3 the query catalog (storage.catalog), rebuilt from the instances,
+        as it is when a damaged catalog record was found (`mark_catalog_damaged`)."""
         with self._env.begin(write=True) as txn:
             schema = int(txn.get(_SCHEMA, b"1", db=self._totals))
-            if schema >= _SCHEMA_NOW:
+            damaged = txn.get(_CATALOG_DAMAGED, db=self._totals) is not None
+            if schema >= _SCHEMA_NOW and not damaged:
                 return 0
-            if schema < 3:
-                self.catalog.clear(txn)
-            count = 0
-            for _, raw in txn.cursor(db=self._instances):
-                instance = Instance.decode(bytes(raw))
+            total = txn.stat(self._instances)["entries"]
+            if total:
+                why = "a damaged catalog record was found" if damaged else f"schema {schema}"
+                log.warning(
+                    "index: rebuilding the catalog from %d instance record(s) (%s)", total, why
+                )
+            self.catalog.clear(txn)
+            count = skipped = 0
+            for raw in txn.cursor(db=self._instances).iternext(keys=False):
+                try:
+                    instance = Instance.decode(bytes(raw))
+                except DamagedRecord as exc:
+                    skipped += 1
+                    log.error("index: %s; left out of the catalog", exc)
+                    continue
                 if schema < 2:
                     self._tier_account(txn, instance, +1)
                 if instance.study_instance_uid and instance.series_instance_uid:
                     self.catalog.account(txn, instance, +1)
                 count += 1
+                if count % 100_000 == 0:
+                    log.info("index: %d of %d instance record(s) done", count, total)
             txn.put(_SCHEMA, str(_SCHEMA_NOW).encode(), db=self._totals)
-        if count:
-            log.info("index: %d instance(s) brought to schema %d", count, _SCHEMA_NOW)
+            txn.delete(_CATALOG_DAMAGED, db=self._totals)
+        if total:
+            log.info("index: catalog rebuilt from %d instance(s), schema %d", count, _SCHEMA_NOW)
+        if skipped:
+            log.error(
+                "index: %d damaged instance record(s) left out of the catalog; an object "
+                "sent again replaces its damaged record",
+                skipped,
+            )
         return count
+
+    def mark_catalog_damaged(self) -> None:
+        """A catalog record did not read: rebuild the catalog at the next start
+        (`upgrade`), from the instance records, which it only summarises."""
+        with self._env.begin(write=True) as txn:
+            txn.put(_CATALOG_DAMAGED, b"1", db=self._totals)
 
     def by_age(self, tier: str, page: int = 256) -> Iterator[Instance]:
         """A local tier's instances, oldest received first. Read a page at a time,
@@ -429,8 +477,8 @@ class Index:
         """`renew`: an identical object makes the record young again (a recall)."""
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
-        if raw is not None:
-            old = Instance.decode(bytes(raw))
+        old = None if raw is None else _readable(raw)
+        if old is not None:
             if old.hash == new.hash:
                 if old.tier == "hot" and not renew:
                     return Outcome.IDENTICAL, []
@@ -460,7 +508,7 @@ class Index:
         """What the archive sent back replaces (or renews) the record, as the archive
         holds it: routed where the record was, committed at `source`, no new jobs."""
         raw = txn.get(_key(received.sop_instance_uid), db=self._instances)
-        old = None if raw is None else Instance.decode(bytes(raw))
+        old = None if raw is None else _readable(raw)
         new = _as_stored(received, old.destinations if old and old.destinations else (source,))
         outcome, freed = self._apply_one(txn, new, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from storage.committer import GroupCommitter, IndexUnavailable
-from storage.index import Index, Outcome
+from storage.index import Index, Instance, Outcome
 from storage.layout import DataLayout
 from storage.queue import Job, Target
 from tests.support.records import instance
@@ -96,40 +96,70 @@ def test_a_committer_that_syncs_files_refuses_the_loop(tmp_path: Path) -> None:
         GroupCommitter(None, layout, "replace", on_loop=True, sync_files=True)  # type: ignore[arg-type]
 
 
-def test_a_damaged_catalog_record_fails_its_batch_not_the_committer(tmp_path: Path) -> None:
-    """A study record that is not JSON: the instances of that study get
-    IndexUnavailable (0xA700), nothing of their batch is indexed, and the next
-    batch, of another study, commits."""
+def test_a_damaged_catalog_record_fails_its_objects_not_their_batch(tmp_path: Path) -> None:
+    """A study record that is not JSON: the instance of that study gets
+    IndexUnavailable (0xA700); the instance of another study that shares its batch
+    is stored; the catalog is marked for a rebuild, and the rebuild at the next start
+    mends it, after which the study takes objects again."""
     layout = DataLayout(tmp_path / "data")
     layout.prepare()
     index = Index(layout.index, 2**26, durable=False)
     with index._env.begin(write=True) as txn:  # damaged on purpose
         txn.put(b"S1", b"{not json", db=index.catalog.studies)
 
-    async def main() -> tuple[list[Outcome | BaseException], Outcome]:
+    async def send(*items: Instance) -> list[Outcome | BaseException]:
         committer = GroupCommitter(index, layout, "replace", on_loop=True)
         committer.start()
         try:
             path = str(layout.object_path(f"{0:064x}"))
             # Bounded: a commit that died in its loop callback would leave them waiting.
             async with asyncio.timeout(10):
-                damaged = await asyncio.gather(
-                    committer.submit(instance("1.2.3.1", study="S1"), [], path, False),
-                    committer.submit(instance("1.2.3.2", study="S2"), [], path, False),
+                return await asyncio.gather(
+                    *(committer.submit(i, [], path, False) for i in items),
                     return_exceptions=True,
                 )
-                later = await committer.submit(instance("1.2.3.3", study="S2"), [], path, False)
-            return damaged, later
         finally:
             committer.close()
 
     try:
-        damaged, later = asyncio.run(main())
-        assert all(isinstance(o, IndexUnavailable) for o in damaged), damaged
-        assert "unreadable index record" in str(damaged[0])
+        damaged, other = asyncio.run(
+            send(instance("1.2.3.1", study="S1"), instance("1.2.3.2", study="S2"))
+        )
+        assert isinstance(damaged, IndexUnavailable), damaged
+        assert "unreadable index record" in str(damaged)
+        assert "study S1" in str(damaged)
+        assert other is Outcome.STORED
         assert index.get("1.2.3.1") is None
-        assert index.get("1.2.3.2") is None
-        assert later is Outcome.STORED
         assert index.study("S2") is not None
+        assert index.upgrade() == 1  # the start-up rebuild: from the one instance record
+        assert index.study("S1") is None
+        assert asyncio.run(send(instance("1.2.3.1", study="S1"))) == [Outcome.STORED]
+        study = index.study("S1")
+        assert study is not None
+        assert study["instances"] == 1
+        assert index.study("S2")["instances"] == 1  # type: ignore[index]
+        assert index.upgrade() == 0  # rebuilt once, not at every start
+    finally:
+        index.close()
+
+
+def test_a_damaged_instance_record_is_replaced_by_the_object_sent_again(
+    tmp_path: Path,
+) -> None:
+    """An instance record that does not decode blocks nothing: the object sent again
+    is stored in its place, and a catalog rebuild leaves it out instead of failing."""
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=False)
+    with index._env.begin(write=True) as txn:  # damaged on purpose
+        txn.put(b"1.2.3.1", b"[1, 2", db=index._instances)
+    try:
+        assert index.upgrade() == 0  # schema 1 (new): rebuilt, the damaged one left out
+        outcomes, _, _ = index.apply([(instance("1.2.3.1", study="S1"), [])], "replace")
+        assert outcomes == [Outcome.STORED]
+        stored = index.get("1.2.3.1")
+        assert stored is not None
+        assert stored.study_instance_uid == "S1"
+        assert index.study("S1")["instances"] == 1  # type: ignore[index]
     finally:
         index.close()
