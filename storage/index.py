@@ -47,8 +47,8 @@ OnDuplicate = Literal["replace", "keep", "reject"]
 
 
 class DamagedRecord(ValueError):
-    """An instance record that does not decode: the one instance it is about cannot
-    be indexed again; nothing else needs it."""
+    """An instance record that does not decode. Only its own instance needs it: the
+    next copy of that object to arrive takes its place (`_readable`)."""
 
 
 @dataclass(frozen=True)
