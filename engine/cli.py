@@ -140,6 +140,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})"
         + ("  REFUSING NEW STORES: disk full" if disk.get("refusing_associations") else "")
     )
+    if disk.get("catalog_rebuild_due"):
+        print(
+            "  INDEX CATALOG DAMAGED: the objects a damaged record counts get 0xA700; "
+            "restart the engine to rebuild it"
+        )
     tiers = disk.get("tiers", {})
     print(
         "  tiers: "

@@ -90,6 +90,7 @@ class State:
     destinations: dict[str, DestinationState]
     tiers: dict[str, tuple[int, int]]  # tier: (instances, bytes; see Index.tier_totals)
     refusing: bool  # new associations refused: data disk over storage.disk_high_watermark
+    catalog_damaged: bool = False  # the index's catalog awaits a rebuild (at restart)
     # Seconds since each worklist source's mirror was last refreshed (None: never).
     worklist_ages: dict[str, float | None] = field(default_factory=dict)
 
@@ -314,6 +315,12 @@ class StateCollector(Collector):
             "1 while new associations are refused because the data disk is over "
             "storage.disk_high_watermark (objects wait for their destinations), else 0.",
             float(state.refusing),
+        )
+        yield _gauge(
+            "pacs_edge_index_catalog_damaged",
+            "1 once a damaged catalog record (series, study or patient) was found: the "
+            "objects it counts are refused (0xA700) until a restart rebuilds the catalog.",
+            float(state.catalog_damaged),
         )
         if state.worklist_ages:
             ages = GaugeMetricFamily(

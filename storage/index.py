@@ -148,6 +148,7 @@ class Totals:
     series: int
     studies: int
     bytes: int
+    catalog_damaged: bool = False  # a rebuild at the next start is due (decision 40)
 
 
 TIERS = ("hot", "warm", "central")
@@ -422,6 +423,7 @@ class Index:
                 bytes=self._count(txn, b"bytes"),
                 series=txn.stat(self.catalog.series)["entries"],
                 studies=txn.stat(self.catalog.studies)["entries"],
+                catalog_damaged=txn.get(_CATALOG_DAMAGED, db=self._totals) is not None,
             )
 
     def _count(self, txn: lmdb.Transaction, name: bytes) -> int:

@@ -67,6 +67,7 @@ def status(node: Node) -> dict[str, Any]:
             "disk_free_bytes": disk.free,
             "disk_total_bytes": disk.total,
             "refusing_associations": bool(_refusal(node)),
+            "catalog_rebuild_due": totals.catalog_damaged,
             "tiers": {
                 tier: {"instances": count, "bytes": size}
                 for tier, (count, size) in node.shared.index.tier_totals().items()
@@ -169,5 +170,6 @@ def metrics_state(node: Node) -> State:
         destinations=destinations,
         tiers=node.shared.index.tier_totals(),
         refusing=bool(_refusal(node)),
+        catalog_damaged=totals.catalog_damaged,
         worklist_ages=node.worklist.ages() if node.worklist else {},
     )

@@ -70,9 +70,14 @@ def dcmdump_ok(path: Path) -> bool:
     return result.returncode == 0
 
 
-def storescu_verbose(port: int, files: list[Path], calling_ae: str) -> subprocess.Popen[str]:
-    """storescu -v in the background: its output says which files got Success."""
+def storescu_verbose(
+    port: int, files: list[Path], calling_ae: str, halt: bool = True
+) -> subprocess.Popen[str]:
+    """storescu -v in the background: its output says which files got Success.
+    `halt`: stop at the first failed store (storescu's default), or send the rest."""
     options = ["-v", "-R", "-aet", calling_ae, "-aec", "PACS_EDGE", "-to", "30", "-ta", "30"]
+    if not halt:
+        options.append("--no-halt")
     return subprocess.Popen(
         ["storescu", *options, "127.0.0.1", str(port), *map(str, files)],
         stdout=subprocess.PIPE,
