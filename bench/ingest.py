@@ -497,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         # Untimed first: by now the page cache is full of the passes before, and the
         # first 3.4 GB writer reclaims it in its own time (1.5-1.8x CPU per GB measured,
         # whatever the peer), which must not land on whoever comes first.
-        print("memory scenario: warm-up pass (not measured) ...", flush=True)
-        measure("warm-up", memory[0][1], workdir, 1, scripted(big, multiframe, 0, "memory"))
+        if memory:
+            print("memory scenario: warm-up pass (not measured) ...", flush=True)
+            measure("warm-up", memory[0][1], workdir, 1, scripted(big, multiframe, 0, "memory"))
         for label, make in memory:
             runs.append(measure(label, make, workdir, 1, scripted(big, multiframe, 0, "memory")))
             _show(runs[-1])
