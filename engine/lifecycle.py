@@ -36,7 +36,7 @@ from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config
 from policies.lifecycle import Lifecycle
-from storage.index import Index, Instance
+from storage.index import DamagedRecord, Index, Instance
 from storage.layout import DataLayout
 from storage.tiers import Tiers
 
@@ -102,7 +102,7 @@ class LifecycleWorker:
         while not self._stopping.is_set():
             try:
                 self.last = await asyncio.to_thread(self.run_pass)
-            except (OSError, lmdb.Error, core_rs.CoreError) as exc:
+            except (OSError, lmdb.Error, core_rs.CoreError, DamagedRecord) as exc:
                 log.error("lifecycle pass failed, next one in %.0f s: %s", self._interval, exc)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -128,6 +128,18 @@ def test_tiers_by_age_and_counts_add_up(index: Index) -> None:
     assert index.totals().instances == 5  # a purged instance is still indexed
 
 
+def test_the_tier_walk_passes_a_damaged_record_by(index: Index) -> None:
+    """The lifecycle walks a tier oldest first; a record that does not decode is
+    left where it is and the walk goes on, even past a page of nothing else."""
+    now = time.time()
+    batch = [(record(f"1.{n}", now - n * 60), [Target("central", 1)]) for n in range(5)]
+    index.apply(batch, "replace")
+    with index._env.begin(write=True) as txn:  # the three oldest damaged on purpose
+        for uid in ("1.4", "1.3", "1.2"):
+            txn.put(uid.encode(), b"{not json", db=index._instances)
+    assert [i.sop_instance_uid for i in index.by_age("hot", page=2)] == ["1.1", "1.0"]
+
+
 def test_sending_a_purged_object_again_makes_it_hot(index: Index) -> None:
     first = record("1.9", time.time())
     index.apply([(first, [Target("central", 1)])], "replace")
