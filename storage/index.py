@@ -48,7 +48,7 @@ OnDuplicate = Literal["replace", "keep", "reject"]
 
 class DamagedRecord(ValueError):
     """An instance record that does not decode. Only its own instance needs it: the
-    next copy of that object to arrive takes its place (`_readable`)."""
+    next copy of that object to arrive takes its place (`Index._apply_one`)."""
 
 
 @dataclass(frozen=True)
@@ -208,14 +208,16 @@ def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
     )
 
 
-def _readable(raw: bytes | memoryview) -> Instance | None:
-    """The instance record, or None when it is damaged: the copy just received then
-    takes its place, so sending an object again mends its record. The damaged one
-    is not taken out of the counts, which it cannot be read for."""
+_REPLACED = "replaced by the copy just received"
+
+
+def _readable(raw: bytes | memoryview, then: str) -> Instance | None:
+    """The instance record, or None when it is damaged (decision 40): logged with
+    `then`, what the caller does with it instead."""
     try:
         return Instance.decode(bytes(raw))
     except DamagedRecord as exc:
-        log.error("index: %s; replaced by the copy just received", exc)
+        log.error("index: %s; %s", exc, then)
         return None
 
 
@@ -295,11 +297,9 @@ class Index:
             self.catalog.clear(txn)
             count = skipped = 0
             for raw in txn.cursor(db=self._instances).iternext(keys=False):
-                try:
-                    instance = Instance.decode(bytes(raw))
-                except DamagedRecord as exc:
+                instance = _readable(raw, "left out of the catalog")
+                if instance is None:
                     skipped += 1
-                    log.error("index: %s; left out of the catalog", exc)
                     continue
                 if schema < 2:
                     self._tier_account(txn, instance, +1)
@@ -331,6 +331,7 @@ class Index:
         each in a short read transaction, so a long walk never pins old pages."""
         prefix = tier.encode() + b"\0"
         start = prefix
+        damaged = f"the {tier} tier's walk passes it by"
         while True:
             found: list[Instance] = []
             walked = 0
@@ -349,12 +350,9 @@ class Index:
                     start = key
                     walked += 1
                     raw = txn.get(key[len(prefix) + 8 :], db=self._instances)
-                    if raw is None:
-                        continue
-                    try:
-                        found.append(Instance.decode(bytes(raw)))
-                    except DamagedRecord as exc:  # it stays where it is (decision 40)
-                        log.error("index: %s; the %s tier's walk passes it by", exc, tier)
+                    instance = None if raw is None else _readable(raw, damaged)
+                    if instance is not None:
+                        found.append(instance)
             if not walked:
                 return
             yield from found
@@ -485,7 +483,9 @@ class Index:
         """`renew`: an identical object makes the record young again (a recall)."""
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
-        old = None if raw is None else _readable(raw)
+        # A damaged record: the copy just received takes its place (sending an object
+        # again mends its record), though the damaged one stays in the counts.
+        old = None if raw is None else _readable(raw, _REPLACED)
         if old is not None:
             if old.hash == new.hash:
                 if old.tier == "hot" and not renew:
@@ -516,7 +516,7 @@ class Index:
         """What the archive sent back replaces (or renews) the record, as the archive
         holds it: routed where the record was, committed at `source`, no new jobs."""
         raw = txn.get(_key(received.sop_instance_uid), db=self._instances)
-        old = None if raw is None else _readable(raw)
+        old = None if raw is None else _readable(raw, _REPLACED)
         new = _as_stored(received, old.destinations if old and old.destinations else (source,))
         outcome, freed = self._apply_one(txn, new, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")
