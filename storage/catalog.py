@@ -22,7 +22,6 @@ this module keeps them, their links and keys, and reads them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -258,7 +257,7 @@ class Catalog:
 
     def all_patients(self, txn: lmdb.Transaction) -> Iterator[tuple[str, dict[str, Any]]]:
         for key, raw in txn.cursor(db=self.patients):
-            yield bytes(key).decode(), json.loads(bytes(raw))
+            yield bytes(key).decode(), orjson.loads(bytes(raw))
 
 
 def _raw(txn: lmdb.Transaction, db: Any, uid: str) -> bytes | None:
