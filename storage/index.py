@@ -5,7 +5,8 @@ Named databases in one environment (multi-process safe, one writer at a time):
     instances  SOP Instance UID -> instance record (JSON)
     objects    BLAKE3 hex -> how many instance records point at that file
     totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers;
-               "schema"; "catalog_damaged" while a rebuild of the catalog is due
+               "schema"; "catalog_damaged" while a rebuild of the catalog is due,
+               "recount_due" while the counts are (a damaged record was replaced)
     by_age     tier NUL received_at (µs, 8 bytes big-endian) SOP Instance UID -> ""
                the objects kept on this node, oldest first per tier (storage.tiers)
 
@@ -160,6 +161,9 @@ _TIER_COUNTERS = {
 _SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist, 3 the catalog
 _SCHEMA_NOW = 3
 _CATALOG_DAMAGED = b"catalog_damaged"  # in totals: rebuild the catalog at the next start
+# In totals: a damaged instance record was replaced, so its tier, size and catalog
+# counts could not be taken out; the next start counts everything again.
+_RECOUNT_DUE = b"recount_due"
 
 
 _MOVE = b"tier_move"
@@ -208,7 +212,7 @@ def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
     )
 
 
-_REPLACED = "replaced by the copy just received"
+_REPLACED = "replaced by the copy just received; the counts are redone at the next start"
 
 
 def _readable(raw: bytes | memoryview, then: str) -> Instance | None:
@@ -281,35 +285,43 @@ class Index:
     def upgrade(self) -> int:
         """Bring an index written by an older version up to date; start-up only, before
         workers start. Schema 2 added by-age keys and tier counts (every object then
-        hot); schema 3 the query catalog (storage.catalog), rebuilt from the instances,
-        as it is when a damaged catalog record was found (`mark_catalog_damaged`)."""
+        hot); schema 3 the query catalog (storage.catalog). Both are rebuilt from the
+        instance records, with every total, as they are when a damaged catalog record
+        was found (`mark_catalog_damaged`) or a damaged instance record replaced."""
         with self._env.begin(write=True) as txn:
             schema = int(txn.get(_SCHEMA, b"1", db=self._totals))
             damaged = txn.get(_CATALOG_DAMAGED, db=self._totals) is not None
-            if schema >= _SCHEMA_NOW and not damaged:
+            recount = txn.get(_RECOUNT_DUE, db=self._totals) is not None
+            if schema >= _SCHEMA_NOW and not damaged and not recount:
                 return 0
             total = txn.stat(self._instances)["entries"]
             if total:
-                why = "a damaged catalog record was found" if damaged else f"schema {schema}"
-                log.warning(
-                    "index: rebuilding the catalog from %d instance record(s) (%s)", total, why
+                why = (
+                    "a damaged catalog record was found"
+                    if damaged
+                    else "a damaged instance record was replaced"
+                    if recount
+                    else f"schema {schema}"
                 )
-            self.catalog.clear(txn)
+                log.warning(
+                    "index: rebuilding the catalog and the counts from %d instance record(s) (%s)",
+                    total,
+                    why,
+                )
+            self._clear_counts(txn)
             count = skipped = 0
             for raw in txn.cursor(db=self._instances).iternext(keys=False):
-                instance = _readable(raw, "left out of the catalog")
+                instance = _readable(raw, "left out of the catalog and the counts")
                 if instance is None:
                     skipped += 1
                     continue
-                if schema < 2:
-                    self._tier_account(txn, instance, +1)
+                self._total(txn, instance, +1)
                 if instance.study_instance_uid and instance.series_instance_uid:
                     self.catalog.account(txn, instance, +1)
                 count += 1
                 if count % 100_000 == 0:
                     log.info("index: %d of %d instance record(s) done", count, total)
             txn.put(_SCHEMA, str(_SCHEMA_NOW).encode(), db=self._totals)
-            txn.delete(_CATALOG_DAMAGED, db=self._totals)
         if total:
             log.info("index: catalog rebuilt from %d instance(s), schema %d", count, _SCHEMA_NOW)
         if skipped:
@@ -319,6 +331,20 @@ class Index:
                 skipped,
             )
         return count
+
+    def _clear_counts(self, txn: lmdb.Transaction) -> None:
+        """Everything the instance records are summed into, but the file reference
+        counts: a damaged record's file keeps its count, so it is never deleted."""
+        self.catalog.clear(txn)
+        txn.drop(self._by_age, delete=False)
+        for name in (
+            b"instances",
+            b"bytes",
+            *(key for pair in _TIER_COUNTERS.values() for key in pair),
+            _CATALOG_DAMAGED,
+            _RECOUNT_DUE,
+        ):
+            txn.delete(name, db=self._totals)
 
     def mark_catalog_damaged(self) -> None:
         """A catalog record did not read: rebuild the catalog at the next start
@@ -486,6 +512,8 @@ class Index:
         # A damaged record: the copy just received takes its place (sending an object
         # again mends its record), though the damaged one stays in the counts.
         old = None if raw is None else _readable(raw, _REPLACED)
+        if raw is not None and old is None:
+            txn.put(_RECOUNT_DUE, b"1", db=self._totals)
         if old is not None:
             if old.hash == new.hash:
                 if old.tier == "hot" and not renew:
@@ -585,11 +613,9 @@ class Index:
 
     def _account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """Add (sign=+1) or remove (-1) an instance from every count it is part of."""
-        self._tier_account(txn, instance, sign)
+        self._total(txn, instance, sign)
         if sign > 0:
             self._bump(txn, self._objects, instance.hash.encode(), +1)
-        self._bump(txn, self._totals, b"instances", sign)
-        self._bump(txn, self._totals, b"bytes", sign * instance.dataset_length)
         if not (instance.study_instance_uid and instance.series_instance_uid):
             log.warning(
                 "instance %s lacks its study or series UID: stored, not counted in any study",
@@ -597,3 +623,9 @@ class Index:
             )
             return
         self.catalog.account(txn, instance, sign)
+
+    def _total(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
+        """An instance's part of the totals: its tier's, the node's and its by-age key."""
+        self._tier_account(txn, instance, sign)
+        self._bump(txn, self._totals, b"instances", sign)
+        self._bump(txn, self._totals, b"bytes", sign * instance.dataset_length)

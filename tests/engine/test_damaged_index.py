@@ -58,7 +58,7 @@ def test_a_damaged_study_record_refuses_its_study_only_and_a_restart_mends_it(
     # The restart the log asks for rebuilds the catalog; the modality's retry is stored.
     assert engine.stop() == 0
     engine.start()
-    assert "rebuilding the catalog from 2 instance record(s)" in engine.log()
+    assert "rebuilding the catalog and the counts from 2 instance record(s)" in engine.log()
     assert storescu(engine.port, [damaged[1].path]).returncode == 0
     assert engine.instance(damaged[1].sop_instance_uid) is not None
     assert engine.status()["storage"]["catalog_rebuild_due"] is False

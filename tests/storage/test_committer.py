@@ -163,3 +163,33 @@ def test_a_damaged_instance_record_is_replaced_by_the_object_sent_again(
         assert index.study("S1")["instances"] == 1  # type: ignore[index]
     finally:
         index.close()
+
+
+def test_the_next_start_counts_again_after_a_damaged_record_was_replaced(
+    tmp_path: Path,
+) -> None:
+    """The replaced record's size, tier and study could not be taken out of the
+    counts; the next start counts every total again from the instance records."""
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=False)
+    try:
+        index.upgrade()
+        index.apply([(instance("1.2.3.1", size=300), []), (instance("1.2.3.2"), [])], "replace")
+        with index._env.begin(write=True) as txn:  # damaged on purpose
+            txn.put(b"1.2.3.1", b"[1, 2", db=index._instances)
+        outcomes, _, _ = index.apply([(instance("1.2.3.1", size=200), [])], "replace")
+        assert outcomes == [Outcome.STORED]
+        assert index.totals().instances == 3  # the damaged one's part is still in them
+
+        index.close()
+        index = Index(layout.index, 2**26, durable=False)
+        assert index.upgrade() == 2
+        totals = index.totals()
+        assert (totals.instances, totals.bytes, totals.studies) == (2, 300, 1)
+        assert index.tier_totals()["hot"] == (2, 2 * 10 + 300)
+        assert index.study("S1")["instances"] == 2  # type: ignore[index]
+        assert sorted(i.sop_instance_uid for i in index.by_age("hot")) == ["1.2.3.1", "1.2.3.2"]
+        assert index.upgrade() == 0  # counted once, not at every start
+    finally:
+        index.close()
