@@ -3,7 +3,8 @@
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
-#   make bench-full - the whole matrix, forward, scaling, recall and query benchmarks, a 10-minute soak
+#   make bench-full - the whole matrix, forward, scaling, recall and query benchmarks, a 10-minute soak,
+#                  and where an object's CPU goes (perf, callgrind: issue 18's Python-per-object goal)
 #   make fuzz    - libFuzzer: PDU and A-ASSOCIATE-RQ decoders, header parser, JPEG-LS/HTJ2K round trip, RLE,
 #                  JPEG 2000 and JPEG decoders
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ RUST_SOURCES := $(shell find core_rs/src -name '*.rs' -o -name '*.cpp') core_rs/
 # fallback with `make build-dev PACS_EDGE_OPENJPH=off` (core_rs/build.rs).
 export PACS_EDGE_OPENJPH ?= required
 
-.PHONY: run test lint format build-dev build-deps system-deps bench bench-full fuzz clean
+.PHONY: run test lint format build-dev build-deps system-deps profile-deps bench bench-full fuzz clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -59,6 +60,14 @@ system-deps:
 			dcmtk orthanc orthanc-dicomweb prometheus haproxy openssl chromium >/dev/null; \
 	fi
 
+# What bench.profile samples and counts with: perf and valgrind, from Debian.
+profile-deps:
+	@if ! command -v perf >/dev/null || ! command -v valgrind >/dev/null; then \
+		echo "installing perf and valgrind from Debian..."; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq linux-perf valgrind >/dev/null; \
+	fi
+
 # ARGS: extra `serve` flags, e.g. make run ARGS="--http-host 0.0.0.0"
 run: build-dev
 	$(VENV)/bin/pacs-edge serve $(ARGS)
@@ -87,8 +96,10 @@ bench: system-deps build-dev
 	$(PY) -m bench.ingest --quick
 	$(PY) -m bench.codecs
 
-bench-full: system-deps build-dev
+bench-full: system-deps profile-deps build-dev
 	$(PY) -m bench.ingest
+	$(PY) -m bench.profile
+	$(PY) -m bench.profile --callgrind --passes 1
 	$(PY) -m bench.forward
 	$(PY) -m bench.scaling
 	$(PY) -m bench.soak --duration 600
