@@ -6,7 +6,8 @@ Named databases in one environment (multi-process safe, one writer at a time):
     objects    BLAKE3 hex -> how many instance records point at that file
     totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers;
                "schema"; "catalog_damaged" while a rebuild of the catalog is due,
-               "recount_due" while the counts are (a damaged record was replaced)
+               "recount_due" while the counts are one object off (a damaged record
+               was replaced)
     by_age     tier NUL received_at (µs, 8 bytes big-endian) SOP Instance UID -> ""
                the objects kept on this node, oldest first per tier (storage.tiers)
 
@@ -323,7 +324,11 @@ class Index:
                     log.info("index: %d of %d instance record(s) done", count, total)
             txn.put(_SCHEMA, str(_SCHEMA_NOW).encode(), db=self._totals)
         if total:
-            log.info("index: catalog rebuilt from %d instance(s), schema %d", count, _SCHEMA_NOW)
+            log.info(
+                "index: catalog and counts rebuilt from %d instance(s), schema %d",
+                count,
+                _SCHEMA_NOW,
+            )
         if skipped:
             log.error(
                 "index: %d damaged instance record(s) left out of the catalog; an object "
@@ -510,7 +515,8 @@ class Index:
         key = _key(new.sop_instance_uid)
         raw = txn.get(key, db=self._instances)
         # A damaged record: the copy just received takes its place (sending an object
-        # again mends its record), though the damaged one stays in the counts.
+        # again mends its record). The damaged one's part stays in the counts, which
+        # cannot read it, until the next start counts them all again.
         old = None if raw is None else _readable(raw, _REPLACED)
         if raw is not None and old is None:
             txn.put(_RECOUNT_DUE, b"1", db=self._totals)
