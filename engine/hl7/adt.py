@@ -7,7 +7,9 @@ stored objects are not: every copy that leaves gets the corrections (Instance
 
 Every message is answered: AA once the change is durable (or when a repeated merge
 has nothing left to do), AE for a patient this node does not know, AR for a message
-that cannot be applied as sent (wrong version, missing PID or MRG, unknown event).
+that cannot be applied as sent (wrong version, missing PID or MRG, unknown event) and
+for one the index could not take (full, failing, or a damaged record: HL7's "reason
+unrelated to content", which the HIS sends again later).
 The message is parsed by the `hl7` library; framing is engine.hl7.mllp's.
 """
 
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 import hl7
 import lmdb
 
-from storage.index import Index, Instance, with_demographics
+import core_rs
+from storage.index import DamagedRecord, Index, Instance, with_demographics
 from storage.query import Query, instances
 
 log = logging.getLogger(__name__)
@@ -70,10 +73,27 @@ def apply(index: Index, text: str) -> Outcome:
         control_id = _field(message, "MSH.F10")
     except (hl7.ParseException, ValueError, KeyError, IndexError) as exc:
         return Outcome("AR", f"not an HL7 v2 message: {exc}", "")
-    outcome = _decide(index, message, control_id)
-    if outcome.changed == 0:
-        index.patients.log(control_id, text, outcome.ack, outcome.reason)
+    try:
+        outcome = _decide(index, message, control_id)
+        if outcome.changed == 0:
+            index.patients.log(control_id, text, outcome.ack, outcome.reason)
+    except core_rs.RecordError as exc:
+        # As the group committer does (decision 40): the rebuild at the next start
+        # mends the catalog; until then this patient's updates are refused.
+        log.error("HL7 %s: %s; restart the engine to rebuild the catalog", control_id, exc)
+        _mark_damaged(index)
+        return Outcome("AR", "damaged index record; edge restart needed", control_id)
+    except (lmdb.Error, OSError, DamagedRecord) as exc:
+        log.error("HL7 %s: the index could not take it: %s", control_id, exc)
+        return Outcome("AR", f"edge index unavailable: {exc}", control_id)
     return outcome
+
+
+def _mark_damaged(index: Index) -> None:
+    try:
+        index.mark_catalog_damaged()
+    except lmdb.Error as exc:
+        log.error("could not mark the catalog for a rebuild: %s", exc)
 
 
 def _decide(index: Index, message: hl7.Message, control_id: str) -> Outcome:

@@ -4,7 +4,8 @@ each answered with an ACK in the same framing, in order, on the connection it ca
 An asyncio protocol per connection; each message is applied in a thread
 (engine.hl7.adt writes LMDB) before the next one is read from the buffer, so a HIS
 that pipelines messages gets its ACKs in order. A frame over 1 MiB, or bytes outside
-a frame, close the connection: that is not an HL7 sender.
+a frame, close the connection: that is not an HL7 sender. So does a message the
+handler fails on unexpectedly (logged with its traceback), so the HIS resends it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ class MllpConnection(asyncio.Protocol):
         while True:
             raw = await self._messages.get()
             text = raw.decode("utf-8", errors="replace")
-            answer = await self._handle(text, self._peer)
+            try:
+                answer = await self._handle(text, self._peer)
+            except Exception:  # a bug of ours: say so, and close rather than leave the
+                # HIS waiting for an ACK that never comes; it reconnects and resends.
+                log.exception("HL7 message from %s not answered", self._peer)
+                self._close("the message could not be handled")
+                return
             if self._transport is None or self._transport.is_closing():
                 return
             self._transport.write(START + answer.encode("utf-8") + END)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pydicom
 
+from bench.peers import free_port
 from storage.index import Index
+from tests.engine.test_hl7 import adt, msa, send
 from tests.support.corpus import make_series
 from tests.support.dcmtk import acknowledged, storescu, storescu_verbose
 from tests.support.process import EngineProcess
@@ -71,3 +73,41 @@ def test_a_damaged_study_record_refuses_its_study_only_and_a_restart_mends_it(
         assert study["instances"] == 2
     finally:
         index.close()
+
+
+def test_an_hl7_update_that_meets_a_damaged_record_is_rejected_and_the_next_is_answered(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    """The HIS gets AR (not processed, send again later) with the reason, the edge
+    asks for the restart that mends the catalog, and the connection answers the next
+    message: before, the listener's worker died and the HIS waited for an ACK."""
+    hl7_port = free_port()
+    engine = engine_factory(start=False)
+    engine.settings["hl7"] = {"enabled": True, "host": "127.0.0.1", "port": hl7_port}
+    engine.start()
+    damaged = make_series(tmp_path / "damaged", 1, PatientID="P1", PatientName="Li^Na")
+    healthy = make_series(tmp_path / "healthy", 1, PatientID="P2", PatientName="Zhou^Yi")
+    assert storescu(engine.port, [damaged[0].path, healthy[0].path]).returncode == 0
+    study_uid = pydicom.dcmread(damaged[0].path, stop_before_pixels=True).StudyInstanceUID
+    _damage_study(engine, study_uid)
+
+    # Both messages on one MLLP connection, each waiting for its ACK (mllp_send).
+    both = adt("A08", "C1", "P1", "Li^Na^Mei") + adt("A08", "C2", "P2", "Zhou^Yiming")
+    answer = send(hl7_port, both, tmp_path)
+    first, second = [line for line in answer.replace("\n", "\r").split("\r") if line[:4] == "MSA|"]
+    assert first.split("|")[1:3] == ["AR", "C1"], answer
+    assert "restart" in first, answer
+    assert second.split("|")[1:3] == ["AA", "C2"], answer
+    assert "restart the engine" in engine.log()
+    assert engine.status()["storage"]["catalog_rebuild_due"] is True
+    record = engine.instance(healthy[0].sop_instance_uid)
+    assert record is not None
+    assert record["patient_name"] == "Zhou^Yiming"
+
+    # After the restart the HIS's resend is applied.
+    assert engine.stop() == 0
+    engine.start()
+    assert msa(send(hl7_port, adt("A08", "C3", "P1", "Li^Na^Mei"), tmp_path))[1:3] == ["AA", "C3"]
+    record = engine.instance(damaged[0].sop_instance_uid)
+    assert record is not None
+    assert record["patient_name"] == "Li^Na^Mei"

@@ -5,6 +5,7 @@ stored bytes stay as the device sent them; bad messages get AE/AR with the reaso
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from bench.peers import free_port
+from engine.hl7.mllp import END, START, MllpConnection
 from tests.engine.test_forward import dicom_destination
 from tests.engine.test_lifecycle import FAST_RETRIES
 from tests.support.corpus import make_series
@@ -178,3 +180,29 @@ def test_adt_updates_merges_and_renames_patients(
     finally:
         central.stop()
     wait_until(lambda: len(engine.audit("hl7_message")) == 7, 10, "one audit line per message")
+
+
+def test_a_message_the_handler_fails_on_closes_the_connection_instead_of_hanging() -> None:
+    """An unexpected error of ours while applying a message: the HIS's connection is
+    closed (it reconnects and resends) rather than left waiting for an ACK."""
+
+    async def failing(text: str, peer: str) -> str:
+        raise RuntimeError("a bug")
+
+    async def main() -> bytes:
+        tracked: list[asyncio.Task[None]] = []
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: MllpConnection(failing, tracked.append), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(START + adt("A08", "C1", "P1").encode() + END)
+        try:
+            async with asyncio.timeout(10):
+                return await reader.read()  # b"" once the edge closes
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(main()) == b""
