@@ -214,15 +214,16 @@ def _as_stored(received: Instance, destinations: tuple[str, ...]) -> Instance:
 
 
 _REPLACED = "replaced by the copy just received; the counts are redone at the next start"
+_UNREADABLE = "read as absent until the object, sent again, replaces it"
 
 
-def _readable(raw: bytes | memoryview, then: str) -> Instance | None:
-    """The instance record, or None when it is damaged (decision 40): logged with
-    `then`, what the caller does with it instead."""
+def _readable(key: bytes, raw: bytes | memoryview, then: str) -> Instance | None:
+    """The instance record under `key` (its SOP Instance UID), or None when it is
+    damaged (decision 40): logged with `then`, what the caller does with it instead."""
     try:
         return Instance.decode(bytes(raw))
     except DamagedRecord as exc:
-        log.error("index: %s; %s", exc, then)
+        log.error("index: instance %s: %s; %s", key.decode("ascii", "replace"), exc, then)
         return None
 
 
@@ -275,13 +276,22 @@ class Index:
             return self.get_in(txn, sop_instance_uid)
 
     def get_in(self, txn: lmdb.Transaction, sop_instance_uid: str) -> Instance | None:
-        raw = txn.get(_key(sop_instance_uid), db=self._instances)
-        return None if raw is None else Instance.decode(bytes(raw))
+        """The record, or None, also for a damaged one (logged): every reader then
+        treats it as gone (a query leaves it out, a retrieve or a forward job counts it
+        failed) rather than failing on it (decision 40)."""
+        key = _key(sop_instance_uid)
+        raw = txn.get(key, db=self._instances)
+        return None if raw is None else _readable(key, raw, _UNREADABLE)
 
     def instances(self) -> Iterator[Instance]:
+        """Every readable record; a damaged one is logged and passed by."""
         with self._env.begin(db=self._instances) as txn:
-            for _, raw in txn.cursor():
-                yield Instance.decode(bytes(raw))
+            for key, raw in txn.cursor():
+                instance = _readable(
+                    bytes(key), raw, "passed by; the object, sent again, replaces it"
+                )
+                if instance is not None:
+                    yield instance
 
     def upgrade(self) -> int:
         """Bring an index written by an older version up to date; start-up only, before
@@ -311,8 +321,8 @@ class Index:
                 )
             self._clear_counts(txn)
             count = skipped = 0
-            for raw in txn.cursor(db=self._instances).iternext(keys=False):
-                instance = _readable(raw, "left out of the catalog and the counts")
+            for key, raw in txn.cursor(db=self._instances):
+                instance = _readable(bytes(key), raw, "left out of the catalog and the counts")
                 if instance is None:
                     skipped += 1
                     continue
@@ -380,8 +390,9 @@ class Index:
                         break
                     start = key
                     walked += 1
-                    raw = txn.get(key[len(prefix) + 8 :], db=self._instances)
-                    instance = None if raw is None else _readable(raw, damaged)
+                    uid = key[len(prefix) + 8 :]
+                    raw = txn.get(uid, db=self._instances)
+                    instance = None if raw is None else _readable(uid, raw, damaged)
                     if instance is not None:
                         found.append(instance)
             if not walked:
@@ -517,7 +528,7 @@ class Index:
         # A damaged record: the copy just received takes its place (sending an object
         # again mends its record). The damaged one's part stays in the counts, which
         # cannot read it, until the next start counts them all again.
-        old = None if raw is None else _readable(raw, _REPLACED)
+        old = None if raw is None else _readable(key, raw, _REPLACED)
         if raw is not None and old is None:
             txn.put(_RECOUNT_DUE, b"1", db=self._totals)
         if old is not None:
@@ -549,8 +560,9 @@ class Index:
     ) -> tuple[Outcome, Unreferenced]:
         """What the archive sent back replaces (or renews) the record, as the archive
         holds it: routed where the record was, committed at `source`, no new jobs."""
-        raw = txn.get(_key(received.sop_instance_uid), db=self._instances)
-        old = None if raw is None else _readable(raw, _REPLACED)
+        key = _key(received.sop_instance_uid)
+        raw = txn.get(key, db=self._instances)
+        old = None if raw is None else _readable(key, raw, _REPLACED)
         new = _as_stored(received, old.destinations if old and old.destinations else (source,))
         outcome, freed = self._apply_one(txn, new, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")

@@ -12,10 +12,12 @@ import pydicom
 
 from bench.peers import free_port
 from storage.index import Index
+from tests.engine.test_forward import FAST_RETRY, dicom_destination, drained
 from tests.engine.test_hl7 import adt, msa, send
 from tests.support.corpus import make_series
 from tests.support.dcmtk import acknowledged, storescu, storescu_verbose
-from tests.support.process import EngineProcess
+from tests.support.orthanc import OrthancProcess
+from tests.support.process import EngineProcess, wait_until
 
 
 def _damage_study(engine: EngineProcess, study_instance_uid: str) -> None:
@@ -111,3 +113,44 @@ def test_an_hl7_update_that_meets_a_damaged_record_is_rejected_and_the_next_is_a
     record = engine.instance(damaged[0].sop_instance_uid)
     assert record is not None
     assert record["patient_name"] == "Li^Na^Mei"
+
+
+def _damage_instance(engine: EngineProcess, sop_instance_uid: str) -> None:
+    """Overwrite an instance record with bytes that are not a record (a second process)."""
+    index = Index(engine.data_dir / "index.lmdb", 2**30, durable=True)
+    try:
+        with index._env.begin(write=True) as txn:
+            assert txn.put(sop_instance_uid.encode(), b"[1, 2", db=index._instances)
+    finally:
+        index.close()
+
+
+def test_a_damaged_instance_record_is_dead_lettered_and_the_edge_forwards_and_starts_on(
+    engine_factory: Callable[..., EngineProcess], tmp_path: Path
+) -> None:
+    """Its forward job fails for good (dead-lettered, the log says why) and the
+    others go; before, it ended the destination's worker and forwarding stopped. And
+    the start-up check passes it by; before, the engine did not start."""
+    central = OrthancProcess(tmp_path / "orthanc")  # down at first: the copies wait
+    engine = engine_factory({"destination": [dicom_destination(central)], "forward": FAST_RETRY})
+    series = make_series(tmp_path / "s", 3)
+    assert storescu(engine.port, [f.path for f in series]).returncode == 0
+    _damage_instance(engine, series[0].sop_instance_uid)
+    central.start()
+    try:
+        wait_until(lambda: drained(engine), 60, "the queue to drain")
+        assert sorted(central.sop_instance_uids()) == sorted(f.sop_instance_uid for f in series[1:])
+        assert engine.status()["destinations"]["central"]["dead"] == 1
+        assert f"instance {series[0].sop_instance_uid}: instance record" in engine.log()
+        later = make_series(tmp_path / "later", 1)
+        assert storescu(engine.port, [later[0].path]).returncode == 0
+        wait_until(lambda: central.count() == 3, 60, "a later object at central")
+    finally:
+        central.stop()
+
+    assert engine.stop() == 0
+    engine.start()
+    assert "passed by; the object, sent again, replaces it" in engine.log()
+    assert storescu(engine.port, [series[0].path]).returncode == 0
+    record = engine.instance(series[0].sop_instance_uid)
+    assert record is not None
