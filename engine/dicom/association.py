@@ -36,6 +36,7 @@ from engine.dicom.pumps import QUIET_AFTER, Pumps
 from engine.dicom.requests import Requests
 from engine.dicom.store import (
     CANNOT_UNDERSTAND,
+    PROCESSING_FAILURE,
     SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     UNRECOGNIZED_OPERATION,
@@ -636,14 +637,18 @@ class Association(asyncio.BufferedProtocol):
         self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
     ) -> None:
         started = time.perf_counter()
-        result: StoreResult = await self._storage.store(
-            spool,
-            command.affected_sop_class_uid,
-            command.affected_sop_instance_uid,
-            context.transfer_syntax,
-            self.calling_ae,
-            command.move_originator_ae,
-        )
+        try:
+            result: StoreResult = await self._storage.store(
+                spool,
+                command.affected_sop_class_uid,
+                command.affected_sop_instance_uid,
+                context.transfer_syntax,
+                self.calling_ae,
+                command.move_originator_ae,
+            )
+        except Exception:  # a bug must not leave the modality waiting for its answer
+            log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
+            result = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
         self._hub.record_store(result, self.calling_ae, time.perf_counter() - started)
         if result.status == SUCCESS:
             self.stored += 1

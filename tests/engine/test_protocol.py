@@ -326,3 +326,28 @@ async def test_response_command_sets_read_back_with_pydicom() -> None:
     assert ds.NumberOfCompletedSuboperations == 65535
     with_dataset = dimse.response(0x8020, 1, 0xFF00, "1.2.3", dataset=True)
     assert read_dataset(BytesIO(with_dataset), True, True).CommandDataSetType == 0x0000
+
+
+async def test_a_store_that_fails_unexpectedly_is_answered_0x0110(
+    node_factory: Callable[..., Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug below the association (here the store service raising) gets the modality
+    a failure status and the association goes on; before, no C-STORE-RSP came."""
+    original = StoreService.store
+
+    async def failing_once(self: StoreService, spool: Any, *args: Any, **kw: Any) -> Any:
+        if args[1] == "1.2.3.1":  # the SOP Instance UID
+            spool.discard()
+            raise RuntimeError("a bug")
+        return await original(self, spool, *args, **kw)
+
+    monkeypatch.setattr(StoreService, "store", failing_once)
+    node = node_factory()
+    association, transport = associate(node)
+    feed(association, store_pdus("1.2.3.1", 1))
+    processing_failure = b"\x00\x00\x00\x09\x02\x00\x00\x00\x10\x01"  # (0000,0900) 0110
+    await until(lambda: processing_failure in transport.written)
+    feed(association, store_pdus("1.2.3.2", 2))
+    await until(lambda: association.stored == 1)
+    assert node.shared.index.get("1.2.3.2") is not None
+    assert node.shared.index.get("1.2.3.1") is None
