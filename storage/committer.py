@@ -250,11 +250,7 @@ class GroupCommitter:
                 "are refused (0xA700), and a batch that holds one commits object by object",
                 exc,
             )
-            try:
-                self._index.mark_catalog_damaged()
-                self._catalog_marked = True
-            except lmdb.Error as marking:
-                log.error("index: could not mark the catalog for a rebuild: %s", marking)
+            self._catalog_marked = self._index.mark_catalog_damaged()
         if len(items) == 1:
             self._failed(items, here, exc)
             return

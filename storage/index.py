@@ -361,11 +361,17 @@ class Index:
         ):
             txn.delete(name, db=self._totals)
 
-    def mark_catalog_damaged(self) -> None:
+    def mark_catalog_damaged(self) -> bool:
         """A catalog record did not read: rebuild the catalog at the next start
-        (`upgrade`), from the instance records, which it only summarises."""
-        with self._env.begin(write=True) as txn:
-            txn.put(_CATALOG_DAMAGED, b"1", db=self._totals)
+        (`upgrade`), from the instance records, which it only summarises. False (and
+        logged) when the mark itself could not be written."""
+        try:
+            with self._env.begin(write=True) as txn:
+                txn.put(_CATALOG_DAMAGED, b"1", db=self._totals)
+        except lmdb.Error as exc:
+            log.error("index: could not mark the catalog for a rebuild: %s", exc)
+            return False
+        return True
 
     def by_age(self, tier: str, page: int = 256) -> Iterator[Instance]:
         """A local tier's instances, oldest received first. Read a page at a time,

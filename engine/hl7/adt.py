@@ -81,19 +81,12 @@ def apply(index: Index, text: str) -> Outcome:
         # As the group committer does (decision 40): the rebuild at the next start
         # mends the catalog; until then this patient's updates are refused.
         log.error("HL7 %s: %s; restart the engine to rebuild the catalog", control_id, exc)
-        _mark_damaged(index)
+        index.mark_catalog_damaged()
         return Outcome("AR", "damaged index record; edge restart needed", control_id)
     except (lmdb.Error, OSError, DamagedRecord) as exc:
         log.error("HL7 %s: the index could not take it: %s", control_id, exc)
         return Outcome("AR", f"edge index unavailable: {exc}", control_id)
     return outcome
-
-
-def _mark_damaged(index: Index) -> None:
-    try:
-        index.mark_catalog_damaged()
-    except lmdb.Error as exc:
-        log.error("could not mark the catalog for a rebuild: %s", exc)
 
 
 def _decide(index: Index, message: hl7.Message, control_id: str) -> Outcome:
