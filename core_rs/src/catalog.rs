@@ -165,8 +165,6 @@ impl Record {
         }
     }
 
-    /// The record's values of the fields in `names` become the instance's, where
-    /// it has one (the latest instance wins; an empty value says nothing).
     /// What is left once the counts moved by `sign`: nothing when its last instance
     /// went, else the record, taking the newest instance's `names` when it came in.
     fn settled(mut self, facts: &Facts, sign: i64, names: &[&str]) -> Option<Self> {
@@ -179,6 +177,8 @@ impl Record {
         Some(self)
     }
 
+    /// The record's values of the fields in `names` become the instance's, where
+    /// it has one (the latest instance wins; an empty value says nothing).
     fn take_fields(&mut self, facts: &Facts, names: &[&str]) {
         for name in names {
             let value = facts.get(name);
