@@ -34,7 +34,7 @@ from engine.forward.senders import Delivery, DicomSender, ObjectReader, Settle, 
 from monitoring.audit import AuditLog
 from monitoring.metrics import Metrics
 from policies.config import Config, DicomDestination, ForwardConfig, MppsDestination
-from storage.committer import GroupCommitter
+from storage.committer import GroupCommitter, IndexUnavailable
 from storage.index import Index
 from storage.layout import DataLayout
 from storage.queue import Job, Outcome, Settlement
@@ -211,37 +211,60 @@ class DestinationRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
     async def _worker(self, number: int) -> None:
+        """One association's loop. A failure of this edge's own (the index refusing a
+        settlement, a bug) pauses the destination like a failure of the destination's
+        and starts over on a new association: it must not end forwarding unseen."""
         sender = self._sender()
         idle_since: float | None = None
         try:
             while True:
-                wait = self.breaker.wait_time(time.time())
-                if wait > 0:
-                    await sender.idle()
-                    await self._sleep(min(wait, _POLL))  # "retry now" must wake it
-                    continue
-                jobs = self._queues.claim(
-                    self.dest.name,
-                    self._batch,
-                    _MAX_BATCH_BYTES,
-                    self.in_flight,
-                    set(self._busy_studies) if self.dest.ordered else set(),
-                    time.time(),
-                    self.dest.ordered,
-                )
-                if not jobs:
-                    self.breaker.release_probe()  # nothing to probe with
-                    now = time.monotonic()
-                    idle_since = idle_since or now
-                    if now - idle_since >= _POLL:
-                        await sender.idle()
-                    await self._sleep(self._until_due())
-                    continue
-                idle_since = None
-                await self._send(sender, jobs)
+                try:
+                    idle_since = await self._turn(sender, idle_since)
+                except Exception as exc:  # logged with its traceback; the destination pauses
+                    delay = self.breaker.failure(f"edge error: {exc!r}"[:200], time.time())
+                    log.exception(
+                        "%s: association %d failed on this edge; its jobs stay queued, "
+                        "retrying in %.1f s",
+                        self.dest.name,
+                        number,
+                        delay,
+                    )
+                    await self._close(sender)
+                    sender = self._sender()
         finally:
-            with contextlib.suppress(OSError, PeerUnavailable):
-                await sender.close()
+            await self._close(sender)
+
+    async def _turn(self, sender: Sender, idle_since: float | None) -> float | None:
+        """Wait, or claim and send one batch; returns since when the queue is empty."""
+        wait = self.breaker.wait_time(time.time())
+        if wait > 0:
+            await sender.idle()
+            await self._sleep(min(wait, _POLL))  # "retry now" must wake it
+            return idle_since
+        jobs = self._queues.claim(
+            self.dest.name,
+            self._batch,
+            _MAX_BATCH_BYTES,
+            self.in_flight,
+            set(self._busy_studies) if self.dest.ordered else set(),
+            time.time(),
+            self.dest.ordered,
+        )
+        if not jobs:
+            self.breaker.release_probe()  # nothing to probe with
+            now = time.monotonic()
+            idle_since = idle_since or now
+            if now - idle_since >= _POLL:
+                await sender.idle()
+            await self._sleep(self._until_due())
+            return idle_since
+        await self._send(sender, jobs)
+        return None
+
+    @staticmethod
+    async def _close(sender: Sender) -> None:
+        with contextlib.suppress(OSError, PeerUnavailable):
+            await sender.close()
 
     def _until_due(self) -> float:
         """Seconds until the first backing-off job may go (at most the poll interval)."""
@@ -261,6 +284,15 @@ class DestinationRunner:
             except PeerUnavailable as exc:
                 untried = [job for job in jobs if job.key not in batch.settled]
                 await self._settle(batch, [Delivery(j, "unreachable", str(exc)) for j in untried])
+            except IndexUnavailable:
+                raise  # nothing can be settled now; the worker pauses, the jobs stay as they are
+            except Exception as exc:
+                # A bug of ours with these objects: each spends an attempt, so one that
+                # always fails ends in the dead letters instead of stalling the queue.
+                untried = [job for job in jobs if job.key not in batch.settled]
+                why = f"edge error: {exc!r}"[:200]
+                await self._settle(batch, [Delivery(j, "permanent", why) for j in untried])
+                raise
             self._judge(batch.deliveries)
             if batch.committed_refs:
                 await self._request_commitment(batch.transaction_uid, batch.committed_refs)

@@ -94,7 +94,7 @@ class FakeTransport(asyncio.Transport):
 class Node:
     """One engine process's parts, without listeners."""
 
-    def __init__(self, tmp: Path, config: Config) -> None:
+    def __init__(self, tmp: Path, config: Config, router: Router | None = None) -> None:
         layout = DataLayout(tmp / "data")
         layout.prepare()
         index = Index(layout.index, 2**30, durable=False)
@@ -111,7 +111,7 @@ class Node:
             audit,
             LiveAssociations(None),
         )
-        store = StoreService(self.shared, self.pool, Router([], []))
+        store = StoreService(self.shared, self.pool, router or Router([], []))
         self.reports: list[tuple[Report, str]] = []
         objects = ObjectReader(index, layout, self.pool, metrics)
         recaller = Recaller(self.shared, self.hub.track)
