@@ -1,7 +1,8 @@
 """Group commit: everything submitted since the last commit goes into one transaction.
 
-Associations `await submit(...)`; N parallel associations pay for one commit instead
-of N. The queue is bounded by the association limit: each association waits for its
+Associations `submit_then(...)` (or `await submit(...)`); N parallel associations pay
+for one commit instead of N, and each batch's answers are handed back in one call per
+event loop. The queue is bounded by the association limit: each association waits for its
 commit before it answers, and so before the peer sends the next object.
 
 Where the commit runs depends on what it costs (docs/decisions/0030):
@@ -23,6 +24,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import lmdb
 
@@ -58,13 +60,16 @@ class CommitStats:
         }
 
 
+Indexed = Callable[[Outcome | IndexUnavailable], None]
+
+
 @dataclass(eq=False)  # one submission: equal only to itself
 class _Pending:
     instance: Instance
     targets: list[Target] | Recalled
     path: str  # the object's file (a str: a Path per object cost ~5 µs of Python)
     deduplicated: bool
-    future: asyncio.Future[Outcome]
+    done: Indexed  # called on `loop` with the outcome
     loop: asyncio.AbstractEventLoop = field(repr=False)
 
 
@@ -73,8 +78,22 @@ class _Settling:
     """The forwarder's record of what destinations answered."""
 
     settlements: list[Settlement]
-    future: asyncio.Future[None]
+    done: Callable[[IndexUnavailable | None], None]
     loop: asyncio.AbstractEventLoop = field(repr=False)
+
+
+def _into(future: asyncio.Future[Any]) -> Callable[[Any], None]:
+    """A callback that settles `future` with a result, or with an exception."""
+
+    def settle(result: Any) -> None:
+        if future.done():  # the waiting task was cancelled
+            return
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return settle
 
 
 class GroupCommitter:
@@ -139,6 +158,21 @@ class GroupCommitter:
         if batch:
             self._commit(batch, self._here())
 
+    def submit_then(
+        self,
+        instance: Instance,
+        targets: list[Target] | Recalled,
+        path: str,
+        deduplicated: bool,
+        done: Indexed,
+    ) -> None:
+        """Index the object in the next group commit; then `done` is called once, on
+        the caller's event loop, with its outcome or the IndexUnavailable. No task and
+        no future per object: a batch's answers go back in one call per loop
+        (docs/decisions/0041)."""
+        loop = self._here() or asyncio.get_running_loop()
+        self._put(_Pending(instance, targets, path, deduplicated, done, loop))
+
     async def submit(
         self,
         instance: Instance,
@@ -146,9 +180,10 @@ class GroupCommitter:
         path: str,
         deduplicated: bool,
     ) -> Outcome:
+        """`submit_then` for a coroutine: the outcome, or IndexUnavailable raised."""
         loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._put(_Pending(instance, targets, path, deduplicated, future, loop))
+        self._put(_Pending(instance, targets, path, deduplicated, _into(future), loop))
         return await future
 
     async def settle(self, settlements: list[Settlement]) -> None:
@@ -156,7 +191,7 @@ class GroupCommitter:
         so a job the destination acknowledged is not sent again after a crash."""
         loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._put(_Settling(settlements, future, loop))
+        self._put(_Settling(settlements, _into(future), loop))
         await future
 
     def _run(self) -> None:
@@ -271,23 +306,21 @@ class GroupCommitter:
         return ready
 
 
-_Result = tuple[_Pending | _Settling, Outcome | Exception | None]
+_Result = tuple[_Pending | _Settling, Outcome | IndexUnavailable | None]
 
 
 def _resolve_all(here: asyncio.AbstractEventLoop | None, results: list[_Result]) -> None:
-    """Settle a batch's futures with ONE wake-up per event loop, not one per object."""
+    """Hand a batch's outcomes back with ONE wake-up per event loop, not one per object."""
     by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
     for pending, result in results:
         by_loop.setdefault(pending.loop, []).append((pending, result))
 
     def settle(batch: list[_Result]) -> None:
         for pending, result in batch:
-            if pending.future.done():  # the waiting association was cancelled
-                continue
-            if isinstance(result, Exception):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)  # type: ignore[arg-type]
+            try:
+                pending.done(result)  # type: ignore[arg-type]
+            except Exception:  # one answer's bug must not leave the batch's others unsent
+                log.exception("handing back an outcome of a group commit failed")
 
     for loop, batch in by_loop.items():
         if here is loop:  # committed on the loop itself: no wake-up needed

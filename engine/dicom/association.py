@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import core_rs
@@ -155,6 +156,8 @@ class Association(asyncio.BufferedProtocol):
         self._drain_after_pump = False  # drain() waits for the receiver to come back
         self._quiet_after = min(QUIET_AFTER, config.idle_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
+        # C-STORE-RQs being indexed without a task of their own (StoreService.store_then).
+        self._stores = 0
         self._awaiting_dataset: dict[int, core_rs.Command] = {}
         self._cancelled: set[int] = set()  # message IDs a C-CANCEL-RQ named
         self.contexts: dict[tuple[str, str], int] = {}  # C-GET sub-operations' (see _ae7)
@@ -623,19 +626,60 @@ class Association(asyncio.BufferedProtocol):
             spool.discard()
             self.respond(command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID")
             return
+        elif not self._storage.reads_headers:
+            self._store_then(command, context, spool)
+            self._limit_in_flight()
+            return
         else:
             work = self._store(command, context, spool)
         task = self._loop.create_task(work)
         self._tasks.add(task)
         self._hub.track(task)
         task.add_done_callback(self._store_done)
-        if len(self._tasks) >= _MAX_STORES_IN_FLIGHT and self.transport is not None:
+        self._limit_in_flight()
+
+    def _limit_in_flight(self) -> None:
+        if len(self._tasks) + self._stores >= _MAX_STORES_IN_FLIGHT and self.transport is not None:
             self.transport.pause_reading()
             self._reading_paused = True
+
+    @property
+    def _busy(self) -> bool:
+        """Some request is still being worked on: a release or a drain waits."""
+        return bool(self._tasks or self._stores)
+
+    def _store_then(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> None:
+        """A C-STORE without a task: the group commit calls back with the status
+        (docs/decisions/0041). The common case: no routing rule reads the header."""
+        self._stores += 1
+        self._hub.store_began()
+        answer = partial(self._stored, command, time.perf_counter())
+        try:
+            self._storage.store_then(
+                spool,
+                command.affected_sop_class_uid,
+                command.affected_sop_instance_uid,
+                context.transfer_syntax,
+                self.calling_ae,
+                command.move_originator_ae,
+                answer,
+            )
+        except Exception:  # raised before the object reached the committer: once
+            log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
+            answer(StoreResult(PROCESSING_FAILURE, "the store failed on this node"))
+
+    def _stored(self, command: core_rs.Command, started: float, result: StoreResult) -> None:
+        self._stores -= 1
+        self._hub.store_ended()
+        self._answer_store(command, started, result)
+        self._work_done()
 
     async def _store(
         self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
     ) -> None:
+        """A C-STORE as a task: routing rules read the object's header on the I/O pool."""
         started = time.perf_counter()
         try:
             result: StoreResult = await self._storage.store(
@@ -649,6 +693,9 @@ class Association(asyncio.BufferedProtocol):
         except Exception:  # a bug must not leave the modality waiting for its answer
             log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
             result = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
+        self._answer_store(command, started, result)
+
+    def _answer_store(self, command: core_rs.Command, started: float, result: StoreResult) -> None:
         self._hub.record_store(result, self.calling_ae, time.perf_counter() - started)
         if result.status == SUCCESS:
             self.stored += 1
@@ -735,7 +782,12 @@ class Association(asyncio.BufferedProtocol):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("[%s] store task failed", self, exc_info=task.exception())
-        if self._reading_paused and len(self._tasks) < _MAX_STORES_IN_FLIGHT:
+        self._work_done()
+
+    def _work_done(self) -> None:
+        """A request was answered: read on if reading waited for it, finish a
+        release or a drain that did."""
+        if self._reading_paused and len(self._tasks) + self._stores < _MAX_STORES_IN_FLIGHT:
             self._reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
                 if self._may_pump():
@@ -778,7 +830,7 @@ class Association(asyncio.BufferedProtocol):
         self._handle(Event.Evt9, data=data)
 
     def _maybe_finish_release(self) -> None:
-        if self.state is State.Sta8 and not self._tasks:
+        if self.state is State.Sta8 and not self._busy:
             self._handle(Event.Evt14)
 
     # ---- shutdown, timers -------------------------------------------------------------
@@ -792,7 +844,7 @@ class Association(asyncio.BufferedProtocol):
             self._receiver.cancel_pump()
             return
         if (
-            self.state is State.Sta6 and not self._tasks and self._receiver.at_boundary
+            self.state is State.Sta6 and not self._busy and self._receiver.at_boundary
         ) or self.state in (State.Sta2, State.Sta3):
             self._handle(Event.Evt15, reason=None, why="node is shutting down")
 
@@ -828,7 +880,7 @@ class Association(asyncio.BufferedProtocol):
             return
         timeout = self._shared.config.dicom.idle_timeout
         silent = self._loop.time() - self._last_activity
-        if silent >= timeout and not self._tasks and not self._pumping:
+        if silent >= timeout and not self._busy and not self._pumping:
             self._handle(Event.Evt15, reason=None, why=f"no data for {silent:.0f} s")
         else:
             self._idle = self._loop.call_later(max(timeout - silent, 1.0), self._idle_check)

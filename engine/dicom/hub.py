@@ -56,6 +56,8 @@ class AssociationHub:
         self._all: set[Association] = set()
         self._established: set[Association] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stores = 0  # objects being indexed without a task (Association._store_then)
+        self._stores_settled: asyncio.Future[None] | None = None  # set by shutdown
         self.draining = False  # refuse new associations
         self.cutting = False  # grace is over: end each association after its object
         self.pumps = Pumps()  # associations' socket-reading threads (engine.dicom.pumps)
@@ -163,6 +165,15 @@ class AssociationHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def store_began(self) -> None:
+        self._stores += 1
+
+    def store_ended(self) -> None:
+        self._stores -= 1
+        settled = self._stores_settled
+        if not self._stores and settled is not None and not settled.done():
+            settled.set_result(None)
+
     def record_store(self, result: StoreResult, calling_ae: str, seconds: float) -> None:
         self._metrics.status(result.status)
         if result.outcome not in (None, Outcome.STORED):
@@ -198,6 +209,9 @@ class AssociationHub:
                 await asyncio.wait(pending, timeout=5)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+        if self._stores:  # their group commit answers each, even of a closed association
+            self._stores_settled = asyncio.get_running_loop().create_future()
+            await self._stores_settled
         self.pumps.close()
 
     def _give_back(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
@@ -76,6 +77,11 @@ def _decode_attributes(stored: core_rs.StoredObject) -> dict[str, str]:
     return text
 
 
+def _answer(future: asyncio.Future[StoreResult], result: StoreResult) -> None:
+    if not future.done():  # else the waiting task was cancelled
+        future.set_result(result)
+
+
 def _read_extra(path: str, keywords: list[str]) -> dict[str, str]:
     """Attributes a routing rule tests that the Rust parser does not read: pydicom,
     on the header only. Costs a file read per object, so only when rules need it."""
@@ -105,17 +111,18 @@ class StoreService:
         self._extra_keywords = sorted(router.keywords - known)
         self._router = router
 
-    async def _targets(
-        self, path: str, attrs: dict[str, str], calling_ae: str, sop_class_uid: str
+    @property
+    def reads_headers(self) -> bool:
+        """Routing rules test attributes core_rs does not decode: each object's header
+        is read through pydicom on the I/O pool first (`store`, not `store_then`)."""
+        return bool(self._extra_keywords)
+
+    def _targets(
+        self, attrs: dict[str, str], extra: dict[str, str], calling_ae: str, sop_class_uid: str
     ) -> tuple[list[Target], Correction | None]:
         """Where the object goes, and the worklist's corrections of its demographics
         when a matching route asks for them (`coerce_from_worklist`)."""
-        facts = {**attrs, CALLING_AE: calling_ae, "SOPClassUID": sop_class_uid}
-        if self._extra_keywords:
-            loop = asyncio.get_running_loop()
-            facts |= await loop.run_in_executor(
-                self._io_pool, _read_extra, path, self._extra_keywords
-            )
+        facts = {**attrs, **extra, CALLING_AE: calling_ae, "SOPClassUID": sop_class_uid}
         routes = self._router.route(facts)
         fix = None
         if any(r.from_worklist for r in routes):
@@ -148,6 +155,53 @@ class StoreService:
         calling_ae: str,
         move_originator: str = "",
     ) -> StoreResult:
+        """Store and index the object; the status for its sender. Any routing rules."""
+        received = self._receive(
+            spool, sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, move_originator
+        )
+        if isinstance(received, StoreResult):
+            return received
+        loop = asyncio.get_running_loop()
+        extra: dict[str, str] = {}
+        if self._extra_keywords and not received.source:
+            path = received.stored.path
+            extra = await loop.run_in_executor(
+                self._io_pool, _read_extra, path, self._extra_keywords
+            )
+        answer: asyncio.Future[StoreResult] = loop.create_future()
+        self._submit(received, extra, partial(_answer, answer))
+        return await answer
+
+    def store_then(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        move_originator: str,
+        done: Callable[[StoreResult], None],
+    ) -> None:
+        """`store` without a task: `done` gets the status once, maybe before this
+        returns, else from the group commit. Only when not `reads_headers`."""
+        received = self._receive(
+            spool, sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, move_originator
+        )
+        if isinstance(received, StoreResult):
+            done(received)
+        else:
+            self._submit(received, {}, done)
+
+    def _receive(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        move_originator: str,
+    ) -> StoreResult | _Received:
+        """The spool file into the object store, and what it says of itself."""
         try:
             # A flush and a rename, on the loop: cheaper than the hop to a thread. With
             # durability "fsync" the group committer syncs the batch's files before it
@@ -168,13 +222,28 @@ class StoreService:
                 sop_instance_uid,
                 attrs["SOPInstanceUID"],
             )
-        source = self._recall_source(calling_ae, move_originator)
+        return _Received(
+            stored,
+            attrs,
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            calling_ae,
+            self._recall_source(calling_ae, move_originator),
+        )
+
+    def _submit(
+        self, received: _Received, extra: dict[str, str], done: Callable[[StoreResult], None]
+    ) -> None:
+        """Route the object, build its record and hand it to the group committer."""
+        stored, attrs = received.stored, received.attrs
+        sop_instance_uid, calling_ae = received.sop_instance_uid, received.calling_ae
         targets: list[Target] | Recalled
         fix = None
-        if source:
-            targets = Recalled(source)
+        if received.source:
+            targets = Recalled(received.source)
         else:
-            targets, fix = await self._targets(stored.path, attrs, calling_ae, sop_class_uid)
+            targets, fix = self._targets(attrs, extra, calling_ae, received.sop_class_uid)
         # The record is built once, as the index keeps it (hot, routed), and not
         # through the frozen dataclass's __init__ (Instance.of).
         patient_id = attrs.get("PatientID", "")
@@ -182,7 +251,7 @@ class StoreService:
         instance = Instance.of(
             {
                 "sop_instance_uid": sop_instance_uid,
-                "sop_class_uid": sop_class_uid,
+                "sop_class_uid": received.sop_class_uid,
                 "study_instance_uid": attrs.get("StudyInstanceUID", ""),
                 "series_instance_uid": attrs.get("SeriesInstanceUID", ""),
                 # The HIS merged this patient (HL7 A40/A47): attach to the survivor.
@@ -204,7 +273,7 @@ class StoreService:
                 "series_date": attrs.get("SeriesDate", ""),
                 "body_part_examined": attrs.get("BodyPartExamined", ""),
                 "number_of_frames": attrs.get("NumberOfFrames", ""),
-                "transfer_syntax_uid": transfer_syntax_uid,
+                "transfer_syntax_uid": received.transfer_syntax_uid,
                 "calling_ae": calling_ae,
                 "hash": stored.hash,
                 "meta_length": stored.meta_length,
@@ -238,14 +307,45 @@ class StoreService:
                     else {}
                 ),
             )
+        self._committer.submit_then(
+            instance,
+            targets,
+            stored.path,
+            stored.existed,
+            partial(self._indexed, received, instance, targets, done),
+        )
+
+    def _indexed(
+        self,
+        received: _Received,
+        instance: Instance,
+        targets: list[Target] | Recalled,
+        done: Callable[[StoreResult], None],
+        outcome: Outcome | IndexUnavailable,
+    ) -> None:
         try:
-            outcome = await self._committer.submit(instance, targets, stored.path, stored.existed)
-        except IndexUnavailable as exc:
+            result = self._result(received, instance, targets, outcome)
+        except Exception:  # a bug must not leave the modality waiting for its answer
+            log.exception("answering for %s failed", received.sop_instance_uid)
+            result = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
+        done(result)
+
+    def _result(
+        self,
+        received: _Received,
+        instance: Instance,
+        targets: list[Target] | Recalled,
+        outcome: Outcome | IndexUnavailable,
+    ) -> StoreResult:
+        """The group commit's outcome as the sender's status, logged and audited."""
+        stored = received.stored
+        sop_instance_uid, calling_ae = received.sop_instance_uid, received.calling_ae
+        if isinstance(outcome, IndexUnavailable):
             if not stored.existed:  # written by us, never indexed: take it back
-                await asyncio.get_running_loop().run_in_executor(
-                    self._io_pool, partial(Path(stored.path).unlink, missing_ok=True)
-                )
-            return StoreResult(OUT_OF_RESOURCES, str(exc)[:64])
+                # On the loop, before the answer: the sender's retry must not find
+                # its new file deleted by this one's late unlink.
+                Path(stored.path).unlink(missing_ok=True)
+            return StoreResult(OUT_OF_RESOURCES, str(outcome)[:64])
         size = stored.dataset_length
         if outcome is Outcome.REJECTED:
             log.warning(
@@ -267,7 +367,7 @@ class StoreService:
         self._audit.write(
             "instance_stored",
             sop_instance_uid=sop_instance_uid,
-            sop_class_uid=sop_class_uid,
+            sop_class_uid=received.sop_class_uid,
             study_instance_uid=instance.study_instance_uid,
             calling_ae=calling_ae,
             size=size,
@@ -281,3 +381,16 @@ class StoreService:
             **self._audit.patient(instance.patient_id, instance.patient_name),
         )
         return StoreResult(SUCCESS, "", outcome, size, modality)
+
+
+@dataclass(slots=True)  # not frozen: its __init__ would cost 7 object.__setattr__ calls
+class _Received:
+    """An object in the object store, between its spool and its record."""
+
+    stored: core_rs.StoredObject
+    attrs: dict[str, str]
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae: str
+    source: str  # the archive it comes back from on a recall, or ""

@@ -328,20 +328,21 @@ async def test_response_command_sets_read_back_with_pydicom() -> None:
     assert read_dataset(BytesIO(with_dataset), True, True).CommandDataSetType == 0x0000
 
 
+@pytest.mark.parametrize("stage", ["_submit", "_result"])
 async def test_a_store_that_fails_unexpectedly_is_answered_0x0110(
-    node_factory: Callable[..., Node], monkeypatch: pytest.MonkeyPatch
+    node_factory: Callable[..., Node], monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
-    """A bug below the association (here the store service raising) gets the modality
-    a failure status and the association goes on; before, no C-STORE-RSP came."""
-    original = StoreService.store
+    """A bug below the association, before the object reaches the group commit
+    (`_submit`) or after it was indexed (`_result`), gets the modality a failure
+    status and the association goes on; before, no C-STORE-RSP came."""
+    original = getattr(StoreService, stage)
 
-    async def failing_once(self: StoreService, spool: Any, *args: Any, **kw: Any) -> Any:
-        if args[1] == "1.2.3.1":  # the SOP Instance UID
-            spool.discard()
+    def failing_once(self: StoreService, received: Any, *args: Any) -> Any:
+        if received.sop_instance_uid == "1.2.3.1":
             raise RuntimeError("a bug")
-        return await original(self, spool, *args, **kw)
+        return original(self, received, *args)
 
-    monkeypatch.setattr(StoreService, "store", failing_once)
+    monkeypatch.setattr(StoreService, stage, failing_once)
     node = node_factory()
     association, transport = associate(node)
     feed(association, store_pdus("1.2.3.1", 1))
@@ -350,4 +351,41 @@ async def test_a_store_that_fails_unexpectedly_is_answered_0x0110(
     feed(association, store_pdus("1.2.3.2", 2))
     await until(lambda: association.stored == 1)
     assert node.shared.index.get("1.2.3.2") is not None
-    assert node.shared.index.get("1.2.3.1") is None
+    # Indexed or not, it was never answered Success: the modality sends it again.
+    assert (node.shared.index.get("1.2.3.1") is None) == (stage == "_submit")
+
+
+async def test_a_route_on_an_attribute_core_rs_does_not_decode_reads_the_header(
+    tmp_path: Path,
+) -> None:
+    """Routing rules on other attributes take the task path: the header is read
+    through pydicom on the I/O pool before the object is routed and indexed."""
+    config = load_config(
+        overrides={
+            "node": {"data_dir": str(tmp_path / "data"), "workers": 1},
+            "dicom": {"check_called_ae": False},
+            "destination": [
+                {"name": n, "kind": "dicom", "host": "127.0.0.1", "port": 1, "called_ae": n}
+                for n in ("JFK", "OTHER")
+            ],
+            "route": [
+                {
+                    "name": "jfk",
+                    "destinations": ["JFK"],
+                    "match": {"InstitutionName": {"regex": "^JFK "}},
+                    "stop": True,
+                },
+                {"name": "rest", "destinations": ["OTHER"], "match": {}},
+            ],
+        }
+    )
+    node = Node(tmp_path / "n", config, Router(config.route, ["JFK", "OTHER"]))
+    try:
+        association, _ = associate(node)
+        feed(association, store_pdus("1.2.3.1", 1))
+        await until(lambda: association.stored == 1)
+        instance = node.shared.index.get("1.2.3.1")
+        assert instance is not None
+        assert instance.destinations == ("JFK",)
+    finally:
+        node.close()
