@@ -312,9 +312,9 @@ mod tests {
 
     #[test]
     fn an_object_comes_back_once_with_its_command() {
-        let dir = std::env::temp_dir().join(format!("core_rs-pump-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (mut client, pump, completions) = pumping(receiver(&dir), Duration::from_secs(5));
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path();
+        let (mut client, pump, completions) = pumping(receiver(dir), Duration::from_secs(5));
         // Command and dataset in small pieces: the command is held, not handed up.
         let mut wire = encode_message(1, true, &store_rq(), 0);
         wire.extend(encode_message(1, false, &vec![5u8; 100_000], 1000));

@@ -352,14 +352,13 @@ pub(crate) mod tests {
     /// endian) spooling into a fresh folder of its own, and the wire of one message
     /// of `store_rq` with `command_field` in place of C-STORE's and 5,000 dataset
     /// bytes on that context.
+    /// The receiver spools into a folder removed when the test ends, passed or failed.
     fn one_message(
-        folder: &str,
         abstract_syntax: &str,
         command_field: u16,
-    ) -> (Receiver, PathBuf, Vec<u8>) {
-        let dir = std::env::temp_dir().join(format!("core_rs-rx-{folder}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut rx = Receiver::new(Limits::default(), dir.clone(), "t".into());
+    ) -> (Receiver, tempfile::TempDir, Vec<u8>) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut rx = Receiver::new(Limits::default(), dir.path().to_path_buf(), "t".into());
         rx.establish(
             "CT1",
             &[(1, context(abstract_syntax, "1.2.840.10008.1.2.1"))],
@@ -374,23 +373,22 @@ pub(crate) mod tests {
         (rx, dir, wire)
     }
 
-    fn one_store(folder: &str, abstract_syntax: &str) -> (Receiver, PathBuf, Vec<u8>) {
-        one_message(folder, abstract_syntax, C_STORE_RQ)
+    fn one_store(abstract_syntax: &str) -> (Receiver, tempfile::TempDir, Vec<u8>) {
+        one_message(abstract_syntax, C_STORE_RQ)
     }
 
     /// Feeds `one_message`'s wire in 777-byte reads, checking that nothing is ever on
     /// disk, and returns why its dataset was refused.
-    fn refused(message: (Receiver, PathBuf, Vec<u8>)) -> Refusal {
+    fn refused(message: (Receiver, tempfile::TempDir, Vec<u8>)) -> Refusal {
         let (mut rx, dir, wire) = message;
         let mut events = Vec::new();
         for chunk in wire.chunks(777) {
             events.extend(rx.feed(chunk).unwrap());
             // Nothing of it is ever on disk, not even while it arrives.
-            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
         assert_eq!(events.len(), 2);
         assert!(rx.at_boundary());
-        std::fs::remove_dir_all(&dir).unwrap();
         match events.pop().unwrap() {
             RxEvent::Dataset {
                 spool: Err(why), ..
@@ -401,7 +399,7 @@ pub(crate) mod tests {
 
     #[test]
     fn streams_a_store_into_a_spool() {
-        let (mut rx, _dir, wire) = one_store("spool", SC_IMAGE);
+        let (mut rx, _dir, wire) = one_store(SC_IMAGE);
         let mut events = Vec::new();
         for chunk in wire.chunks(777) {
             events.extend(rx.feed(chunk).unwrap());
@@ -420,7 +418,7 @@ pub(crate) mod tests {
     #[test]
     fn a_store_on_another_sop_class_context_is_consumed_not_spooled() {
         let mr_image = "1.2.840.10008.5.1.4.1.1.4";
-        let why = refused(one_store("other-class", mr_image));
+        let why = refused(one_store(mr_image));
         assert_eq!(why, Refusal::SopClassNotSupported);
         assert_eq!(why.status(), 0x0122);
     }
@@ -428,7 +426,7 @@ pub(crate) mod tests {
     #[test]
     fn a_dataset_no_service_takes_is_consumed_not_spooled() {
         // C-ECHO carries no dataset; one announced with it is nobody's to keep.
-        let why = refused(one_message("unrecognized", SC_IMAGE, command::C_ECHO_RQ));
+        let why = refused(one_message(SC_IMAGE, command::C_ECHO_RQ));
         assert_eq!(why, Refusal::UnrecognizedOperation);
         assert_eq!(why.status(), 0x0211);
     }

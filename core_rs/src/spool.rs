@@ -491,16 +491,15 @@ pub fn sync_filesystem(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn tempdir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("core_rs-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Removed with everything in it when the test ends, passed or failed.
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::TempDir::new().unwrap()
     }
 
     #[test]
     fn stores_once_and_dedups() {
-        let dir = tempdir("dedup");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let data = vec![5u8; 100_000];
         let mut stored = Vec::new();
         for i in 0..2 {
@@ -515,7 +514,7 @@ mod tests {
             }
             let hash = blake3::hash(&data).to_hex().to_string();
             fs::create_dir_all(dir.join(&hash[..2])).unwrap();
-            stored.push(w.finish(&dir, true).unwrap());
+            stored.push(w.finish(dir, true).unwrap());
         }
         assert!(!stored[0].existed && stored[1].existed);
         assert_eq!(stored[0].hash, stored[1].hash);
@@ -526,7 +525,8 @@ mod tests {
 
     #[test]
     fn a_rename_never_replaces_what_is_there() {
-        let dir = tempdir("noreplace");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
         fs::write(&a, b"first").unwrap();
         fs::write(&b, b"second").unwrap();
@@ -543,7 +543,8 @@ mod tests {
         // Small pieces are buffered, large ones written directly: the buffered bytes
         // must reach the file before a large piece that follows them, and small ones
         // that overflow the buffer go out together with it.
-        let dir = tempdir("order");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let sizes = [
             10,
             DIRECT_WRITE + 1,
@@ -574,7 +575,7 @@ mod tests {
             }
             let hash = blake3::hash(&expected[4..]).to_hex().to_string();
             fs::create_dir_all(dir.join(&hash[..2])).unwrap();
-            let stored = w.finish(&dir, false).unwrap();
+            let stored = w.finish(dir, false).unwrap();
             assert_eq!(stored.hash, hash);
             assert!(fs::read(&stored.path).unwrap() == expected);
             fs::remove_file(&stored.path).unwrap();
@@ -621,7 +622,8 @@ mod tests {
 
     #[test]
     fn small_dataset_reads_back_and_leaves_nothing() {
-        let dir = tempdir("read");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle, false);
         w.write(b"event ");
         w.write(b"information");
@@ -635,7 +637,8 @@ mod tests {
 
     #[test]
     fn dropped_writer_leaves_nothing() {
-        let dir = tempdir("drop");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let mut w = SpoolWriter::create(dir.join("s"), b"META", Syntax::ExplicitLittle, false);
         w.write(b"partial");
         drop(w);
@@ -644,7 +647,8 @@ mod tests {
 
     #[test]
     fn creation_failure_surfaces_at_finish() {
-        let dir = tempdir("fail");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let mut w = SpoolWriter::create(
             dir.join("missing/s"),
             b"META",
@@ -653,12 +657,13 @@ mod tests {
         );
         w.write(b"data");
         assert_eq!(w.dataset_len(), 4);
-        assert!(matches!(w.finish(&dir, false), Err(CoreError::Io(_))));
+        assert!(matches!(w.finish(dir, false), Err(CoreError::Io(_))));
     }
 
     #[test]
     fn an_upload_is_stored_like_a_received_object() {
-        let dir = tempdir("upload");
+        let tmp = tempdir();
+        let dir = tmp.path();
         let mut upload = Part10Upload::new(dir.join("u"), "STOW", false);
         let mut file = part10::file_meta(
             "1.2.840.10008.5.1.4.1.1.7",
@@ -676,7 +681,7 @@ mod tests {
         assert_eq!(writer.dataset_len(), dataset.len() as u64);
         let hash = blake3::hash(&dataset).to_hex().to_string();
         fs::create_dir_all(dir.join(&hash[..2])).unwrap();
-        let stored = writer.finish(&dir, false).unwrap();
+        let stored = writer.finish(dir, false).unwrap();
         assert_eq!(stored.hash, hash);
         let meta_ours = fs::read(&stored.path).unwrap();
         assert!(meta_ours.windows(4).any(|w| w == b"STOW"));
@@ -687,9 +692,10 @@ mod tests {
 
     #[test]
     fn sync_filesystem_takes_a_folder_and_names_a_missing_one() {
-        let dir = tempdir("syncfs");
+        let tmp = tempdir();
+        let dir = tmp.path();
         fs::write(dir.join("object"), b"bytes").unwrap();
-        sync_filesystem(&dir).unwrap();
+        sync_filesystem(dir).unwrap();
         let missing = sync_filesystem(&dir.join("absent")).unwrap_err();
         assert!(missing.to_string().contains("No such file"), "{missing}");
     }

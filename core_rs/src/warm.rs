@@ -439,9 +439,10 @@ mod tests {
 
     #[test]
     fn every_plan_restores_the_exact_bytes() {
-        let dir = tempdir();
+        let tmp = tempdir();
+        let dir = tmp.path();
         for l in [layout(16, 12), layout(8, 8)] {
-            let (src, pixels) = object(&dir, &l, 3);
+            let (src, pixels) = object(dir, &l, 3);
             let plan = |codec| Plan {
                 pixels: Some(pixels),
                 codec,
@@ -467,9 +468,10 @@ mod tests {
     /// Two 16-bit frames (12 bits stored), edited by `edit` (the file's bytes and
     /// where Pixel Data starts), packed with JPEG-LS asked for and restored.
     fn jpegls_after(edit: impl FnOnce(&mut [u8], usize, usize)) -> Packed {
-        let dir = tempdir();
+        let tmp = tempdir();
+        let dir = tmp.path();
         let l = layout(16, 12);
-        let (src, pixels) = object(&dir, &l, 2);
+        let (src, pixels) = object(dir, &l, 2);
         let mut bytes = std::fs::read(&src).unwrap();
         edit(&mut bytes, pixels.offset as usize, l.frame_bytes());
         std::fs::write(&src, &bytes).unwrap();
@@ -498,8 +500,9 @@ mod tests {
 
     #[test]
     fn pixels_beyond_the_file_are_refused() {
-        let dir = tempdir();
-        let (src, mut pixels) = object(&dir, &layout(8, 8), 1);
+        let tmp = tempdir();
+        let dir = tmp.path();
+        let (src, mut pixels) = object(dir, &layout(8, 8), 1);
         pixels.frames = 9;
         let plan = Plan {
             pixels: Some(pixels),
@@ -512,8 +515,9 @@ mod tests {
 
     #[test]
     fn damage_is_found_never_restored() {
-        let dir = tempdir();
-        let (src, pixels) = object(&dir, &layout(16, 16), 2);
+        let tmp = tempdir();
+        let dir = tmp.path();
+        let (src, pixels) = object(dir, &layout(16, 16), 2);
         let warm = dir.join("d.warm");
         let plan = Plan {
             pixels: Some(pixels),
@@ -547,13 +551,8 @@ mod tests {
         }
     }
 
-    fn tempdir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "pacs-edge-warm-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// Removed with everything in it when the test ends, passed or failed.
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::TempDir::new().unwrap()
     }
 }
