@@ -18,6 +18,7 @@ crash means a resend, never a loss.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,8 @@ from typing import Any
 
 import lmdb
 import orjson
+
+log = logging.getLogger(__name__)
 
 COUNTERS = ("queued", "dead", "waiting", "sent", "committed", "commit_failed")
 
@@ -110,6 +113,26 @@ def _waiting_key(job: Job) -> bytes:
     return job.transaction_uid.encode() + b"\0" + _dead_key(job.destination, job.seq)
 
 
+def _readable(key: bytes, raw: bytes, reported: set[bytes]) -> Job | None:
+    """The job a record holds, or None when it does not read (a bad sector, a bug).
+    A damaged job is passed by, so the rest of its destination's queue goes, and
+    kept, so that nothing is dropped on an unreadable record's word (decision 40)."""
+    try:
+        return Job.decode(raw)
+    except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        if key not in reported and len(reported) < 10_000:
+            reported.add(key)
+            log.error(
+                "forward job %d (key %s) is damaged and cannot be read: %s. It is passed "
+                "by and the destination's other jobs go. Its object is still stored; "
+                "`pacs-edge queue purge <destination>` removes the record",
+                struct.unpack(">Q", key[-8:])[0] if len(key) >= 8 else -1,
+                key.hex(),
+                exc,
+            )
+        return None
+
+
 class Queues:
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
@@ -119,6 +142,7 @@ class Queues:
         self._done = env.open_db(b"done")
         self._counts = env.open_db(b"counts")
         self._meta = env.open_db(b"meta")
+        self._reported: set[bytes] = set()  # damaged job keys logged already
 
     # ---- written with the index, in its transaction ----------------------------------
 
@@ -194,7 +218,9 @@ class Queues:
                     break
                 if key in in_flight:
                     continue
-                job = Job.decode(raw)
+                job = _readable(bytes(key), raw, self._reported)
+                if job is None:
+                    continue
                 study = job.study_instance_uid
                 if study in busy_studies:
                     continue
@@ -322,8 +348,9 @@ class Queues:
                 cursor = txn.cursor(db=self._queue)
                 start = prefix + bytes([priority])
                 if cursor.set_range(start) and cursor.key().startswith(start):
-                    enqueued = Job.decode(cursor.value()).enqueued_at
-                    oldest = enqueued if oldest is None else min(oldest, enqueued)
+                    job = _readable(bytes(cursor.key()), cursor.value(), self._reported)
+                    if job is not None:  # else a damaged first job leaves the age unknown
+                        oldest = job.enqueued_at if oldest is None else min(oldest, job.enqueued_at)
         return QueueStats(**counts, oldest_enqueued_at=oldest)
 
     def jobs(self, dest: str, limit: int) -> list[Job]:
@@ -360,14 +387,21 @@ class Queues:
         return count
 
     def purge(self, dest: str) -> int:
-        """Drop every queued job of a destination (the objects stay on the edge)."""
-        count = 0
+        """Drop every queued job of a destination (the objects stay on the edge),
+        damaged records too: their keys are all it reads."""
+        prefix = _prefix(dest)
         with self._env.begin(write=True) as txn:
-            for key, _job in list(self._scan(self._queue, _prefix(dest), txn=txn)):
+            cursor = txn.cursor(db=self._queue)
+            keys = []
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if not bytes(key).startswith(prefix):
+                        break
+                    keys.append(bytes(key))
+            for key in keys:
                 txn.delete(key, db=self._queue)
-                count += 1
-            self._count(txn, dest, "queued", -count)
-        return count
+            self._count(txn, dest, "queued", -len(keys))
+        return len(keys)
 
     def _scan(
         self,
@@ -386,7 +420,9 @@ class Queues:
                 key = bytes(key)
                 if not key.startswith(prefix) or (limit is not None and n >= limit):
                     break
-                yield key, Job.decode(bytes(raw))
+                job = _readable(key, bytes(raw), self._reported)
+                if job is not None:
+                    yield key, job
         finally:
             if own:
                 txn.abort()

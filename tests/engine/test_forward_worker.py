@@ -1,7 +1,7 @@
 """The forwarder's workers in-process against a real DCMTK storescp: a failure of the
-edge's own (the index refusing a settlement, a bug in a sender) pauses the destination
-and starts a new association; before, it ended that association's worker for good and
-the queue stopped moving with nothing logged until shutdown."""
+edge's own (the index refusing a settlement, a bug in a sender, a damaged job record)
+must not stop a destination's queue; before, each ended that association's worker for
+good and the queue stopped moving with nothing logged until shutdown."""
 
 from __future__ import annotations
 
@@ -147,3 +147,25 @@ async def test_a_bug_in_the_sender_spends_an_attempt_and_the_queue_moves_on(
     assert [p.name.split(".", 1)[1] for p in archive[1].iterdir()] == ["1.2.3.1"]
     delivery = node.shared.index.queues.delivery("archive", "1.2.3.1")
     assert delivery is not None
+
+
+async def test_a_damaged_job_record_is_passed_by_and_the_rest_is_forwarded(
+    forwarding: tuple[Node, Forwarder],
+    archive: tuple[int, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node, forwarder = forwarding
+    association, _ = associate(node)
+    feed(association, store_pdus("1.2.3.2", 1))
+    await until(lambda: association.stored == 1)
+    queues = node.shared.index.queues
+    (damaged,) = [job for job in queues.jobs("archive", 10) if job.sop_instance_uid == "1.2.3.1"]
+    with node.shared.index._env.begin(write=True) as txn:
+        txn.put(damaged.key, b"\x00\x17 not a record", db=queues._queue)
+    forwarder.start()
+    with caplog.at_level(logging.ERROR, "storage.queue"):
+        await until(lambda: queues.delivery("archive", "1.2.3.2") is not None, 20)
+    assert [p.name.split(".", 1)[1] for p in archive[1].iterdir()] == ["1.2.3.2"]
+    assert "is damaged and cannot be read" in caplog.text
+    assert queues.stats("archive").queued == 1, "kept until an admin purges it"
+    assert forwarder.status()["archive"]["circuit"] == "closed"

@@ -128,3 +128,28 @@ def test_purge_and_retry_now(index: Index) -> None:
     assert index.queues.purge("d") == 2
     assert index.queues.stats("d").queued == 0
     assert index.get("a") is not None  # the objects stay
+
+
+@pytest.mark.parametrize("damage", [b"\x00\x17 not a record", b'{"seq": 1}', b"[1, 2]"])
+def test_a_damaged_job_is_passed_by_kept_and_purged(
+    index: Index, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job record that does not read (a bad sector, a bug) must not stop its
+    destination's queue, its listings or its stats; before, each raised."""
+    enqueue(index, ("a", "S1", 1), ("b", "S2", 1), ("c", "S3", 1))
+    key = index.queues.jobs("d", 10)[0].key
+    with index._env.begin(write=True) as txn:
+        txn.put(key, damage, db=index.queues._queue)
+    claimed = index.queues.claim("d", 10, 2**30, set(), set(), time.time())
+    assert uids(claimed) == ["b", "c"]
+    assert "is damaged and cannot be read" in caplog.text
+    assert key.hex() in caplog.text
+    assert uids(index.queues.jobs("d", 10)) == ["b", "c"]
+    stats = index.queues.stats("d")
+    assert stats.queued == 3, "kept: nothing is dropped on an unreadable record's word"
+    assert stats.oldest_enqueued_at is None or stats.oldest_enqueued_at > 0
+    assert index.queues.next_due("d", time.time()) is None
+    assert index.queues.retry_now("d") == 0
+    assert index.queues.purge("d") == 3
+    assert index.queues.stats("d").queued == 0
+    assert index.queues.claim("d", 10, 2**30, set(), set(), time.time()) == []
