@@ -2,8 +2,8 @@
 
 Associations `submit_then(...)` (or `await submit(...)`); N parallel associations pay
 for one commit instead of N, and each batch's answers are handed back in one call per
-event loop. The queue is bounded by the association limit: each association waits for its
-commit before it answers, and so before the peer sends the next object.
+event loop. The queue is bounded by the association limit: each association waits for
+its commit before it answers, and so before the peer sends the next object.
 
 Where the commit runs depends on what it costs (docs/decisions/0030):
 - durability "fsync": a thread owns the write transaction, because its commit syncs
