@@ -248,6 +248,8 @@ class Association(asyncio.BufferedProtocol):
                 break
             if isinstance(event, core_rs.ControlPdu):
                 self._on_control(event)
+            elif self.state is State.Sta6:
+                self._dt2(event)  # Evt10 in Sta6: DT-2, staying in Sta6 (PS3.8 9-10)
             else:
                 self._handle(Event.Evt10, indication=event)
 
@@ -827,7 +829,10 @@ class Association(asyncio.BufferedProtocol):
             error_comment=comment,
         )
         data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
-        self._handle(Event.Evt9, data=data)
+        if self.state is State.Sta6:
+            self._dt1(data)  # Evt9 in Sta6: DT-1, staying in Sta6; twice per object
+        else:
+            self._handle(Event.Evt9, data=data)
 
     def _maybe_finish_release(self) -> None:
         if self.state is State.Sta8 and not self._busy:
