@@ -17,7 +17,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
@@ -50,17 +49,6 @@ class StoreResult:
     outcome: Outcome | None = None
     size: int = 0
     modality: str = ""
-
-
-class StoreRequest(NamedTuple):
-    """A C-STORE (or a STOW-RS part) as the store service takes it."""
-
-    spool: core_rs.SpoolFile
-    sop_class_uid: str
-    sop_instance_uid: str
-    transfer_syntax_uid: str
-    calling_ae: str
-    move_originator: str = ""  # (0000,1030): set on a C-MOVE's sub-operations
 
 
 def _destinations(targets: list[Target] | Recalled) -> tuple[str, ...]:
@@ -158,9 +146,19 @@ class StoreService:
                 return dest.name
         return ""
 
-    async def store(self, request: StoreRequest) -> StoreResult:
+    async def store(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        move_originator: str = "",
+    ) -> StoreResult:
         """Store and index the object; the status for its sender. Any routing rules."""
-        received = self._receive(request)
+        received = self._receive(
+            spool, sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, move_originator
+        )
         if isinstance(received, StoreResult):
             return received
         loop = asyncio.get_running_loop()
@@ -174,23 +172,41 @@ class StoreService:
         self._submit(received, extra, partial(_answer, answer))
         return await answer
 
-    def store_then(self, request: StoreRequest, done: Callable[[StoreResult], None]) -> None:
+    def store_then(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        move_originator: str,
+        done: Callable[[StoreResult], None],
+    ) -> None:
         """`store` without a task: `done` gets the status once, maybe before this
         returns, else from the group commit. Only when not `reads_headers`."""
-        received = self._receive(request)
+        received = self._receive(
+            spool, sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, move_originator
+        )
         if isinstance(received, StoreResult):
             done(received)
         else:
             self._submit(received, {}, done)
 
-    def _receive(self, request: StoreRequest) -> StoreResult | _Received:
+    def _receive(
+        self,
+        spool: core_rs.SpoolFile,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        move_originator: str,
+    ) -> StoreResult | _Received:
         """The spool file into the object store, and what it says of itself."""
-        sop_instance_uid, calling_ae = request.sop_instance_uid, request.calling_ae
         try:
             # A flush and a rename, on the loop: cheaper than the hop to a thread. With
             # durability "fsync" the group committer syncs the batch's files before it
             # indexes them (docs/decisions/0031), so no object syncs on its own.
-            stored = request.spool.finish(self._objects, False)
+            stored = spool.finish(self._objects, False)
         except core_rs.OutOfSpaceError:
             log.error("disk full: refused %s from %s (0xA700)", sop_instance_uid, calling_ae)
             return StoreResult(OUT_OF_RESOURCES, "edge disk is full")
@@ -206,22 +222,28 @@ class StoreService:
                 sop_instance_uid,
                 attrs["SOPInstanceUID"],
             )
-        source = self._recall_source(calling_ae, request.move_originator)
-        return _Received(request, stored, attrs, source)
+        return _Received(
+            stored,
+            attrs,
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            calling_ae,
+            self._recall_source(calling_ae, move_originator),
+        )
 
     def _submit(
         self, received: _Received, extra: dict[str, str], done: Callable[[StoreResult], None]
     ) -> None:
         """Route the object, build its record and hand it to the group committer."""
         stored, attrs = received.stored, received.attrs
-        request = received.request
-        sop_instance_uid, calling_ae = request.sop_instance_uid, request.calling_ae
+        sop_instance_uid, calling_ae = received.sop_instance_uid, received.calling_ae
         targets: list[Target] | Recalled
         fix = None
         if received.source:
             targets = Recalled(received.source)
         else:
-            targets, fix = self._targets(attrs, extra, calling_ae, request.sop_class_uid)
+            targets, fix = self._targets(attrs, extra, calling_ae, received.sop_class_uid)
         # The record is built once, as the index keeps it (hot, routed), and not
         # through the frozen dataclass's __init__ (Instance.of).
         patient_id = attrs.get("PatientID", "")
@@ -229,7 +251,7 @@ class StoreService:
         instance = Instance.of(
             {
                 "sop_instance_uid": sop_instance_uid,
-                "sop_class_uid": request.sop_class_uid,
+                "sop_class_uid": received.sop_class_uid,
                 "study_instance_uid": attrs.get("StudyInstanceUID", ""),
                 "series_instance_uid": attrs.get("SeriesInstanceUID", ""),
                 # The HIS merged this patient (HL7 A40/A47): attach to the survivor.
@@ -251,7 +273,7 @@ class StoreService:
                 "series_date": attrs.get("SeriesDate", ""),
                 "body_part_examined": attrs.get("BodyPartExamined", ""),
                 "number_of_frames": attrs.get("NumberOfFrames", ""),
-                "transfer_syntax_uid": request.transfer_syntax_uid,
+                "transfer_syntax_uid": received.transfer_syntax_uid,
                 "calling_ae": calling_ae,
                 "hash": stored.hash,
                 "meta_length": stored.meta_length,
@@ -317,8 +339,7 @@ class StoreService:
     ) -> StoreResult:
         """The group commit's outcome as the sender's status, logged and audited."""
         stored = received.stored
-        request = received.request
-        sop_instance_uid, calling_ae = request.sop_instance_uid, request.calling_ae
+        sop_instance_uid, calling_ae = received.sop_instance_uid, received.calling_ae
         if isinstance(outcome, IndexUnavailable):
             if not stored.existed:  # written by us, never indexed: take it back
                 # On the loop, before the answer: the sender's retry must not find
@@ -346,7 +367,7 @@ class StoreService:
         self._audit.write(
             "instance_stored",
             sop_instance_uid=sop_instance_uid,
-            sop_class_uid=request.sop_class_uid,
+            sop_class_uid=received.sop_class_uid,
             study_instance_uid=instance.study_instance_uid,
             calling_ae=calling_ae,
             size=size,
@@ -362,15 +383,14 @@ class StoreService:
         return StoreResult(SUCCESS, "", outcome, size, modality)
 
 
-@dataclass(slots=True)  # not frozen: its __init__ would cost an object.__setattr__ a field
+@dataclass(slots=True)  # not frozen: its __init__ would cost 7 object.__setattr__ calls
 class _Received:
     """An object in the object store, between its spool and its record."""
 
-    request: StoreRequest
     stored: core_rs.StoredObject
     attrs: dict[str, str]
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    calling_ae: str
     source: str  # the archive it comes back from on a recall, or ""
-
-    @property
-    def sop_instance_uid(self) -> str:
-        return self.request.sop_instance_uid

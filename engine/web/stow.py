@@ -24,13 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 import core_rs
-from engine.dicom.store import (
-    CANNOT_UNDERSTAND,
-    SUCCESS,
-    StoreRequest,
-    StoreResult,
-    StoreService,
-)
+from engine.dicom.store import CANNOT_UNDERSTAND, SUCCESS, StoreResult, StoreService
 from engine.services import Shared
 from engine.web.dicomweb import PREFIX, dicom_json, failure
 from engine.web.gate import Gate
@@ -169,7 +163,7 @@ class Stow:
             log.warning("STOW-RS from %s: a part was refused: %s", caller.name, exc)
             return
         result: StoreResult = await self._store.store(
-            StoreRequest(spool, sop_class, sop_instance, syntax, CALLING_AE)
+            spool, sop_class, sop_instance, syntax, CALLING_AE
         )
         if result.status != SUCCESS:
             failed.append(_failed(sop_class, sop_instance, result.status))
