@@ -659,18 +659,24 @@ class Association(asyncio.BufferedProtocol):
         self._hub.store_began()
         answer = partial(self._stored, command, time.perf_counter())
         try:
-            self._storage.store_then(
-                spool,
-                command.affected_sop_class_uid,
-                command.affected_sop_instance_uid,
-                context.transfer_syntax,
-                self.calling_ae,
-                command.move_originator_ae,
-                answer,
-            )
+            self._storage.store_then(*self._store_request(command, context, spool), answer)
         except Exception:  # raised before the object reached the committer: once
             log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
             answer(StoreResult(PROCESSING_FAILURE, "the store failed on this node"))
+
+    def _store_request(
+        self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile
+    ) -> tuple[core_rs.SpoolFile, str, str, str, str, str]:
+        """What StoreService.store and store_then take first, in their order (a plain
+        tuple: a NamedTuple for them cost 7k instructions an object, 1.5%)."""
+        return (
+            spool,
+            command.affected_sop_class_uid,
+            command.affected_sop_instance_uid,
+            context.transfer_syntax,
+            self.calling_ae,
+            command.move_originator_ae,
+        )
 
     def _stored(self, command: core_rs.Command, started: float, result: StoreResult) -> None:
         self._stores -= 1
@@ -684,14 +690,8 @@ class Association(asyncio.BufferedProtocol):
         """A C-STORE as a task: routing rules read the object's header on the I/O pool."""
         started = time.perf_counter()
         try:
-            result: StoreResult = await self._storage.store(
-                spool,
-                command.affected_sop_class_uid,
-                command.affected_sop_instance_uid,
-                context.transfer_syntax,
-                self.calling_ae,
-                command.move_originator_ae,
-            )
+            request = self._store_request(command, context, spool)
+            result: StoreResult = await self._storage.store(*request)
         except Exception:  # a bug must not leave the modality waiting for its answer
             log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
             result = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
