@@ -659,10 +659,12 @@ class Association(asyncio.BufferedProtocol):
         self._hub.store_began()
         answer = partial(self._stored, command, time.perf_counter())
         try:
-            self._storage.store_then(*self._store_request(command, context, spool), answer)
-        except Exception:  # raised before the object reached the committer: once
+            now = self._storage.store_then(*self._store_request(command, context, spool), answer)
+        except Exception:  # raised before the object reached the committer
             log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
-            answer(StoreResult(PROCESSING_FAILURE, "the store failed on this node"))
+            now = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
+        if now is not None:  # else the committer calls `answer`
+            answer(now)
 
     def _store_request(
         self, command: core_rs.Command, context: AcceptedContext, spool: core_rs.SpoolFile

@@ -181,16 +181,17 @@ class StoreService:
         calling_ae: str,
         move_originator: str,
         done: Callable[[StoreResult], None],
-    ) -> None:
-        """`store` without a task: `done` gets the status once, maybe before this
-        returns, else from the group commit. Only when not `reads_headers`."""
+    ) -> StoreResult | None:
+        """`store` without a task, when not `reads_headers`: the status at once if the
+        object never reaches the group commit (disk full), else None and `done` gets
+        it from the commit, once."""
         received = self._receive(
             spool, sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, move_originator
         )
         if isinstance(received, StoreResult):
-            done(received)
-        else:
-            self._submit(received, {}, done)
+            return received
+        self._submit(received, {}, done)
+        return None
 
     def _receive(
         self,
