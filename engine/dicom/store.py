@@ -42,7 +42,7 @@ OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: its __init__ would call object.__setattr__ a field
 class StoreResult:
     status: int
     comment: str = ""
@@ -384,7 +384,7 @@ class StoreService:
         return StoreResult(SUCCESS, "", outcome, size, modality)
 
 
-@dataclass(slots=True)  # not frozen: its __init__ would cost 7 object.__setattr__ calls
+@dataclass(slots=True)  # not frozen: its __init__ would call object.__setattr__ a field
 class _Received:
     """An object in the object store, between its spool and its record."""
 
