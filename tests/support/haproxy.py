@@ -35,7 +35,7 @@ class HAProxyProcess:
         self.proc = launch(
             ["haproxy", "-db", "-f", str(self.config_path)], self.log_path, self.workdir
         )
-        wait_until(self._listening, 10, f"HAProxy on 127.0.0.1:{self.port}")
+        wait_until(self._listening, 10, f"HAProxy on 127.0.0.1:{self.port} and its admin socket")
         return self
 
     def _listening(self) -> bool:
@@ -44,7 +44,9 @@ class HAProxyProcess:
             raise AssertionError(f"HAProxy exited: {self.log_path.read_text()}")
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
+            # The DICOM port can listen before the admin socket does; `state` needs it.
+            balancer.states(self.socket_path)
+        except OSError:  # FileNotFoundError, ConnectionRefusedError: not yet
             return False
         return True
 
