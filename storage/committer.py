@@ -82,8 +82,9 @@ class _Settling:
     loop: asyncio.AbstractEventLoop = field(repr=False)
 
 
-def _into(future: asyncio.Future[Any]) -> Callable[[Any], None]:
-    """A callback that settles `future` with a result, or with an exception."""
+def settle_future(future: asyncio.Future[Any]) -> Callable[[Any], None]:
+    """A callback that settles `future` with a result, or with an exception, unless
+    its waiter was cancelled: how a coroutine waits for a `done` callback."""
 
     def settle(result: Any) -> None:
         if future.done():  # the waiting task was cancelled
@@ -183,7 +184,7 @@ class GroupCommitter:
         """`submit_then` for a coroutine: the outcome, or IndexUnavailable raised."""
         loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._put(_Pending(instance, targets, path, deduplicated, _into(future), loop))
+        self._put(_Pending(instance, targets, path, deduplicated, settle_future(future), loop))
         return await future
 
     async def settle(self, settlements: list[Settlement]) -> None:
@@ -191,7 +192,7 @@ class GroupCommitter:
         so a job the destination acknowledged is not sent again after a crash."""
         loop = self._here() or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._put(_Settling(settlements, _into(future), loop))
+        self._put(_Settling(settlements, settle_future(future), loop))
         await future
 
     def _run(self) -> None:

@@ -26,7 +26,7 @@ import core_rs
 from engine.services import Shared
 from engine.worklist.coercion import Correction, correction
 from policies.rules import CALLING_AE, Router
-from storage.committer import IndexUnavailable
+from storage.committer import IndexUnavailable, settle_future
 from storage.index import Instance, Outcome, Recalled
 from storage.queue import Target
 
@@ -75,11 +75,6 @@ def _decode_attributes(stored: core_rs.StoredObject) -> dict[str, str]:
     for warning in caught:
         log.debug("character set: %s", warning.message)
     return text
-
-
-def _answer(future: asyncio.Future[StoreResult], result: StoreResult) -> None:
-    if not future.done():  # else the waiting task was cancelled
-        future.set_result(result)
 
 
 def _read_extra(path: str, keywords: list[str]) -> dict[str, str]:
@@ -169,7 +164,7 @@ class StoreService:
                 self._io_pool, _read_extra, path, self._extra_keywords
             )
         answer: asyncio.Future[StoreResult] = loop.create_future()
-        self._submit(received, extra, partial(_answer, answer))
+        self._submit(received, extra, settle_future(answer))
         return await answer
 
     def store_then(
