@@ -94,6 +94,11 @@ def queued(node: Node) -> int:
     return node.shared.index.queues.stats("archive").queued
 
 
+def received(archive: tuple[int, Path]) -> list[str]:
+    """The SOP Instance UIDs storescp wrote (its files are named MODALITY.UID)."""
+    return [path.name.split(".", 1)[1] for path in archive[1].iterdir()]
+
+
 async def test_a_settlement_the_index_refuses_pauses_and_the_job_goes_again(
     forwarding: tuple[Node, Forwarder],
     archive: tuple[int, Path],
@@ -144,7 +149,7 @@ async def test_a_bug_in_the_sender_spends_an_attempt_and_the_queue_moves_on(
         await until(lambda: queued(node) == 0 and bool(failed), 20)
     assert failed == ["1.2.3.1"]
     assert "RuntimeError: a bug" in caplog.text
-    assert [p.name.split(".", 1)[1] for p in archive[1].iterdir()] == ["1.2.3.1"]
+    assert received(archive) == ["1.2.3.1"]
     delivery = node.shared.index.queues.delivery("archive", "1.2.3.1")
     assert delivery is not None
 
@@ -165,7 +170,7 @@ async def test_a_damaged_job_record_is_passed_by_and_the_rest_is_forwarded(
     forwarder.start()
     with caplog.at_level(logging.ERROR, "storage.queue"):
         await until(lambda: queues.delivery("archive", "1.2.3.2") is not None, 20)
-    assert [p.name.split(".", 1)[1] for p in archive[1].iterdir()] == ["1.2.3.2"]
+    assert received(archive) == ["1.2.3.2"]
     assert "is damaged and cannot be read" in caplog.text
     assert queues.stats("archive").queued == 1, "kept until an admin purges it"
     assert forwarder.status()["archive"]["circuit"] == "closed"
