@@ -661,8 +661,7 @@ class Association(asyncio.BufferedProtocol):
         try:
             now = self._storage.store_then(*self._store_request(command, context, spool), answer)
         except Exception:  # raised before the object reached the committer
-            log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
-            now = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
+            now = self._store_failed(command)
         if now is not None:  # else the committer calls `answer`
             answer(now)
 
@@ -695,9 +694,14 @@ class Association(asyncio.BufferedProtocol):
             request = self._store_request(command, context, spool)
             result: StoreResult = await self._storage.store(*request)
         except Exception:  # a bug must not leave the modality waiting for its answer
-            log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
-            result = StoreResult(PROCESSING_FAILURE, "the store failed on this node")
+            result = self._store_failed(command)
         self._answer_store(command, started, result)
+
+    def _store_failed(self, command: core_rs.Command) -> StoreResult:
+        """A bug of ours while storing, from an except block: logged with its
+        traceback, and the modality is told 0x0110 rather than nothing."""
+        log.exception("[%s] storing %s failed", self, command.affected_sop_instance_uid)
+        return StoreResult(PROCESSING_FAILURE, "the store failed on this node")
 
     def _answer_store(self, command: core_rs.Command, started: float, result: StoreResult) -> None:
         self._hub.record_store(result, self.calling_ae, time.perf_counter() - started)
