@@ -214,9 +214,13 @@ class GroupCommitter:
             self._commit(batch, None)
 
     def _commit(
-        self, batch: list[_Pending | _Settling], here: asyncio.AbstractEventLoop | None
+        self,
+        batch: list[_Pending | _Settling],
+        here: asyncio.AbstractEventLoop | None,
+        synced: bool = False,
     ) -> None:
-        """`here`: the loop running on this thread, if any (its futures settle directly)."""
+        """`here`: the loop running on this thread, if any (its futures settle directly).
+        `synced`: the batch's files are durable already (a batch committed again)."""
         settling: list[_Settling] = []
         ready: list[_Pending] = []
         lost: list[_Result] = []
@@ -231,7 +235,7 @@ class GroupCommitter:
                 ready.append(item)
         if lost:
             _resolve_all(here, lost)
-        if ready and self._sync_files:
+        if ready and self._sync_files and not synced:
             ready = self._sync(ready)
         try:
             outcomes, unreferenced, jobs = self._index.apply(
@@ -278,7 +282,8 @@ class GroupCommitter:
     ) -> None:
         """A catalog record did not read. Its instances cannot be indexed until the
         catalog is rebuilt (at the next start); the rest of the batch must not fail
-        with them, so each item commits again on its own."""
+        with them, so each item commits again on its own. Their files were synced
+        before the first try: no item syncs again."""
         if not self._catalog_marked:
             log.error(
                 "index: %s. The catalog is rebuilt from the instance records at the next "
@@ -291,7 +296,7 @@ class GroupCommitter:
             self._failed(items, here, exc)
             return
         for item in items:
-            self._commit([item], here)
+            self._commit([item], here, synced=True)
 
     def _sync(self, ready: list[_Pending]) -> list[_Pending]:
         """One sync for the batch's files and renames, before any index record points

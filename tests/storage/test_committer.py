@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import core_rs
 from storage.committer import GroupCommitter, IndexUnavailable
 from storage.index import Index, Instance, Outcome
 from storage.layout import DataLayout
@@ -191,5 +192,51 @@ def test_the_next_start_counts_again_after_a_damaged_record_was_replaced(
         assert index.study("S1")["instances"] == 2  # type: ignore[index]
         assert sorted(i.sop_instance_uid for i in index.by_age("hot")) == ["1.2.3.1", "1.2.3.2"]
         assert index.upgrade() == 0  # counted once, not at every start
+    finally:
+        index.close()
+
+
+def test_a_batch_committed_again_item_by_item_is_not_synced_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability "fsync": a damaged catalog record makes its batch commit again
+    object by object; the files were made durable by the batch's one sync, so the
+    retries index them without syncing the filesystem once per object."""
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=True)
+    with index._env.begin(write=True) as txn:  # damaged on purpose
+        txn.put(b"S1", b"{not json", db=index.catalog.studies)
+    syncs: list[str] = []
+    real_sync = core_rs.sync_filesystem
+
+    def counted(path: str) -> None:
+        syncs.append(path)
+        real_sync(path)
+
+    monkeypatch.setattr(core_rs, "sync_filesystem", counted)
+
+    async def main() -> list[Outcome | BaseException]:
+        committer = GroupCommitter(index, layout, "replace", sync_files=True)
+        path = str(layout.object_path(f"{0:064x}"))
+        sent = [
+            asyncio.ensure_future(
+                committer.submit(instance(f"1.2.3.{n}", study=study), [], path, False)
+            )
+            for n, study in enumerate(("S1", "S2", "S3"))
+        ]
+        await asyncio.sleep(0)  # all three queued before the thread starts: one batch
+        committer.start()
+        try:
+            async with asyncio.timeout(10):
+                return await asyncio.gather(*sent, return_exceptions=True)
+        finally:
+            committer.close()
+
+    try:
+        damaged, second, third = asyncio.run(main())
+        assert isinstance(damaged, IndexUnavailable), damaged
+        assert (second, third) == (Outcome.STORED, Outcome.STORED)
+        assert len(syncs) == 1, syncs
     finally:
         index.close()
