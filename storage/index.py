@@ -506,7 +506,9 @@ class Index:
                     unreferenced.extend(freed)
                     continue
                 instance = _as_stored(received, tuple(t.destination for t in targets))
-                outcome, freed = self._apply_one(txn, instance, on_duplicate)
+                key = _key(instance.sop_instance_uid)
+                old = self._stored(txn, key)
+                outcome, freed = self._apply_one(txn, key, instance, old, on_duplicate)
                 outcomes.append(outcome)
                 unreferenced.extend(freed)
                 if outcome in (Outcome.STORED, Outcome.REPLACED) and targets:
@@ -524,19 +526,14 @@ class Index:
     def _apply_one(
         self,
         txn: lmdb.Transaction,
+        key: bytes,
         new: Instance,
+        old: Instance | None,
         on_duplicate: OnDuplicate,
         renew: bool = False,
     ) -> tuple[Outcome, Unreferenced]:
-        """`renew`: an identical object makes the record young again (a recall)."""
-        key = _key(new.sop_instance_uid)
-        raw = txn.get(key, db=self._instances)
-        # A damaged record: the copy just received takes its place (sending an object
-        # again mends its record). The damaged one's part stays in the counts, which
-        # cannot read it, until the next start counts them all again.
-        old = None if raw is None else _readable(key, raw, _REPLACED)
-        if raw is not None and old is None:
-            txn.put(_RECOUNT_DUE, b"1", db=self._totals)
+        """Index `new` under `key` over `old`, the record `_stored` read there.
+        `renew`: an identical object makes the record young again (a recall)."""
         if old is not None:
             if old.hash == new.hash:
                 if old.tier == "hot" and not renew:
@@ -561,16 +558,27 @@ class Index:
         self._account(txn, new, +1)
         return Outcome.STORED, []
 
+    def _stored(self, txn: lmdb.Transaction, key: bytes) -> Instance | None:
+        """The record a new copy is indexed over. A damaged one reads as None: the
+        copy takes its place (sending an object again mends its record), and its part
+        stays in the counts, which cannot read it, until the next start redoes them."""
+        raw = txn.get(key, db=self._instances)
+        if raw is None:
+            return None
+        old = _readable(key, raw, _REPLACED)
+        if old is None:
+            txn.put(_RECOUNT_DUE, b"1", db=self._totals)
+        return old
+
     def _apply_recalled(
         self, txn: lmdb.Transaction, received: Instance, source: str
     ) -> tuple[Outcome, Unreferenced]:
         """What the archive sent back replaces (or renews) the record, as the archive
         holds it: routed where the record was, committed at `source`, no new jobs."""
         key = _key(received.sop_instance_uid)
-        raw = txn.get(key, db=self._instances)
-        old = None if raw is None else _readable(key, raw, _REPLACED)
+        old = self._stored(txn, key)
         new = _as_stored(received, old.destinations if old and old.destinations else (source,))
-        outcome, freed = self._apply_one(txn, new, "replace", renew=True)
+        outcome, freed = self._apply_one(txn, key, new, old, "replace", renew=True)
         self.queues.mark_delivered(txn, source, new.sop_instance_uid, new.hash, "committed")
         return outcome, freed
 

@@ -14,7 +14,7 @@ import pytest
 
 import core_rs
 from storage.committer import GroupCommitter, IndexUnavailable
-from storage.index import Index, Instance, Outcome
+from storage.index import Index, Instance, Outcome, Recalled
 from storage.layout import DataLayout
 from storage.queue import Job, Target
 from tests.support.records import instance
@@ -238,5 +238,28 @@ def test_a_batch_committed_again_item_by_item_is_not_synced_again(
         assert isinstance(damaged, IndexUnavailable), damaged
         assert (second, third) == (Outcome.STORED, Outcome.STORED)
         assert len(syncs) == 1, syncs
+    finally:
+        index.close()
+
+
+def test_a_recalled_copy_over_a_damaged_record_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy that comes back from the archive over a damaged record takes its place,
+    and the damage is logged once, not once per read of the record."""
+    layout = DataLayout(tmp_path / "data")
+    layout.prepare()
+    index = Index(layout.index, 2**26, durable=False)
+    with index._env.begin(write=True) as txn:  # damaged on purpose
+        txn.put(b"1.2.3.1", b"[1, 2", db=index._instances)
+    try:
+        outcomes, _, jobs = index.apply([(instance("1.2.3.1"), Recalled("central"))], "replace")
+        assert outcomes == [Outcome.STORED]
+        stored = index.get("1.2.3.1")
+        assert stored is not None
+        assert stored.destinations == ("central",)
+        assert jobs == []
+        damaged = [r for r in caplog.records if "instance 1.2.3.1" in r.getMessage()]
+        assert len(damaged) == 1, [r.getMessage() for r in damaged]
     finally:
         index.close()
