@@ -4,7 +4,8 @@ Named databases in one environment (multi-process safe, one writer at a time):
 
     instances  SOP Instance UID -> instance record (JSON)
     objects    BLAKE3 hex -> how many instance records point at that file
-    totals     "instances", "bytes", "tier:<tier>:objects|bytes" -> integers;
+    totals     "counts" -> instances, bytes and each tier's objects and bytes, as
+               eight little-endian int64 (one record: decision 42);
                "schema"; "catalog_damaged" while a rebuild of the catalog is due,
                "recount_due" while the counts are one object off (a damaged record
                was replaced)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import operator
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
@@ -155,12 +157,21 @@ class Totals:
 
 TIERS = ("hot", "warm", "central")
 LOCAL_TIERS = ("hot", "warm")
-# Each tier's two counters in `totals`: (instances, bytes), keys built once.
-_TIER_COUNTERS = {
-    tier: (f"tier:{tier}:objects".encode(), f"tier:{tier}:bytes".encode()) for tier in TIERS
-}
-_SCHEMA = b"schema"  # in totals: 2 once by_age and the tier counts exist, 3 the catalog
-_SCHEMA_NOW = 3
+# In totals: what the instance records sum to, as ONE record read and written once
+# per write transaction (decision 42): instances, bytes, then each tier's instances
+# and bytes (on this node; for "central", dataset bytes).
+_COUNTS = b"counts"
+_COUNTS_RECORD = struct.Struct("<8q")
+_NO_COUNTS = (0,) * 8
+_TIER_SLOT = {tier: 2 + 2 * n for n, tier in enumerate(TIERS)}  # its objects; +1 its bytes
+# Schema 3 kept each of those counts under a key of its own, in this order.
+_SCHEMA_3_COUNTERS = (
+    b"instances",
+    b"bytes",
+    *(f"tier:{tier}:{what}".encode() for tier in TIERS for what in ("objects", "bytes")),
+)
+_SCHEMA = b"schema"  # in totals: 2 by_age and tier counts, 3 the catalog, 4 one counts record
+_SCHEMA_NOW = 4
 _CATALOG_DAMAGED = b"catalog_damaged"  # in totals: rebuild the catalog at the next start
 # In totals: a damaged instance record was replaced, so its tier, size and catalog
 # counts could not be taken out; the next start counts everything again.
@@ -168,6 +179,27 @@ _RECOUNT_DUE = b"recount_due"
 
 
 _MOVE = b"tier_move"
+
+
+class _Counting:
+    """Gathers a write transaction's changes to the counts (`Index._deltas`) and
+    writes them once, at its end: one read and one write of one record per group
+    commit, where a key per count cost eight LMDB calls per object (decision 42).
+    A class, not a @contextmanager generator: it runs per commit."""
+
+    __slots__ = ("_index", "_txn")
+
+    def __init__(self, index: Index, txn: lmdb.Transaction) -> None:
+        self._index, self._txn = index, txn
+
+    def __enter__(self) -> None:
+        self._index._deltas = [0] * len(_NO_COUNTS)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        index = self._index
+        deltas, index._deltas = index._deltas, []
+        if kind is None:
+            index._write_counts(self._txn, deltas)
 
 
 def with_demographics(instance: Instance, values: dict[str, str], correct: bool) -> Instance:
@@ -263,6 +295,11 @@ class Index:
         self.worklist = WorklistCache(self._env)
         self.mpps = MppsLog(self._env, self.queues)
         self.patients = PatientLog(self._env)
+        # Inside `_Counting`: this write transaction's changes to the counts, by slot
+        # of _COUNTS_RECORD. Empty outside one, so a count changed outside fails loudly.
+        # Shared by the threads that write, safely: only the holder of LMDB's one
+        # write transaction counts, and `_Counting` ends before it commits.
+        self._deltas: list[int] = []
 
     def close(self) -> None:
         self._env.close()
@@ -298,11 +335,15 @@ class Index:
         workers start. Schema 2 added by-age keys and tier counts (every object then
         hot); schema 3 the query catalog (storage.catalog). Both are rebuilt from the
         instance records, with every total, as they are when a damaged catalog record
-        was found (`mark_catalog_damaged`) or a damaged instance record replaced."""
-        with self._env.begin(write=True) as txn:
+        was found (`mark_catalog_damaged`) or a damaged instance record replaced.
+        Schema 4 gathered the counts into one record: moved, not recounted."""
+        with self._env.begin(write=True) as txn, _Counting(self, txn):
             schema = int(txn.get(_SCHEMA, b"1", db=self._totals))
             damaged = txn.get(_CATALOG_DAMAGED, db=self._totals) is not None
             recount = txn.get(_RECOUNT_DUE, db=self._totals) is not None
+            if schema == 3 and not damaged and not recount:
+                self._gather_schema_3_counts(txn)
+                return 0
             if schema >= _SCHEMA_NOW and not damaged and not recount:
                 return 0
             total = txn.stat(self._instances)["entries"]
@@ -347,18 +388,21 @@ class Index:
             )
         return count
 
+    def _gather_schema_3_counts(self, txn: lmdb.Transaction) -> None:
+        """Schema 3 -> 4: the counts, each under a key of its own, into one record."""
+        counts = [int(txn.get(name, b"0", db=self._totals)) for name in _SCHEMA_3_COUNTERS]
+        for name in _SCHEMA_3_COUNTERS:
+            txn.delete(name, db=self._totals)
+        txn.put(_COUNTS, _COUNTS_RECORD.pack(*counts), db=self._totals)
+        txn.put(_SCHEMA, str(_SCHEMA_NOW).encode(), db=self._totals)
+        log.info("index: counts gathered into one record (schema %d)", _SCHEMA_NOW)
+
     def _clear_counts(self, txn: lmdb.Transaction) -> None:
         """Everything the instance records are summed into, but the file reference
         counts: a damaged record's file keeps its count, so it is never deleted."""
         self.catalog.clear(txn)
         txn.drop(self._by_age, delete=False)
-        for name in (
-            b"instances",
-            b"bytes",
-            *(key for pair in _TIER_COUNTERS.values() for key in pair),
-            _CATALOG_DAMAGED,
-            _RECOUNT_DUE,
-        ):
+        for name in (_COUNTS, *_SCHEMA_3_COUNTERS, _CATALOG_DAMAGED, _RECOUNT_DUE):
             txn.delete(name, db=self._totals)
 
     def mark_catalog_damaged(self) -> bool:
@@ -449,7 +493,7 @@ class Index:
         journals the move (see `begin_tier_move`: the old tier's file is deleted after
         it). None (nothing changed) if its record is gone, holds another version, is
         already there, or shares its file with another record."""
-        with self._env.begin(write=True) as txn:
+        with self._env.begin(write=True) as txn, _Counting(self, txn):
             raw = txn.get(_key(sop_instance_uid), db=self._instances)
             if raw is None:
                 return None
@@ -462,25 +506,29 @@ class Index:
 
     def tier_totals(self) -> dict[str, tuple[int, int]]:
         """Per tier: (instances, bytes on this node; for "central", dataset bytes)."""
-        with self._env.begin(db=self._totals) as txn:
-            return {
-                tier: (self._count(txn, objects), self._count(txn, size))
-                for tier, (objects, size) in _TIER_COUNTERS.items()
-            }
+        with self._env.begin() as txn:
+            counts = self._counts(txn)
+        return {tier: (counts[slot], counts[slot + 1]) for tier, slot in _TIER_SLOT.items()}
 
     def totals(self) -> Totals:
         with self._env.begin() as txn:
+            counts = self._counts(txn)
             return Totals(
-                instances=self._count(txn, b"instances"),
-                bytes=self._count(txn, b"bytes"),
+                instances=counts[0],
+                bytes=counts[1],
                 series=txn.stat(self.catalog.series)["entries"],
                 studies=txn.stat(self.catalog.studies)["entries"],
                 catalog_damaged=txn.get(_CATALOG_DAMAGED, db=self._totals) is not None,
             )
 
-    def _count(self, txn: lmdb.Transaction, name: bytes) -> int:
-        raw = txn.get(name, db=self._totals)
-        return 0 if raw is None else int(raw)
+    def _counts(self, txn: lmdb.Transaction) -> tuple[int, ...]:
+        raw = txn.get(_COUNTS, db=self._totals)
+        return _NO_COUNTS if raw is None else _COUNTS_RECORD.unpack(raw)
+
+    def _write_counts(self, txn: lmdb.Transaction, deltas: list[int]) -> None:
+        if any(deltas):
+            updated = _COUNTS_RECORD.pack(*map(operator.add, self._counts(txn), deltas))
+            txn.put(_COUNTS, updated, db=self._totals)
 
     def apply(
         self,
@@ -497,7 +545,11 @@ class Index:
         outcomes: list[Outcome] = []
         unreferenced: Unreferenced = []
         jobs: list[Job] = []
-        with self._env.begin(write=True) as txn, self.catalog.batch(txn):
+        with (
+            self._env.begin(write=True) as txn,
+            self.catalog.batch(txn),
+            _Counting(self, txn),
+        ):
             self.queues.settle_in(txn, list(settlements))
             for received, targets in batch:
                 if isinstance(targets, Recalled):
@@ -639,9 +691,10 @@ class Index:
             else:
                 txn.delete(_age_key(instance), db=self._by_age)
         size = instance.local_length if instance.tier != "central" else instance.dataset_length
-        objects, size_key = _TIER_COUNTERS[instance.tier]
-        self._bump(txn, self._totals, objects, sign)
-        self._bump(txn, self._totals, size_key, sign * size)
+        slot = _TIER_SLOT[instance.tier]
+        deltas = self._deltas
+        deltas[slot] += sign
+        deltas[slot + 1] += sign * size
 
     def _account(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """Add (sign=+1) or remove (-1) an instance from every count it is part of."""
@@ -659,5 +712,6 @@ class Index:
     def _total(self, txn: lmdb.Transaction, instance: Instance, sign: int) -> None:
         """An instance's part of the totals: its tier's, the node's and its by-age key."""
         self._tier_account(txn, instance, sign)
-        self._bump(txn, self._totals, b"instances", sign)
-        self._bump(txn, self._totals, b"bytes", sign * instance.dataset_length)
+        deltas = self._deltas
+        deltas[0] += sign
+        deltas[1] += sign * instance.dataset_length

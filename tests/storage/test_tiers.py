@@ -165,16 +165,54 @@ def test_sending_a_purged_object_again_makes_it_hot(index: Index) -> None:
 def test_an_index_from_before_tiers_is_upgraded_once(tmp_path: Path) -> None:
     index = Index(tmp_path / "old.lmdb", 2**26, durable=False)
     index.apply([(record(f"2.{n}", time.time()), []) for n in range(3)], "replace")
-    # What an index written before tiers looks like: no by-age keys, no tier counts.
+    # What an index written before tiers looks like: no schema, no by-age keys, and
+    # only its two counts of everything, each under a key of its own.
     with index._env.begin(write=True) as txn:
         txn.drop(index._by_age, delete=False)
-        for tier in ("hot", "warm", "central"):
-            for what in ("objects", "bytes"):
-                txn.delete(f"tier:{tier}:{what}".encode(), db=index._totals)
+        txn.delete(b"counts", db=index._totals)
+        txn.put(b"instances", b"3", db=index._totals)
+        txn.put(b"bytes", b"3000", db=index._totals)
     assert index.upgrade() == 3
     assert index.upgrade() == 0
     assert index.tier_totals()["hot"] == (3, 3600)
+    assert index.totals().instances == 3
     assert len(list(index.by_age("hot"))) == 3
+    with index._env.begin() as txn:
+        assert txn.get(b"instances", db=index._totals) is None  # in the one record now
+
+
+def test_schema_3_counts_are_gathered_into_one_record_not_recounted(index: Index) -> None:
+    """An index of schema 3 kept each count under a key of its own. Start-up moves
+    them into the one record as they are (a recount reads every instance record)."""
+    now = time.time()
+    index.apply([(record(f"5.{n}", now), []) for n in range(3)], "replace")
+    index.set_tier("5.0", index.get("5.0").hash, "warm", 300)  # type: ignore[union-attr]
+    expected = (index.totals(), index.tier_totals())
+    schema_3 = {
+        b"instances": b"3",
+        b"bytes": b"3000",
+        b"tier:hot:objects": b"2",
+        b"tier:hot:bytes": b"2400",
+        b"tier:warm:objects": b"1",
+        b"tier:warm:bytes": b"300",
+        # and the instance record's count, kept by a schema 3 index as it found it
+        b"tier:central:objects": b"7",
+        b"tier:central:bytes": b"7000",
+    }
+    with index._env.begin(write=True) as txn:
+        txn.delete(b"counts", db=index._totals)
+        for name, value in schema_3.items():
+            txn.put(name, value, db=index._totals)
+        txn.put(b"schema", b"3", db=index._totals)
+    assert index.upgrade() == 0  # nothing recounted
+    assert index.totals() == expected[0]
+    assert index.tier_totals() == {**expected[1], "central": (7, 7000)}
+    with index._env.begin() as txn:
+        assert all(txn.get(name, db=index._totals) is None for name in schema_3)
+        assert txn.get(b"schema", db=index._totals) == b"4"
+    index.apply([(record("5.9", now), [])], "replace")  # counted on from there
+    assert index.totals().instances == 4
+    assert index.tier_totals()["hot"] == (3, 3600)
 
 
 def test_purge_needs_this_version_committed_everywhere(tmp_path: Path, index: Index) -> None:
