@@ -5,6 +5,8 @@ from typing import final
 
 from typing_extensions import Buffer
 
+from core_rs._errors import CommandError, ProtocolError
+
 __all__ = [
     "BUILD_PROFILE",
     "HTJ2K_BACKEND",
@@ -155,10 +157,26 @@ class Receiver:
     @property
     def at_boundary(self) -> bool: ...
     def feed(self, data: Buffer) -> list[ControlPdu | Command | DatasetReceived]: ...
+    def answered(self) -> None:
+        """A request whose dataset came in a spool is answered (decision 43)."""
     def pump(
-        self, fd: int, completions: Completions, token: int, buffer_len: int, quiet_after: float
+        self,
+        fd: int,
+        completions: Completions,
+        token: int,
+        buffer_len: int,
+        quiet_after: float,
+        max_open: int,
     ) -> None: ...
-    def collect(self) -> list[ControlPdu | Command | DatasetReceived] | None: ...
+    def collect(
+        self,
+    ) -> tuple[
+        list[ControlPdu | Command | DatasetReceived] | None,
+        bool,
+        ProtocolError | CommandError | None,
+    ]:
+        """(events since the last call, or None when the run ended without any; the
+        receiver is back; the protocol error that ended the run, after the events)."""
     def cancel_pump(self) -> None: ...
     def close(self) -> None: ...
 

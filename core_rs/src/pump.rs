@@ -10,6 +10,13 @@
 //! Associations hash and write on as many cores as there are, the way a
 //! process-per-association SCP does, and the loop wakes once per object, not per read.
 //! See docs/decisions/0033.
+//!
+//! After a run that ended with requests and their datasets only (the common case: a
+//! C-STORE), the thread does not wait to be handed the receiver again: it queues the
+//! events, wakes the loop, and reads on, as long as fewer than `max_open` requests
+//! are unanswered. The loop takes the queued events without the receiver (decision
+//! 43). Anything else (a control PDU, a command without a dataset, the socket's end)
+//! hands the receiver back as before.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +103,15 @@ impl Completions {
     }
 }
 
-type Slot = Arc<Mutex<Option<(Receiver, Ended)>>>;
+/// What a pump thread hands the loop: events of runs it read on after, then the
+/// receiver itself with how its last run ended.
+#[derive(Debug, Default)]
+pub struct Back {
+    pub events: Vec<RxEvent>,
+    pub returned: Option<(Receiver, Ended)>,
+}
+
+type Slot = Arc<Mutex<Back>>;
 
 /// One association's pump thread. Dropping it ends the thread once its run is over.
 #[derive(Debug)]
@@ -112,12 +127,14 @@ struct Line {
     buffer: Vec<u8>,
     cancel: Arc<AtomicBool>,
     quiet_after: Duration,
+    max_open: usize,
 }
 
 impl Pump {
     /// A thread that reads `socket` (the association's, duplicated) in pieces of up
     /// to `buffer_len` bytes whenever it is handed the receiver, and announces the end
-    /// of each run to `completions` as `token`.
+    /// of each run to `completions` as `token`. It reads on past a request with a
+    /// dataset while fewer than `max_open` are unanswered (`Receiver::open`).
     ///
     /// # Errors
     /// When the thread cannot be started.
@@ -127,15 +144,17 @@ impl Pump {
         completions: Arc<Completions>,
         token: u64,
         quiet_after: Duration,
+        max_open: usize,
     ) -> std::io::Result<Self> {
         let (go, runs) = mpsc::channel::<Box<Receiver>>();
-        let back: Slot = Arc::new(Mutex::new(None));
+        let back: Slot = Arc::new(Mutex::new(Back::default()));
         let cancel = Arc::new(AtomicBool::new(false));
         let mut line = Line {
             socket,
             buffer: vec![0; buffer_len],
             cancel: Arc::clone(&cancel),
             quiet_after,
+            max_open,
         };
         let slot = Arc::clone(&back);
         thread::Builder::new()
@@ -143,8 +162,20 @@ impl Pump {
             .spawn(move || {
                 // Ends when the Pump (the only sender) is dropped.
                 while let Ok(mut receiver) = runs.recv() {
-                    let ended = line.run(&mut receiver);
-                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((*receiver, ended));
+                    let ended = loop {
+                        match line.run(&mut receiver) {
+                            Ended::Events(events) if line.reads_on(&receiver, &events) => {
+                                slot.lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .events
+                                    .extend(events);
+                                completions.push(token);
+                            }
+                            ended => break ended,
+                        }
+                    };
+                    slot.lock().unwrap_or_else(PoisonError::into_inner).returned =
+                        Some((*receiver, ended));
                     completions.push(token);
                 }
             })?;
@@ -161,13 +192,11 @@ impl Pump {
         self.go.send(receiver).map_err(|failed| failed.0)
     }
 
-    /// The receiver and how its run ended, once `Completions` named this pump.
+    /// What the thread handed over since the last call, once `Completions` named
+    /// this pump: events it read on after, and the receiver if its run is over.
     #[must_use]
-    pub fn finish(&self) -> Option<(Receiver, Ended)> {
-        self.back
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    pub fn take(&self) -> Back {
+        std::mem::take(&mut *self.back.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// End the current run as soon as the thread next looks (within `POLL_MS`).
@@ -183,6 +212,20 @@ impl Drop for Pump {
 }
 
 impl Line {
+    /// Whether the thread keeps the receiver after a run that ended with `events`:
+    /// a dataset's end, and nothing but requests and their datasets (nothing the state
+    /// machine must see before the next bytes are read), no cancel, and room for
+    /// another open request.
+    fn reads_on(&self, receiver: &Receiver, events: &[RxEvent]) -> bool {
+        let dataset = |event: &RxEvent| matches!(event, RxEvent::Dataset { .. });
+        !self.cancel.load(Ordering::Relaxed)
+            && receiver.open() < self.max_open
+            && events.iter().any(dataset)
+            && events
+                .iter()
+                .all(|event| announces_dataset(event) || dataset(event))
+    }
+
     fn run(&mut self, receiver: &mut Receiver) -> Ended {
         let mut held = Vec::new();
         match self.read(receiver, &mut held) {
@@ -277,6 +320,14 @@ mod tests {
     /// A pump reading the server side of a fresh loopback connection, already
     /// handed `rx`; the client side is for the test to write to.
     fn pumping(rx: Receiver, quiet_after: Duration) -> (TcpStream, Pump, Arc<Completions>) {
+        pumping_with(rx, quiet_after, 1)
+    }
+
+    fn pumping_with(
+        rx: Receiver,
+        quiet_after: Duration,
+        max_open: usize,
+    ) -> (TcpStream, Pump, Arc<Completions>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
@@ -288,20 +339,28 @@ mod tests {
             Arc::clone(&completions),
             7,
             quiet_after,
+            max_open,
         )
         .unwrap();
         pump.start(Box::new(rx)).unwrap();
         (client, pump, completions)
     }
 
-    fn wait(completions: &Completions, pump: &Pump) -> (Receiver, Ended) {
+    /// The next hand-over: (events read on after, the receiver if it is back).
+    fn next(completions: &Completions, pump: &Pump) -> Back {
         for _ in 0..500 {
             if completions.take().contains(&7) {
-                return pump.finish().unwrap();
+                return pump.take();
             }
             thread::sleep(Duration::from_millis(10));
         }
-        panic!("the pump never finished");
+        panic!("the pump never handed anything over");
+    }
+
+    fn wait(completions: &Completions, pump: &Pump) -> (Receiver, Ended) {
+        let back = next(completions, pump);
+        assert!(back.events.is_empty(), "{:?}", back.events);
+        back.returned.expect("the receiver back")
     }
 
     fn receiver(dir: &std::path::Path) -> Receiver {
@@ -349,6 +408,60 @@ mod tests {
             "{ended:?}"
         );
         assert!(rx.streaming());
+    }
+
+    fn object(client: &mut TcpStream, fill: u8) {
+        client
+            .write_all(&encode_message(1, true, &store_rq(), 0))
+            .unwrap();
+        client
+            .write_all(&encode_message(1, false, &vec![fill; 10_000], 4000))
+            .unwrap();
+    }
+
+    #[test]
+    fn the_thread_reads_on_past_objects_while_few_are_open() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let rx = receiver(tmp.path());
+        let open = rx.open_requests();
+        let (mut client, pump, completions) = pumping_with(rx, Duration::from_secs(5), 2);
+
+        // The first object comes up and the thread keeps the receiver.
+        object(&mut client, 1);
+        let back = next(&completions, &pump);
+        assert_eq!(back.events.len(), 2, "{:?}", back.events);
+        assert!(
+            back.returned.is_none(),
+            "read on after one open request of two"
+        );
+        assert_eq!(open.load(Ordering::Acquire), 1);
+
+        // The second reaches the bound: the receiver comes back with it.
+        object(&mut client, 2);
+        let back = next(&completions, &pump);
+        let (rx, ended) = back.returned.expect("back at two open requests");
+        let Ended::Events(events) = ended else {
+            panic!("{ended:?}")
+        };
+        assert_eq!(back.events.len() + events.len(), 2);
+        assert_eq!(rx.open(), 2);
+
+        // Both answered: the thread reads on again, and a release hands it back.
+        open.store(0, Ordering::Release);
+        pump.start(Box::new(rx)).unwrap();
+        object(&mut client, 3);
+        assert!(next(&completions, &pump).returned.is_none());
+        client
+            .write_all(&[0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+            .unwrap(); // A-RELEASE-RQ
+        let back = next(&completions, &pump);
+        let (_, ended) = back
+            .returned
+            .expect("a control PDU hands the receiver back");
+        assert!(
+            matches!(ended, Ended::Events(ref e) if matches!(e[..], [RxEvent::Control { pdu_type: 5, .. }])),
+            "{ended:?}"
+        );
     }
 
     #[test]

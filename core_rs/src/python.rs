@@ -9,6 +9,7 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use crate::command::{self, Response};
 use crate::dataset::{self, Syntax};
 use crate::error::CoreError;
 use crate::pdu::Limits;
-use crate::pump::{Completions, Ended, Pump};
+use crate::pump::{Back, Completions, Ended, Pump};
 use crate::receiver::{Context, Receiver, RxEvent};
 use crate::spool::{self, Part10Upload, SpoolWriter, StoredObject};
 use crate::warm;
@@ -305,6 +306,8 @@ pub struct PyReceiver {
     /// None while the receiver is with its pump thread.
     inner: Option<Receiver>,
     pump: Option<Pump>,
+    /// The receiver's count of unanswered requests, reachable while it is pumping.
+    open: Arc<AtomicUsize>,
 }
 
 impl PyReceiver {
@@ -333,6 +336,7 @@ impl PyReceiver {
         let receiver =
             Receiver::new(limits, spool_dir, spool_prefix).with_write_behind(write_behind);
         Self {
+            open: receiver.open_requests(),
             inner: Some(receiver),
             pump: None,
         }
@@ -359,6 +363,15 @@ impl PyReceiver {
         self.inner.as_ref().is_some_and(Receiver::at_boundary)
     }
 
+    /// A request whose dataset came in a spool is answered: one fewer open, so a
+    /// pump that stopped reading on at its bound reads on again once restarted.
+    fn answered(&self) {
+        // Never below zero: one answered twice must not let the pump run ahead.
+        let _ = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
     fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = self.receiver()?;
         let events = with_bytes(&data, |bytes| {
@@ -369,8 +382,9 @@ impl PyReceiver {
     }
 
     /// Hand the receiver to this association's pump thread (started on first use,
-    /// reading a duplicate of `fd`); `completions` names `token` when it is back.
-    /// A pump cancelled before is not any more.
+    /// reading a duplicate of `fd`); `completions` names `token` whenever it has
+    /// something for `collect`. It reads on past requests with datasets while fewer
+    /// than `max_open` are unanswered. A pump cancelled before is not any more.
     fn pump(
         &mut self,
         fd: i32,
@@ -378,6 +392,7 @@ impl PyReceiver {
         token: u64,
         buffer_len: usize,
         quiet_after: f64,
+        max_open: usize,
     ) -> PyResult<()> {
         let receiver = self
             .inner
@@ -391,6 +406,7 @@ impl PyReceiver {
                     Arc::clone(&completions.inner),
                     token,
                     Duration::from_secs_f64(quiet_after),
+                    max_open,
                 )
             });
             match spawned {
@@ -410,21 +426,42 @@ impl PyReceiver {
         Ok(())
     }
 
-    /// The receiver is back: what it decoded, or None when the run ended without
-    /// events (the socket closed, went quiet, or the pump was cancelled) and the
-    /// caller reads the socket itself again. A protocol error raises as `feed` does.
-    fn collect(&mut self, py: Python<'_>) -> PyResult<Option<Vec<Py<PyAny>>>> {
-        let (receiver, ended) = self
+    /// What the pump handed over: `(events, back, error)`. `events`: what it
+    /// decoded since the last call, in order (maybe none); None when its run ended
+    /// without any (the socket closed, went quiet, or the pump was cancelled) and the
+    /// caller reads the socket itself again. `back`: the receiver is here again.
+    /// `error`: the protocol error that ended the run, to act on after `events`.
+    #[allow(clippy::type_complexity)]
+    fn collect(
+        &mut self,
+        py: Python<'_>,
+    ) -> PyResult<(Option<Vec<Py<PyAny>>>, bool, Option<PyErr>)> {
+        let pump = self
             .pump
             .as_ref()
-            .and_then(Pump::finish)
-            .ok_or_else(|| PyRuntimeError::new_err("no pump run has ended"))?;
+            .ok_or_else(|| PyRuntimeError::new_err("no pump has run"))?;
+        let Back {
+            mut events,
+            returned,
+        } = pump.take();
+        let Some((receiver, ended)) = returned else {
+            return Ok((Some(events_to_py(py, events)?), false, None));
+        };
         self.inner = Some(receiver);
-        match ended {
-            Ended::Events(events) => events_to_py(py, events).map(Some),
-            Ended::Failed(err) => Err(to_pyerr(err)),
-            Ended::Closed | Ended::Quiet | Ended::Cancelled => Ok(None),
-        }
+        let error = match ended {
+            Ended::Events(more) => {
+                events.extend(more);
+                None
+            }
+            Ended::Failed(err) => Some(to_pyerr(err)),
+            Ended::Closed | Ended::Quiet | Ended::Cancelled => None,
+        };
+        let events = if events.is_empty() && error.is_none() {
+            None
+        } else {
+            Some(events_to_py(py, events)?)
+        };
+        Ok((events, true, error))
     }
 
     /// Ask for the receiver back now (`collect` follows).

@@ -3,6 +3,8 @@
 //! the Python state machine as events; dataset bytes never leave Rust.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::command::{
     self, Command, C_FIND_RQ, C_GET_RQ, C_MOVE_RQ, C_STORE_RQ, MAX_COMMAND_LEN, N_CREATE_RQ,
@@ -87,6 +89,10 @@ struct Assembler {
 pub struct Receiver {
     decoder: Decoder,
     assembler: Assembler,
+    /// Requests whose dataset arrived in a spool and that are not answered yet:
+    /// `feed` counts them up, the state machine down (through `open_requests`). A
+    /// pump reads on past an object only while few are open (decision 43).
+    open: Arc<AtomicUsize>,
 }
 
 fn unexpected(message: String) -> CoreError {
@@ -112,7 +118,20 @@ impl Receiver {
                 command_context: None,
                 dataset: None,
             },
+            open: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The count of open requests, shared: whoever answers one takes it down
+    /// (`answered`), from any thread, while the receiver may be with its pump.
+    #[must_use]
+    pub fn open_requests(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.open)
+    }
+
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 
     /// Spool files start their disk writes as the bytes arrive, so the group
@@ -175,6 +194,13 @@ impl Receiver {
                 end,
             } => asm.on_pdv(context_id, command, last && end, data, &mut events),
         })?;
+        let opened = events
+            .iter()
+            .filter(|event| matches!(event, RxEvent::Dataset { spool: Ok(_), .. }))
+            .count();
+        if opened > 0 {
+            self.open.fetch_add(opened, Ordering::AcqRel);
+        }
         Ok(events)
     }
 }

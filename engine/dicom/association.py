@@ -272,7 +272,13 @@ class Association(asyncio.BufferedProtocol):
         self.transport.pause_reading()
         try:
             self._pumps.start(
-                self._receiver, self.id, self._fd, len(self._view), self._quiet_after, self._pumped
+                self._receiver,
+                self.id,
+                self._fd,
+                len(self._view),
+                self._quiet_after,
+                _MAX_STORES_IN_FLIGHT,
+                self._pumped,
             )
         except (core_rs.CoreError, RuntimeError) as exc:
             # No thread or descriptor to spare: this association reads on the loop.
@@ -282,25 +288,31 @@ class Association(asyncio.BufferedProtocol):
             return
         self._pumping = True
 
-    def _pumped(self) -> None:
-        """The pump thread handed the receiver back: what it decoded goes to the state
-        machine as a read's would; then the pump or the loop reads on."""
+    def _pumped(self) -> bool:
+        """The pump thread handed something over: what it decoded goes to the state
+        machine as a read's would. If it read on (requests and their datasets only,
+        decision 43) that is all; if the receiver is back, the pump or the loop reads
+        on. Returns whether the thread is still reading."""
+        events, back, error = self._receiver.collect()
+        if not back:
+            if events:
+                self._last_activity = self._loop.time()
+                self._dispatch(events)
+            return True
         self._pumping = False
-        try:
-            events = self._receiver.collect()
-        except (core_rs.ProtocolError, core_rs.CommandError) as exc:
-            events = None
-            if self.state not in (State.Sta13, State.Sta1):
-                self._protocol_error(exc)
         # Without events the socket closed, or went quiet for quiet_after seconds,
         # which the idle timer counts.
         self._last_activity = self._loop.time() - (0 if events else self._quiet_after)
         if events:
             self._dispatch(events)
+        if error is not None:
+            events = None
+            if self.state not in (State.Sta13, State.Sta1):
+                self._protocol_error(error)
         if self.state not in (State.Sta6, State.Sta8):
             self._receiver.close()
         if self.transport is None or self.transport.is_closing():
-            return
+            return False
         if events is not None and self._may_pump():
             self._start_pump()
         elif not self._reading_paused:
@@ -309,6 +321,7 @@ class Association(asyncio.BufferedProtocol):
         if self._drain_after_pump:
             self._drain_after_pump = False
             self.drain()
+        return self._pumping
 
     def _unwrap_proxy_header(self, data: memoryview | bytes) -> bytes | memoryview | None:
         """A trusted load balancer's PROXY header names the real client; from
@@ -626,6 +639,7 @@ class Association(asyncio.BufferedProtocol):
             work = self._requests.mpps(command, context, spool)
         elif not command.affected_sop_instance_uid:
             spool.discard()
+            self._receiver.answered()
             self.respond(command, 0x8001, CANNOT_UNDERSTAND, comment="no Affected SOP Instance UID")
             return
         elif not self._storage.reads_headers:
@@ -795,9 +809,12 @@ class Association(asyncio.BufferedProtocol):
     def _work_done(self) -> None:
         """A request was answered: read on if reading waited for it, finish a
         release or a drain that did."""
+        self._receiver.answered()
         if self._reading_paused and len(self._tasks) + self._stores < _MAX_STORES_IN_FLIGHT:
             self._reading_paused = False
-            if self.transport is not None and not self.transport.is_closing():
+            # A pump still reading (decision 43) keeps its own bound: the loop must
+            # not read the same socket.
+            if self.transport is not None and not self.transport.is_closing() and not self._pumping:
                 if self._may_pump():
                     self._start_pump()
                 else:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.process import EngineProcess, wait_until
 from tests.support.wire import (
+    A_RELEASE_RQ,
     CT_IMAGE,
     EXPLICIT_LE,
     Client,
@@ -183,6 +184,53 @@ def test_broken_pdu_mid_object_read_by_the_pump(node: EngineProcess, bystander: 
     expect_abort(client, INVALID_PARAMETER)
     wait_until(lambda: not threads & set(pump_threads(node)), 5, "the pump thread to end")
     assert node.status()["instances"] == 0
+
+
+def ct_dataset(uid: str, pixels: int) -> bytes:
+    """A CT image's key attributes and `pixels` bytes of pixel data, explicit VR
+    little endian, in PDVs of at most MAX_PDU."""
+
+    def element(tag: tuple[int, int], vr: str, value: str) -> bytes:
+        raw = value.encode() + b"\0" * (len(value) % 2)
+        return struct.pack("<HH2sH", *tag, vr.encode(), len(raw)) + raw
+
+    body = (
+        element((0x0008, 0x0016), "UI", CT_IMAGE)
+        + element((0x0008, 0x0018), "UI", uid)
+        + element((0x0010, 0x0020), "LO", "PIPELINED")
+        + element((0x0020, 0x000D), "UI", "1.2.826.0.1.3680043.2.1.300")
+        + element((0x0020, 0x000E), "UI", "1.2.826.0.1.3680043.2.1.300.1")
+        + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, pixels)
+        + bytes(pixels)
+    )
+    step = MAX_PDU - 12
+    pieces = [body[at : at + step] for at in range(0, len(body), step)]
+    return b"".join(
+        pdata(3, piece, command=False, last=n == len(pieces) - 1) for n, piece in enumerate(pieces)
+    )
+
+
+def test_a_peer_that_does_not_wait_for_answers_gets_each_one(
+    node: EngineProcess, bystander: Client
+) -> None:
+    """Without asynchronous operations negotiated a peer must wait for each answer
+    (PS3.7 D.3.3.3.1); this one sends eight objects at once. The engine reads at
+    most two ahead of its answers (a pump thread reads on past an object only while
+    fewer are open), answers every one, stores them all, and then releases."""
+    client = established(node)
+    uids = [f"1.2.826.0.1.3680043.2.1.{200 + n}" for n in range(8)]
+    for n, uid in enumerate(uids):
+        client.send(pdata(3, c_store_rq(uid, message_id=n + 1), command=True))
+        client.send(ct_dataset(uid, 60_000))
+    answers = {}
+    for _ in uids:
+        answer = client.read_pdu().command()
+        answers[int(answer.MessageIDBeingRespondedTo)] = int(answer.Status)
+    assert answers == {n + 1: 0x0000 for n in range(8)}
+    client.send(A_RELEASE_RQ)
+    assert client.read_pdu().type == 6  # A-RELEASE-RP
+    client.close()
+    assert node.status()["instances"] == 8
 
 
 def test_silence_mid_object_meets_the_idle_timeout(
