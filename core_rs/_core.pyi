@@ -187,13 +187,17 @@ class Completions:
     def take(self) -> list[int]: ...
 
 def encode_response(
+    context_id: int,
+    max_pdu: int,
     command_field: int,
     message_id_being_responded_to: int,
     status: int,
     affected_sop_class_uid: str = "",
     affected_sop_instance_uid: str = "",
     error_comment: str = "",
-) -> bytes: ...
+) -> bytes:
+    """A response's command set, framed as the P-DATA-TF PDU(s) carrying it."""
+
 def encode_message(context_id: int, command: bool, data: Buffer, max_pdu: int) -> bytes: ...
 def encode_store_request(
     message_id: int,

@@ -697,10 +697,15 @@ fn encode_associate_ac<'py>(
     PyBytes::new(py, &pdu)
 }
 
+/// A response's command set, framed as the P-DATA-TF PDU(s) that carry it on
+/// `context_id`: one call and one copy into Python per response, not two of each.
 #[pyfunction]
-#[pyo3(signature = (command_field, message_id_being_responded_to, status, affected_sop_class_uid = "", affected_sop_instance_uid = "", error_comment = ""))]
+#[pyo3(signature = (context_id, max_pdu, command_field, message_id_being_responded_to, status, affected_sop_class_uid = "", affected_sop_instance_uid = "", error_comment = ""))]
+#[allow(clippy::too_many_arguments)]
 fn encode_response<'py>(
     py: Python<'py>,
+    context_id: u8,
+    max_pdu: u32,
     command_field: u16,
     message_id_being_responded_to: u16,
     status: u16,
@@ -708,7 +713,7 @@ fn encode_response<'py>(
     affected_sop_instance_uid: &str,
     error_comment: &str,
 ) -> Bound<'py, PyBytes> {
-    let bytes = command::encode_response(&Response {
+    let command = command::encode_response(&Response {
         command_field,
         message_id_being_responded_to,
         affected_sop_class_uid,
@@ -716,7 +721,10 @@ fn encode_response<'py>(
         status,
         error_comment,
     });
-    PyBytes::new(py, &bytes)
+    PyBytes::new(
+        py,
+        &crate::pdu::encode_message(context_id, true, &command, max_pdu),
+    )
 }
 
 #[pyfunction]

@@ -843,15 +843,16 @@ class Association(asyncio.BufferedProtocol):
                 self.state.value.lower(),
             )
             return
-        rsp = core_rs.encode_response(
+        data = core_rs.encode_response(
+            command.context_id,
+            self._peer_max_pdu,
             field,
             command.message_id,
             status,
-            affected_sop_class_uid=sop_class or command.affected_sop_class_uid,
-            affected_sop_instance_uid=instance or command.affected_sop_instance_uid,
-            error_comment=comment,
+            sop_class or command.affected_sop_class_uid,
+            instance or command.affected_sop_instance_uid,
+            comment,
         )
-        data = core_rs.encode_message(command.context_id, True, rsp, self._peer_max_pdu)
         if self.state is State.Sta6:
             self._dt1(data)  # Evt9 in Sta6: DT-1, staying in Sta6; twice per object
         else:
