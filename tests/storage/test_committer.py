@@ -144,16 +144,22 @@ def test_a_damaged_catalog_record_fails_its_objects_not_their_batch(tmp_path: Pa
         index.close()
 
 
-def test_a_damaged_instance_record_is_replaced_by_the_object_sent_again(
-    tmp_path: Path,
-) -> None:
-    """An instance record that does not decode blocks nothing: the object sent again
-    is stored in its place, and a catalog rebuild leaves it out instead of failing."""
+def with_a_damaged_instance_record(tmp_path: Path) -> Index:
+    """A new index whose record of instance 1.2.3.1 does not decode."""
     layout = DataLayout(tmp_path / "data")
     layout.prepare()
     index = Index(layout.index, 2**26, durable=False)
     with index._env.begin(write=True) as txn:  # damaged on purpose
         txn.put(b"1.2.3.1", b"[1, 2", db=index._instances)
+    return index
+
+
+def test_a_damaged_instance_record_is_replaced_by_the_object_sent_again(
+    tmp_path: Path,
+) -> None:
+    """An instance record that does not decode blocks nothing: the object sent again
+    is stored in its place, and a catalog rebuild leaves it out instead of failing."""
+    index = with_a_damaged_instance_record(tmp_path)
     try:
         assert index.upgrade() == 0  # schema 1 (new): rebuilt, the damaged one left out
         outcomes, _, _ = index.apply([(instance("1.2.3.1", study="S1"), [])], "replace")
@@ -247,11 +253,7 @@ def test_a_recalled_copy_over_a_damaged_record_is_reported_once(
 ) -> None:
     """A copy that comes back from the archive over a damaged record takes its place,
     and the damage is logged once, not once per read of the record."""
-    layout = DataLayout(tmp_path / "data")
-    layout.prepare()
-    index = Index(layout.index, 2**26, durable=False)
-    with index._env.begin(write=True) as txn:  # damaged on purpose
-        txn.put(b"1.2.3.1", b"[1, 2", db=index._instances)
+    index = with_a_damaged_instance_record(tmp_path)
     try:
         outcomes, _, jobs = index.apply([(instance("1.2.3.1"), Recalled("central"))], "replace")
         assert outcomes == [Outcome.STORED]
