@@ -133,6 +133,25 @@ def _readable(key: bytes, raw: bytes, reported: set[bytes]) -> Job | None:
         return None
 
 
+def _keys(cursor: lmdb.Cursor, prefix: bytes) -> list[bytes]:
+    """Every key from `prefix` on that starts with it; values are not read."""
+    keys: list[bytes] = []
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(keys=True, values=False):
+            if not bytes(key).startswith(prefix):
+                break
+            keys.append(bytes(key))
+    return keys
+
+
+def _damaged(raw: bytes | None) -> bool:
+    try:
+        Job.decode(b"" if raw is None else bytes(raw))
+    except (ValueError, TypeError):
+        return True
+    return False
+
+
 class Queues:
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
@@ -388,20 +407,32 @@ class Queues:
 
     def purge(self, dest: str) -> int:
         """Drop every queued job of a destination (the objects stay on the edge),
-        damaged records too: their keys are all it reads."""
+        damaged records too: their keys are all it reads. A damaged record that the
+        destination has in the dead letters or waiting for a storage commitment goes
+        as well: nothing else can read it, and it would stay counted there for good.
+        Returns how many records went."""
         prefix = _prefix(dest)
         with self._env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._queue)
-            keys = []
-            if cursor.set_range(prefix):
-                for key in cursor.iternext(keys=True, values=False):
-                    if not bytes(key).startswith(prefix):
-                        break
-                    keys.append(bytes(key))
-            for key in keys:
+            queued = _keys(txn.cursor(db=self._queue), prefix)
+            for key in queued:
                 txn.delete(key, db=self._queue)
-            self._count(txn, dest, "queued", -len(keys))
-        return len(keys)
+            self._count(txn, dest, "queued", -len(queued))
+            removed = len(queued)
+            waiting = [
+                key
+                for key in _keys(txn.cursor(db=self._waiting), b"")
+                if key.split(b"\0", 1)[-1][:-9] == dest.encode()  # UID NUL dest NUL seq
+            ]
+            for db, name, keys in (
+                (self._dead, "dead", _keys(txn.cursor(db=self._dead), prefix)),
+                (self._waiting, "waiting", waiting),
+            ):
+                damaged = [key for key in keys if _damaged(txn.get(key, db=db))]
+                for key in damaged:
+                    txn.delete(key, db=db)
+                self._count(txn, dest, name, -len(damaged))
+                removed += len(damaged)
+        return removed
 
     def _scan(
         self,

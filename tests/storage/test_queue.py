@@ -153,3 +153,36 @@ def test_a_damaged_job_is_passed_by_kept_and_purged(
     assert index.queues.purge("d") == 3
     assert index.queues.stats("d").queued == 0
     assert index.queues.claim("d", 10, 2**30, set(), set(), time.time()) == []
+
+
+def test_purge_also_drops_a_damaged_dead_or_waiting_record_and_only_those(
+    index: Index,
+) -> None:
+    """A damaged record in the dead letters or waiting for a storage commitment can
+    be neither requeued nor matched by a report: `queue purge` is what the log tells
+    ops to run, so it removes those too, and leaves the readable ones."""
+    enqueue(index, ("a", "S1", 1), ("b", "S2", 1), ("c", "S3", 1), ("e", "S4", 1))
+    a, b, c, e = index.queues.claim("d", 10, 2**30, set(), set(), time.time())
+    waiting = [replace(job, transaction_uid="1.2.9") for job in (c, e)]
+    index.queues.settle(
+        [
+            Settlement(a, Outcome.DEAD),
+            Settlement(b, Outcome.DEAD),
+            *(Settlement(job, Outcome.AWAIT_COMMITMENT) for job in waiting),
+        ]
+    )
+    dead_key = b"d\0" + a.key[-8:]
+    waiting_key = b"1.2.9\0d\0" + c.key[-8:]
+    with index._env.begin(write=True) as txn:  # damaged on purpose
+        assert txn.put(dead_key, b"[1, 2]", db=index.queues._dead, overwrite=True)
+        assert txn.put(waiting_key, b"\x00 not a record", db=index.queues._waiting)
+    before = index.queues.stats("d")
+    assert (before.queued, before.dead, before.waiting) == (0, 2, 2)
+    assert uids(index.queues.dead_jobs("d", 10)) == ["b"]
+
+    assert index.queues.purge("d") == 2
+    after = index.queues.stats("d")
+    assert (after.dead, after.waiting) == (1, 1)
+    assert uids(index.queues.dead_jobs("d", 10)) == ["b"]
+    assert index.queues.expire_waiting(time.time() + 1) == 1  # the readable one, requeued
+    assert uids(index.queues.jobs("d", 10)) == ["e"]
