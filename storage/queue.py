@@ -113,24 +113,32 @@ def _waiting_key(job: Job) -> bytes:
     return job.transaction_uid.encode() + b"\0" + _dead_key(job.destination, job.seq)
 
 
-def _readable(key: bytes, raw: bytes, reported: set[bytes]) -> Job | None:
-    """The job a record holds, or None when it does not read (a bad sector, a bug).
-    A damaged job is passed by, so the rest of its destination's queue goes, and
-    kept, so that nothing is dropped on an unreadable record's word (decision 40)."""
+def _decoded(raw: bytes) -> Job | ValueError | TypeError:
+    """The job a record holds, or why it does not read (a bad sector, a bug)."""
     try:
         return Job.decode(raw)
     except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
-        if key not in reported and len(reported) < 10_000:
-            reported.add(key)
-            log.error(
-                "forward job %d (key %s) is damaged and cannot be read: %s. It is passed "
-                "by and the destination's other jobs go. Its object is still stored; "
-                "`pacs-edge queue purge <destination>` removes the record",
-                struct.unpack(">Q", key[-8:])[0] if len(key) >= 8 else -1,
-                key.hex(),
-                exc,
-            )
-        return None
+        return exc
+
+
+def _readable(key: bytes, raw: bytes, reported: set[bytes]) -> Job | None:
+    """The job a record holds, or None when it is damaged. A damaged job is passed
+    by, so the rest of its destination's queue goes, and kept, so that nothing is
+    dropped on an unreadable record's word (decision 40)."""
+    job = _decoded(raw)
+    if isinstance(job, Job):
+        return job
+    if key not in reported and len(reported) < 10_000:
+        reported.add(key)
+        log.error(
+            "forward job %d (key %s) is damaged and cannot be read: %s. It is passed "
+            "by and the destination's other jobs go. Its object is still stored; "
+            "`pacs-edge queue purge <destination>` removes the record",
+            struct.unpack(">Q", key[-8:])[0] if len(key) >= 8 else -1,
+            key.hex(),
+            job,
+        )
+    return None
 
 
 def _keys(cursor: lmdb.Cursor, prefix: bytes) -> list[bytes]:
@@ -142,14 +150,6 @@ def _keys(cursor: lmdb.Cursor, prefix: bytes) -> list[bytes]:
                 break
             keys.append(bytes(key))
     return keys
-
-
-def _damaged(raw: bytes | None) -> bool:
-    try:
-        Job.decode(b"" if raw is None else bytes(raw))
-    except (ValueError, TypeError):
-        return True
-    return False
 
 
 class Queues:
@@ -427,7 +427,9 @@ class Queues:
                 (self._dead, "dead", _keys(txn.cursor(db=self._dead), prefix)),
                 (self._waiting, "waiting", waiting),
             ):
-                damaged = [key for key in keys if _damaged(txn.get(key, db=db))]
+                damaged = [
+                    key for key in keys if not isinstance(_decoded(txn.get(key, b"", db=db)), Job)
+                ]
                 for key in damaged:
                     txn.delete(key, db=db)
                 self._count(txn, dest, name, -len(damaged))
