@@ -375,10 +375,9 @@ pub(crate) mod tests {
     }
 
     /// A receiver established on context 1 (`abstract_syntax`, explicit VR little
-    /// endian) spooling into a fresh folder of its own, and the wire of one message
-    /// of `store_rq` with `command_field` in place of C-STORE's and 5,000 dataset
-    /// bytes on that context.
-    /// The receiver spools into a folder removed when the test ends, passed or failed.
+    /// endian) spooling into a fresh folder of its own (removed when the test ends,
+    /// passed or failed), and the wire of one message of `store_rq` with
+    /// `command_field` in place of C-STORE's and 5,000 dataset bytes on that context.
     fn one_message(
         abstract_syntax: &str,
         command_field: u16,
