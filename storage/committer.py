@@ -261,6 +261,8 @@ class GroupCommitter:
             path = self._layout.tier_path(tier, blake3_hex)
             if path is not None:
                 path.unlink(missing_ok=True)
+        if self._sync_files:  # answered already: the next batch waits, if any
+            self._index.top_up_reserve()
 
     def _failed(
         self,

@@ -43,6 +43,7 @@ from storage.catalog import Catalog
 from storage.mpps import MppsLog
 from storage.patients import PatientLog
 from storage.queue import Job, Queues, Settlement, Target
+from storage.reserve import Reserve
 from storage.worklist import WorklistCache
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,15 @@ class Index:
         # Shared by the threads that write, safely: only the holder of LMDB's one
         # write transaction counts, and `_Counting` ends before it commits.
         self._deltas: list[int] = []
+        # Only a durable index syncs its commits; the OS writes the other's in its time.
+        self._reserve = Reserve(self._env, path / "data.mdb", map_size) if durable else None
+        self.top_up_reserve()
+
+    def top_up_reserve(self) -> None:
+        """Keep zeros written ahead of LMDB's last page (durable only): after a
+        commit, off the path of the stores it answered (storage.reserve)."""
+        if self._reserve is not None:
+            self._reserve.top_up()
 
     def close(self) -> None:
         self._env.close()
