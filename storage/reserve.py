@@ -71,9 +71,10 @@ class Reserve:
     def _extend(self, used: int) -> int:
         fd = os.open(self._data_file, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            # Another process may have extended it: append past its real end only.
+            # Another process may have extended it: append past its real end only
+            # (nothing when that is at or past the target already).
             start = os.fstat(fd).st_size
-            target = min(max(start, used + self._ahead), self._map_size)
+            target = min(used + self._ahead, self._map_size)
             zeros = bytes(_PIECE)
             offset = start
             while offset < target:
