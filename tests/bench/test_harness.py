@@ -14,7 +14,7 @@ import pytest
 
 from bench import corpus, ingest, limits, loadgen, plots, scratch, soak
 from bench.ingest import Run
-from bench.peers import free_port
+from bench.peers import DcmtkStorescp, free_port
 from tests.support.process import EngineProcess, launch, wait_until
 
 TINY = corpus.Mix(ct=3, mr=1, us=1)
@@ -125,6 +125,22 @@ def test_the_discarding_floor_is_a_real_exchange_that_stores_nothing(
     assert 0 < floor.p50_ms <= floor.p99_ms  # answered: nan when every send failed
 
 
+def test_a_storescu_pass_counts_the_clients_cpu_and_how_busy_the_box_was(
+    tiny: corpus.Corpus, tmp_path: Path
+) -> None:
+    """storescu's processes are the bench's children: their CPU is read once they are
+    reaped, so a point where client and server fill the box says so."""
+    peer = DcmtkStorescp(tmp_path / "peer")
+    peer.start()
+    try:
+        run = ingest.send(peer, tiny, 2, "storescu")
+    finally:
+        peer.stop()
+    assert run.stored == run.expected == len(tiny.items)
+    assert run.client_cpu_s_per_gb > 0  # 0 before: storescu's CPU went uncounted
+    assert 0 < run.busy <= 1.1  # a share of every core over the pass's wall time
+
+
 def test_raw_limits_and_floors_are_measured(tiny: corpus.Corpus, tmp_path: Path) -> None:
     assert limits.loopback(tiny, 2).mb_per_s > 0
     assert limits.write_fdatasync(tiny, 2, tmp_path / "w").mb_per_s > 0
@@ -196,6 +212,14 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
     for peer, mb_s, cpu in (("pacs-edge (os)", 110.0, 0.7), ("DCMTK storescp --fork", 100.0, 1.0)):
         runs.append(_run(peer, 4, "small PDUs", []))  # storescu --max-send-pdu 16384
         runs[-1].mb_per_s, runs[-1].cpu_s_per_gb = mb_s, cpu
+    # storescu at 16: both passes filled the box, so the line says what 1.2x needs
+    for peer, mb_s, cpu, client, busy in (
+        ("pacs-edge (os)", 110.0, 0.9, 1.2, 0.95),
+        ("DCMTK storescp --fork", 100.0, 1.1, 1.1, 0.9),
+    ):
+        runs.append(_run(peer, 16, "calibration", []))
+        runs[-1].mb_per_s, runs[-1].cpu_s_per_gb = mb_s, cpu
+        runs[-1].client_cpu_s_per_gb, runs[-1].busy = client, busy
     for peer, p99 in (("pacs-edge (fsync)", 7.0), ("pacs-edge (os)", 4.0)):
         runs.append(_run(peer, 16, "latency", [1.0, 2.0]))
         runs[-1].p99_ms = p99
@@ -228,6 +252,12 @@ def test_goals_judge_each_mix_against_its_own_peers_and_ceiling() -> None:
     assert (
         "CT-heavy,  4 assoc, storescu, 16 KiB PDUs: pacs-edge (os) 1.10x DCMTK storescp MB/s "
         "(goal >= 1.2: NOT met), 0.70x its CPU-s/GB (goal <= 0.8: met)"
+    ) in lines
+    # (1.1 + 1.1) / 1.2 - 1.2 = 0.63; the 16 KiB line above has no client CPU: no bound
+    assert (
+        "CT-heavy, 16 assoc, storescu: pacs-edge (os) 1.10x DCMTK storescp MB/s "
+        "(goal >= 1.2: NOT met), 0.82x its CPU-s/GB (goal <= 0.8: NOT met); the box was "
+        "95% and 90% busy: 1.2x needs <= 0.63 server CPU-s/GB beside the client's 1.2"
     ) in lines
     # fsync mode against the large mix's own raw ceiling; the CT-heavy one has none here
     assert [line for line in lines if "raw" in line] == [
