@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ByteSize
+
 import core_rs
 from engine.ops.client import TOKEN_VARIABLE, ApiError, OpsClient, token_from
 from policies.config import Config, ConfigError, load_config
+from storage.index import INDEX_FILLING
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -140,6 +143,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{disk['disk_total_bytes'] / 2**30:.1f} GiB ({disk['data_dir']})"
         + ("  REFUSING NEW STORES: disk full" if disk.get("refusing_associations") else "")
     )
+    used, size = disk.get("index_bytes", 0), disk.get("index_map_bytes", 0)
+    if size and used / size >= INDEX_FILLING:
+        print(
+            f"  INDEX {used / size:.0%} FULL ({ByteSize(used).human_readable()} of "
+            f"{ByteSize(size).human_readable()}): "
+            "at 100% every store gets 0xA700; raise storage.index_map_size and restart"
+        )
     if disk.get("catalog_rebuild_due"):
         print(
             "  INDEX CATALOG DAMAGED: the objects a damaged record counts get 0xA700; "

@@ -91,6 +91,8 @@ class State:
     tiers: dict[str, tuple[int, int]]  # tier: (instances, bytes; see Index.tier_totals)
     refusing: bool  # new associations refused: data disk over storage.disk_high_watermark
     catalog_damaged: bool = False  # the index's catalog awaits a rebuild (at restart)
+    index_bytes: int = 0  # up to LMDB's last page (Index.space)
+    index_map_bytes: int = 0  # storage.index_map_size: no write passes it
     # Seconds since each worklist source's mirror was last refreshed (None: never).
     worklist_ages: dict[str, float | None] = field(default_factory=dict)
 
@@ -321,6 +323,18 @@ class StateCollector(Collector):
             "1 once a damaged catalog record (series, study or patient) was found: the "
             "objects it counts are refused (0xA700) until a restart rebuilds the catalog.",
             float(state.catalog_damaged),
+        )
+        yield _gauge(
+            "pacs_edge_index_bytes",
+            "Bytes of the index's LMDB file up to its last page (a high-water mark: freed "
+            "pages below it are reused first).",
+            state.index_bytes,
+        )
+        yield _gauge(
+            "pacs_edge_index_map_bytes",
+            "storage.index_map_size: once the index would pass it, every store is refused "
+            "(0xA700) until it is raised and the engine restarted.",
+            state.index_map_bytes,
         )
         if state.worklist_ages:
             ages = GaugeMetricFamily(

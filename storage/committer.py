@@ -22,11 +22,13 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
+from pydantic import ByteSize
 
 import core_rs
 from storage.index import Index, Instance, OnDuplicate, Outcome, Recalled
@@ -34,6 +36,8 @@ from storage.layout import DataLayout
 from storage.queue import Job, Settlement, Target
 
 log = logging.getLogger(__name__)
+
+_EXPLAIN_EVERY = 60.0  # seconds between explanations of a full index in the log
 
 
 class IndexUnavailable(Exception):
@@ -123,6 +127,7 @@ class GroupCommitter:
         self._gathering: list[_Pending | _Settling] = []  # on_loop: this iteration's
         self.stats = CommitStats()
         self._catalog_marked = False  # a damaged catalog record: rebuild at next start
+        self._full_explained_at = -_EXPLAIN_EVERY  # when a full index was last explained
         # Called after each commit with the jobs it queued, on the committing thread.
         self.on_jobs: Callable[[list[Job]], None] | None = None
 
@@ -273,8 +278,25 @@ class GroupCommitter:
         self.stats.failures += 1
         instances = sum(isinstance(item, _Pending) for item in items)
         log.error("index commit of %d instance(s) failed: %s", instances, exc)
+        if isinstance(exc, lmdb.MapFullError) and self._explain_full():
+            used, size = self._index.space()
+            log.error(
+                "the index is full: %s used of storage.index_map_size = %s. Every store is "
+                "refused (0xA700) and modalities keep their images. Raise "
+                "storage.index_map_size (its file grows only as used) and restart",
+                ByteSize(used).human_readable(),
+                ByteSize(size).human_readable(),
+            )
         failed = IndexUnavailable(f"index write failed: {exc}")
         _resolve_all(here, [(item, failed) for item in items])
+
+    def _explain_full(self) -> bool:
+        """Whether to say what a full index needs: once a minute, not per store."""
+        now = time.monotonic()
+        if now - self._full_explained_at < _EXPLAIN_EVERY:
+            return False
+        self._full_explained_at = now
+        return True
 
     def _damaged(
         self,

@@ -49,6 +49,9 @@ from storage.worklist import WorklistCache
 log = logging.getLogger(__name__)
 
 OnDuplicate = Literal["replace", "keep", "reject"]
+# A share of its map the index may fill before `pacs-edge status` warns (the alerts in
+# monitoring/prometheus/alerts.yml ticket at this share and page at 0.95).
+INDEX_FILLING = 0.8
 
 
 class DamagedRecord(ValueError):
@@ -284,6 +287,7 @@ class Index:
             metasync=durable,
             readahead=False,
         )
+        self._page = int(self._env.stat()["psize"])
         self._instances = self._env.open_db(b"instances")
         self.catalog = Catalog(self._env)
         self._objects = self._env.open_db(b"objects")
@@ -313,6 +317,14 @@ class Index:
 
     def close(self) -> None:
         self._env.close()
+
+    def space(self) -> tuple[int, int]:
+        """(bytes up to LMDB's last page, the map's size): once the first would pass
+        the second, every write is refused (storage.index_map_size). Pages freed below
+        the last are reused first, so the first is a high-water mark, never an
+        underestimate."""
+        info = self._env.info()
+        return (int(info["last_pgno"]) + 1) * self._page, int(info["map_size"])
 
     def check_readers(self) -> int:
         """Free reader slots of processes that died (a killed worker's)."""

@@ -68,6 +68,7 @@ def status(node: Node) -> dict[str, Any]:
             "disk_total_bytes": disk.total,
             "refusing_associations": bool(_refusal(node)),
             "catalog_rebuild_due": totals.catalog_damaged,
+            **dict(zip(("index_bytes", "index_map_bytes"), node.shared.index.space(), strict=True)),
             "tiers": {
                 tier: {"instances": count, "bytes": size}
                 for tier, (count, size) in node.shared.index.tier_totals().items()
@@ -147,6 +148,7 @@ def readyz(node: Node) -> tuple[int, dict[str, Any]]:
 def metrics_state(node: Node) -> State:
     """The engine's state as /metrics reports it (read at each scrape)."""
     totals = node.shared.index.totals()
+    index_bytes, index_map_bytes = node.shared.index.space()
     destinations = {}
     for name, runner in node.forwarder.runners.items():
         now = runner.status()
@@ -171,5 +173,7 @@ def metrics_state(node: Node) -> State:
         tiers=node.shared.index.tier_totals(),
         refusing=bool(_refusal(node)),
         catalog_damaged=totals.catalog_damaged,
+        index_bytes=index_bytes,
+        index_map_bytes=index_map_bytes,
         worklist_ages=node.worklist.ages() if node.worklist else {},
     )

@@ -1,0 +1,76 @@
+"""An index that has grown into its map (storage.index_map_size), as the site would
+live it: each store is refused with 0xA700 while the association goes on, the log says
+what to raise, status and metrics show how full it is, and a restart with a larger
+map stores the refused object with nothing lost."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from pynetdicom import AE
+
+from tests.support.corpus import make_series
+from tests.support.process import AE_TITLE, EngineProcess
+
+SMALL_MAP = 256 * 1024
+
+
+def _gauge(metrics: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
+
+
+def test_a_full_index_refuses_with_out_of_resources_and_a_larger_map_stores_again(
+    engine_factory: Callable[..., EngineProcess],
+    tmp_path: Path,
+    run_cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    node = engine_factory({"storage": {"index_map_size": SMALL_MAP}})
+    files = make_series(tmp_path / "series", 200)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(files[0].sop_class_uid, [files[0].transfer_syntax_uid])
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    statuses: list[int] = []
+    for f in files:
+        statuses.append(int(assoc.send_c_store(f.path).Status))
+        if statuses[-1] != 0:
+            break
+    stored = statuses.count(0)
+    assert statuses[-1] == 0xA700, statuses
+    assert stored >= 1, statuses
+    # Refused again, not a one-off; and the association still serves.
+    assert int(assoc.send_c_store(files[stored].path).Status) == 0xA700
+    assert assoc.send_c_echo().Status == 0
+
+    log = node.log()
+    assert "the index is full" in log, log[-3000:]
+    assert "Raise storage.index_map_size" in log
+    assert log.count("the index is full") == 1, "explained once a minute, not per store"
+    metrics = node.get_text("/metrics")
+    assert _gauge(metrics, "pacs_edge_index_map_bytes") == SMALL_MAP
+    assert _gauge(metrics, "pacs_edge_index_bytes") > 0.8 * SMALL_MAP
+    shown = run_cli("status", "--url", f"http://127.0.0.1:{node.http_port}").stdout
+    assert "FULL" in shown, shown
+    assert "raise storage.index_map_size" in shown
+    assoc.release()
+    assert node.stop() == 0
+
+    # The same data with a larger map: what was refused now stores, nothing was lost.
+    larger = engine_factory({"storage": {"index_map_size": "64MiB"}}, data_dir=node.data_dir)
+    assoc = ae.associate("127.0.0.1", larger.port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    assert int(assoc.send_c_store(files[stored].path).Status) == 0
+    assoc.release()
+    assert larger.status()["instances"] == stored + 1
+    for f in files[: stored + 1]:
+        assert larger.instance(f.sop_instance_uid) is not None
+    metrics = larger.get_text("/metrics")
+    assert _gauge(metrics, "pacs_edge_index_map_bytes") == 64 * 2**20
+    shown = run_cli("status", "--url", f"http://127.0.0.1:{larger.http_port}").stdout
+    assert "FULL" not in shown, shown
