@@ -11,6 +11,9 @@ core_rs the bytes, with the GIL released):
    ingest refuses new associations (engine.dicom.hub) rather than drop anything.
 2. Within the schedule window, pack hot objects past their rule's `hot_days` into
    the warm tier (verified before the hot file goes).
+3. Hourly, delete the HL7 messages received and the MPPS messages relayed more than
+   `lifecycle.message_keep_days` ago, so the index does not grow with them for good.
+   An MPPS message a destination has not taken yet (queued, or a dead letter) stays.
 
 Each pass is bounded in time and stops between two objects when the engine stops.
 """
@@ -24,7 +27,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +51,8 @@ _PASS_SECONDS = 50.0  # at most per pass, so a reload or a stop is never kept wa
 _MAX_EXAMINED = 20_000
 _DAY = 86400.0
 _WARN_EVERY = 600.0  # seconds between two warnings that the disk stays too full
+_PRUNE_EVERY = 3600.0  # seconds between two prunings of the message logs, at most
+_PRUNE_BATCH = 1000  # messages deleted per write transaction (ingest shares the lock)
 
 
 @dataclass
@@ -66,6 +71,8 @@ class PassReport:
     kept_uncommitted: int = 0
     first_kept: str = ""
     window_open: bool = False
+    hl7_pruned: int = 0  # HL7 messages past lifecycle.message_keep_days, deleted
+    mpps_pruned: int = 0  # relayed MPPS messages past it, deleted
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,6 +86,8 @@ class LifecycleWorker:
         self._audit = audit
         self._tiers = Tiers(index, layout, config.durable)
         self._lifecycle = Lifecycle(config.lifecycle)
+        self._mpps_destinations = [d.name for d in config.mpps_destination]
+        self._pruned_at: float | None = None  # time.monotonic() of the last pruning
         self._stopping = threading.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -88,6 +97,7 @@ class LifecycleWorker:
     def use(self, config: Config) -> None:
         """New lifecycle settings, from the next pass on (hot reload)."""
         self._lifecycle = Lifecycle(config.lifecycle)
+        self._mpps_destinations = [d.name for d in config.mpps_destination]
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lifecycle")
@@ -122,6 +132,7 @@ class LifecycleWorker:
         report.window_open = self._lifecycle.in_window(datetime.fromtimestamp(now))
         if self._lifecycle.packs and report.window_open:
             self._pack(report, now, deadline)
+        self._prune_messages(report, now, deadline)
         report.disk_used_after = self._layout.disk_used()
         report.seconds = round(time.monotonic() - (deadline - _PASS_SECONDS), 3)
         self._log(report)
@@ -222,6 +233,36 @@ class LifecycleWorker:
                     packed.fallback_reason,
                 )
 
+    def _prune_messages(self, report: PassReport, now: float, deadline: float) -> None:
+        """Step 3: hourly, or 24 times per keep period when that is shorter."""
+        keep_seconds = self._lifecycle.config.message_keep_days * _DAY
+        if not keep_seconds:
+            return  # kept for good
+        clock = time.monotonic()
+        if self._pruned_at is not None and clock - self._pruned_at < min(
+            _PRUNE_EVERY, keep_seconds / 24
+        ):
+            return
+        self._pruned_at = clock
+        before = now - keep_seconds
+        index, destinations = self._index, self._mpps_destinations
+        report.hl7_pruned += self._in_batches(
+            lambda: index.patients.prune(before, _PRUNE_BATCH), deadline
+        )
+        report.mpps_pruned += self._in_batches(
+            lambda: index.mpps.prune(before, destinations, _PRUNE_BATCH), deadline
+        )
+
+    def _in_batches(self, prune: Callable[[], int], deadline: float) -> int:
+        """`prune` again while it deletes whole batches, within the pass's time."""
+        total = 0
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            gone = prune()
+            total += gone
+            if gone < _PRUNE_BATCH:
+                break
+        return total
+
     def _log(self, report: PassReport) -> None:
         did = []
         if report.purged:
@@ -237,6 +278,12 @@ class LifecycleWorker:
             )
         if report.failed:
             did.append(f"{report.failed} failed (kept as they were)")
+        if report.hl7_pruned or report.mpps_pruned:
+            did.append(
+                f"deleted {report.hl7_pruned} HL7 and {report.mpps_pruned} MPPS message(s) "
+                f"older than lifecycle.message_keep_days "
+                f"({self._lifecycle.config.message_keep_days:g})"
+            )
         if did:
             log.info(
                 "lifecycle: %s; disk %.1f%% -> %.1f%% used in %.1f s",

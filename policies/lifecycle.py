@@ -71,6 +71,8 @@ class LifecycleConfig(_Strict):
     interval: Annotated[float, Field(ge=1, le=86400)]
     purge_when: Literal["committed", "sent"]
     zstd_level: Annotated[int, Field(ge=1, le=19)]
+    # HL7 messages received and MPPS messages relayed are kept this long; 0: for good.
+    message_keep_days: Days
     rule: list[LifecycleRule]
 
     @model_validator(mode="after")

@@ -89,6 +89,34 @@ class MppsLog:
             size = len(orjson.dumps(body))
             return self._queues.enqueue(txn, message_id, MPPS_CLASS, uid, size, message_id, targets)
 
+    def prune(self, before: float, destinations: list[str], limit: int) -> int:
+        """Delete up to `limit` messages received before `before` (Unix time) that no
+        job of `destinations` (the [[mpps_destination]] names) still waits to relay or
+        holds as a dead letter, with their delivery records; and each step whose last
+        message went. One write transaction; how many messages went."""
+        keep = set().union(*(self._queues.waiting_ids(dest) for dest in destinations))
+        due: list[str] = []
+        # Chosen in a read transaction: the write lock, which ingest's commits share,
+        # is held only for the deletes. A message never changes once written.
+        with self._env.begin(db=self._messages) as txn:
+            for key, raw in txn.cursor():
+                message_id = bytes(key).decode()
+                if message_id not in keep and orjson.loads(raw).get("at", 0.0) < before:
+                    due.append(message_id)
+                    if len(due) >= limit:
+                        break
+        gone = 0
+        with self._env.begin(write=True) as txn:
+            for message_id in due:
+                txn.delete(message_id.encode(), db=self._messages)
+                self._queues.forget_delivered(txn, destinations, message_id)
+                uid, _, number = message_id.rpartition("#")
+                raw_step = txn.get(uid.encode(), db=self._steps)
+                if raw_step is not None and orjson.loads(raw_step)["messages"] == int(number):
+                    txn.delete(uid.encode(), db=self._steps)
+                gone += 1
+        return gone
+
     def message(self, message_id: str) -> Message | None:
         with self._env.begin() as txn:
             raw = txn.get(message_id.encode(), db=self._messages)

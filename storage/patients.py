@@ -68,6 +68,24 @@ class PatientLog:
                 found = current
         return found
 
+    def prune(self, before: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest messages, those received before `before`
+        (Unix time), in one transaction; how many went. Their changes stay in the
+        instance records and the audit log; the merges stay for good."""
+        gone = 0
+        with self._env.begin(write=True, db=self._messages) as txn:
+            cursor = txn.cursor()
+            cursor.first()
+            while gone < limit:
+                key = bytes(cursor.key())  # b"" once the last one went
+                # "<time> <control ID>": in time order while times have ten digits
+                # (until 2286); compared as numbers all the same.
+                if not key or float(key.split(b" ", 1)[0]) >= before:
+                    break
+                cursor.delete()  # and on to the next
+                gone += 1
+        return gone
+
     def messages(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest messages, newest first."""
         out: list[dict[str, Any]] = []

@@ -307,6 +307,21 @@ class Queues:
         key = _prefix(dest) + sop_instance_uid.encode()
         txn.put(key, orjson.dumps(record), db=self._done)
 
+    def forget_delivered(self, txn: lmdb.Transaction, dests: Iterable[str], uid: str) -> None:
+        """Drop what `mark_delivered` recorded of `uid` at each of `dests` (an MPPS
+        message pruned: nothing asks for its delivery any more)."""
+        for dest in dests:
+            txn.delete(_prefix(dest) + uid.encode(), db=self._done)
+
+    def waiting_ids(self, dest: str) -> set[str]:
+        """What `dest`'s queued and dead-lettered jobs are for (their SOP Instance or
+        MPPS message IDs): what must still be there when they go."""
+        return {
+            job.sop_instance_uid
+            for db in (self._queue, self._dead)
+            for _, job in self._scan(db, _prefix(dest))
+        }
+
     # ---- storage commitment ------------------------------------------------------------
 
     def commitment_result(

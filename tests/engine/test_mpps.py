@@ -6,16 +6,14 @@ every N-CREATE and N-SET exactly once, in order, when the RIS is back."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
-from bench.peers import free_port
 from tests.engine.test_lifecycle import FAST_RETRIES
 from tests.support.process import AE_TITLE, EngineProcess, wait_until
 
@@ -59,15 +57,6 @@ class RisMpps:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
-
-
-@pytest.fixture
-def ris() -> Iterator[RisMpps]:
-    server = RisMpps(free_port())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def report(port: int, steps: list[tuple[str, str, str]]) -> list[int]:

@@ -18,6 +18,7 @@ def lifecycle(window: str = "22:00-06:00", **extra: object) -> Lifecycle:
         "interval": 60,
         "purge_when": "committed",
         "zstd_level": 3,
+        "message_keep_days": 90,
         "rule": [],
         **extra,
     }
