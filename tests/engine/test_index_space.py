@@ -10,10 +10,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from pynetdicom import AE
-
+from tests.storage.test_durability import store_until_refused
 from tests.support.corpus import make_series
-from tests.support.process import AE_TITLE, EngineProcess
+from tests.support.process import EngineProcess
 
 SMALL_MAP = 256 * 1024
 
@@ -31,16 +30,7 @@ def test_a_full_index_refuses_with_out_of_resources_and_a_larger_map_stores_agai
 ) -> None:
     node = engine_factory({"storage": {"index_map_size": SMALL_MAP}})
     files = make_series(tmp_path / "series", 200)
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(files[0].sop_class_uid, [files[0].transfer_syntax_uid])
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", node.port, ae_title=AE_TITLE)
-    assert assoc.is_established
-    statuses: list[int] = []
-    for f in files:
-        statuses.append(int(assoc.send_c_store(f.path).Status))
-        if statuses[-1] != 0:
-            break
+    assoc, statuses = store_until_refused(node.port, files)
     stored = statuses.count(0)
     assert statuses[-1] == 0xA700, statuses
     assert stored >= 1, statuses
@@ -63,9 +53,8 @@ def test_a_full_index_refuses_with_out_of_resources_and_a_larger_map_stores_agai
 
     # The same data with a larger map: what was refused now stores, nothing was lost.
     larger = engine_factory({"storage": {"index_map_size": "64MiB"}}, data_dir=node.data_dir)
-    assoc = ae.associate("127.0.0.1", larger.port, ae_title=AE_TITLE)
-    assert assoc.is_established
-    assert int(assoc.send_c_store(files[stored].path).Status) == 0
+    assoc, statuses = store_until_refused(larger.port, files[stored : stored + 1])
+    assert statuses == [0]
     assoc.release()
     assert larger.status()["instances"] == stored + 1
     for f in files[: stored + 1]:

@@ -13,6 +13,7 @@ import blake3
 import pynetdicom._config as pynetdicom_config
 import pytest
 from pynetdicom import AE
+from pynetdicom.association import Association
 
 import core_rs
 from storage.index import Index
@@ -152,6 +153,23 @@ def test_sigterm_ends_an_association_after_the_grace_period(
     node.proc = None
 
 
+def store_until_refused(port: int, files: list[SourceFile]) -> tuple[Association, list[int]]:
+    """One pynetdicom association (the files' context and Verification) that sends
+    `files` until the first status that is not Success: it, still open, and the
+    statuses."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(files[0].sop_class_uid, [files[0].transfer_syntax_uid])
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title=AE_TITLE)
+    assert assoc.is_established
+    statuses: list[int] = []
+    for f in files:
+        statuses.append(int(assoc.send_c_store(f.path).Status))
+        if statuses[-1] != 0:
+            break
+    return assoc, statuses
+
+
 @pytest.fixture
 def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     return tmpfs("12m")
@@ -164,16 +182,7 @@ def test_full_disk_answers_out_of_resources(
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * 3 * 2**20)
     objects = [make_large(tmp_path / f"big{i}.dcm", 2) for i in range(8)]
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(objects[0].sop_class_uid, [objects[0].transfer_syntax_uid])
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", node.port, ae_title=AE_TITLE)
-    assert assoc.is_established
-    statuses: list[int] = []
-    for f in objects:
-        statuses.append(int(assoc.send_c_store(f.path).Status))
-        if statuses[-1] != 0:
-            break
+    assoc, statuses = store_until_refused(node.port, objects)
     assert statuses[-1] == 0xA700, statuses
     assert statuses.count(0) >= 1
     # The association and the node keep working, nothing half-written remains.
