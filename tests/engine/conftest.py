@@ -11,7 +11,7 @@ from tests.engine.test_mpps import RisMpps
 
 
 @pytest.fixture
-def ris() -> Iterator[RisMpps]:
+def ris_mpps() -> Iterator[RisMpps]:
     """A RIS's MPPS SCP on a free port, down until the test starts it."""
     server = RisMpps(free_port())
     try:

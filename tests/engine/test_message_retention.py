@@ -36,10 +36,10 @@ def _entries(index: Index, name: bytes) -> int:
 
 
 def test_old_messages_leave_the_index_but_not_an_mpps_message_still_to_relay(
-    engine_factory: Callable[..., EngineProcess], ris: RisMpps, tmp_path: Path
+    engine_factory: Callable[..., EngineProcess], ris_mpps: RisMpps, tmp_path: Path
 ) -> None:
     hl7_port = free_port()
-    relay = {"name": "ris-mpps", "host": "127.0.0.1", "port": ris.port, "called_ae": "RIS"}
+    relay = {"name": "ris-mpps", "host": "127.0.0.1", "port": ris_mpps.port, "called_ae": "RIS"}
     engine = engine_factory(
         {
             "mpps_destination": [relay],
@@ -69,9 +69,9 @@ def test_old_messages_leave_the_index_but_not_an_mpps_message_still_to_relay(
     assert record["patient_name"] == "Zhou^Yiming"  # the change outlives its message
 
     # The RIS is back: both relayed, in order, then deleted.
-    ris.start()
-    wait_until(lambda: len(ris.received) == 2, 60, "the RIS received both messages")
-    assert [op for op, _, _ in ris.received] == ["create", "set"]
+    ris_mpps.start()
+    wait_until(lambda: len(ris_mpps.received) == 2, 60, "the RIS received both messages")
+    assert [op for op, _, _ in ris_mpps.received] == ["create", "set"]
     wait_until(lambda: _deleted(engine) == (1, 2), 30, "the relayed MPPS messages deleted")
     assert engine.stop() == 0
 

@@ -85,9 +85,9 @@ def report(port: int, steps: list[tuple[str, str, str]]) -> list[int]:
 
 
 def test_mpps_is_relayed_once_in_order_through_an_outage_and_a_restart(
-    engine_factory: Callable[..., EngineProcess], ris: RisMpps
+    engine_factory: Callable[..., EngineProcess], ris_mpps: RisMpps
 ) -> None:
-    relay = {"name": "ris-mpps", "host": "127.0.0.1", "port": ris.port, "called_ae": "RIS"}
+    relay = {"name": "ris-mpps", "host": "127.0.0.1", "port": ris_mpps.port, "called_ae": "RIS"}
     engine = engine_factory({"mpps_destination": [relay], "forward": FAST_RETRIES})
     first, second = str(generate_uid()), str(generate_uid())
     steps = [
@@ -110,16 +110,16 @@ def test_mpps_is_relayed_once_in_order_through_an_outage_and_a_restart(
     engine.start()
     assert engine.status()["destinations"]["ris-mpps"]["depth"] == 4
     # The RIS is back: each message arrives once, each step's in order.
-    ris.start()
-    wait_until(lambda: len(ris.received) >= 4, 60, "the RIS received the four messages")
+    ris_mpps.start()
+    wait_until(lambda: len(ris_mpps.received) >= 4, 60, "the RIS received the four messages")
     wait_until(
         lambda: engine.status()["destinations"]["ris-mpps"]["depth"] == 0, 30, "queue drained"
     )
-    assert sorted(ris.received) == sorted(steps)
+    assert sorted(ris_mpps.received) == sorted(steps)
     for uid in (first, second):
-        assert [op for op, got, _ in ris.received if got == uid] == ["create", "set"]
+        assert [op for op, got, _ in ris_mpps.received if got == uid] == ["create", "set"]
     assert engine.status()["destinations"]["ris-mpps"]["sent"] == 4
-    assert len(ris.received) == 4
+    assert len(ris_mpps.received) == 4
 
 
 def test_mpps_is_not_offered_without_a_destination(
