@@ -104,6 +104,12 @@ class WorklistCache:
             meta["error"] = error[:500]
             txn.put(source.encode(), orjson.dumps(meta), db=self._meta)
 
+    def error(self, source: str) -> str:
+        """Why the source's last poll or forwarded query failed; "" once one answered."""
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(source.encode())
+        return str(orjson.loads(raw).get("error", "")) if raw else ""
+
     def _put(self, txn: lmdb.Transaction, prefix: bytes, items: list[Dataset]) -> None:
         now = time.time()
         for ds in items:

@@ -6,7 +6,11 @@ A query goes to every source at once. A source that answers within its `timeout`
 gives its answers (and they refresh the mirror); one that does not, refuses, or
 fails is answered for by its mirror, matched here with the worklist keys
 (storage.worklist). So a modality waits at most the longest timeout, plus the
-local match, whatever the RIS does.
+local match, whatever the RIS does. Once a source failed (a poll or a query), it is
+not asked again until a poll gets its answer: while it is down every query is
+answered from the mirror at once, and the poll tries again every `_RETRY_DOWN`
+seconds (or `poll_interval`, if shorter). The failure is kept in the index, so the
+ingest workers' queries see it too.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from storage import worklist
 
 log = logging.getLogger(__name__)
 MAX_ANSWERS = 2000  # a worklist longer than this is a query that asked for too little
+_RETRY_DOWN = 10.0  # seconds between polls of a source that failed
 
 # What a poll asks the RIS for: every key a modality's query may match or return.
 _PATIENT_KEYS = (
@@ -98,8 +103,9 @@ class Mirror:
             now = time.monotonic()
             for source in self._shared.config.worklist_source:
                 if due.get(source.name, 0.0) <= now:
-                    due[source.name] = now + source.poll_interval
-                    await self.poll(source)
+                    answered = await self.poll(source)
+                    wait = source.poll_interval
+                    due[source.name] = now + (wait if answered else min(wait, _RETRY_DOWN))
             await asyncio.sleep(0.5)
 
     async def poll(self, source: WorklistSourceConfig) -> bool:
@@ -153,17 +159,24 @@ class Mirror:
         return answers[:MAX_ANSWERS], mirrored
 
     async def _ask(self, source: WorklistSourceConfig, identifier: Dataset) -> list[Dataset] | None:
+        """The source's answers, or None for its mirror's: when it fails now, or failed
+        before and no poll has got an answer since (see the module docstring)."""
+        if self._cache.error(source.name):
+            return None
         our_ae = self._shared.config.node.ae_title
         try:
             found = await asyncio.wait_for(
                 asyncio.to_thread(upstream.find, source, our_ae, identifier), source.timeout
             )
         except (upstream.UpstreamError, TimeoutError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
             log.info(
-                "worklist source %s not used for this query (%s): answered from its mirror",
+                "worklist source %s not used for this query (%s): answered from its mirror "
+                "until a poll gets its answer",
                 source.name,
-                exc or type(exc).__name__,
+                why,
             )
+            await asyncio.to_thread(self._cache.failed, source.name, why)
             return None
         await asyncio.to_thread(self._cache.merge, source.name, _complete(found, identifier))
         return found

@@ -214,15 +214,24 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     found = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
     assert [str(f.AccessionNumber) for f in found] == ["ACC300"]
 
-    # The RIS hangs (accepts, never answers): the mirror answers within timeout + 1 s.
+    # The RIS hangs (accepts, never answers): the mirror answers within timeout + 1 s;
+    # the next query is not sent to the RIS, known down, and does not wait for it.
     assert ris.proc is not None
     ris.proc.send_signal(signal.SIGSTOP)
     try:
         answers, seconds = query(engine.port, Modality="CT")
+        again, seconds_again = query(engine.port, Modality="CT")
     finally:
         ris.proc.send_signal(signal.SIGCONT)
     assert sorted(str(a.AccessionNumber) for a in answers) == ["ACC100", "ACC300"]
     assert seconds < 2.0 + 1.0, seconds
+    assert sorted(str(a.AccessionNumber) for a in again) == ["ACC100", "ACC300"]
+    assert seconds_again < 2.0, "the RIS was asked again although known down"
+    assert "until a poll gets its answer" in engine.log()
+    # Back (SIGCONT): the next poll clears it, and queries go to the RIS again.
+    wait_until(
+        lambda: engine.status()["worklist"]["ris"]["last_error"] == "", 30, "the RIS polled again"
+    )
 
     # The RIS dies: the same queries are answered from the mirror, within timeout + 1 s.
     ris.kill()
