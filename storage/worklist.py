@@ -12,18 +12,24 @@ An item's key is its Accession Number and Scheduled Procedure Step ID (or, witho
 them, its Study Instance UID): one entry per scheduled step, replaced when the RIS
 sends it again. Items are kept as DICOM JSON (pydicom's), so what a modality gets
 back from the cache is what the RIS sent, character set included.
+
+Each process keeps the items it has decoded (`items`), by their LMDB key and bytes,
+and decodes again only what changed: decoding all of a site's items per query
+(pydicom's from_json, ~0.4 ms an item) cost 340 ms a query with 900 items. A query's
+keys are compiled once (`match`), not per item.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydicom import Dataset
+from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -60,6 +66,8 @@ class WorklistCache:
         self._items = env.open_db(b"worklist")
         self._meta = env.open_db(b"worklist_meta")
         self._find = env.open_db(b"worklist_find")
+        # LMDB key -> (the bytes it was decoded from, the item): see the docstring.
+        self._decoded: dict[bytes, tuple[bytes, Dataset]] = {}
 
     def replace(self, source: str, items: list[Dataset]) -> None:
         """A full poll's answer: the source's mirror becomes exactly `items`."""
@@ -153,11 +161,23 @@ class WorklistCache:
     def items(self, sources: list[str] | None = None) -> Iterator[Dataset]:
         """The mirrored items of `sources` (None: all), from one read snapshot."""
         prefixes = None if sources is None else tuple(s.encode() + SEP for s in sources)
+        decoded, seen = self._decoded, set()
         with self._env.begin() as txn:
-            for key, raw in txn.cursor(db=self._items):
-                if prefixes is not None and not bytes(key).startswith(prefixes):
+            for key_view, raw_view in txn.cursor(db=self._items):
+                key = bytes(key_view)
+                if prefixes is not None and not key.startswith(prefixes):
                     continue
-                yield _dataset(bytes(raw))
+                raw = bytes(raw_view)
+                known = decoded.get(key)
+                if known is None or known[0] != raw:
+                    known = decoded[key] = (raw, _dataset(raw))
+                seen.add(key)
+                yield known[1]
+        # A whole pass over these sources: forget what is gone from them. Queries run
+        # on threads: list() copies the keys in one step under the GIL.
+        for key in list(decoded):
+            if key not in seen and (prefixes is None or key.startswith(prefixes)):
+                decoded.pop(key, None)
 
 
 def _dataset(raw: bytes) -> Dataset:
@@ -178,9 +198,15 @@ def _lookups(ds: Dataset) -> list[bytes]:
 # ---- matching (PS3.4 K.6.1.2, C.2.2.2) -------------------------------------------------
 
 
-def matches(identifier: Dataset, item: Dataset) -> bool:
-    """Whether `item` answers `identifier`: every non-empty key matches, and the
-    Scheduled Procedure Step Sequence's keys match one of the item's steps."""
+_Tests = list[tuple[str, Callable[[str], bool]]]  # keyword, what its text must pass
+
+
+def match(identifier: Dataset) -> Callable[[Dataset], bool]:
+    """Whether an item answers `identifier`: every non-empty key matches, and the
+    Scheduled Procedure Step Sequence's keys match one of the item's steps. The keys
+    are compiled once per query, then tested per item."""
+    top: _Tests = []
+    sequences: list[tuple[str, _Tests]] = []
     for element in identifier:
         if element.tag.group in (0x0000, 0x0002, 0x0008) and element.keyword in (
             "SpecificCharacterSet",
@@ -189,35 +215,39 @@ def matches(identifier: Dataset, item: Dataset) -> bool:
             continue
         if element.VR == "SQ":
             wanted = element.value[0] if element.value else None
-            if wanted is None or not _has_keys(wanted):
-                continue
-            steps = item.get(element.keyword) or []
-            if not any(_all_match(wanted, step) for step in steps):
-                return False
-        elif not _one_matches(element.keyword, element.value, item):
+            keys = [e for e in wanted if e.VR != "SQ" and _text(e.value)] if wanted else []
+            if keys:  # then the item needs a step that matches, if only universally
+                sequences.append((element.keyword, _tests(keys)))
+        else:
+            top += _tests([element])
+
+    def answers(item: Dataset) -> bool:
+        if not _passes(top, item):
             return False
-    return True
+        return all(
+            any(_passes(tests, step) for step in item.get(keyword) or [])
+            for keyword, tests in sequences
+        )
+
+    return answers
 
 
-def _has_keys(ds: Dataset) -> bool:
-    return any(_text(e.value) and e.VR != "SQ" for e in ds)
+def _tests(elements: Iterable[DataElement]) -> _Tests:
+    tests: _Tests = []
+    for element in elements:
+        wanted, keyword = _text(element.value), element.keyword
+        if not wanted or wanted == "*" or not keyword:
+            continue  # universal matching
+        try:
+            kind = _KINDS.get(dictionary_VR(keyword), "text")
+        except KeyError:
+            continue  # a key this dictionary does not know is returned empty, not matched
+        tests.append((keyword, matcher(kind, wanted)))
+    return tests
 
 
-def _all_match(wanted: Dataset, item: Dataset) -> bool:
-    return all(_one_matches(e.keyword, e.value, item) for e in wanted if e.VR != "SQ")
-
-
-def _one_matches(keyword: str, value: Any, item: Dataset) -> bool:
-    wanted = _text(value)
-    if not wanted or wanted == "*" or not keyword:
-        return True  # universal matching
-    try:
-        kind = _KINDS.get(dictionary_VR(keyword), "text")
-    except KeyError:
-        return True  # a key this dictionary does not know is returned empty, not matched
-    have = _text(item.get(keyword, ""))
-    match: Callable[[str], bool] = matcher(kind, wanted)
-    return match(have)
+def _passes(tests: _Tests, item: Dataset) -> bool:
+    return all(test(_text(item.get(keyword, ""))) for keyword, test in tests)
 
 
 def _text(value: Any) -> str:
@@ -243,7 +273,7 @@ def answer(identifier: Dataset, item: Dataset) -> Dataset:
             have = item.get(keyword) or []
             out.add_new(element.tag, "SQ", Sequence([answer(template, one) for one in have]))
         elif keyword in item:
-            out.add(item[keyword])
+            out.add(copy.copy(item[keyword]))  # the item is kept decoded: never share
         else:
             out.add_new(element.tag, element.VR, None)
     return out

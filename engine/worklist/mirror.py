@@ -183,8 +183,9 @@ class Mirror:
 
     def _from_mirror(self, identifier: Dataset, sources: list[str] | None) -> list[Dataset]:
         found = []
+        answers = worklist.match(identifier)
         for item in self._cache.items(sources):
-            if worklist.matches(identifier, item):
+            if answers(item):
                 found.append(worklist.answer(identifier, item))
                 if len(found) >= MAX_ANSWERS:
                     break
