@@ -3,7 +3,7 @@
 #   make test    - install test peers and tools, build, lint, cargo test, pytest
 #   make bench   - quick ingest benchmark against DCMTK storescp, Orthanc, pynetdicom (< 5 min),
 #                  and JPEG-LS against imagecodecs (~1 min)
-#   make bench-full - the whole matrix, forward, scaling, recall and query benchmarks, a 10-minute soak,
+#   make bench-full - the whole matrix; forward, scaling, recall, query, worklist benchmarks; a 10-minute soak,
 #                  and where an object's CPU goes (perf, callgrind: issue 18's Python-per-object goal)
 #   make fuzz    - libFuzzer: PDU and A-ASSOCIATE-RQ decoders, header parser, JPEG-LS/HTJ2K round trip, RLE,
 #                  JPEG 2000 and JPEG decoders
@@ -106,6 +106,7 @@ bench-full: system-deps profile-deps build-dev
 	$(PY) -m bench.codecs
 	$(PY) -m bench.recall
 	$(PY) -m bench.query
+	$(PY) -m bench.worklist
 	$(PY) -m bench.retrieve
 
 # libFuzzer on the PDU decoder, the header parser, the JPEG-LS round trip, the RLE decoder

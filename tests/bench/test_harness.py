@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from bench import corpus, ingest, limits, loadgen, plots, scratch, soak
+from bench import corpus, ingest, limits, loadgen, plots, scratch, soak, worklist
 from bench.ingest import Run
 from bench.peers import DcmtkStorescp, free_port
 from tests.support.process import EngineProcess, launch, wait_until
@@ -361,3 +361,30 @@ def test_peers_of_a_point_alternate_pass_by_pass_and_keep_their_own_median(
     runs = ingest.side_by_side(peers, tmp_path, 3, one_pass)  # type: ignore[arg-type]
     assert started == ["A", "B", "B", "A", "A", "B"]  # never one peer's passes in a row
     assert [(r.peer, r.mb_per_s) for r in runs] == [("A", 3.0), ("B", 4.0)]
+
+
+def test_the_worklist_bench_asks_every_server_the_same_and_gets_the_same_answers(
+    tmp_path: Path,
+) -> None:
+    """Real wlmscpfs, Orthanc's worklist plugin and the edge (proxying, then from its
+    mirror with the RIS stopped), asked the same queries by pynetdicom and findscu -W."""
+    figures = worklist.run(items=30, repeat=3, workdir=tmp_path)
+    assert list(figures) == [
+        "Orthanc worklist plugin",
+        "DCMTK wlmscpfs (the RIS)",
+        "pacs-edge, RIS up (proxied)",
+        "pacs-edge, RIS down (mirror)",
+    ]
+    counts = {
+        server: {kind: answers for kind, (_, _, answers) in measured.pynetdicom.items()}
+        for server, measured in figures.items()
+    }
+    reference = counts["DCMTK wlmscpfs (the RIS)"]
+    assert set(reference) == {"station, today", "modality, today", "PatientID", "AccessionNumber"}
+    assert all(n >= 1 for n in reference.values()), reference
+    for server, found in counts.items():
+        assert found == reference, server
+    for measured in figures.values():
+        assert all(ms > 0 for ms in measured.findscu.values())
+    table = worklist.render(30, 3, figures)
+    assert table.count("| pacs-edge, RIS down (mirror) |") == 4
