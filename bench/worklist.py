@@ -47,13 +47,12 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from bench import results
 from bench.peers import PacsEdge, free_port, wait_for_port
-from bench.query import percentile
+from bench.query import per_query_ms, percentile
 
 RIS_AE = "RIS"
 MODALITIES = ["CT"] * 4 + ["MR"] * 3 + ["CR"] * 3 + ["US"] * 2 + ["MG"]
 STATIONS = 12  # station AE titles, spread over the modalities
 WORKLIST_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
-REPEATS = (1, 41)  # findscu --repeat: the difference is 40 queries on one association
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
@@ -207,34 +206,12 @@ def measure_pynetdicom(
 
 
 def measure_findscu(server: Server, steps: list[Step]) -> dict[str, float]:
-    """Per query kind: ms per query, from findscu -W --repeat (see the docstring)."""
+    """Per query kind: ms per query, from findscu -W --repeat (bench.query.per_query_ms)."""
     out = {}
     for name, make in kinds(steps, random.Random(3)).items():
-        keys = make()
-        seconds = []
-        for repeat in REPEATS:
-            started = time.perf_counter()
-            subprocess.run(
-                [
-                    "findscu",
-                    "-W",
-                    "-aet",
-                    "CT1",
-                    "-aec",
-                    server.called_ae,
-                    *findscu_args(keys),
-                    "--repeat",
-                    str(repeat),
-                    "127.0.0.1",
-                    str(server.port),
-                ],
-                capture_output=True,
-                check=True,
-                timeout=120,
-                env=DCMTK_ENV,
-            )
-            seconds.append(time.perf_counter() - started)
-        out[name] = (seconds[1] - seconds[0]) / (REPEATS[1] - REPEATS[0]) * 1e3
+        command = ["findscu", "-W", "-aet", "CT1", "-aec", server.called_ae]
+        command += [*findscu_args(make()), "127.0.0.1", str(server.port)]
+        out[name] = per_query_ms(command, DCMTK_ENV)
     return out
 
 
