@@ -34,6 +34,7 @@ class Node:
 
 def status(node: Node) -> dict[str, Any]:
     totals = node.shared.index.totals()
+    index_bytes, index_map_bytes = node.shared.index.space()
     counted = node.shared.metrics.totals(
         {"pacs_edge_associations": "result", "pacs_edge_dimse_responses": "status"}
     )
@@ -68,7 +69,8 @@ def status(node: Node) -> dict[str, Any]:
             "disk_total_bytes": disk.total,
             "refusing_associations": bool(_refusal(node)),
             "catalog_rebuild_due": totals.catalog_damaged,
-            **dict(zip(("index_bytes", "index_map_bytes"), node.shared.index.space(), strict=True)),
+            "index_bytes": index_bytes,
+            "index_map_bytes": index_map_bytes,
             "tiers": {
                 tier: {"instances": count, "bytes": size}
                 for tier, (count, size) in node.shared.index.tier_totals().items()
