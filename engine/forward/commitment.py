@@ -22,6 +22,7 @@ from pydicom.filereader import read_dataset
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
+from engine.dicom import scu
 from policies.config import DicomDestination
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,8 @@ def request(
         reports.put(parse_report(event.event_information))
         return 0x0000, None  # (status, event reply)
 
-    assoc = ae.associate(
-        dest.host,
-        dest.port,
-        ae_title=dest.called_ae,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+    assoc = scu.associate(
+        ae, dest.host, dest.port, dest.called_ae, [(evt.EVT_N_EVENT_REPORT, on_report)]
     )
     if not assoc.is_established:
         raise CommitmentError(f"no association with {dest.name} for storage commitment")

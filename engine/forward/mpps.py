@@ -14,6 +14,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+from engine.dicom import scu
 from engine.dicom.client import PeerUnavailable
 from engine.forward.senders import Delivery, Kind, Settle
 from policies.config import MppsDestination
@@ -76,7 +77,7 @@ class MppsSender:
         ae.acse_timeout = self._dest.connect_timeout
         ae.dimse_timeout = ae.network_timeout = self._dest.timeout
         dest = self._dest
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_ae)
+        assoc = scu.associate(ae, dest.host, dest.port, dest.called_ae)
         if not assoc.is_established:
             raise PeerUnavailable(
                 f"{dest.name} ({dest.called_ae}@{dest.host}:{dest.port}) did not accept "

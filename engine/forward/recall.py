@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
+from engine.dicom import scu
 from engine.ops.http import Answer, Route
 from policies.config import DicomDestination
 from policies.http_access import Caller
@@ -144,7 +145,7 @@ class Recaller:
         ae.acse_timeout = ae.network_timeout = dest.connect_timeout
         ae.dimse_timeout = max(dest.timeout, 600.0)  # a study's last response comes at its end
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.called_ae)
+        assoc = scu.associate(ae, dest.host, dest.port, dest.called_ae)
         if not assoc.is_established:
             raise RuntimeError(f"{dest.name} ({dest.host}:{dest.port}) refused the association")
         try:

@@ -11,6 +11,7 @@ from pydicom.charset import convert_encodings
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from engine.dicom import scu
 from policies.config import WorklistSourceConfig
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def find(source: WorklistSourceConfig, our_ae: str, identifier: Dataset) -> list
     ae.add_requested_context(ModalityWorklistInformationFind)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = source.timeout
     ae.connection_timeout = source.timeout
-    assoc = ae.associate(source.host, source.port, ae_title=source.called_ae)
+    assoc = scu.associate(ae, source.host, source.port, source.called_ae)
     if not assoc.is_established:
         raise UpstreamError(
             f"worklist source {source.name} ({source.called_ae}@{source.host}:{source.port}) "
