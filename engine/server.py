@@ -52,7 +52,7 @@ from policies.config import Config, TlsConfig
 from policies.rules import Router
 from storage import recovery
 from storage.committer import GroupCommitter
-from storage.index import Index
+from storage.index import Index, IndexOpenError
 from storage.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,10 @@ async def _start(
     run_dir = None if role == "all" else layout.run
     audit = AuditLog(config.audit_path, config.audit.patient_identifiers, config.node.site)
     stack.callback(audit.close)
-    index = Index(layout.index, config.storage.index_map_size, config.durable)
+    try:
+        index = Index(layout.index, config.storage.index_map_size, config.durable)
+    except IndexOpenError as exc:
+        raise StartupError(str(exc)) from exc
     stack.callback(index.close)
     if role == "all":
         index.upgrade()

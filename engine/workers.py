@@ -38,7 +38,7 @@ from typing import Any
 from engine.dicom import live
 from policies.config import Config, ConfigError, load_config
 from storage import recovery
-from storage.index import Index
+from storage.index import Index, IndexOpenError
 from storage.layout import DataLayout
 
 log = logging.getLogger(__name__)
@@ -249,4 +249,8 @@ def serve_workers(config_path: Path | None, overrides: dict[str, Any]) -> int:
     except ConfigError as exc:
         print(f"pacs-edge: {exc}", file=sys.stderr)
         return 2
-    return Supervisor(config, config_path, overrides).run()
+    try:
+        return Supervisor(config, config_path, overrides).run()
+    except IndexOpenError as exc:
+        print(f"pacs-edge: {exc}", file=sys.stderr)
+        return 2

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import lmdb
 import orjson
+from pydantic import ByteSize
 
 from storage.catalog import Catalog
 from storage.mpps import MppsLog
@@ -52,6 +53,10 @@ OnDuplicate = Literal["replace", "keep", "reject"]
 # A share of its map the index may fill before `pacs-edge status` warns (the alerts in
 # monitoring/prometheus/alerts.yml ticket at this share and page at 0.95).
 INDEX_FILLING = 0.8
+
+
+class IndexOpenError(RuntimeError):
+    """The index cannot be opened: why, and what to do, for the operator."""
 
 
 class DamagedRecord(ValueError):
@@ -279,14 +284,25 @@ class Recalled:
 class Index:
     def __init__(self, path: Path, map_size: int, durable: bool) -> None:
         # sync/metasync off only with durability = "os": then the OS decides when.
-        self._env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            max_dbs=48,  # 24 in use: catalog, queues, worklist, MPPS, HL7 (room to grow)
-            sync=durable,
-            metasync=durable,
-            readahead=False,
-        )
+        try:
+            self._env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=48,  # 24 in use: catalog, queues, worklist, MPPS, HL7 (room to grow)
+                sync=durable,
+                metasync=durable,
+                readahead=False,
+            )
+        except lmdb.MemoryError as exc:
+            raise IndexOpenError(
+                f"cannot map the index ({exc}) with storage.index_map_size = "
+                f"{ByteSize(map_size).human_readable()}: this process may not take that "
+                "much address space "
+                "(ulimit -v, a container's limit). Lift the limit, or lower "
+                "storage.index_map_size (it must stay above the index's size)"
+            ) from exc
+        except lmdb.Error as exc:
+            raise IndexOpenError(f"cannot open the index: {exc}") from exc
         self._page = int(self._env.stat()["psize"])
         self._instances = self._env.open_db(b"instances")
         self.catalog = Catalog(self._env)
