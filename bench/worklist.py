@@ -4,7 +4,8 @@ A synthetic RIS worklist for one site (`--items` scheduled procedure steps over
 yesterday, today and tomorrow; five modalities, twelve station AE titles), written
 as worklist files with DCMTK dump2dcm, is served by DCMTK wlmscpfs (the RIS) and by
 Orthanc's worklist plugin (a peer on the same files). pacs-edge mirrors the RIS
-([[worklist_source]], decision 27) and answers the same queries twice:
+([[worklist_source]], decision 27), with its default durability ("fsync"), and
+answers the same queries twice:
 - "RIS up": each query goes to the RIS first, and its answer is the RIS's;
 - "RIS down" (wlmscpfs stopped): from the edge's mirror.
 
@@ -326,7 +327,7 @@ def run(items: int, repeat: int, workdir: Path) -> Figures:
         measure(peer)
     with wlmscpfs(worklists) as ris:
         measure(Server("DCMTK wlmscpfs (the RIS)", ris.port, RIS_AE))
-        edge = PacsEdge(workdir / "edge", "os", edge_config(workdir / "edge.toml", ris.port))
+        edge = PacsEdge(workdir / "edge", "fsync", edge_config(workdir / "edge.toml", ris.port))
         edge.start()
         try:
             mirrored(edge, items)

@@ -286,6 +286,29 @@ def test_modalities_get_the_worklist_through_a_ris_outage(
     assert engine_status()["age_seconds"] < 5
 
 
+def test_a_forwarded_answer_refreshes_the_mirror_between_polls(
+    engine_factory: Callable[..., EngineProcess], ris: Ris
+) -> None:
+    """The RIS renames a patient after the last poll: a modality's query gets the new
+    name from the RIS, and the mirror keeps it (merged once the answer is sent), so
+    after the RIS dies the mirror answers with it too, long before the next poll."""
+    engine = engine_factory({"worklist_source": [{**ris_source(ris), "poll_interval": 600}]})
+    wait_until(
+        lambda: engine.status().get("worklist", {}).get("ris", {}).get("items") == len(ITEMS),
+        30,
+        "the first poll mirrored the RIS's items",
+    )
+    renamed = ("ACC200", "PID200", "Doe^Johnny", "MR", "MR1", "SPS200")
+    worklist_file(ris.root / "RIS", 2, renamed)  # over item 2's file
+    answers, _ = query(engine.port, AccessionNumber="ACC200")
+    assert [str(a.PatientName) for a in answers] == ["Doe^Johnny"]
+    ris.kill()
+    from_mirror, _ = query(engine.port, AccessionNumber="ACC200")
+    assert [str(a.PatientName) for a in from_mirror] == ["Doe^Johnny"]
+    assert "answered from its mirror" in engine.log()
+    assert engine.stop() == 0
+
+
 def test_images_typed_in_pinyin_get_the_worklist_names(
     engine_factory: Callable[..., EngineProcess], ris: Ris, tmp_path: Path
 ) -> None:
