@@ -44,7 +44,7 @@ from storage.catalog import Catalog
 from storage.mpps import MppsLog
 from storage.patients import PatientLog
 from storage.queue import Job, Queues, Settlement, Target
-from storage.reserve import Reserve
+from storage.reserve import Reserve, used_bytes
 from storage.worklist import WorklistCache
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,7 @@ class Index:
         the second, every write is refused (storage.index_map_size). Pages freed below
         the last are reused first, so the first is a high-water mark, never an
         underestimate."""
-        info = self._env.info()
-        return (int(info["last_pgno"]) + 1) * self._page, int(info["map_size"])
+        return used_bytes(self._env, self._page), int(self._env.info()["map_size"])
 
     def check_readers(self) -> int:
         """Free reader slots of processes that died (a killed worker's)."""

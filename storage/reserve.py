@@ -28,6 +28,12 @@ _PIECE = 1 << 20
 _RETRY_AFTER = 60.0  # seconds, after a top-up failed (disk full)
 
 
+def used_bytes(env: lmdb.Environment, page: int) -> int:
+    """Bytes of the data file LMDB's last committed transaction uses: up to its last
+    page (`page`: the environment's page size, read once by the caller)."""
+    return (int(env.info()["last_pgno"]) + 1) * page
+
+
 class Reserve:
     def __init__(self, env: lmdb.Environment, data_file: Path, map_size: int) -> None:
         self._env = env
@@ -41,8 +47,7 @@ class Reserve:
         self._failed_at: float | None = None
 
     def _used(self) -> int:
-        """Bytes of the data file LMDB's last committed transaction uses."""
-        return (int(self._env.info()["last_pgno"]) + 1) * self._page
+        return used_bytes(self._env, self._page)
 
     def top_up(self) -> int:
         """Write zeros up to `AHEAD` past LMDB's last page when fewer than half of
