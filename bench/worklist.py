@@ -93,8 +93,7 @@ def write_worklist(folder: Path, steps: list[Step]) -> None:
     folder.mkdir(parents=True)
     (folder / "lockfile").touch()
     for n, step in enumerate(steps):
-        dump = folder / f"{n}.dump"
-        dump.write_text(
+        worklist_file(
             f"""(0008,0050) SH [{step.accession}]
 (0010,0010) PN [{step.name}]
 (0010,0020) LO [{step.patient_id}]
@@ -116,12 +115,17 @@ def write_worklist(folder: Path, steps: list[Step]) -> None:
 (fffe,e00d) -
 (fffe,e0dd) -
 (0040,1001) SH [RP{n:06d}]
-"""
+""",
+            folder / f"{n}.wl",
         )
-        subprocess.run(
-            ["dump2dcm", "--write-xfer-little", str(dump), str(folder / f"{n}.wl")], check=True
-        )
-        dump.unlink()
+
+
+def worklist_file(dump: str, path: Path) -> None:
+    """A worklist file at `path` from dcmdump's text form (UTF-8), by DCMTK dump2dcm."""
+    text = path.with_suffix(".dump")
+    text.write_text(dump, encoding="utf-8")
+    subprocess.run(["dump2dcm", "--write-xfer-little", str(text), str(path)], check=True)
+    text.unlink()
 
 
 def kinds(steps: list[Step], rng: random.Random) -> dict[str, Callable[[], dict[str, str]]]:

@@ -23,6 +23,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
+from bench import worklist as bench_worklist
 from bench.peers import free_port, wait_for_port
 from tests.engine.test_forward import dicom_destination
 from tests.support.corpus import make_series
@@ -42,8 +43,7 @@ ITEMS = [
 
 def worklist_file(folder: Path, n: int, item: tuple[str, ...]) -> None:
     accession, pid, name, modality, station, step = item
-    dump = folder / f"item{n}.dump"
-    dump.write_text(
+    bench_worklist.worklist_file(
         f"""(0008,0005) CS [ISO_IR 192]
 (0008,0050) SH [{accession}]
 (0010,0010) PN [{name}]
@@ -67,14 +67,8 @@ def worklist_file(folder: Path, n: int, item: tuple[str, ...]) -> None:
 (fffe,e0dd) -
 (0040,1001) SH [RP{n}]
 """,
-        encoding="utf-8",
+        folder / f"item{n}.wl",
     )
-    subprocess.run(
-        ["dump2dcm", str(dump), str(folder / f"item{n}.wl")],
-        check=True,
-        capture_output=True,
-    )
-    dump.unlink()
 
 
 class Ris:
